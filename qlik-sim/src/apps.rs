@@ -1,0 +1,486 @@
+//! The sample apps the simulated engine serves, and hypercube evaluation over their data.
+
+use serde_json::{json, Map, Value};
+
+/// App id (and `qDocName`) of the "Sales" sample app. Its object `sales-by-region` has a
+/// hypercube Region × (Sales, Live) whose `Live` measure changes on every layout.
+pub const SALES_APP_ID: &str = "5a1e5000-5a1e-4000-8000-000000000001";
+/// App id (and `qDocName`) of the "Helpdesk" sample app (object `cases-by-priority`).
+pub const HELPDESK_APP_ID: &str = "4e1bde5c-4e1b-4000-8000-000000000002";
+
+/// A sample app: a single data table and a few objects.
+pub(crate) struct App {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub fields: &'static [&'static str],
+    pub rows: Vec<Vec<Value>>,
+    /// Object properties (with `qInfo.qId` and `qHyperCubeDef`).
+    pub objects: Vec<Value>,
+}
+
+/// Every sample app.
+pub(crate) fn all() -> Vec<App> {
+    vec![sales(), helpdesk()]
+}
+
+/// The sample app whose id or title (with or without `.qvf`) is `name`.
+pub(crate) fn find(name: &str) -> Option<App> {
+    let bare = name.strip_suffix(".qvf").unwrap_or(name);
+    all()
+        .into_iter()
+        .find(|a| a.id.eq_ignore_ascii_case(name) || a.title.eq_ignore_ascii_case(bare))
+}
+
+fn sales() -> App {
+    let rows = [
+        ("North", "Bikes", 1200, 10),
+        ("North", "Helmets", 300, 25),
+        ("South", "Bikes", 900, 8),
+        ("South", "Helmets", 450, 30),
+        ("East", "Bikes", 1500, 12),
+        ("East", "Gloves", 200, 40),
+        ("West", "Bikes", 700, 6),
+        ("West", "Gloves", 350, 45),
+    ];
+    App {
+        id: SALES_APP_ID,
+        title: "Sales",
+        fields: &["Region", "Product", "Sales", "Quantity"],
+        rows: rows
+            .iter()
+            .map(|(r, p, s, q)| vec![json!(r), json!(p), json!(s), json!(q)])
+            .collect(),
+        objects: vec![json!({
+            "qInfo": {"qId": "sales-by-region", "qType": "barchart"},
+            "title": "Sales by region",
+            "qHyperCubeDef": {
+                "qDimensions": [{"qDef": {"qFieldDefs": ["Region"]}}],
+                "qMeasures": [
+                    {"qDef": {"qDef": "Sum(Sales)", "qLabel": "Sales"}},
+                    {"qDef": {"qDef": "Live()", "qLabel": "Live"}}
+                ],
+                "qInitialDataFetch": [{"qLeft": 0, "qTop": 0, "qWidth": 3, "qHeight": 100}]
+            }
+        })],
+    }
+}
+
+fn helpdesk() -> App {
+    let rows = [
+        ("High", "Open", 12, 5.5),
+        ("High", "Closed", 40, 3.25),
+        ("Medium", "Open", 25, 12.0),
+        ("Medium", "Closed", 80, 9.5),
+        ("Low", "Open", 30, 30.0),
+        ("Low", "Closed", 120, 22.0),
+    ];
+    App {
+        id: HELPDESK_APP_ID,
+        title: "Helpdesk",
+        fields: &["Priority", "Status", "Cases", "ResolutionHours"],
+        rows: rows
+            .iter()
+            .map(|(p, s, c, h)| vec![json!(p), json!(s), json!(c), json!(h)])
+            .collect(),
+        objects: vec![json!({
+            "qInfo": {"qId": "cases-by-priority", "qType": "table"},
+            "title": "Cases by priority",
+            "qHyperCubeDef": {
+                "qDimensions": [{"qDef": {"qFieldDefs": ["Priority"]}}],
+                "qMeasures": [
+                    {"qDef": {"qDef": "Sum(Cases)", "qLabel": "Cases"}},
+                    {"qDef": {"qDef": "Avg(ResolutionHours)", "qLabel": "Avg hours"}}
+                ],
+                "qInitialDataFetch": [{"qLeft": 0, "qTop": 0, "qWidth": 3, "qHeight": 100}]
+            }
+        })],
+    }
+}
+
+impl App {
+    /// The `qDocList` entry of this app.
+    pub fn doc_entry(&self) -> Value {
+        json!({
+            "qDocName": self.id,
+            "qDocId": self.id,
+            "qTitle": self.title,
+            "qConnectedUsers": 0,
+            "qReadOnly": false,
+            "qMeta": {},
+            "qThumbnail": {"qUrl": ""}
+        })
+    }
+
+    /// The `qLayout` of `GetAppLayout`.
+    pub fn layout(&self) -> Value {
+        json!({
+            "qTitle": self.title,
+            "qFileName": self.id,
+            "qLastReloadTime": "2026-01-01T00:00:00.000Z",
+            "qModified": false,
+            "qHasScript": true,
+            "qHasData": true,
+            "qReadOnly": false,
+            "qIsOpenedWithoutData": false,
+            "qStateNames": [],
+            "qMeta": {},
+            "qThumbnail": {"qUrl": ""}
+        })
+    }
+
+    /// The properties of the sample object `id`.
+    pub fn object(&self, id: &str) -> Option<Value> {
+        self.objects
+            .iter()
+            .find(|o| o.pointer("/qInfo/qId").and_then(Value::as_str) == Some(id))
+            .cloned()
+    }
+
+    fn column(&self, field: &str) -> Option<usize> {
+        self.fields
+            .iter()
+            .position(|f| f.eq_ignore_ascii_case(field))
+    }
+}
+
+/// A requested data page.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Area {
+    left: usize,
+    top: usize,
+    width: usize,
+    height: usize,
+}
+
+impl Area {
+    /// Parses `{"qLeft","qTop","qWidth","qHeight"}` (missing numbers are 0).
+    pub fn from_json(v: &Value) -> Area {
+        let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
+        Area {
+            left: n("qLeft"),
+            top: n("qTop"),
+            width: n("qWidth"),
+            height: n("qHeight"),
+        }
+    }
+
+    /// Parses a list of areas.
+    pub fn list(v: Option<&Value>) -> Vec<Area> {
+        v.and_then(Value::as_array)
+            .map(|l| l.iter().map(Area::from_json).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Agg {
+    Sum,
+    Avg,
+    Count,
+    Min,
+    Max,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Expr {
+    Agg(Agg, String),
+    Live,
+    Unknown,
+}
+
+fn parse_expr(expr: &str) -> Expr {
+    let e = expr.trim().trim_start_matches('=').trim();
+    if e.to_ascii_lowercase().contains("live") {
+        return Expr::Live;
+    }
+    let Some((name, rest)) = e.split_once('(') else {
+        return Expr::Unknown;
+    };
+    let field = rest
+        .trim_end()
+        .trim_end_matches(')')
+        .trim()
+        .trim_matches(|c| c == '[' || c == ']' || c == '"')
+        .to_string();
+    let agg = match name.trim().to_ascii_lowercase().as_str() {
+        "sum" => Agg::Sum,
+        "avg" => Agg::Avg,
+        "count" => Agg::Count,
+        "min" => Agg::Min,
+        "max" => Agg::Max,
+        _ => return Expr::Unknown,
+    };
+    Expr::Agg(agg, field)
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn num_text(n: f64) -> String {
+    if n.is_nan() {
+        "-".to_string()
+    } else if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n:.2}")
+    }
+}
+
+fn num_json(n: f64) -> Value {
+    if n.is_finite() {
+        json!(n)
+    } else {
+        json!("NaN")
+    }
+}
+
+/// A hypercube evaluated over an app's table.
+pub(crate) struct Cube {
+    dim_titles: Vec<String>,
+    dim_cardinals: Vec<usize>,
+    measure_titles: Vec<String>,
+    /// One row per group: every cell already in engine JSON form.
+    matrix: Vec<Vec<Value>>,
+    measure_ranges: Vec<(f64, f64)>,
+}
+
+impl Cube {
+    /// Evaluates `def` (a `qHyperCubeDef`) over `app`; `tick` drives the live measure.
+    pub fn evaluate(app: &App, def: &Value, tick: u64) -> Cube {
+        let dims: Vec<String> = def
+            .get("qDimensions")
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .map(|d| {
+                        d.pointer("/qDef/qFieldDefs/0")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .trim_start_matches('=')
+                            .to_string()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let measures: Vec<(String, Expr)> = def
+            .get("qMeasures")
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .map(|m| {
+                        let expr = m
+                            .pointer("/qDef/qDef")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        let label = m
+                            .pointer("/qDef/qLabel")
+                            .and_then(Value::as_str)
+                            .filter(|s| !s.is_empty())
+                            .unwrap_or(expr);
+                        (label.to_string(), parse_expr(expr))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        let dim_cols: Vec<Option<usize>> = dims.iter().map(|d| app.column(d)).collect();
+        // Distinct values per dimension, in load order: their index is qElemNumber.
+        let symbols: Vec<Vec<String>> = dim_cols
+            .iter()
+            .map(|col| {
+                let mut seen: Vec<String> = Vec::new();
+                for row in &app.rows {
+                    let t = col.map(|c| text_of(&row[c])).unwrap_or_else(|| "-".into());
+                    if !seen.contains(&t) {
+                        seen.push(t);
+                    }
+                }
+                seen
+            })
+            .collect();
+        // Groups in load order of their first row.
+        let mut groups: Vec<(Vec<String>, Vec<usize>)> = Vec::new();
+        for (i, row) in app.rows.iter().enumerate() {
+            let key: Vec<String> = dim_cols
+                .iter()
+                .map(|col| col.map(|c| text_of(&row[c])).unwrap_or_else(|| "-".into()))
+                .collect();
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((key, vec![i])),
+            }
+        }
+        let mut ranges = vec![(f64::INFINITY, f64::NEG_INFINITY); measures.len()];
+        let matrix = groups
+            .iter()
+            .enumerate()
+            .map(|(g, (key, members))| {
+                let mut cells: Vec<Value> = key
+                    .iter()
+                    .enumerate()
+                    .map(|(d, text)| {
+                        let elem = symbols[d].iter().position(|s| s == text).unwrap_or(0);
+                        json!({"qText": text, "qNum": "NaN", "qElemNumber": elem, "qState": "O"})
+                    })
+                    .collect();
+                for (m, (_, expr)) in measures.iter().enumerate() {
+                    let n = measure(app, expr, members, g, tick);
+                    if n.is_finite() {
+                        ranges[m].0 = ranges[m].0.min(n);
+                        ranges[m].1 = ranges[m].1.max(n);
+                    }
+                    cells.push(json!({
+                        "qText": num_text(n), "qNum": num_json(n), "qElemNumber": 0, "qState": "L"
+                    }));
+                }
+                cells
+            })
+            .collect();
+        Cube {
+            dim_cardinals: symbols.iter().map(Vec::len).collect(),
+            dim_titles: dims,
+            measure_titles: measures.into_iter().map(|(l, _)| l).collect(),
+            matrix,
+            measure_ranges: ranges,
+        }
+    }
+
+    fn width(&self) -> usize {
+        self.dim_titles.len() + self.measure_titles.len()
+    }
+
+    /// One `qDataPages` entry for `area`.
+    pub fn page(&self, area: Area) -> Value {
+        let top = area.top.min(self.matrix.len());
+        let height = area.height.min(self.matrix.len() - top);
+        let left = area.left.min(self.width());
+        let width = area.width.min(self.width() - left);
+        let rows: Vec<Value> = self.matrix[top..top + height]
+            .iter()
+            .map(|r| Value::Array(r[left..left + width].to_vec()))
+            .collect();
+        json!({
+            "qMatrix": rows,
+            "qTails": [],
+            "qArea": {"qLeft": left, "qTop": top, "qWidth": width, "qHeight": height}
+        })
+    }
+
+    /// The `qHyperCube` of a layout, with the pages of `fetch`.
+    pub fn layout(&self, fetch: &[Area]) -> Value {
+        let dims: Vec<Value> = self
+            .dim_titles
+            .iter()
+            .zip(&self.dim_cardinals)
+            .map(|(t, c)| {
+                json!({
+                    "qFallbackTitle": t, "qCardinal": c, "qGroupFieldDefs": [t],
+                    "qDimensionType": "D", "qSortIndicator": "A", "qMin": "NaN", "qMax": "NaN"
+                })
+            })
+            .collect();
+        let measures: Vec<Value> = self
+            .measure_titles
+            .iter()
+            .zip(&self.measure_ranges)
+            .map(|(t, (min, max))| {
+                json!({"qFallbackTitle": t, "qMin": num_json(*min), "qMax": num_json(*max)})
+            })
+            .collect();
+        json!({
+            "qStateName": "$",
+            "qSize": {"qcx": self.width(), "qcy": self.matrix.len()},
+            "qDimensionInfo": dims,
+            "qMeasureInfo": measures,
+            "qEffectiveInterColumnSortOrder": (0..self.width()).collect::<Vec<_>>(),
+            "qGrandTotalRow": [],
+            "qDataPages": fetch.iter().map(|a| self.page(*a)).collect::<Vec<_>>(),
+            "qMode": "S",
+            "qNoOfLeftDims": -1
+        })
+    }
+}
+
+fn measure(app: &App, expr: &Expr, members: &[usize], group: usize, tick: u64) -> f64 {
+    match expr {
+        Expr::Live => (50 + (tick * 7 + group as u64 * 13) % 50) as f64,
+        Expr::Unknown => f64::NAN,
+        Expr::Agg(agg, field) => {
+            let Some(col) = app.column(field) else {
+                return f64::NAN;
+            };
+            let values: Vec<f64> = members
+                .iter()
+                .filter_map(|&i| app.rows[i][col].as_f64())
+                .collect();
+            match agg {
+                Agg::Count => members.len() as f64,
+                _ if values.is_empty() => f64::NAN,
+                Agg::Sum => values.iter().sum(),
+                Agg::Avg => values.iter().sum::<f64>() / values.len() as f64,
+                Agg::Min => values.iter().copied().fold(f64::INFINITY, f64::min),
+                Agg::Max => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            }
+        }
+    }
+}
+
+/// A generic object's layout: its properties with `qHyperCubeDef` replaced by `qHyperCube`.
+pub(crate) fn object_layout(app: &App, props: &Value, tick: u64) -> Value {
+    let mut layout: Map<String, Value> = props.as_object().cloned().unwrap_or_default();
+    layout.insert("qSelectionInfo".into(), json!({}));
+    if let Some(def) = layout.remove("qHyperCubeDef") {
+        let cube = Cube::evaluate(app, &def, tick);
+        let fetch = Area::list(def.get("qInitialDataFetch"));
+        layout.insert("qHyperCube".into(), cube.layout(&fetch));
+    }
+    Value::Object(layout)
+}
+
+/// True when the properties' hypercube has a live measure (its layout changes every time).
+pub(crate) fn is_live(props: &Value) -> bool {
+    props
+        .pointer("/qHyperCubeDef/qMeasures")
+        .and_then(Value::as_array)
+        .is_some_and(|l| {
+            l.iter().any(|m| {
+                m.pointer("/qDef/qDef")
+                    .and_then(Value::as_str)
+                    .is_some_and(|e| parse_expr(e) == Expr::Live)
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sales_cube() {
+        let app = sales();
+        let props = app.object("sales-by-region").unwrap_or_default();
+        let a = object_layout(&app, &props, 1);
+        let b = object_layout(&app, &props, 2);
+        assert_eq!(a["qHyperCube"]["qSize"], json!({"qcx": 3, "qcy": 4}));
+        let m = &a["qHyperCube"]["qDataPages"][0]["qMatrix"];
+        assert_eq!(m[0][0]["qText"], "North");
+        assert_eq!(m[0][1]["qNum"], json!(1500.0));
+        assert_ne!(m[0][2], b["qHyperCube"]["qDataPages"][0]["qMatrix"][0][2]);
+        assert!(is_live(&props));
+        let page = Cube::evaluate(&app, &props["qHyperCubeDef"], 0).page(Area {
+            left: 1,
+            top: 3,
+            width: 9,
+            height: 9,
+        });
+        assert_eq!(
+            page["qArea"],
+            json!({"qLeft":1,"qTop":3,"qWidth":2,"qHeight":1})
+        );
+    }
+}

@@ -1,0 +1,468 @@
+//! The virtual proxy (`/{prefix}/…` on port 443 of a real node): session cookie, ticket
+//! redemption, auth-module redirects, Personal API, websocket CSRF tokens, the engine
+//! websocket upgrade, and a few `sim/*` endpoints for gateway tests (§1–4 of the reference).
+
+use crate::engine::{self, SocketParams};
+use crate::state::{RecordedRequest, SessionEnd, Shared, User};
+use crate::util::{cookies, encode_component, header_map, query_pairs, query_param};
+use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, SET_COOKIE, USER_AGENT};
+use http::{HeaderValue, Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Largest websocket message (and frame) accepted.
+const MAX_WS_MESSAGE: usize = 128 << 20;
+/// Largest body `sim/bytes` will stream.
+const MAX_SIM_BYTES: u64 = 1 << 34;
+/// Chunk size of `sim/bytes`.
+const CHUNK: u64 = 64 * 1024;
+
+/// The proxy router.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+/// The proxy session a request carries, and the cookie to set when a ticket created it.
+struct Auth {
+    session: Option<(String, User)>,
+    set_cookie: Option<String>,
+}
+
+fn is_websocket(req: &Request) -> bool {
+    req.headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn html(status: StatusCode, title: &str, body: &str) -> Response {
+    let page = format!(
+        "<!doctype html><html><head><title>{title}</title></head><body>{body}</body></html>"
+    );
+    (status, [(CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+fn text(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn json_response(status: StatusCode, value: Value) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, "application/json; charset=utf-8")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => (status, [(LOCATION, v)]).into_response(),
+        Err(_) => text(StatusCode::BAD_REQUEST, "Invalid redirect target"),
+    }
+}
+
+fn session_cookie(shared: &Shared, session_id: &str) -> String {
+    let secure = if shared.opts.proxy_tls {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{}={session_id}; Path=/; HttpOnly{secure}",
+        shared.opts.effective_cookie_name()
+    )
+}
+
+/// Redeems a `qlikTicket`/`QlikTicket` parameter, else validates the session cookie.
+fn authenticate(shared: &Shared, req: &Request) -> Auth {
+    if let Some(ticket) = query_param(req.uri().query(), "qlikticket") {
+        if let Some((id, user)) = shared.redeem_ticket(&ticket) {
+            return Auth {
+                set_cookie: Some(session_cookie(shared, &id)),
+                session: Some((id, user)),
+            };
+        }
+        tracing::info!("proxy: invalid or expired ticket");
+    }
+    let name = shared.opts.effective_cookie_name();
+    let session = cookies(req.headers())
+        .into_iter()
+        .filter(|(k, _)| *k == name)
+        .find_map(|(_, id)| shared.touch(&id).map(|user| (id, user)));
+    Auth {
+        session,
+        set_cookie: None,
+    }
+}
+
+/// The `loginUri` of unauthenticated answers.
+fn login_uri(shared: &Shared, target: &str) -> String {
+    format!(
+        "{}/internal_windows_authentication/?targetUri={}",
+        shared.proxy_base(),
+        encode_component(target)
+    )
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let websocket = is_websocket(&req);
+    shared.record(RecordedRequest {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().map(str::to_string),
+        headers: header_map(req.headers()),
+        websocket,
+    });
+    let base = format!("{}/", shared.opts.prefix_path());
+    let Some(rest) = req.uri().path().strip_prefix(&base).map(str::to_string) else {
+        return text(StatusCode::NOT_FOUND, "Not found");
+    };
+    let first = rest.split('/').next().unwrap_or("");
+    if first == "internal_windows_authentication" || first == "internal_forms_authentication" {
+        return html(
+            StatusCode::UNAUTHORIZED,
+            "Authentication required",
+            "<h1>401 Unauthorized</h1><p>qlik-sim has no login form: use a ticket or a session.</p>",
+        );
+    }
+    if rest == "app" {
+        return redirect(
+            StatusCode::MOVED_PERMANENTLY,
+            &format!("{}/app/", shared.opts.prefix_path()),
+        );
+    }
+    if websocket && rest.starts_with("app/") {
+        return upgrade(shared, req, &rest["app/".len()..]).await;
+    }
+
+    let auth = authenticate(&shared, &req);
+    let mut response = route(&shared, req, &rest, auth.session).await;
+    if let Some(cookie) = auth.set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    response
+}
+
+async fn route(
+    shared: &Shared,
+    req: Request,
+    rest: &str,
+    session: Option<(String, User)>,
+) -> Response {
+    let method = req.method().clone();
+    if rest == "qps/user" && method == Method::GET {
+        return personal(shared, &req, session.as_ref());
+    }
+    if rest == "qps/user" && method == Method::DELETE {
+        if let Some((id, _)) = &session {
+            shared.end_session(id, SessionEnd::LoggedOut);
+        }
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let Some((session_id, user)) = session else {
+        return login_redirect(shared, &req);
+    };
+    match (rest, &method) {
+        ("hub" | "hub/", &Method::GET) => html(
+            StatusCode::OK,
+            "Qlik Sense Hub",
+            &format!(
+                "<h1>Hub</h1><p>Signed in as {}\\{}</p>",
+                user.user_directory, user.user_id
+            ),
+        ),
+        ("resources/autogenerated/qlik-styles.css", &Method::GET) => (
+            StatusCode::OK,
+            [(CONTENT_TYPE, "text/css")],
+            "/* qlik-sim */\n.qv-object { color: #404040; }\n",
+        )
+            .into_response(),
+        ("qps/csrftoken", &Method::GET) => match shared.issue_csrf_token(&session_id) {
+            Some(token) => (StatusCode::NO_CONTENT, [("qlik-csrf-token", token)]).into_response(),
+            None => login_redirect(shared, &req),
+        },
+        ("sim/echo", _) => echo(req, &user).await,
+        ("sim/bytes", &Method::GET) => bytes_body(&req),
+        ("sim/redirect", &Method::GET) => match query_param(req.uri().query(), "to") {
+            Some(to) if to.starts_with('/') && !to.starts_with("//") => {
+                redirect(StatusCode::FOUND, &format!("{}{to}", shared.proxy_base()))
+            }
+            _ => text(
+                StatusCode::BAD_REQUEST,
+                "`to` must be a path starting with /",
+            ),
+        },
+        ("sim/setcookie", &Method::GET) => {
+            let mut r = text(StatusCode::OK, "cookies set");
+            let headers = r.headers_mut();
+            for c in [
+                session_cookie(shared, &session_id),
+                "sim-pref=1; Path=/".into(),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    headers.append(SET_COOKIE, v);
+                }
+            }
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+/// 302 to the internal auth module, Windows or forms by User-Agent (§3).
+fn login_redirect(shared: &Shared, req: &Request) -> Response {
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let target_id = shared.new_target(format!("{}{path_and_query}", shared.proxy_url));
+    let windows = req
+        .headers()
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.contains("Windows"));
+    let module = if windows {
+        "internal_windows_authentication"
+    } else {
+        "internal_forms_authentication"
+    };
+    redirect(
+        StatusCode::FOUND,
+        &format!("{}/{module}/?targetId={target_id}", shared.proxy_base()),
+    )
+}
+
+/// `GET /{vp}/qps/user` (Personal API).
+fn personal(shared: &Shared, req: &Request, session: Option<&(String, User)>) -> Response {
+    let body = match session {
+        Some((_, user)) => json!({
+            "userDirectory": user.user_directory,
+            "userId": user.user_id,
+            "userName": user.user_id,
+            "logoutUri": format!("{}/qps/user", shared.proxy_base()),
+        }),
+        None => {
+            let target = query_param(req.uri().query(), "targetUri")
+                .unwrap_or_else(|| format!("{}/hub/", shared.proxy_base()));
+            json!({"session": "inactive", "loginUri": login_uri(shared, &target)})
+        }
+    };
+    json_response(StatusCode::OK, body)
+}
+
+/// `ANY sim/echo`: describes the request; the body is counted while streaming, not buffered.
+async fn echo(req: Request, user: &User) -> Response {
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut body_len: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => body_len += bytes.len() as u64,
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("body read failed: {e}")),
+        }
+    }
+    let cookies: BTreeMap<String, String> = cookies(&parts.headers).into_iter().collect();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "headers": header_map(&parts.headers),
+            "cookies": cookies,
+            "body_len": body_len,
+            "user": {"userDirectory": user.user_directory, "userId": user.user_id},
+        }),
+    )
+}
+
+/// `GET sim/bytes?n=N`: exactly N bytes of the pattern `i % 251`, streamed in chunks.
+fn bytes_body(req: &Request) -> Response {
+    let n = match query_param(req.uri().query(), "n").map(|n| n.parse::<u64>()) {
+        Some(Ok(n)) if n <= MAX_SIM_BYTES => n,
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "`n` must be a byte count up to 16 GiB",
+            )
+        }
+    };
+    let stream = futures_util::stream::unfold(0u64, move |offset| async move {
+        if offset >= n {
+            return None;
+        }
+        let len = CHUNK.min(n - offset);
+        let chunk: Vec<u8> = (offset..offset + len).map(|i| (i % 251) as u8).collect();
+        Some((
+            Ok::<Bytes, std::io::Error>(Bytes::from(chunk)),
+            offset + len,
+        ))
+    });
+    (
+        StatusCode::OK,
+        [
+            (CONTENT_TYPE, "application/octet-stream".to_string()),
+            (CONTENT_LENGTH, n.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// The host part of an `Origin` value (`https://host:port` → `host`).
+fn origin_host(origin: &str) -> Option<String> {
+    let authority = origin.split_once("://")?.1.split('/').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?.to_string()
+    } else {
+        authority.split(':').next()?.to_string()
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+fn host_header_host(req: &Request) -> Option<String> {
+    let host = req.headers().get(http::header::HOST)?.to_str().ok()?;
+    origin_host(&format!("x://{host}"))
+}
+
+/// The Host allow list check: the proxy's own host names, or a listed host (§3).
+fn origin_allowed(shared: &Shared, req: &Request) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .and_then(origin_host)
+    else {
+        return false;
+    };
+    let own = [
+        Some(shared.opts.bind.to_string()),
+        Some("localhost".to_string()),
+        Some("127.0.0.1".to_string()),
+        Some("::1".to_string()),
+        host_header_host(req),
+    ];
+    own.iter().flatten().any(|h| h.eq_ignore_ascii_case(&host))
+        || shared.opts.host_allow_list.iter().any(|allowed| {
+            let allowed = allowed.trim().to_ascii_lowercase();
+            allowed == host
+                || origin_host(&format!("x://{allowed}")).as_deref() == Some(host.as_str())
+        })
+}
+
+/// The engine session key of `app/{appId}[/identity/{x}][/ttl/{n}]`, or `None` if malformed.
+fn engine_key(after_app: &str) -> Option<String> {
+    let mut segments = after_app.split('/');
+    let app = segments.next().unwrap_or("");
+    let app = if app.is_empty() { "engineData" } else { app };
+    let mut identity = "";
+    let rest: Vec<&str> = segments.filter(|s| !s.is_empty()).collect();
+    for pair in rest.chunks(2) {
+        match pair {
+            ["identity", x] => identity = x,
+            ["ttl", n] if n.parse::<u32>().is_ok() => {}
+            _ => return None,
+        }
+    }
+    Some(format!("{}|{identity}", app.to_ascii_lowercase()))
+}
+
+fn forbidden(shared: &Shared, why: &str) -> Response {
+    shared.count(|c| c.ws_rejected += 1);
+    tracing::info!("proxy: websocket upgrade refused: {why}");
+    text(StatusCode::FORBIDDEN, why)
+}
+
+/// The engine websocket upgrade at `/{vp}/app/…` (§3, §4).
+async fn upgrade(shared: Arc<Shared>, req: Request, after_app: &str) -> Response {
+    if !origin_allowed(&shared, &req) {
+        return forbidden(&shared, "Origin not allowed");
+    }
+    let Some(key) = engine_key(after_app) else {
+        return text(StatusCode::NOT_FOUND, "Not found");
+    };
+    let auth = authenticate(&shared, &req);
+    if let Some((id, _)) = &auth.session {
+        if shared.opts.require_csrf_token {
+            let token_ok = query_pairs(req.uri().query())
+                .iter()
+                .any(|(k, v)| k == "qlik-csrf-token" && shared.check_csrf_token(id, v));
+            if !token_ok {
+                return forbidden(
+                    &shared,
+                    "Cross-Site Websocket Hijacking attack prevention check failed",
+                );
+            }
+        }
+    }
+    let target = format!("{}/hub/", shared.proxy_base());
+    let (mut parts, _body) = req.into_parts();
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let engine = auth
+        .session
+        .as_ref()
+        .and_then(|(id, _)| shared.attach_engine(id, &key));
+    if auth.session.is_some() && engine.is_none() {
+        // The session ended between the check and the attach.
+        return forbidden(&shared, "Session ended");
+    }
+    shared.count(|c| {
+        c.ws_upgrades += 1;
+        if auth.session.is_none() {
+            c.ws_must_authenticate += 1;
+        }
+    });
+    let params = SocketParams {
+        session: auth.session,
+        engine,
+        login_uri: login_uri(&shared, &target),
+    };
+    let task_shared = shared.clone();
+    let mut response = ws
+        .max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| engine::run(socket, task_shared, params));
+    if let Some(cookie) = auth.set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_origins_and_engine_paths() {
+        assert_eq!(
+            origin_host("https://LocalHost:8443").as_deref(),
+            Some("localhost")
+        );
+        assert_eq!(origin_host("http://[::1]:80").as_deref(), Some("::1"));
+        assert_eq!(origin_host("null"), None);
+        assert_eq!(engine_key("").as_deref(), Some("enginedata|"));
+        assert_eq!(
+            engine_key("abc/identity/tab1/ttl/30").as_deref(),
+            Some("abc|tab1")
+        );
+        assert_eq!(engine_key("abc/bogus/1"), None);
+    }
+}

@@ -1,0 +1,526 @@
+//! The simulator's shared state: proxy sessions, tickets, CSRF tokens, open websockets,
+//! counters, recorded requests and injected faults, plus the inactivity sweeper.
+
+use crate::engine::EngineSession;
+use crate::options::SimOptions;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
+
+/// How many proxy requests [`crate::SimControl::requests`] keeps.
+const MAX_RECORDED: usize = 1000;
+/// Ticket lifetime: "valid for one minute" (§1).
+const TICKET_TTL: Duration = Duration::from_secs(60);
+/// Upper bound of remembered auth-module `targetId`s.
+const MAX_TARGETS: usize = 10_000;
+
+/// A proxy session as seen by [`crate::SimControl::sessions`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session id (the cookie value).
+    pub session_id: String,
+    /// The user's directory.
+    pub user_directory: String,
+    /// The user's id.
+    pub user_id: String,
+    /// Attributes given when the session or ticket was added, as (name, value).
+    pub attributes: Vec<(String, String)>,
+    /// Number of engine websockets currently open with this session.
+    pub open_websockets: usize,
+}
+
+/// Event counters, readable through [`crate::SimControl::counters`].
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests that reached the QPS API listener (after the TLS handshake).
+    pub qps_requests: u64,
+    /// Proxy sessions created (QPS `POST session` or ticket redemption).
+    pub sessions_created: u64,
+    /// Proxy sessions deleted (QPS `DELETE session|user`, Personal API logout).
+    pub sessions_deleted: u64,
+    /// Tickets issued by QPS `POST ticket`.
+    pub tickets_issued: u64,
+    /// Tickets redeemed on the proxy.
+    pub tickets_redeemed: u64,
+    /// Requests that reached the proxy listener.
+    pub proxy_requests: u64,
+    /// Websocket upgrades answered with 101.
+    pub ws_upgrades: u64,
+    /// Websocket upgrades refused with 403 (Origin or CSRF check).
+    pub ws_rejected: u64,
+    /// Websockets that got `mustAuthenticate: true`.
+    pub ws_must_authenticate: u64,
+    /// CSRF tokens issued by `GET qps/csrftoken`.
+    pub csrf_tokens_issued: u64,
+    /// QPS API calls refused by the xrfkey check.
+    pub xrfkey_failures: u64,
+    /// Proxy sessions ended by inactivity or `expire_*`.
+    pub sessions_expired: u64,
+}
+
+/// One request seen by the proxy listener.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path, as sent.
+    pub path: String,
+    /// Raw query string, if any.
+    pub query: Option<String>,
+    /// Headers, lowercase name → values.
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// True for websocket upgrade requests.
+    pub websocket: bool,
+}
+
+/// A fault injected into the QPS API listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QpsFault {
+    /// Every call gets the 403 XSRF answer.
+    RejectXrfkey,
+    /// Every call is answered only after this delay.
+    Delay(Duration),
+    /// Every call is answered with this status.
+    Status(u16),
+}
+
+/// The user behind a proxy session or ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct User {
+    pub user_directory: String,
+    pub user_id: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Why a session ends; decides the fatal message its websockets get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionEnd {
+    /// Deleted through the QPS API or the Personal API: `OnSessionLoggedOut`.
+    LoggedOut,
+    /// Inactivity or `expire_*`: `OnSessionTimedOut`.
+    TimedOut,
+}
+
+impl SessionEnd {
+    fn command(self) -> SocketCmd {
+        match self {
+            SessionEnd::LoggedOut => SocketCmd::Fatal {
+                method: "OnSessionLoggedOut",
+                message: "User logged out manually",
+            },
+            SessionEnd::TimedOut => SocketCmd::Fatal {
+                method: "OnSessionTimedOut",
+                message: "Session timed out due to inactivity",
+            },
+        }
+    }
+}
+
+/// An order to an open websocket task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SocketCmd {
+    /// Send this fatal proxy message, then close.
+    Fatal {
+        method: &'static str,
+        message: &'static str,
+    },
+    /// The simulator is shutting down: close now.
+    Shutdown,
+}
+
+struct SessionRecord {
+    user: User,
+    last_activity: Instant,
+    csrf_tokens: HashSet<String>,
+    engine_sessions: HashMap<String, Arc<Mutex<EngineSession>>>,
+}
+
+struct TicketRecord {
+    user: User,
+    issued: Instant,
+}
+
+struct SocketEntry {
+    session_id: Option<String>,
+    tx: mpsc::UnboundedSender<SocketCmd>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, SessionRecord>,
+    tickets: HashMap<String, TicketRecord>,
+    targets: HashMap<String, String>,
+    sockets: HashMap<u64, SocketEntry>,
+    requests: VecDeque<RecordedRequest>,
+    counters: Counters,
+    fault: Option<QpsFault>,
+}
+
+/// Error from [`Shared::create_session`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct SessionExists;
+
+/// State shared by every listener and the control handle.
+pub(crate) struct Shared {
+    /// Options the simulator was started with.
+    pub opts: SimOptions,
+    /// Base URL of the proxy listener (no trailing slash, no prefix).
+    pub proxy_url: String,
+    /// Ticks on every layout of a live object.
+    pub live_tick: AtomicU64,
+    inner: Mutex<Inner>,
+    sweeper: Notify,
+    next_socket: AtomicU64,
+}
+
+impl Shared {
+    /// New, empty state.
+    pub fn new(opts: SimOptions, proxy_url: String) -> Arc<Shared> {
+        Arc::new(Shared {
+            opts,
+            proxy_url,
+            live_tick: AtomicU64::new(0),
+            inner: Mutex::new(Inner::default()),
+            sweeper: Notify::new(),
+            next_socket: AtomicU64::new(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent-enough data for a simulator.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `{proxy_url}/{vp}` (no trailing slash).
+    pub fn proxy_base(&self) -> String {
+        format!("{}{}", self.proxy_url, self.opts.prefix_path())
+    }
+
+    /// Applies `f` to the counters.
+    pub fn count(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut self.lock().counters);
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        self.lock().counters.clone()
+    }
+
+    /// Records a proxy request, keeping the last [`MAX_RECORDED`].
+    pub fn record(&self, req: RecordedRequest) {
+        let mut inner = self.lock();
+        inner.counters.proxy_requests += 1;
+        if inner.requests.len() >= MAX_RECORDED {
+            inner.requests.pop_front();
+        }
+        inner.requests.push_back(req);
+    }
+
+    /// The recorded proxy requests, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.iter().cloned().collect()
+    }
+
+    /// Forgets the recorded proxy requests.
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+
+    /// The injected QPS fault, if any.
+    pub fn fault(&self) -> Option<QpsFault> {
+        self.lock().fault
+    }
+
+    /// Injects (or clears) a QPS fault.
+    pub fn set_fault(&self, fault: Option<QpsFault>) {
+        self.lock().fault = fault;
+    }
+
+    fn info(inner: &Inner, id: &str, rec: &SessionRecord) -> SessionInfo {
+        SessionInfo {
+            session_id: id.to_string(),
+            user_directory: rec.user.user_directory.clone(),
+            user_id: rec.user.user_id.clone(),
+            attributes: rec.user.attributes.clone(),
+            open_websockets: inner
+                .sockets
+                .values()
+                .filter(|s| s.session_id.as_deref() == Some(id))
+                .count(),
+        }
+    }
+
+    fn insert_session(&self, inner: &mut Inner, id: String, user: User) {
+        inner.sessions.insert(
+            id,
+            SessionRecord {
+                user,
+                last_activity: Instant::now(),
+                csrf_tokens: HashSet::new(),
+                engine_sessions: HashMap::new(),
+            },
+        );
+        inner.counters.sessions_created += 1;
+        self.sweeper.notify_one();
+    }
+
+    /// Adds a proxy session with a caller-chosen id (QPS `POST session`).
+    pub fn create_session(&self, id: &str, user: User) -> Result<SessionInfo, SessionExists> {
+        let mut inner = self.lock();
+        if inner.sessions.contains_key(id) {
+            return Err(SessionExists);
+        }
+        self.insert_session(&mut inner, id.to_string(), user);
+        let rec = &inner.sessions[id];
+        Ok(Self::info(&inner, id, rec))
+    }
+
+    /// Every live session.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let inner = self.lock();
+        let mut out: Vec<SessionInfo> = inner
+            .sessions
+            .iter()
+            .map(|(id, rec)| Self::info(&inner, id, rec))
+            .collect();
+        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        out
+    }
+
+    /// One session, without refreshing it.
+    pub fn session(&self, id: &str) -> Option<SessionInfo> {
+        let inner = self.lock();
+        inner
+            .sessions
+            .get(id)
+            .map(|rec| Self::info(&inner, id, rec))
+    }
+
+    fn user_matches(user: &User, dir: &str, id: &str) -> bool {
+        user.user_directory.eq_ignore_ascii_case(dir) && user.user_id.eq_ignore_ascii_case(id)
+    }
+
+    /// The sessions of one user.
+    pub fn user_sessions(&self, dir: &str, id: &str) -> Vec<SessionInfo> {
+        self.sessions()
+            .into_iter()
+            .filter(|s| {
+                s.user_directory.eq_ignore_ascii_case(dir) && s.user_id.eq_ignore_ascii_case(id)
+            })
+            .collect()
+    }
+
+    /// Ends one session and orders its websockets to close.
+    pub fn end_session(&self, id: &str, why: SessionEnd) -> Option<SessionInfo> {
+        let mut inner = self.lock();
+        Self::end_locked(&mut inner, id, why)
+    }
+
+    fn end_locked(inner: &mut Inner, id: &str, why: SessionEnd) -> Option<SessionInfo> {
+        let info = {
+            let rec = inner.sessions.get(id)?;
+            Self::info(inner, id, rec)
+        };
+        inner.sessions.remove(id);
+        match why {
+            SessionEnd::LoggedOut => inner.counters.sessions_deleted += 1,
+            SessionEnd::TimedOut => inner.counters.sessions_expired += 1,
+        }
+        for sock in inner.sockets.values() {
+            if sock.session_id.as_deref() == Some(id) {
+                let _ = sock.tx.send(why.command());
+            }
+        }
+        Some(info)
+    }
+
+    /// Ends every session of one user.
+    pub fn end_user_sessions(&self, dir: &str, user_id: &str, why: SessionEnd) -> Vec<SessionInfo> {
+        let mut inner = self.lock();
+        let ids: Vec<String> = inner
+            .sessions
+            .iter()
+            .filter(|(_, rec)| Self::user_matches(&rec.user, dir, user_id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter()
+            .filter_map(|id| Self::end_locked(&mut inner, id, why))
+            .collect()
+    }
+
+    /// Ends every session.
+    pub fn end_all_sessions(&self, why: SessionEnd) {
+        let mut inner = self.lock();
+        let ids: Vec<String> = inner.sessions.keys().cloned().collect();
+        for id in ids {
+            Self::end_locked(&mut inner, &id, why);
+        }
+    }
+
+    /// Validates a session id and refreshes its inactivity timer. An overdue session is
+    /// expired on the spot, so the answer never depends on when the sweeper last ran.
+    pub fn touch(&self, id: &str) -> Option<User> {
+        let mut inner = self.lock();
+        let timeout = self.opts.inactivity_timeout;
+        let overdue = inner.sessions.get(id)?.last_activity.elapsed() >= timeout;
+        if overdue {
+            Self::end_locked(&mut inner, id, SessionEnd::TimedOut);
+            return None;
+        }
+        let rec = inner.sessions.get_mut(id)?;
+        rec.last_activity = Instant::now();
+        Some(rec.user.clone())
+    }
+
+    /// Remembers the URI an unauthenticated request wanted; returns its `targetId`.
+    pub fn new_target(&self, uri: String) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut inner = self.lock();
+        if inner.targets.len() >= MAX_TARGETS {
+            inner.targets.clear();
+        }
+        inner.targets.insert(id.clone(), uri);
+        id
+    }
+
+    /// Issues a ticket for `user`; returns the ticket and the `TargetUri` of `target_id`.
+    pub fn issue_ticket(&self, user: User, target_id: Option<&str>) -> (String, Option<String>) {
+        let ticket = crate::util::random_alnum(16);
+        let mut inner = self.lock();
+        inner.tickets.retain(|_, t| t.issued.elapsed() < TICKET_TTL);
+        inner.tickets.insert(
+            ticket.clone(),
+            TicketRecord {
+                user,
+                issued: Instant::now(),
+            },
+        );
+        inner.counters.tickets_issued += 1;
+        let target = target_id.and_then(|t| inner.targets.get(t).cloned());
+        (ticket, target)
+    }
+
+    /// Redeems a ticket (once, within its lifetime): creates a session, returns its id and user.
+    pub fn redeem_ticket(&self, ticket: &str) -> Option<(String, User)> {
+        let mut inner = self.lock();
+        let rec = inner.tickets.remove(ticket)?;
+        if rec.issued.elapsed() >= TICKET_TTL {
+            return None;
+        }
+        inner.counters.tickets_redeemed += 1;
+        let id = uuid::Uuid::new_v4().to_string();
+        self.insert_session(&mut inner, id.clone(), rec.user.clone());
+        Some((id, rec.user))
+    }
+
+    /// Issues a websocket CSRF token bound to a session.
+    pub fn issue_csrf_token(&self, session_id: &str) -> Option<String> {
+        let token = crate::util::random_alnum(32);
+        let mut inner = self.lock();
+        inner
+            .sessions
+            .get_mut(session_id)?
+            .csrf_tokens
+            .insert(token.clone());
+        inner.counters.csrf_tokens_issued += 1;
+        Some(token)
+    }
+
+    /// True when `token` was issued for `session_id`.
+    pub fn check_csrf_token(&self, session_id: &str, token: &str) -> bool {
+        self.lock()
+            .sessions
+            .get(session_id)
+            .is_some_and(|s| s.csrf_tokens.contains(token))
+    }
+
+    /// The engine session of `session_id` for `key` (app + identity), created if needed.
+    /// The flag is true when it already existed (`SESSION_ATTACHED`).
+    pub fn attach_engine(
+        &self,
+        session_id: &str,
+        key: &str,
+    ) -> Option<(Arc<Mutex<EngineSession>>, bool)> {
+        let mut inner = self.lock();
+        let rec = inner.sessions.get_mut(session_id)?;
+        if let Some(existing) = rec.engine_sessions.get(key) {
+            return Some((existing.clone(), true));
+        }
+        let fresh = Arc::new(Mutex::new(EngineSession::default()));
+        rec.engine_sessions.insert(key.to_string(), fresh.clone());
+        Some((fresh, false))
+    }
+
+    /// Registers an open websocket. Returns its id, its command channel and whether its
+    /// session (if any) is still alive.
+    pub fn register_socket(
+        &self,
+        session_id: Option<&str>,
+    ) -> (u64, mpsc::UnboundedReceiver<SocketCmd>, bool) {
+        let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut inner = self.lock();
+        let alive = session_id.is_none_or(|s| inner.sessions.contains_key(s));
+        inner.sockets.insert(
+            id,
+            SocketEntry {
+                session_id: session_id.map(str::to_string),
+                tx,
+            },
+        );
+        (id, rx, alive)
+    }
+
+    /// Forgets a closed websocket.
+    pub fn unregister_socket(&self, id: u64) {
+        self.lock().sockets.remove(&id);
+    }
+
+    /// Orders every open websocket to close.
+    pub fn shutdown_sockets(&self) {
+        for sock in self.lock().sockets.values() {
+            let _ = sock.tx.send(SocketCmd::Shutdown);
+        }
+    }
+
+    /// Expires sessions whose inactivity timer ran out; returns the next deadline, if any.
+    fn sweep(&self) -> Option<Instant> {
+        let timeout = self.opts.inactivity_timeout;
+        let mut inner = self.lock();
+        let overdue: Vec<String> = inner
+            .sessions
+            .iter()
+            .filter(|(_, r)| r.last_activity.elapsed() >= timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in overdue {
+            Self::end_locked(&mut inner, &id, SessionEnd::TimedOut);
+        }
+        inner
+            .sessions
+            .values()
+            .map(|r| r.last_activity + timeout)
+            .min()
+    }
+
+    /// Runs the inactivity timer until `shutdown` flips.
+    pub async fn run_sweeper(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let next = self.sweep();
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = self.sweeper.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

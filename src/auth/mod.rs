@@ -1,0 +1,96 @@
+//! Identity: who the user is, established by one of several providers behind [`IdentityProvider`].
+//!
+//! Nothing here knows about Qlik; providers only answer "who is this" (or ask the browser for more).
+
+pub mod static_user;
+pub mod trusted_header;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+
+use crate::config::AuthConfig;
+
+/// A user as Qlik knows them: user directory, user id and attributes (groups, email, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub user_directory: String,
+    pub user_id: String,
+    /// Name/value pairs passed to Qlik as session attributes (e.g. `("Group", "Sales")`).
+    #[serde(default)]
+    pub attributes: Vec<(String, String)>,
+}
+
+/// What the login endpoint hands a provider.
+pub struct LoginRequest<'a> {
+    pub headers: &'a http::HeaderMap,
+    pub peer: SocketAddr,
+}
+
+/// A provider's answer to a login attempt.
+pub enum LoginOutcome {
+    /// The user is known; extra headers (e.g. a mutual-auth token) go on the redirect.
+    Authenticated(Identity, http::HeaderMap),
+    /// The browser must do something first (a 401 challenge, a redirect to an IdP).
+    Challenge(Response),
+}
+
+/// Why a login failed, each variant a distinct answer for the user and one log line for operators.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The request carries an identity header from a peer that is not allowed to set it.
+    #[error("identity header {header} sent by untrusted peer {peer}; only auth.trusted_header.trusted_proxies may set it")]
+    UntrustedPeer {
+        header: String,
+        peer: std::net::IpAddr,
+    },
+    /// A trusted peer forwarded the request without the identity header.
+    #[error("no {header} header on a request from trusted proxy {peer}; check that the front proxy authenticates this path")]
+    MissingHeader {
+        header: String,
+        peer: std::net::IpAddr,
+    },
+    /// The identity header's value cannot be a Qlik user.
+    #[error("identity header {header} has an unusable value: {reason}")]
+    BadHeaderValue { header: String, reason: String },
+}
+
+/// One way of establishing who the user is.
+#[async_trait]
+pub trait IdentityProvider: Send + Sync {
+    /// Short name for logs and `/_gateway/me`.
+    fn name(&self) -> &'static str;
+    /// Authenticates the login request, or returns the challenge the browser must answer.
+    async fn login(&self, req: &LoginRequest<'_>) -> Result<LoginOutcome, AuthError>;
+    /// Headers this provider trusts from the client; the proxy removes them before Qlik sees them.
+    fn identity_headers(&self) -> Vec<http::HeaderName> {
+        Vec::new()
+    }
+}
+
+/// Builds the configured provider.
+pub fn from_config(cfg: &AuthConfig) -> Arc<dyn IdentityProvider> {
+    match cfg {
+        AuthConfig::Static {
+            user_directory,
+            user_id,
+            attributes,
+        } => Arc::new(static_user::StaticUser::new(Identity {
+            user_directory: user_directory.clone(),
+            user_id: user_id.clone(),
+            attributes: attributes.clone(),
+        })),
+        AuthConfig::TrustedHeader {
+            header,
+            trusted_proxies,
+            user_directory,
+        } => Arc::new(trusted_header::TrustedHeader::new(
+            header.clone(),
+            trusted_proxies.clone(),
+            user_directory.clone(),
+        )),
+    }
+}

@@ -1,0 +1,244 @@
+//! Configuration: a TOML file, every key overridable by `QLIK_GATEWAY__SECTION__KEY`, validated into
+//! [`Config`] before anything starts.
+//!
+//! Two layers, like rpxy: [`raw`] mirrors the file; [`Config`] holds checked, resolved values so the
+//! request path never re-parses or re-validates configuration.
+
+pub mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+
+pub use raw::RawConfig;
+pub use validate::validate;
+
+/// Environment variables with this prefix override file keys: `QLIK_GATEWAY__QLIK__PROXY_URL`.
+pub const ENV_PREFIX: &str = "QLIK_GATEWAY__";
+
+/// A configuration problem, always naming the key and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{key}: {message}")]
+    Key { key: String, message: String },
+}
+
+impl ConfigError {
+    pub(crate) fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The offending key, when the problem is one key's value.
+    pub fn key_name(&self) -> Option<&str> {
+        match self {
+            Self::Key { key, .. } => Some(key),
+            Self::Read { .. } => None,
+        }
+    }
+}
+
+/// The checked configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub session: SessionConfig,
+    pub auth: AuthConfig,
+    pub qlik: QlikConfig,
+    pub mashup: MashupConfig,
+    pub security: SecurityConfig,
+    pub log: LogConfig,
+    /// Non-fatal findings worth an operator's attention (printed by `check-config` and at start).
+    pub warnings: Vec<String>,
+}
+
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Scheme + authority users see, without a trailing slash (`https://bi.example.com`).
+    pub public_origin: String,
+    pub public_https: bool,
+    pub admin_listen: Option<SocketAddr>,
+    pub tls: Option<TlsFiles>,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub drain_timeout: Duration,
+}
+
+/// PEM files for the HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Gateway session settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub store: StoreKind,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub sweep_interval: Duration,
+    /// `__Host-qlik-gateway` on https, `qlik-gateway` on http, unless configured.
+    pub cookie_name: String,
+}
+
+/// Where gateway sessions live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+}
+
+/// Which identity provider logs users in.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    Static {
+        user_directory: String,
+        user_id: String,
+        attributes: Vec<(String, String)>,
+    },
+    TrustedHeader {
+        header: http::HeaderName,
+        trusted_proxies: Vec<ipnet::IpNet>,
+        user_directory: Option<String>,
+    },
+}
+
+/// How the gateway reaches Qlik.
+#[derive(Debug, Clone)]
+pub struct QlikConfig {
+    pub proxy_url: reqwest::Url,
+    pub qps_api_url: reqwest::Url,
+    pub virtual_proxy: String,
+    pub mode: QlikMode,
+    pub session_cookie: String,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub ca_cert: PathBuf,
+    pub header_name: Option<http::HeaderName>,
+    /// Path prefix on the gateway's origin under which Qlik appears (`/mashup`), never ending in `/`.
+    pub mount: String,
+    pub connect_timeout: Duration,
+    pub qps_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+impl QlikConfig {
+    /// The virtual proxy's path prefix on the Qlik proxy (`/mashup`, or `` for the default proxy).
+    pub fn upstream_prefix(&self) -> String {
+        if self.virtual_proxy.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.virtual_proxy)
+        }
+    }
+}
+
+/// `qlik.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QlikMode {
+    Session,
+}
+
+/// Where the mashup comes from.
+#[derive(Debug, Clone)]
+pub struct MashupConfig {
+    pub source: MashupSource,
+    pub public_paths: Vec<String>,
+}
+
+/// `mashup.dir`, `mashup.upstream`, or neither (the built-in page).
+#[derive(Debug, Clone)]
+pub enum MashupSource {
+    Dir(PathBuf),
+    Upstream(reqwest::Url),
+    Builtin,
+}
+
+/// Browser-facing security settings.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// Origins (scheme://host[:port]) besides the public one that may open websockets.
+    pub allowed_origins: Vec<String>,
+    pub max_websocket_message: usize,
+}
+
+/// Logging.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub json: bool,
+    pub level: String,
+}
+
+/// Reads `path`, applies environment overrides and validates.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    if let Err(source) = std::fs::metadata(path) {
+        return Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
+    let figment = Figment::new()
+        .merge(Toml::file_exact(path))
+        .merge(Env::prefixed(ENV_PREFIX).split("__"));
+    load_figment(figment)
+}
+
+/// Parses a TOML string (with environment overrides), as `load` does for a file.
+pub fn load_str(toml: &str) -> Result<Config, ConfigError> {
+    let figment = Figment::new()
+        .merge(Toml::string(toml))
+        .merge(Env::prefixed(ENV_PREFIX).split("__"));
+    load_figment(figment)
+}
+
+fn load_figment(figment: Figment) -> Result<Config, ConfigError> {
+    let raw: RawConfig = figment.extract().map_err(from_figment)?;
+    validate(raw)
+}
+
+/// Turns figment's error into one naming the full key (`server.listen`), not only its section.
+fn from_figment(err: figment::Error) -> ConfigError {
+    use figment::error::Kind;
+    let err = err
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| figment::Error::from("invalid configuration".to_string()));
+    let mut path = err.path.clone();
+    let message = match &err.kind {
+        Kind::UnknownField(field, expected) => {
+            path.push(field.clone());
+            format!("unknown key; expected one of: {}", expected.join(", "))
+        }
+        Kind::MissingField(field) => {
+            path.push(field.to_string());
+            "missing; this key is required".to_string()
+        }
+        Kind::Message(msg)
+            if msg.contains("invalid duration")
+                || msg.contains("time unit")
+                || msg.contains("expected number") =>
+        {
+            format!("bad duration ({msg}); write durations like \"30s\", \"30m\", \"12h\"")
+        }
+        other => other.to_string(),
+    };
+    let key = if path.is_empty() {
+        "(file)".to_string()
+    } else {
+        path.join(".")
+    };
+    ConfigError::key(key, message)
+}

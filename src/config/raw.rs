@@ -1,0 +1,251 @@
+//! The configuration file as written: serde structs that mirror the TOML keys one to one.
+//!
+//! Every struct denies unknown keys, so a typo is reported instead of silently ignored.
+//! Validation that needs more than the type system (files, URLs, combinations) lives in
+//! [`super::validate`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: RawServer,
+    #[serde(default)]
+    pub session: RawSession,
+    pub auth: RawAuth,
+    pub qlik: RawQlik,
+    #[serde(default)]
+    pub mashup: RawMashup,
+    #[serde(default)]
+    pub security: RawSecurity,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub admin_listen: Option<SocketAddr>,
+    pub tls: Option<RawTls>,
+    #[serde(default = "defaults::header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    #[serde(default = "defaults::drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[session]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    #[serde(default = "defaults::store")]
+    pub store: String,
+    pub redis_url: Option<String>,
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(default = "defaults::absolute_timeout", with = "humantime_serde")]
+    pub absolute_timeout: Duration,
+    #[serde(default = "defaults::sweep_interval", with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    pub cookie_name: Option<String>,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            store: defaults::store(),
+            redis_url: None,
+            idle_timeout: defaults::idle_timeout(),
+            absolute_timeout: defaults::absolute_timeout(),
+            sweep_interval: defaults::sweep_interval(),
+            cookie_name: None,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub provider: String,
+    #[serde(rename = "static")]
+    pub static_user: Option<RawStaticUser>,
+    pub trusted_header: Option<RawTrustedHeader>,
+    pub negotiate: Option<RawNegotiate>,
+    pub oidc: Option<RawOidc>,
+}
+
+/// `[auth.static]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaticUser {
+    pub user_directory: String,
+    pub user_id: String,
+    #[serde(default)]
+    pub attributes: Vec<std::collections::BTreeMap<String, String>>,
+}
+
+/// `[auth.trusted_header]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrustedHeader {
+    pub header: String,
+    pub trusted_proxies: Vec<String>,
+    pub user_directory: Option<String>,
+}
+
+/// `[auth.negotiate]` (accepted so configs written for later releases parse; see validate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNegotiate {
+    pub keytab: Option<PathBuf>,
+    pub service_principal: Option<String>,
+    pub user_directory: Option<String>,
+}
+
+/// `[auth.oidc]` (accepted so configs written for later releases parse; see validate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub user_directory: Option<String>,
+}
+
+/// `[qlik]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQlik {
+    pub proxy_url: String,
+    pub qps_api_url: String,
+    #[serde(default)]
+    pub virtual_proxy: String,
+    #[serde(default = "defaults::mode")]
+    pub mode: String,
+    pub session_cookie: Option<String>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub ca_cert: Option<PathBuf>,
+    pub header_name: Option<String>,
+    pub mount: Option<String>,
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "defaults::qps_timeout", with = "humantime_serde")]
+    pub qps_timeout: Duration,
+    #[serde(default = "defaults::response_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+}
+
+/// `[mashup]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMashup {
+    pub dir: Option<PathBuf>,
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub public_paths: Vec<String>,
+}
+
+/// `[security]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurity {
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default = "defaults::max_websocket_message")]
+    pub max_websocket_message: usize,
+}
+
+impl Default for RawSecurity {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_websocket_message: defaults::max_websocket_message(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    #[serde(default = "defaults::log_format")]
+    pub format: String,
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: defaults::log_format(),
+            level: defaults::log_level(),
+        }
+    }
+}
+
+pub(crate) mod defaults {
+    use std::time::Duration;
+
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    /// Kerberos tokens with a large PAC exceed 8 KiB; 64 KiB is the documented floor.
+    pub fn max_header_bytes() -> usize {
+        96 * 1024
+    }
+    pub fn drain_timeout() -> Duration {
+        Duration::from_secs(20)
+    }
+    pub fn store() -> String {
+        "memory".into()
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(30 * 60)
+    }
+    pub fn absolute_timeout() -> Duration {
+        Duration::from_secs(12 * 3600)
+    }
+    pub fn sweep_interval() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn mode() -> String {
+        "session".into()
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn qps_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn response_timeout() -> Duration {
+        Duration::from_secs(120)
+    }
+    pub fn max_websocket_message() -> usize {
+        64 * 1024 * 1024
+    }
+    pub fn log_format() -> String {
+        "text".into()
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+}

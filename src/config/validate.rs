@@ -1,0 +1,427 @@
+//! Checks a [`RawConfig`] and resolves it into a [`Config`].
+
+use std::path::{Path, PathBuf};
+
+use super::raw::RawConfig;
+use super::*;
+
+/// Validates every key, reading the files the gateway will need so that a bad path fails here and
+/// not at the first user's login.
+pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+
+    let public_url = parse_url("server.public_url", &raw.server.public_url)?;
+    if !matches!(public_url.scheme(), "http" | "https") {
+        return Err(ConfigError::key(
+            "server.public_url",
+            "must start with http:// or https://",
+        ));
+    }
+    if public_url.path() != "/" || public_url.query().is_some() {
+        return Err(ConfigError::key(
+            "server.public_url",
+            "must be an origin only (scheme, host, optional port), without a path: the gateway owns the whole origin",
+        ));
+    }
+    let public_https = public_url.scheme() == "https";
+    let public_origin = origin_of(&public_url);
+
+    let tls = match raw.server.tls {
+        Some(t) => {
+            readable("server.tls.cert", &t.cert)?;
+            readable("server.tls.key", &t.key)?;
+            Some(TlsFiles {
+                cert: t.cert,
+                key: t.key,
+            })
+        }
+        None => None,
+    };
+    if public_https && tls.is_none() {
+        warnings.push(
+            "server.public_url is https but server.tls is not set: make sure a TLS-terminating proxy is in front"
+                .into(),
+        );
+    }
+    if raw.server.max_header_bytes < 64 * 1024 {
+        return Err(ConfigError::key(
+            "server.max_header_bytes",
+            "must be at least 65536: Kerberos tickets with a large PAC need it",
+        ));
+    }
+
+    let store = match raw.session.store.as_str() {
+        "memory" => StoreKind::Memory,
+        "redis" => {
+            return Err(ConfigError::key(
+                "session.store",
+                "\"redis\" is not available in this release yet; use \"memory\"",
+            ))
+        }
+        other => {
+            return Err(ConfigError::key(
+                "session.store",
+                format!("unknown store {other:?}; expected \"memory\" or \"redis\""),
+            ))
+        }
+    };
+    if raw.session.idle_timeout.is_zero() || raw.session.absolute_timeout.is_zero() {
+        return Err(ConfigError::key(
+            "session.idle_timeout",
+            "timeouts must be greater than zero",
+        ));
+    }
+    if raw.session.absolute_timeout < raw.session.idle_timeout {
+        warnings.push("session.absolute_timeout is shorter than session.idle_timeout: sessions end at the absolute timeout".into());
+    }
+    let cookie_name = match raw.session.cookie_name {
+        Some(name) => {
+            if name.is_empty() || !name.bytes().all(is_token_char) {
+                return Err(ConfigError::key(
+                    "session.cookie_name",
+                    "must be a non-empty cookie token (letters, digits, - _ .)",
+                ));
+            }
+            if public_https && !name.starts_with("__Host-") {
+                warnings.push(
+                    "session.cookie_name has no __Host- prefix although public_url is https".into(),
+                );
+            }
+            name
+        }
+        None if public_https => "__Host-qlik-gateway".into(),
+        None => "qlik-gateway".into(),
+    };
+
+    let auth = validate_auth(raw.auth)?;
+    let qlik = validate_qlik(raw.qlik, &mut warnings)?;
+
+    let source = match (raw.mashup.dir, raw.mashup.upstream) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::key(
+                "mashup.upstream",
+                "set either mashup.dir or mashup.upstream, not both",
+            ))
+        }
+        (Some(dir), None) => {
+            if !dir.is_dir() {
+                return Err(ConfigError::key(
+                    "mashup.dir",
+                    format!("{} is not a readable directory", dir.display()),
+                ));
+            }
+            if !dir.join("index.html").is_file() {
+                return Err(ConfigError::key(
+                    "mashup.dir",
+                    format!("{} has no index.html", dir.display()),
+                ));
+            }
+            MashupSource::Dir(dir)
+        }
+        (None, Some(up)) => {
+            let url = parse_url("mashup.upstream", &up)?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::key(
+                    "mashup.upstream",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            MashupSource::Upstream(url)
+        }
+        (None, None) => MashupSource::Builtin,
+    };
+    for p in &raw.mashup.public_paths {
+        if !p.starts_with('/') || p.starts_with("/_gateway") {
+            return Err(ConfigError::key(
+                "mashup.public_paths",
+                format!("{p:?} must start with / and must not be under /_gateway"),
+            ));
+        }
+        if p.starts_with(&format!("{}/", qlik.mount)) || p == &qlik.mount {
+            return Err(ConfigError::key(
+                "mashup.public_paths",
+                format!("{p:?} is under qlik.mount: Qlik paths always need a session"),
+            ));
+        }
+    }
+
+    let mut allowed_origins = Vec::new();
+    for o in raw.security.allowed_origins {
+        let url = parse_url("security.allowed_origins", &o)?;
+        allowed_origins.push(origin_of(&url));
+    }
+
+    let json = match raw.log.format.as_str() {
+        "json" => true,
+        "text" => false,
+        other => {
+            return Err(ConfigError::key(
+                "log.format",
+                format!("unknown format {other:?}; expected \"text\" or \"json\""),
+            ))
+        }
+    };
+
+    Ok(Config {
+        server: ServerConfig {
+            listen: raw.server.listen,
+            public_origin,
+            public_https,
+            admin_listen: raw.server.admin_listen,
+            tls,
+            header_read_timeout: raw.server.header_read_timeout,
+            max_header_bytes: raw.server.max_header_bytes,
+            drain_timeout: raw.server.drain_timeout,
+        },
+        session: SessionConfig {
+            store,
+            idle_timeout: raw.session.idle_timeout,
+            absolute_timeout: raw.session.absolute_timeout,
+            sweep_interval: raw.session.sweep_interval,
+            cookie_name,
+        },
+        auth,
+        qlik,
+        mashup: MashupConfig {
+            source,
+            public_paths: raw.mashup.public_paths,
+        },
+        security: SecurityConfig {
+            allowed_origins,
+            max_websocket_message: raw.security.max_websocket_message,
+        },
+        log: LogConfig {
+            json,
+            level: raw.log.level,
+        },
+        warnings,
+    })
+}
+
+fn validate_auth(raw: super::raw::RawAuth) -> Result<AuthConfig, ConfigError> {
+    match raw.provider.as_str() {
+        "static" => {
+            let s = raw.static_user.ok_or_else(|| {
+                ConfigError::key(
+                    "auth.static",
+                    "missing: provider \"static\" needs [auth.static] with user_directory and user_id",
+                )
+            })?;
+            check_qlik_name("auth.static.user_directory", &s.user_directory)?;
+            check_qlik_name("auth.static.user_id", &s.user_id)?;
+            let attributes = s
+                .attributes
+                .into_iter()
+                .flat_map(|m| m.into_iter())
+                .collect();
+            Ok(AuthConfig::Static {
+                user_directory: s.user_directory,
+                user_id: s.user_id,
+                attributes,
+            })
+        }
+        "trusted_header" => {
+            let t = raw.trusted_header.ok_or_else(|| {
+                ConfigError::key(
+                    "auth.trusted_header",
+                    "missing: provider \"trusted_header\" needs [auth.trusted_header] with header and trusted_proxies",
+                )
+            })?;
+            let header = http::HeaderName::from_bytes(t.header.as_bytes()).map_err(|_| {
+                ConfigError::key("auth.trusted_header.header", "not a valid HTTP header name")
+            })?;
+            if t.trusted_proxies.is_empty() {
+                return Err(ConfigError::key(
+                    "auth.trusted_header.trusted_proxies",
+                    "must list at least one CIDR (e.g. \"10.0.0.5/32\"): the header is only believed from these peers",
+                ));
+            }
+            let mut trusted = Vec::new();
+            for c in &t.trusted_proxies {
+                let net = c
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::key(
+                            "auth.trusted_header.trusted_proxies",
+                            format!("{c:?} is not a CIDR like \"127.0.0.1/32\""),
+                        )
+                    })?;
+                trusted.push(net);
+            }
+            if let Some(d) = &t.user_directory {
+                check_qlik_name("auth.trusted_header.user_directory", d)?;
+            }
+            Ok(AuthConfig::TrustedHeader {
+                header,
+                trusted_proxies: trusted,
+                user_directory: t.user_directory,
+            })
+        }
+        "negotiate" | "oidc" => Err(ConfigError::key(
+            "auth.provider",
+            format!(
+                "{:?} is not available in this release yet; use \"static\" or \"trusted_header\"",
+                raw.provider
+            ),
+        )),
+        other => Err(ConfigError::key(
+            "auth.provider",
+            format!("unknown provider {other:?}; expected \"negotiate\", \"oidc\", \"trusted_header\" or \"static\""),
+        )),
+    }
+}
+
+fn validate_qlik(
+    raw: super::raw::RawQlik,
+    warnings: &mut Vec<String>,
+) -> Result<QlikConfig, ConfigError> {
+    let proxy_url = parse_url("qlik.proxy_url", &raw.proxy_url)?;
+    if !matches!(proxy_url.scheme(), "http" | "https") {
+        return Err(ConfigError::key(
+            "qlik.proxy_url",
+            "must be an https:// (or http://) URL",
+        ));
+    }
+    if proxy_url.path() != "/" {
+        return Err(ConfigError::key(
+            "qlik.proxy_url",
+            "must not contain a path; put the virtual proxy prefix in qlik.virtual_proxy",
+        ));
+    }
+    let qps_api_url = parse_url("qlik.qps_api_url", &raw.qps_api_url)?;
+    if qps_api_url.scheme() != "https" {
+        return Err(ConfigError::key(
+            "qlik.qps_api_url",
+            "must be https:// (the QPS API on port 4243 requires mutual TLS)",
+        ));
+    }
+    let vp = raw.virtual_proxy.trim_matches('/').to_string();
+    if !vp
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._~".contains(&b))
+    {
+        return Err(ConfigError::key(
+            "qlik.virtual_proxy",
+            "a virtual proxy prefix is lowercase a-z, 0-9 and - . _ ~ only",
+        ));
+    }
+    let mode = match raw.mode.as_str() {
+        "session" => QlikMode::Session,
+        "ticket" | "header" => {
+            return Err(ConfigError::key(
+                "qlik.mode",
+                format!(
+                    "{:?} is not available in this release yet; use \"session\"",
+                    raw.mode
+                ),
+            ))
+        }
+        other => {
+            return Err(ConfigError::key(
+                "qlik.mode",
+                format!("unknown mode {other:?}; expected \"session\", \"ticket\" or \"header\""),
+            ))
+        }
+    };
+    let session_cookie = raw.session_cookie.unwrap_or_else(|| {
+        if vp.is_empty() {
+            "X-Qlik-Session".into()
+        } else {
+            format!("X-Qlik-Session-{vp}")
+        }
+    });
+    if session_cookie.is_empty() || !session_cookie.bytes().all(is_token_char) {
+        return Err(ConfigError::key(
+            "qlik.session_cookie",
+            "must be the virtual proxy's session cookie header name, e.g. X-Qlik-Session-mashup",
+        ));
+    }
+    if proxy_url.scheme() == "http" && !session_cookie.ends_with("-HTTP") {
+        warnings.push(format!(
+            "qlik.proxy_url is plain http: Qlik (since Feb 2019) names the session cookie {session_cookie}-HTTP over http; set qlik.session_cookie accordingly"
+        ));
+    }
+    let client_cert = required_file("qlik.client_cert", raw.client_cert)?;
+    let client_key = required_file("qlik.client_key", raw.client_key)?;
+    let ca_cert = required_file("qlik.ca_cert", raw.ca_cert)?;
+    let header_name =
+        match raw.header_name {
+            Some(h) => Some(http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                ConfigError::key("qlik.header_name", "not a valid HTTP header name")
+            })?),
+            None => None,
+        };
+    let mount = match raw.mount {
+        Some(m) => {
+            let m = m.trim_end_matches('/').to_string();
+            if !m.starts_with('/') || m.len() < 2 || m.contains("//") || m.starts_with("/_gateway")
+            {
+                return Err(ConfigError::key(
+                    "qlik.mount",
+                    "must be a path like \"/qlik\" (not \"/\", not under /_gateway)",
+                ));
+            }
+            m
+        }
+        None if vp.is_empty() => "/qlik".into(),
+        None => format!("/{vp}"),
+    };
+    Ok(QlikConfig {
+        proxy_url,
+        qps_api_url,
+        virtual_proxy: vp,
+        mode,
+        session_cookie,
+        client_cert,
+        client_key,
+        ca_cert,
+        header_name,
+        mount,
+        connect_timeout: raw.connect_timeout,
+        qps_timeout: raw.qps_timeout,
+        response_timeout: raw.response_timeout,
+    })
+}
+
+fn parse_url(key: &str, s: &str) -> Result<reqwest::Url, ConfigError> {
+    reqwest::Url::parse(s)
+        .map_err(|e| ConfigError::key(key, format!("{s:?} is not a valid URL: {e}")))
+}
+
+/// `scheme://host[:port]` with default ports omitted, as browsers send it in `Origin`.
+pub(crate) fn origin_of(url: &reqwest::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+fn required_file(key: &str, p: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
+    let p = p.ok_or_else(|| {
+        ConfigError::key(
+            key,
+            "missing: the QPS API needs the certificates exported from the QMC (client.pem, client_key.pem, root.pem)",
+        )
+    })?;
+    readable(key, &p)?;
+    Ok(p)
+}
+
+fn readable(key: &str, p: &Path) -> Result<(), ConfigError> {
+    std::fs::File::open(p)
+        .map(drop)
+        .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", p.display())))
+}
+
+/// Qlik rejects user directories and ids that are empty, whitespace-only or contain a backslash.
+fn check_qlik_name(key: &str, v: &str) -> Result<(), ConfigError> {
+    if v.trim().is_empty() || v.contains('\\') || v.trim() != v {
+        return Err(ConfigError::key(
+            key,
+            "must be non-empty, without surrounding spaces and without a backslash (Qlik rejects those)",
+        ));
+    }
+    Ok(())
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}

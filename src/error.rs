@@ -1,0 +1,198 @@
+//! The one place where failures become responses: a status, a JSON body for programs or a short
+//! HTML page for people, and exactly one log line naming the cause.
+
+use axum::response::{Html, IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use serde_json::json;
+
+use crate::auth::AuthError;
+use crate::qlik::lifecycle::{CsrfError, LifecycleError};
+use crate::qlik::QlikError;
+use crate::session::StoreError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No gateway session: the client must log in at `login_url`.
+    #[error("not logged in")]
+    Unauthenticated { login_url: String },
+    /// The request is refused by policy (origin check, method).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Qlik(#[from] QlikError),
+    #[error(transparent)]
+    Csrf(#[from] CsrfError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Qlik proxy or the mashup dev server could not be reached or failed mid-request.
+    #[error("upstream {upstream}: {detail}")]
+    Upstream {
+        upstream: &'static str,
+        detail: String,
+    },
+    /// The upstream did not answer in time.
+    #[error("upstream {upstream} did not answer within {after:?}")]
+    UpstreamTimeout {
+        upstream: &'static str,
+        after: std::time::Duration,
+    },
+    /// Qlik refused the websocket upgrade.
+    #[error("the Qlik proxy refused the websocket upgrade with HTTP {status}")]
+    UpgradeRefused { status: u16 },
+}
+
+impl From<LifecycleError> for GatewayError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::Qlik(q) => Self::Qlik(q),
+            LifecycleError::Store(s) => Self::Store(s),
+            LifecycleError::SessionGone => Self::Unauthenticated {
+                login_url: "/_gateway/login".into(),
+            },
+        }
+    }
+}
+
+impl GatewayError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Auth(AuthError::UntrustedPeer { .. }) => StatusCode::BAD_REQUEST,
+            Self::Auth(AuthError::BadHeaderValue { .. }) => StatusCode::BAD_REQUEST,
+            Self::Auth(AuthError::MissingHeader { .. }) => StatusCode::UNAUTHORIZED,
+            Self::Qlik(q) if q.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Qlik(_) => StatusCode::BAD_GATEWAY,
+            Self::Csrf(_) => StatusCode::BAD_GATEWAY,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpgradeRefused { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated { .. } => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
+            Self::BadRequest(_) => "bad_request",
+            Self::Auth(AuthError::UntrustedPeer { .. }) => "untrusted_identity_header",
+            Self::Auth(AuthError::BadHeaderValue { .. }) => "bad_identity_header",
+            Self::Auth(AuthError::MissingHeader { .. }) => "missing_identity_header",
+            Self::Qlik(q) => q.code(),
+            Self::Csrf(_) => "qlik_csrf_token",
+            Self::Store(_) => "session_store",
+            Self::Upstream { .. } => "upstream_unreachable",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpgradeRefused { .. } => "websocket_refused",
+        }
+    }
+
+    /// What the user is told. Operator detail (paths, hosts) stays in the log.
+    fn public_message(&self) -> String {
+        match self {
+            Self::Unauthenticated { .. } => "You are not logged in.".into(),
+            Self::Forbidden(m) | Self::BadRequest(m) => m.clone(),
+            Self::Auth(AuthError::UntrustedPeer { header, .. }) => {
+                format!("The {header} header is not accepted from your address.")
+            }
+            Self::Auth(AuthError::MissingHeader { .. }) => {
+                "The front proxy did not say who you are.".into()
+            }
+            Self::Auth(AuthError::BadHeaderValue { .. }) => {
+                "The front proxy sent an unusable user name.".into()
+            }
+            Self::Qlik(q) if q.is_transient() => {
+                "Qlik Sense is not answering right now. Please try again in a moment.".into()
+            }
+            Self::Qlik(_) | Self::Csrf(_) => {
+                "The gateway could not open your Qlik Sense session. Your administrator can find the cause in the gateway log.".into()
+            }
+            Self::Store(_) => "The session store is not available. Please try again in a moment.".into(),
+            Self::Upstream { .. } | Self::UpgradeRefused { .. } => {
+                "The gateway could not reach the service behind it.".into()
+            }
+            Self::UpstreamTimeout { .. } => "The service behind the gateway did not answer in time.".into(),
+        }
+    }
+
+    fn log(&self) {
+        let status = self.status();
+        match self {
+            Self::Unauthenticated { .. } => {}
+            _ if status.is_server_error() => tracing::error!(code = self.code(), "{self}"),
+            _ => tracing::warn!(code = self.code(), "{self}"),
+        }
+    }
+
+    /// The response, HTML for a browser navigation, JSON otherwise. Logs the cause once.
+    pub fn respond(self, wants_html: bool) -> Response {
+        self.log();
+        let status = self.status();
+        let message = self.public_message();
+        let mut resp = if let Self::Unauthenticated { login_url } = &self {
+            json_body(
+                status,
+                json!({"error": self.code(), "message": message, "login_url": login_url}),
+            )
+        } else if wants_html {
+            let page = format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\
+                 <body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>{reason}</h1><p>{msg}</p>\
+                 <p><a href=\"/\">Start again</a></p></body></html>",
+                code = status.as_u16(),
+                reason = status.canonical_reason().unwrap_or("Error"),
+                msg = html_escape(&message),
+            );
+            (status, Html(page)).into_response()
+        } else {
+            json_body(status, json!({"error": self.code(), "message": message}))
+        };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        self.respond(false)
+    }
+}
+
+/// A JSON response.
+pub fn json_body(status: StatusCode, v: serde_json::Value) -> Response {
+    let mut r = (status, v.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

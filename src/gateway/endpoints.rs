@@ -1,0 +1,227 @@
+//! `/_gateway/login`, `logout`, `logged-out`, `me`, `healthz`, `readyz`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Extension;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{current_session, return_to, wants_html};
+use crate::auth::{LoginOutcome, LoginRequest};
+use crate::error::{json_body, GatewayError};
+use crate::proxy::registry::CloseReason;
+use crate::session::{GatewaySession, SessionId, Timeouts};
+use crate::state::AppState;
+
+/// The peer address of the connection, inserted by the server.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+#[derive(Deserialize)]
+pub struct LoginParams {
+    return_to: Option<String>,
+}
+
+/// `GET /_gateway/login`: authenticate with the configured provider, start a fresh gateway session
+/// (a new id: the old one, if any, is dropped) and go back to `return_to`.
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    Query(params): Query<LoginParams>,
+    headers: HeaderMap,
+) -> Response {
+    let html = wants_html(&headers);
+    let target = match params.return_to.as_deref() {
+        None => "/".to_string(),
+        Some(raw) => match return_to::sanitize(raw) {
+            Some(t) => t,
+            None => {
+                return GatewayError::BadRequest(
+                    "return_to must be a path on this site (starting with a single /)".into(),
+                )
+                .respond(html)
+            }
+        },
+    };
+    let outcome = state
+        .provider
+        .login(&LoginRequest {
+            headers: &headers,
+            peer,
+        })
+        .await;
+    let (identity, extra) = match outcome {
+        Ok(LoginOutcome::Authenticated(i, extra)) => (i, extra),
+        Ok(LoginOutcome::Challenge(resp)) => return resp,
+        Err(e) => return GatewayError::Auth(e).respond(html),
+    };
+    // Rotate: never keep an id that existed before authentication (session fixation).
+    if let Some(old) = state.cookies.read(&headers) {
+        if let Ok(Some(prev)) = state.store.remove(&old).await {
+            state
+                .sockets
+                .close_session(&old.storage_key(), CloseReason::SessionEnded);
+            state.qlik.end(&prev).await;
+        }
+    }
+    let id = SessionId::generate();
+    let session = GatewaySession::new(identity, state.provider.name());
+    tracing::info!(
+        session = %id.log_tag(),
+        user = %format_args!("{}\\{}", session.identity.user_directory, session.identity.user_id),
+        provider = state.provider.name(),
+        peer = %peer.ip(),
+        "login"
+    );
+    if let Err(e) = state.store.insert(&id, session).await {
+        return GatewayError::Store(e).respond(html);
+    }
+    let mut resp = super::found(&target);
+    let h = resp.headers_mut();
+    for (k, v) in extra.iter() {
+        h.append(k, v.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&state.cookies.issue(&id)) {
+        h.append(header::SET_COOKIE, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `POST /_gateway/logout`: ends the Qlik session at QPS, the gateway session, and its websockets.
+/// Requires a same-origin `Origin`, so another site cannot log users out.
+pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let html = wants_html(&headers);
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if origin.map(|o| o.eq_ignore_ascii_case(&state.cfg.server.public_origin)) != Some(true) {
+        return GatewayError::Forbidden(format!(
+            "logout needs a same-origin request (Origin: {}); got {}",
+            state.cfg.server.public_origin,
+            origin.unwrap_or("no Origin header")
+        ))
+        .respond(html);
+    }
+    if let Some(id) = state.cookies.read(&headers) {
+        match state.store.remove(&id).await {
+            Ok(Some(session)) => {
+                state.qlik.end(&session).await;
+                let closed = state
+                    .sockets
+                    .close_session(&id.storage_key(), CloseReason::Logout);
+                tracing::info!(
+                    session = %id.log_tag(),
+                    user = %format_args!("{}\\{}", session.identity.user_directory, session.identity.user_id),
+                    websockets_closed = closed,
+                    "logout"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => return GatewayError::Store(e).respond(html),
+        }
+    }
+    let mut resp = if html {
+        Redirect::to("/_gateway/logged-out").into_response()
+    } else {
+        json_body(
+            StatusCode::OK,
+            json!({"logged_out": true, "login_url": "/_gateway/login"}),
+        )
+    };
+    if let Ok(v) = HeaderValue::from_str(&state.cookies.clear()) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `GET /_gateway/logged-out`: where a logout lands a browser (not the login, which would log a
+/// Windows user straight back in).
+pub async fn logged_out() -> Response {
+    Html(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Logged out</title></head>\
+         <body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>You are logged out</h1>\
+         <p><a href=\"/_gateway/login\">Log in again</a></p></body></html>",
+    )
+    .into_response()
+}
+
+/// `GET /_gateway/me`: who the gateway thinks you are, and until when.
+pub async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match current_session(&state, &headers).await {
+        Err(e) => e.respond(false),
+        Ok(None) => GatewayError::Unauthenticated {
+            login_url: "/_gateway/login".into(),
+        }
+        .respond(false),
+        Ok(Some((_, s))) => {
+            let t = Timeouts {
+                idle: state.cfg.session.idle_timeout,
+                absolute: state.cfg.session.absolute_timeout,
+            };
+            let secs = |t: std::time::SystemTime| {
+                t.duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            };
+            let attributes: Vec<_> = s
+                .identity
+                .attributes
+                .iter()
+                .map(|(k, v)| json!({ k: v }))
+                .collect();
+            let mut r = json_body(
+                StatusCode::OK,
+                json!({
+                    "userId": s.identity.user_id,
+                    "userDirectory": s.identity.user_directory,
+                    "attributes": attributes,
+                    "provider": s.provider,
+                    "loginAt": secs(s.created_at),
+                    "expiresAt": secs(s.expires_at(&t)),
+                    "absoluteExpiresAt": secs(s.created_at + t.absolute),
+                    "qlikSession": s.qlik.is_some(),
+                }),
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+    }
+}
+
+/// `GET /_gateway/healthz`: the process answers.
+pub async fn healthz() -> Response {
+    json_body(StatusCode::OK, json!({"status": "ok"}))
+}
+
+/// `GET /_gateway/readyz`: QPS answers with the client certificate, and the session store answers.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let (qps, store) = tokio::join!(state.qlik.qps().probe(), state.store.ping());
+    let qps_s = match &qps {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let store_s = match &store {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let ready = qps.is_ok() && store.is_ok();
+    if !ready {
+        tracing::warn!(qps = %qps_s, store = %store_s, "not ready");
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_body(
+        status,
+        json!({"ready": ready, "qps": qps_s, "store": store_s}),
+    )
+}

@@ -1,0 +1,67 @@
+//! The gateway's own endpoints under `/_gateway/`, and the checks every other request goes through.
+
+pub mod endpoints;
+pub mod return_to;
+
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{header, HeaderMap, Uri};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+
+use crate::error::GatewayError;
+use crate::session::{GatewaySession, SessionId};
+use crate::state::AppState;
+
+/// Whether the request is a browser navigation (gets a redirect or an HTML page) rather than a
+/// program (gets 401 JSON it can act on).
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    if let Some(mode) = headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()) {
+        return mode.eq_ignore_ascii_case("navigate");
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let html = accept.find("text/html");
+    let json = accept.find("application/json");
+    match (html, json) {
+        (Some(h), Some(j)) => h < j,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// `/_gateway/login?return_to=<path>` for the current request.
+pub fn login_url_for(uri: &Uri) -> String {
+    let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!(
+        "/_gateway/login?return_to={}",
+        utf8_percent_encode(target, NON_ALPHANUMERIC)
+    )
+}
+
+/// The answer to a request that needs a session and has none: 302 for navigations, 401 JSON otherwise.
+pub fn unauthenticated(uri: &Uri, headers: &HeaderMap, websocket: bool) -> Response {
+    let login = login_url_for(uri);
+    if !websocket && wants_html(headers) {
+        return found(&login);
+    }
+    GatewayError::Unauthenticated { login_url: login }.respond(false)
+}
+
+/// A `302 Found` to `location` (axum's `Redirect::to` is a 303).
+pub fn found(location: &str) -> Response {
+    let mut r = Redirect::to(location).into_response();
+    *r.status_mut() = http::StatusCode::FOUND;
+    r
+}
+
+/// The live gateway session of the request, touched (idle timer reset).
+pub async fn current_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(SessionId, GatewaySession)>, GatewayError> {
+    let Some(id) = state.cookies.read(headers) else {
+        return Ok(None);
+    };
+    Ok(state.store.get_and_touch(&id).await?.map(|s| (id, s)))
+}

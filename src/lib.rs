@@ -1,0 +1,54 @@
+//! qlik-gateway: one same-origin gateway in front of a Qlik Sense mashup and Qlik Sense Enterprise.
+//!
+//! Request path: [`server`] accepts → [`routes`] dispatches → [`auth`] establishes identity →
+//! [`session`] keeps the gateway session → [`qlik`] keeps the user's Qlik session → [`proxy`] forwards.
+
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod logging;
+pub mod mashup;
+pub mod proxy;
+pub mod qlik;
+pub mod routes;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod tls;
+
+/// A failure that stops the gateway from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsFileError),
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+}
+
+/// Builds the state, binds, logs where it listens, and serves until `shutdown` resolves.
+pub async fn serve(
+    cfg: config::Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let state = state::AppState::new(cfg)?;
+    let server = server::Server::bind(state.clone()).await?;
+    let addr = server
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(listen = %addr, public_url = %state.cfg.server.public_origin, qlik = %state.cfg.qlik.proxy_url, "qlik-gateway listening");
+    let probe_state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = probe_state.qlik.qps().probe().await {
+            tracing::warn!("QPS API check at start-up failed: {e}");
+        }
+    });
+    server.run(shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}

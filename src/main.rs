@@ -1,0 +1,132 @@
+//! The `qlik-gateway` command: run, check-config, doctor, demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use qlik_gateway::config::{self, Config};
+use qlik_gateway::server::shutdown_signal;
+use qlik_gateway::state::AppState;
+
+#[derive(Parser)]
+#[command(
+    name = "qlik-gateway",
+    version,
+    about = "Same-origin gateway for Qlik Sense mashups"
+)]
+struct Cli {
+    /// Configuration file (TOML). Every key can be overridden by QLIK_GATEWAY__SECTION__KEY.
+    #[arg(long, global = true, env = "QLIK_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and exit non-zero naming the offending key.
+    CheckConfig,
+    /// Check a live deployment: configuration, certificates, QPS reachability.
+    Doctor,
+    /// Start a simulated Qlik, the gateway with a static user and a demo page on 127.0.0.1:8080.
+    Demo {
+        /// Address for the gateway.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Demo { listen }) => qlik_gateway::demo::run(listen).await,
+            Some(Command::CheckConfig) => check_config(cli.config),
+            Some(Command::Doctor) => doctor(cli.config).await,
+            None => run(cli.config).await,
+        }
+    })
+}
+
+fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    let Some(path) = path else {
+        eprintln!("error: no configuration: pass --config FILE or set QLIK_GATEWAY_CONFIG (see config/qlik-gateway.example.toml)");
+        return Err(ExitCode::from(2));
+    };
+    config::load(&path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn check_config(path: Option<PathBuf>) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    // Certificates are parsed too, not only found: a PEM without a key fails here, not at login.
+    if let Err(e) = AppState::new(cfg) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    println!("configuration ok");
+    ExitCode::SUCCESS
+}
+
+async fn doctor(path: Option<PathBuf>) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for w in &cfg.warnings {
+        println!("warn  {w}");
+    }
+    let state = match AppState::new(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("FAIL  certificates: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("ok    configuration and certificate files");
+    match state.qlik.qps().probe().await {
+        Ok(()) => println!(
+            "ok    QPS API {} answers with the client certificate",
+            state.cfg.qlik.qps_api_url
+        ),
+        Err(e) => {
+            println!("FAIL  {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run(path: Option<PathBuf>) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    qlik_gateway::logging::init(&cfg.log);
+    match qlik_gateway::serve(cfg, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Header hygiene between the browser and upstreams: hop-by-hop removal, identity headers a browser
+//! must never choose, forwarding headers, cookie filtering and `Location` rewriting.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies still see.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Removes hop-by-hop headers, including those named in `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Removes everything a browser could use to choose or fake its Qlik identity: every `X-Qlik-*`
+/// header (X-Qlik-User, X-Qlik-Session, X-Qlik-Xrfkey, …), `Authorization` (a JWT virtual proxy
+/// would believe it), incoming forwarding headers, and the configured identity headers.
+pub fn remove_identity_headers(headers: &mut HeaderMap, extra: &[HeaderName]) {
+    let qlik: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-qlik-"))
+        .cloned()
+        .collect();
+    for k in qlik {
+        headers.remove(k);
+    }
+    for k in extra {
+        headers.remove(k);
+    }
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::FORWARDED);
+    headers.remove("x-forwarded-for");
+    headers.remove("x-forwarded-host");
+    headers.remove("x-forwarded-proto");
+    headers.remove("x-real-ip");
+}
+
+/// Rebuilds the `Cookie` header without the gateway's cookie and without any `X-Qlik-Session*`
+/// cookie, then appends `inject` (the user's Qlik session cookie) when given.
+pub fn rewrite_cookies(
+    headers: &mut HeaderMap,
+    gateway_cookie: &str,
+    inject: Option<(&str, &str)>,
+) {
+    let mut kept: Vec<String> = Vec::new();
+    for v in headers.get_all(header::COOKIE).iter() {
+        let Ok(v) = v.to_str() else { continue };
+        for pair in v.split(';') {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let name = pair.split('=').next().unwrap_or("").trim();
+            if name == gateway_cookie || name.to_ascii_lowercase().starts_with("x-qlik-session") {
+                continue;
+            }
+            kept.push(pair.to_string());
+        }
+    }
+    if let Some((name, value)) = inject {
+        kept.push(format!("{name}={value}"));
+    }
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For/Proto/Host` and `Host`.
+pub fn set_forwarding(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    proto: &'static str,
+    public_host: &HeaderValue,
+    upstream_host: &HeaderValue,
+) {
+    if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    headers.insert("x-forwarded-host", public_host.clone());
+    headers.insert(header::HOST, upstream_host.clone());
+}
+
+/// Whether a `Set-Cookie` value sets the Qlik session cookie `name` (or any `X-Qlik-Session*`).
+/// Returns the cookie's value when it does.
+pub fn qlik_session_set_cookie<'a>(set_cookie: &'a str, name: &str) -> Option<&'a str> {
+    let first = set_cookie.split(';').next()?;
+    let (n, v) = first.split_once('=')?;
+    let n = n.trim();
+    (n == name || n.to_ascii_lowercase().starts_with("x-qlik-session")).then(|| v.trim())
+}
+
+/// Rewrites a `Location` that points into the virtual proxy on the Qlik proxy to the same place on
+/// the gateway. `upstream_origin` is `https://qlik:443` serialised as browsers do; `prefix` is
+/// `/mashup` or ``; `mount` is where the gateway shows Qlik.
+pub fn rewrite_location(
+    location: &str,
+    upstream_origin: &str,
+    prefix: &str,
+    public_origin: &str,
+    mount: &str,
+) -> Option<String> {
+    let path = if let Some(rest) = strip_prefix_ci(location, upstream_origin) {
+        if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
+            return None;
+        }
+        rest
+    } else if location.starts_with('/') && !location.starts_with("//") {
+        // A path-absolute Location needs rewriting only when the mount differs from the prefix.
+        if prefix == mount {
+            return None;
+        }
+        let mapped = map_prefix(location, prefix, mount)?;
+        return Some(mapped);
+    } else {
+        return None;
+    };
+    let path = if path.is_empty() { "/" } else { path };
+    let mapped = map_prefix(path, prefix, mount).unwrap_or_else(|| path.to_string());
+    Some(format!("{public_origin}{mapped}"))
+}
+
+fn map_prefix(path: &str, prefix: &str, mount: &str) -> Option<String> {
+    let rest = path.strip_prefix(prefix)?;
+    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
+        return None;
+    }
+    Some(format!("{mount}{rest}"))
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    if s.len() >= prefix.len()
+        && s.is_char_boundary(prefix.len())
+        && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+    {
+        Some(&s[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_lose_gateway_and_qlik_session_and_gain_injected() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            "a=1; qlik-gateway=secret; X-Qlik-Session-mashup=evil"
+                .parse()
+                .unwrap(),
+        );
+        h.append(header::COOKIE, "x-qlik-session=evil2; b=2".parse().unwrap());
+        rewrite_cookies(
+            &mut h,
+            "qlik-gateway",
+            Some(("X-Qlik-Session-mashup", "good")),
+        );
+        assert_eq!(
+            h.get(header::COOKIE).unwrap(),
+            "a=1; b=2; X-Qlik-Session-mashup=good"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("accept", "*/*".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn identity_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-qlik-user",
+            "UserDirectory=X; UserId=admin".parse().unwrap(),
+        );
+        h.insert("X-Qlik-Security", "x".parse().unwrap());
+        h.insert("hdr-usr", "X\\admin".parse().unwrap());
+        h.insert(header::AUTHORIZATION, "Bearer x".parse().unwrap());
+        h.insert("accept", "*/*".parse().unwrap());
+        remove_identity_headers(&mut h, &[HeaderName::from_static("hdr-usr")]);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn locations_into_the_virtual_proxy_are_rewritten() {
+        let up = "https://qlik.corp:4443";
+        let pubo = "https://bi.corp";
+        assert_eq!(
+            rewrite_location(
+                "https://qlik.corp:4443/mashup/hub/",
+                up,
+                "/mashup",
+                pubo,
+                "/mashup"
+            )
+            .as_deref(),
+            Some("https://bi.corp/mashup/hub/")
+        );
+        assert_eq!(
+            rewrite_location(
+                "https://QLIK.corp:4443/mashup?x=1",
+                up,
+                "/mashup",
+                pubo,
+                "/q"
+            )
+            .as_deref(),
+            Some("https://bi.corp/q?x=1")
+        );
+        assert_eq!(
+            rewrite_location("/mashup/hub", up, "/mashup", pubo, "/q").as_deref(),
+            Some("/q/hub")
+        );
+        assert_eq!(
+            rewrite_location("/mashup/hub", up, "/mashup", pubo, "/mashup"),
+            None
+        );
+        assert_eq!(
+            rewrite_location("https://other/x", up, "/mashup", pubo, "/mashup"),
+            None
+        );
+        assert_eq!(
+            rewrite_location(
+                "https://qlik.corp:4443.evil/x",
+                up,
+                "/mashup",
+                pubo,
+                "/mashup"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn set_cookie_for_the_qlik_session_is_recognised() {
+        assert_eq!(
+            qlik_session_set_cookie(
+                "X-Qlik-Session-mashup=abc; Path=/; HttpOnly",
+                "X-Qlik-Session-mashup"
+            ),
+            Some("abc")
+        );
+        assert_eq!(
+            qlik_session_set_cookie("pref=1; Path=/", "X-Qlik-Session-mashup"),
+            None
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! HTTP requests to the Qlik proxy under `qlik.mount`, and to a mashup dev server: bodies streamed
+//! both ways, headers cleaned, the user's Qlik session injected and Qlik's cookies kept server-side.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, StatusCode, Uri};
+use hyper::body::Incoming;
+
+use super::headers;
+use super::upstream::UpstreamClient;
+use crate::error::GatewayError;
+use crate::session::{GatewaySession, QlikSession, SessionId};
+use crate::state::AppState;
+
+/// Maps a gateway path under the mount to the path on the Qlik proxy (`/mashup/x` → `/{vp}/x`).
+pub fn upstream_path_and_query(state: &AppState, uri: &Uri) -> String {
+    let path = uri.path();
+    let rest = path
+        .strip_prefix(state.cfg.qlik.mount.as_str())
+        .unwrap_or(path);
+    let prefix = state.cfg.qlik.upstream_prefix();
+    let rest = if rest.is_empty() && prefix.is_empty() {
+        "/"
+    } else {
+        rest
+    };
+    match uri.query() {
+        Some(q) => format!("{prefix}{rest}?{q}"),
+        None => format!("{prefix}{rest}"),
+    }
+}
+
+/// Forwards one request to the Qlik proxy as the session's user.
+pub async fn to_qlik(
+    state: &AppState,
+    req: Request<Body>,
+    peer: SocketAddr,
+    sid: &SessionId,
+    gw: &GatewaySession,
+) -> Result<Response, GatewayError> {
+    let mut qlik = state.qlik.ensure(sid, gw).await?;
+    let (parts, body) = req.into_parts();
+    let bodyless = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0");
+    let target = format!(
+        "{}{}",
+        state.cfg.qlik.proxy_url.origin().ascii_serialization(),
+        upstream_path_and_query(state, &parts.uri)
+    );
+    let mut base_headers = parts.headers.clone();
+    headers::remove_hop_by_hop(&mut base_headers);
+    headers::remove_identity_headers(&mut base_headers, &state.strip_headers);
+    headers::set_forwarding(
+        &mut base_headers,
+        peer.ip(),
+        state.public_proto,
+        &state.public_host,
+        &state.qlik_host,
+    );
+
+    let mut body = Some(body);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut h = base_headers.clone();
+        headers::rewrite_cookies(
+            &mut h,
+            &state.cookies.name,
+            Some((&state.cfg.qlik.session_cookie, &qlik.cookie_value)),
+        );
+        let b = body.take().unwrap_or_else(Body::empty);
+        let resp = send(
+            &state.upstream,
+            &parts.method,
+            &target,
+            h,
+            b,
+            state.cfg.qlik.response_timeout,
+            "qlik",
+        )
+        .await?;
+        if is_auth_redirect(&resp) {
+            // Qlik no longer knows the session (timed out, QPS restarted): make a new one.
+            tracing::info!(session = %sid.log_tag(), "Qlik answered with its login redirect; re-creating the Qlik session");
+            qlik = state.qlik.recreate(sid, &qlik).await?;
+            if bodyless && attempt == 1 {
+                continue;
+            }
+            if attempt > 1 {
+                return Err(GatewayError::Upstream {
+                    upstream: "qlik",
+                    detail: format!(
+                        "Qlik does not accept the session the gateway created for it; check that qlik.session_cookie ({}) is the virtual proxy's session cookie header name and qlik.virtual_proxy ({:?}) its prefix",
+                        state.cfg.qlik.session_cookie, state.cfg.qlik.virtual_proxy
+                    ),
+                });
+            }
+            // The request body was streamed to Qlik and is gone; the client must repeat it.
+            let mut r = crate::error::json_body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"error": "qlik_session_renewed", "message": "Your Qlik session was renewed; please repeat the request."}),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
+            return Ok(r);
+        }
+        return Ok(from_qlik(state, sid, &qlik, resp).await);
+    }
+}
+
+/// A 3xx to Qlik's authentication module (`internal_windows_authentication/?targetId=…`,
+/// `internal_forms_authentication`, or an external module with `targetId`).
+fn is_auth_redirect(resp: &http::Response<Incoming>) -> bool {
+    if !resp.status().is_redirection() {
+        return false;
+    }
+    let Some(loc) = resp
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let l = loc.to_ascii_lowercase();
+    l.contains("targetid=")
+        || l.contains("/internal_windows_authentication")
+        || l.contains("/internal_forms_authentication")
+}
+
+/// Cleans Qlik's response: hop-by-hop headers removed, the Qlik session cookie captured and not
+/// passed on, `Location` rewritten to the gateway.
+async fn from_qlik(
+    state: &AppState,
+    sid: &SessionId,
+    qlik: &QlikSession,
+    resp: http::Response<Incoming>,
+) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    let set_cookies: Vec<HeaderValue> = parts
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if !set_cookies.is_empty() {
+        parts.headers.remove(header::SET_COOKIE);
+        for sc in set_cookies {
+            let Ok(s) = sc.to_str() else { continue };
+            match headers::qlik_session_set_cookie(s, &state.cfg.qlik.session_cookie) {
+                Some(value) if !value.is_empty() => {
+                    if let Err(e) = state.qlik.adopt_cookie(sid, qlik, value).await {
+                        tracing::warn!(error = %e, "could not store the Qlik session cookie Qlik set");
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    parts.headers.append(header::SET_COOKIE, sc);
+                }
+            }
+        }
+    }
+    rewrite_location_header(state, &mut parts.headers);
+    Response::from_parts(parts, Body::new(body))
+}
+
+fn rewrite_location_header(state: &AppState, h: &mut HeaderMap) {
+    let Some(loc) = h.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let upstream_origin = state.cfg.qlik.proxy_url.origin().ascii_serialization();
+    if let Some(new) = headers::rewrite_location(
+        loc,
+        &upstream_origin,
+        &state.cfg.qlik.upstream_prefix(),
+        &state.cfg.server.public_origin,
+        &state.cfg.qlik.mount,
+    ) {
+        if let Ok(v) = HeaderValue::from_str(&new) {
+            h.insert(header::LOCATION, v);
+        }
+    }
+}
+
+/// Sends one request upstream with a response-header timeout, mapping failures to gateway errors.
+pub async fn send(
+    client: &UpstreamClient,
+    method: &Method,
+    target: &str,
+    headers: HeaderMap,
+    body: Body,
+    timeout: Duration,
+    upstream: &'static str,
+) -> Result<http::Response<Incoming>, GatewayError> {
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(target)
+        .body(body)
+        .map_err(|e| GatewayError::BadRequest(format!("cannot forward this request: {e}")))?;
+    *req.headers_mut() = headers;
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout {
+            upstream,
+            after: timeout,
+        }),
+        Ok(Err(e)) => Err(GatewayError::Upstream {
+            upstream,
+            detail: crate::qlik::qps::root_cause(&e),
+        }),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
+/// Forwards a request to the mashup dev server (no Qlik credentials involved).
+pub async fn to_mashup_upstream(
+    state: &AppState,
+    base: &reqwest::Url,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> Result<Response, GatewayError> {
+    let (parts, body) = req.into_parts();
+    let target = format!(
+        "{}{}",
+        base.origin().ascii_serialization(),
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut h = parts.headers;
+    headers::remove_hop_by_hop(&mut h);
+    headers::remove_identity_headers(&mut h, &state.strip_headers);
+    headers::rewrite_cookies(&mut h, &state.cookies.name, None);
+    let host = HeaderValue::from_str(&crate::qlik::lifecycle::host_header(base))
+        .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+    headers::set_forwarding(
+        &mut h,
+        peer.ip(),
+        state.public_proto,
+        &state.public_host,
+        &host,
+    );
+    let resp = send(
+        &state.upstream,
+        &parts.method,
+        &target,
+        h,
+        body,
+        state.cfg.qlik.response_timeout,
+        "mashup",
+    )
+    .await?;
+    let (mut rp, rb) = resp.into_parts();
+    headers::remove_hop_by_hop(&mut rp.headers);
+    Ok(Response::from_parts(rp, Body::new(rb)))
+}

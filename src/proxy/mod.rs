@@ -1,0 +1,8 @@
+//! Forwarding to upstreams: HTTP, the engine websocket, and raw upgrades for a dev server's HMR.
+
+pub mod headers;
+pub mod http;
+pub mod registry;
+pub mod tunnel;
+pub mod upstream;
+pub mod websocket;

@@ -1,0 +1,623 @@
+//! The engine websocket: the browser's upgrade is checked (Origin, session), the upstream socket is
+//! opened with the user's Qlik session and CSRF token, and frames are relayed both ways.
+//!
+//! Until Qlik has said who the user is (`OnAuthenticationInformation`), the relay watches upstream
+//! frames and keeps a copy of what the client sent. If Qlik says `mustAuthenticate: true` (it lost
+//! the session), the gateway makes a new Qlik session, reconnects and replays the client's frames:
+//! the browser never sees the notification that used to start the login loop.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::headers;
+use super::registry::{CloseReason, SocketGuard};
+use crate::error::GatewayError;
+use crate::qlik::lifecycle::CsrfError;
+use crate::session::{GatewaySession, QlikSession, SessionId};
+use crate::state::AppState;
+
+/// Any byte stream (TCP or TLS) under a websocket.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Upstream = WebSocketStream<Pin<Box<dyn Io>>>;
+type Client = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// How many client frames (and bytes) are kept for replay while Qlik has not yet confirmed the session.
+const REPLAY_FRAMES: usize = 64;
+const REPLAY_BYTES: usize = 4 * 1024 * 1024;
+/// Re-creations of the Qlik session per socket before the notification is passed through.
+const MAX_REAUTH: usize = 2;
+
+/// Whether the request asks for a websocket upgrade.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    let conn_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    let ws = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    conn_upgrade && ws
+}
+
+/// Checks the browser's `Origin` against the public origin and `security.allowed_origins`.
+/// Cross-Site WebSocket Hijacking is the first attack on cookie-authenticated websockets.
+pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> Result<(), GatewayError> {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Err(GatewayError::Forbidden(
+            "websocket handshake without an Origin header refused".into(),
+        ));
+    };
+    let allowed = origin.eq_ignore_ascii_case(&state.cfg.server.public_origin)
+        || state
+            .cfg
+            .security
+            .allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin));
+    if allowed {
+        Ok(())
+    } else {
+        Err(GatewayError::Forbidden(format!(
+            "websocket from origin {origin} refused; add it to security.allowed_origins if it is yours"
+        )))
+    }
+}
+
+/// Handles an engine websocket upgrade for a logged-in user.
+pub async fn engine(
+    state: Arc<AppState>,
+    mut req: Request<Body>,
+    peer: SocketAddr,
+    sid: SessionId,
+    gw: GatewaySession,
+) -> Result<Response, GatewayError> {
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .cloned()
+        .ok_or_else(|| {
+            GatewayError::BadRequest("websocket upgrade without Sec-WebSocket-Key".into())
+        })?;
+    if req
+        .headers()
+        .get("sec-websocket-version")
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(GatewayError::BadRequest(
+            "only websocket version 13 is supported".into(),
+        ));
+    }
+    let path_q = super::http::upstream_path_and_query(&state, req.uri());
+    let mut fwd = req.headers().clone();
+    headers::remove_hop_by_hop(&mut fwd);
+    headers::remove_identity_headers(&mut fwd, &state.strip_headers);
+    for h in [
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-accept",
+    ] {
+        fwd.remove(h);
+    }
+    headers::set_forwarding(
+        &mut fwd,
+        peer.ip(),
+        state.public_proto,
+        &state.public_host,
+        &state.qlik_host,
+    );
+    // Qlik's host allow list checks Origin; the gateway has checked the browser's already.
+    fwd.insert(header::ORIGIN, state.qlik_origin.clone());
+
+    let qlik = state.qlik.ensure(&sid, &gw).await?;
+    let (upstream, qlik) = connect_with_session(&state, &sid, &path_q, &fwd, qlik).await?;
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let guard = state.sockets.register(Some(sid.storage_key()));
+    let cfg = ws_config(&state);
+    let st = state.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let client = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(cfg),
+                )
+                .await;
+                let relay = Relay {
+                    state: st,
+                    sid,
+                    path_q,
+                    fwd,
+                    qlik,
+                    guard,
+                };
+                relay.run(client, upstream).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert("sec-websocket-accept", v);
+    }
+    Ok(resp)
+}
+
+fn ws_config(state: &AppState) -> WebSocketConfig {
+    let max = state.cfg.security.max_websocket_message;
+    WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// Opens the upstream socket, renewing the CSRF token or the Qlik session once when Qlik refuses.
+async fn connect_with_session(
+    state: &AppState,
+    sid: &SessionId,
+    path_q: &str,
+    fwd: &HeaderMap,
+    mut qlik: QlikSession,
+) -> Result<(Upstream, QlikSession), GatewayError> {
+    for attempt in 0..2 {
+        let token = match state.qlik.csrf_token(sid, &qlik).await {
+            Ok(t) => t,
+            Err(CsrfError::SessionRejected) if attempt == 0 => {
+                qlik = state.qlik.recreate(sid, &qlik).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match connect(state, path_q, fwd, &qlik, token.as_deref()).await {
+            Ok(up) => return Ok((up, qlik)),
+            // A stale CSRF token or a session Qlik dropped: renew both once.
+            Err(GatewayError::UpgradeRefused { status: 403 }) if attempt == 0 => {
+                qlik = state.qlik.recreate(sid, &qlik).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(GatewayError::UpgradeRefused { status: 403 })
+}
+
+/// One upstream websocket handshake to the Qlik proxy.
+async fn connect(
+    state: &AppState,
+    path_q: &str,
+    fwd: &HeaderMap,
+    qlik: &QlikSession,
+    csrf: Option<&str>,
+) -> Result<Upstream, GatewayError> {
+    let proxy = &state.cfg.qlik.proxy_url;
+    let tls = proxy.scheme() == "https";
+    let host = proxy.host_str().unwrap_or("localhost").to_string();
+    let port = proxy
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let mut target = path_q.to_string();
+    if let Some(t) = csrf {
+        let sep = if target.contains('?') { '&' } else { '?' };
+        let enc = percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC);
+        target = format!("{target}{sep}qlik-csrf-token={enc}");
+    }
+    let scheme = if tls { "wss" } else { "ws" };
+    let uri = format!(
+        "{scheme}://{}{}",
+        state.qlik_host.to_str().unwrap_or(&host),
+        target
+    );
+
+    let timeout = state.cfg.qlik.connect_timeout;
+    let up_err = |detail: String| GatewayError::Upstream {
+        upstream: "qlik",
+        detail,
+    };
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| GatewayError::UpstreamTimeout {
+            upstream: "qlik",
+            after: timeout,
+        })?
+        .map_err(|e| up_err(format!("connect to {host}:{port}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let io: Pin<Box<dyn Io>> = if tls {
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| up_err(e.to_string()))?;
+        let connector = tokio_rustls::TlsConnector::from(state.ws_tls.clone());
+        let s = tokio::time::timeout(timeout, connector.connect(name, tcp))
+            .await
+            .map_err(|_| GatewayError::UpstreamTimeout {
+                upstream: "qlik",
+                after: timeout,
+            })?
+            .map_err(|e| up_err(format!("TLS with the Qlik proxy: {e}; check qlik.ca_cert")))?;
+        Box::pin(s)
+    } else {
+        Box::pin(tcp)
+    };
+
+    let mut req = Request::get(uri.as_str())
+        .body(())
+        .map_err(|e| up_err(e.to_string()))?;
+    let h = req.headers_mut();
+    *h = fwd.clone();
+    headers::rewrite_cookies(
+        h,
+        &state.cookies.name,
+        Some((&state.cfg.qlik.session_cookie, &qlik.cookie_value)),
+    );
+    h.insert(header::HOST, state.qlik_host.clone());
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert("sec-websocket-version", HeaderValue::from_static("13"));
+    if let Ok(k) = HeaderValue::from_str(&tungstenite::handshake::client::generate_key()) {
+        h.insert("sec-websocket-key", k);
+    }
+    let cfg = ws_config(state);
+    match tokio::time::timeout(
+        state.cfg.qlik.response_timeout,
+        tokio_tungstenite::client_async_with_config(req, io, Some(cfg)),
+    )
+    .await
+    {
+        Err(_) => Err(GatewayError::UpstreamTimeout {
+            upstream: "qlik",
+            after: state.cfg.qlik.response_timeout,
+        }),
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(tungstenite::Error::Http(resp))) => Err(GatewayError::UpgradeRefused {
+            status: resp.status().as_u16(),
+        }),
+        Ok(Err(e)) => Err(up_err(format!("websocket handshake: {e}"))),
+    }
+}
+
+/// What a frame from Qlik says about authentication.
+#[derive(Debug, PartialEq, Eq)]
+enum AuthSignal {
+    /// `OnAuthenticationInformation` with `mustAuthenticate: true`.
+    MustAuthenticate,
+    /// `OnAuthenticationInformation` with `mustAuthenticate: false`.
+    Authenticated,
+    /// A response (has an `id`): Qlik is serving requests, so it accepted the session.
+    Response,
+    /// Some other notification.
+    Other,
+}
+
+fn classify(text: &str) -> AuthSignal {
+    // Cheap test first: most frames are responses, and parsing a large one twice is waste.
+    if !text.contains("OnAuthenticationInformation") {
+        return if text.contains("\"id\"") {
+            AuthSignal::Response
+        } else {
+            AuthSignal::Other
+        };
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return AuthSignal::Other;
+    };
+    if v.get("method").and_then(|m| m.as_str()) != Some("OnAuthenticationInformation") {
+        return if v.get("id").is_some() {
+            AuthSignal::Response
+        } else {
+            AuthSignal::Other
+        };
+    }
+    match v
+        .pointer("/params/mustAuthenticate")
+        .and_then(|m| m.as_bool())
+    {
+        Some(true) => AuthSignal::MustAuthenticate,
+        _ => AuthSignal::Authenticated,
+    }
+}
+
+struct Relay {
+    state: Arc<AppState>,
+    sid: SessionId,
+    path_q: String,
+    fwd: HeaderMap,
+    qlik: QlikSession,
+    guard: SocketGuard,
+}
+
+enum Settle {
+    /// Authentication settled; relay plainly from now on.
+    Relay(Box<Upstream>),
+    /// The socket is done.
+    Done,
+}
+
+impl Relay {
+    async fn run(mut self, mut client: Client, upstream: Upstream) {
+        let upstream = match self.settle(&mut client, upstream).await {
+            Settle::Relay(up) => *up,
+            Settle::Done => return,
+        };
+        self.relay(client, upstream).await;
+    }
+
+    /// Phase one: watch Qlik's first frames and recover from a lost Qlik session.
+    async fn settle(&mut self, client: &mut Client, mut upstream: Upstream) -> Settle {
+        let mut replay: Vec<Message> = Vec::new();
+        let mut replay_bytes = 0usize;
+        let mut replay_ok = true;
+        let mut reauths = 0usize;
+        loop {
+            tokio::select! {
+                _ = self.guard.close.changed() => {
+                    let reason = *self.guard.close.borrow();
+                    if let Some(r) = reason {
+                        close_both(client, &mut upstream, r, &self.state).await;
+                    }
+                    return Settle::Done;
+                }
+                m = upstream.next() => {
+                    let Some(Ok(msg)) = m else {
+                        let _ = client.close(Some(going_away("Qlik closed the connection"))).await;
+                        return Settle::Done;
+                    };
+                    match &msg {
+                        Message::Text(t) => match classify(t.as_str()) {
+                            AuthSignal::MustAuthenticate if reauths < MAX_REAUTH && replay_ok => {
+                                reauths += 1;
+                                match self.reconnect(&replay).await {
+                                    Ok(up) => { upstream = up; continue; }
+                                    Err(e) => {
+                                        // Could not recover: tell the client to log in at the gateway.
+                                        tracing::warn!(session = %self.sid.log_tag(), error = %e, "Qlik lost the session and re-creating it failed");
+                                        let _ = client.send(must_authenticate(&self.state)).await;
+                                        let _ = client.close(None).await;
+                                        return Settle::Done;
+                                    }
+                                }
+                            }
+                            AuthSignal::MustAuthenticate => {
+                                tracing::warn!(session = %self.sid.log_tag(), "Qlik still asks for authentication after re-creating the session; passing it on");
+                                let _ = client.send(must_authenticate(&self.state)).await;
+                                continue;
+                            }
+                            AuthSignal::Authenticated | AuthSignal::Response => {
+                                if client.send(msg).await.is_err() { return Settle::Done; }
+                                return Settle::Relay(Box::new(upstream));
+                            }
+                            AuthSignal::Other => {
+                                if client.send(msg).await.is_err() { return Settle::Done; }
+                            }
+                        },
+                        Message::Close(_) => {
+                            let _ = client.send(msg).await;
+                            return Settle::Relay(Box::new(upstream));
+                        }
+                        _ => {
+                            if client.send(msg).await.is_err() { return Settle::Done; }
+                        }
+                    }
+                }
+                m = client.next() => {
+                    let Some(Ok(msg)) = m else {
+                        let _ = upstream.close(None).await;
+                        return Settle::Done;
+                    };
+                    if let Message::Close(_) = msg {
+                        let _ = upstream.send(msg).await;
+                        return Settle::Relay(Box::new(upstream));
+                    }
+                    if replay_ok {
+                        replay_bytes += msg.len();
+                        if replay.len() < REPLAY_FRAMES && replay_bytes <= REPLAY_BYTES {
+                            replay.push(msg.clone());
+                        } else {
+                            replay_ok = false;
+                            replay.clear();
+                        }
+                    }
+                    if upstream.send(msg).await.is_err() {
+                        let _ = client.close(Some(going_away("Qlik closed the connection"))).await;
+                        return Settle::Done;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reconnect(&mut self, replay: &[Message]) -> Result<Upstream, GatewayError> {
+        tracing::info!(session = %self.sid.log_tag(), "Qlik lost the session (mustAuthenticate); re-creating it and reconnecting");
+        let qlik = self.state.qlik.recreate(&self.sid, &self.qlik).await?;
+        let (mut up, qlik) =
+            connect_with_session(&self.state, &self.sid, &self.path_q, &self.fwd, qlik).await?;
+        self.qlik = qlik;
+        for m in replay {
+            up.send(m.clone())
+                .await
+                .map_err(|e| GatewayError::Upstream {
+                    upstream: "qlik",
+                    detail: e.to_string(),
+                })?;
+        }
+        Ok(up)
+    }
+
+    /// Phase two: frames both ways, untouched, until either side closes or the gateway closes it.
+    async fn relay(mut self, client: Client, upstream: Upstream) {
+        let (mut c_tx, mut c_rx) = client.split();
+        let (mut u_tx, mut u_rx) = upstream.split();
+        let client_to_upstream = async {
+            while let Some(m) = c_rx.next().await {
+                match m {
+                    Ok(m) => {
+                        let closing = matches!(m, Message::Close(_));
+                        if u_tx.send(m).await.is_err() || closing {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        if let tungstenite::Error::Capacity(_) = e {
+                            tracing::warn!(
+                                "client frame over security.max_websocket_message; closing"
+                            );
+                        }
+                        let _ = u_tx
+                            .send(Message::Close(Some(going_away("client connection failed"))))
+                            .await;
+                        break;
+                    }
+                }
+            }
+        };
+        let upstream_to_client = async {
+            loop {
+                tokio::select! {
+                    m = u_rx.next() => match m {
+                        Some(Ok(m)) => {
+                            let closing = matches!(m, Message::Close(_));
+                            if c_tx.send(m).await.is_err() || closing {
+                                break;
+                            }
+                        }
+                        Some(Err(_)) | None => {
+                            let _ = c_tx.send(Message::Close(Some(going_away("Qlik closed the connection")))).await;
+                            break;
+                        }
+                    },
+                    _ = self.guard.close.changed() => {
+                        let reason = *self.guard.close.borrow();
+                        if let Some(r) = reason {
+                            if let Some(n) = notification_for(r, &self.state) {
+                                let _ = c_tx.send(n).await;
+                            }
+                            let _ = c_tx.send(Message::Close(Some(close_frame_for(r)))).await;
+                        }
+                        break;
+                    }
+                }
+            }
+        };
+        // When one direction ends, give the other a moment to finish the close handshake.
+        tokio::pin!(client_to_upstream, upstream_to_client);
+        tokio::select! {
+            _ = &mut client_to_upstream => { let _ = tokio::time::timeout(Duration::from_secs(5), upstream_to_client).await; }
+            _ = &mut upstream_to_client => { let _ = tokio::time::timeout(Duration::from_secs(5), client_to_upstream).await; }
+        }
+    }
+}
+
+async fn close_both(
+    client: &mut Client,
+    upstream: &mut Upstream,
+    reason: CloseReason,
+    state: &AppState,
+) {
+    if let Some(n) = notification_for(reason, state) {
+        let _ = client.send(n).await;
+    }
+    let _ = client.close(Some(close_frame_for(reason))).await;
+    let _ = upstream.close(None).await;
+}
+
+fn going_away(reason: &str) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Away,
+        reason: reason.to_string().into(),
+    }
+}
+
+fn close_frame_for(r: CloseReason) -> CloseFrame {
+    match r {
+        CloseReason::Shutdown => going_away("gateway shutting down"),
+        CloseReason::Logout => CloseFrame {
+            code: CloseCode::Normal,
+            reason: "logged out".into(),
+        },
+        CloseReason::SessionEnded => CloseFrame {
+            code: CloseCode::Normal,
+            reason: "session ended".into(),
+        },
+    }
+}
+
+/// The notification a Qlik client understands for the gateway closing its socket.
+fn notification_for(r: CloseReason, state: &AppState) -> Option<Message> {
+    match r {
+        CloseReason::Shutdown => None,
+        CloseReason::Logout => Some(Message::text(
+            serde_json::json!({
+                "jsonrpc": "2.0",
+                "method": "OnSessionLoggedOut",
+                "params": {"severity": "fatal", "timestamp": httpdate::fmt_http_date(std::time::SystemTime::now()), "message": "User logged out manually"}
+            })
+            .to_string(),
+        )),
+        CloseReason::SessionEnded => Some(must_authenticate(state)),
+    }
+}
+
+/// `OnAuthenticationInformation` pointing the client at the gateway's login.
+fn must_authenticate(state: &AppState) -> Message {
+    Message::text(
+        serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": "OnAuthenticationInformation",
+            "params": {"loginUri": format!("{}/_gateway/login", state.cfg.server.public_origin), "mustAuthenticate": true}
+        })
+        .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_qlik_frames() {
+        assert_eq!(
+            classify(
+                r#"{"jsonrpc":"2.0","method":"OnAuthenticationInformation","params":{"loginUri":"x","mustAuthenticate":true}}"#
+            ),
+            AuthSignal::MustAuthenticate
+        );
+        assert_eq!(
+            classify(
+                r#"{"jsonrpc":"2.0","method":"OnAuthenticationInformation","params":{"userId":"a","mustAuthenticate":false}}"#
+            ),
+            AuthSignal::Authenticated
+        );
+        assert_eq!(
+            classify(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+            AuthSignal::Response
+        );
+        assert_eq!(
+            classify(r#"{"jsonrpc":"2.0","method":"OnConnected","params":{}}"#),
+            AuthSignal::Other
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! Each gateway session's Qlik session: created on first need, re-created when Qlik loses it, one
+//! creation at a time per gateway session, ended at logout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+
+use super::{QlikError, QpsClient};
+use crate::config::QlikConfig;
+use crate::proxy::upstream::UpstreamClient;
+use crate::session::{GatewaySession, QlikSession, SessionId, SessionStore, StoreError};
+
+/// Why the gateway could not give a request a Qlik session.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Qlik(#[from] QlikError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The gateway session ended (logout, expiry) while its Qlik session was being made.
+    #[error("the gateway session ended")]
+    SessionGone,
+}
+
+/// Owns the QPS client and serialises Qlik session (re)creation per gateway session.
+pub struct QlikSessions {
+    qps: QpsClient,
+    store: Arc<dyn SessionStore>,
+    upstream: UpstreamClient,
+    cfg: QlikConfig,
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl QlikSessions {
+    /// Ties the QPS client, the session store and the upstream client together.
+    pub fn new(
+        qps: QpsClient,
+        store: Arc<dyn SessionStore>,
+        upstream: UpstreamClient,
+        cfg: QlikConfig,
+    ) -> Self {
+        Self {
+            qps,
+            store,
+            upstream,
+            cfg,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The QPS client (for readiness probes).
+    pub fn qps(&self) -> &QpsClient {
+        &self.qps
+    }
+
+    /// The session's Qlik session, creating it if there is none. N parallel callers for one
+    /// gateway session cause exactly one QPS call.
+    pub async fn ensure(
+        &self,
+        id: &SessionId,
+        gw: &GatewaySession,
+    ) -> Result<QlikSession, LifecycleError> {
+        if let Some(q) = &gw.qlik {
+            return Ok(q.clone());
+        }
+        self.replace(id, None).await
+    }
+
+    /// Replaces a Qlik session that Qlik no longer accepts. If another request already replaced
+    /// `stale`, that replacement is returned instead of making a second one.
+    pub async fn recreate(
+        &self,
+        id: &SessionId,
+        stale: &QlikSession,
+    ) -> Result<QlikSession, LifecycleError> {
+        self.replace(id, Some(&stale.cookie_value)).await
+    }
+
+    async fn replace(
+        &self,
+        id: &SessionId,
+        stale: Option<&str>,
+    ) -> Result<QlikSession, LifecycleError> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let current = self
+            .store
+            .get(id)
+            .await?
+            .ok_or(LifecycleError::SessionGone)?;
+        match (&current.qlik, stale) {
+            // Someone else created it while we waited.
+            (Some(q), None) => return Ok(q.clone()),
+            (Some(q), Some(old)) if q.cookie_value != old => return Ok(q.clone()),
+            _ => {}
+        }
+        let session_id = uuid_v4();
+        self.qps
+            .create_session(&current.identity, &session_id)
+            .await?;
+        let qlik = QlikSession {
+            cookie_value: session_id,
+            csrf_token: None,
+            created_at: SystemTime::now(),
+        };
+        if !self.store.set_qlik(id, Some(qlik.clone())).await? {
+            // Logged out meanwhile: do not leave an orphan session at Qlik.
+            let _ = self.qps.delete_session(&qlik.cookie_value).await;
+            return Err(LifecycleError::SessionGone);
+        }
+        tracing::info!(
+            session = %id.log_tag(),
+            user = %format_args!("{}\\{}", current.identity.user_directory, current.identity.user_id),
+            replaced = stale.is_some(),
+            "created Qlik session"
+        );
+        Ok(qlik)
+    }
+
+    /// Records a new cookie value Qlik chose itself (a `Set-Cookie` from the proxy).
+    pub async fn adopt_cookie(
+        &self,
+        id: &SessionId,
+        current: &QlikSession,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        if current.cookie_value == value {
+            return Ok(());
+        }
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let q = QlikSession {
+            cookie_value: value.to_string(),
+            csrf_token: None,
+            created_at: SystemTime::now(),
+        };
+        self.store.set_qlik(id, Some(q)).await.map(drop)
+    }
+
+    /// Ends the Qlik session at QPS (logout). Failure is logged, not fatal: the gateway session
+    /// ends either way and Qlik's inactivity timeout is the backstop.
+    pub async fn end(&self, gw: &GatewaySession) {
+        if let Some(q) = &gw.qlik {
+            if let Err(e) = self.qps.delete_session(&q.cookie_value).await {
+                tracing::warn!(error = %e, "could not delete the Qlik session at logout; Qlik's inactivity timeout will end it");
+            }
+        }
+    }
+
+    /// Qlik's websocket CSRF token for this Qlik session (Qlik Sense November 2024 and later), fetched
+    /// once with the user's cookie and cached. `Ok(None)`: this Qlik issues none.
+    pub async fn csrf_token(
+        &self,
+        id: &SessionId,
+        qlik: &QlikSession,
+    ) -> Result<Option<String>, CsrfError> {
+        if let Some(t) = &qlik.csrf_token {
+            return Ok((!t.is_empty()).then(|| t.clone()));
+        }
+        let token = self.fetch_csrf(qlik).await?;
+        let mut updated = qlik.clone();
+        updated.csrf_token = Some(token.clone().unwrap_or_default());
+        // Only cache if the Qlik session is still the same one.
+        if let Ok(Some(cur)) = self.store.get(id).await {
+            if cur.qlik.as_ref().map(|q| &q.cookie_value) == Some(&qlik.cookie_value) {
+                let _ = self.store.set_qlik(id, Some(updated)).await;
+            }
+        }
+        Ok(token)
+    }
+
+    async fn fetch_csrf(&self, qlik: &QlikSession) -> Result<Option<String>, CsrfError> {
+        let mut url = self.cfg.proxy_url.clone();
+        url.set_path(&format!("{}/qps/csrftoken", self.cfg.upstream_prefix()));
+        let req = Request::get(url.as_str())
+            .header(
+                http::header::COOKIE,
+                format!("{}={}", self.cfg.session_cookie, qlik.cookie_value),
+            )
+            .header(http::header::HOST, host_header(&self.cfg.proxy_url))
+            .body(Body::empty())
+            .map_err(|e| CsrfError::Upstream(e.to_string()))?;
+        let resp = tokio::time::timeout(self.cfg.qps_timeout, self.upstream.request(req))
+            .await
+            .map_err(|_| {
+                CsrfError::Upstream(format!("no answer within {:?}", self.cfg.qps_timeout))
+            })?
+            .map_err(|e| CsrfError::Upstream(super::qps::root_cause(&e)))?;
+        let status = resp.status();
+        if let Some(v) = resp.headers().get("qlik-csrf-token") {
+            return v
+                .to_str()
+                .map(|s| Some(s.to_string()))
+                .map_err(|_| CsrfError::Upstream("qlik-csrf-token header is not ASCII".into()));
+        }
+        if status.is_redirection() || status == StatusCode::UNAUTHORIZED {
+            return Err(CsrfError::SessionRejected);
+        }
+        // 404 and friends: a Qlik release before November 2024 has no such endpoint.
+        Ok(None)
+    }
+
+    fn lock_for(&self, id: &SessionId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        let key = id.storage_key();
+        if let Some(l) = map.get(&key).and_then(Weak::upgrade) {
+            return l;
+        }
+        // Drop entries whose sessions no longer wait on anything, so the map stays small.
+        if map.len() > 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let l = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(key, Arc::downgrade(&l));
+        l
+    }
+}
+
+/// Why the websocket CSRF token could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CsrfError {
+    #[error("the Qlik proxy did not accept the session when asked for the websocket CSRF token")]
+    SessionRejected,
+    #[error("fetching the websocket CSRF token from the Qlik proxy failed: {0}")]
+    Upstream(String),
+}
+
+/// `Host` header value for a URL (port only when not the scheme's default).
+pub fn host_header(url: &reqwest::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A GUID-shaped session id, like the ones Qlik makes itself.
+fn uuid_v4() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}

@@ -1,0 +1,50 @@
+//! The Qlik side: the QPS API client and the lifecycle of each user's Qlik session.
+
+pub mod lifecycle;
+pub mod qps;
+pub mod xrfkey;
+
+use std::time::Duration;
+
+pub use lifecycle::QlikSessions;
+pub use qps::QpsClient;
+
+/// A failure talking to Qlik's QPS API, each with the operator's fix in its message.
+#[derive(Debug, thiserror::Error)]
+pub enum QlikError {
+    #[error("TLS with the QPS API at {url} failed ({detail}); check that qlik.client_cert/client_key are the certificates exported from this Qlik site and qlik.ca_cert is its root.pem")]
+    Tls { url: String, detail: String },
+    #[error("the QPS API rejected the xrfkey (403 XSRF prevention check failed); something between the gateway and QPS drops the xrfkey query parameter or the X-Qlik-Xrfkey header")]
+    XrfkeyRejected,
+    #[error("the QPS API at {url} is unreachable ({detail}); check qlik.qps_api_url and that port 4243 is open from the gateway")]
+    Unreachable { url: String, detail: String },
+    #[error("the QPS API at {url} did not answer within {after:?}; check the Qlik proxy service, or raise qlik.qps_timeout")]
+    Timeout { url: String, after: Duration },
+    #[error("{call} answered HTTP {status}: {body}")]
+    Status {
+        call: &'static str,
+        status: u16,
+        body: String,
+    },
+    #[error("{call} gave an unusable reply: {detail}")]
+    BadReply { call: &'static str, detail: String },
+}
+
+impl QlikError {
+    /// A short reason code for the JSON body and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Tls { .. } => "qps_tls",
+            Self::XrfkeyRejected => "qps_xrfkey",
+            Self::Unreachable { .. } => "qps_unreachable",
+            Self::Timeout { .. } => "qps_timeout",
+            Self::Status { .. } => "qps_status",
+            Self::BadReply { .. } => "qps_bad_reply",
+        }
+    }
+
+    /// Whether retrying later may help (503) or the setup is wrong (502).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
+    }
+}

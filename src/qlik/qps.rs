@@ -1,0 +1,213 @@
+//! The QPS REST API on port 4243: mutual TLS with the certificate exported from the QMC, and a fresh
+//! xrfkey on every call.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{json, Value};
+
+use super::{xrfkey, QlikError};
+use crate::auth::Identity;
+use crate::config::QlikConfig;
+use crate::tls;
+
+/// A client for `https://host:4243/qps/{vp}/…`.
+#[derive(Clone)]
+pub struct QpsClient {
+    http: reqwest::Client,
+    /// `https://host:4243/qps/{vp}/` (always ending in `/`).
+    base: Url,
+    timeout: Duration,
+}
+
+impl QpsClient {
+    /// Builds the mTLS client from the configured PEM files.
+    pub fn new(cfg: &QlikConfig) -> Result<Self, tls::TlsFileError> {
+        let roots = tls::root_store(&cfg.ca_cert, false)?;
+        let tls = tls::client_config(
+            roots,
+            Some((&cfg.client_cert, &cfg.client_key)),
+            &[b"http/1.1"],
+        )?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.qps_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| tls::TlsFileError::Rejected {
+                path: cfg.client_cert.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut base = cfg.qps_api_url.clone();
+        let vp = if cfg.virtual_proxy.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", cfg.virtual_proxy)
+        };
+        base.set_path(&format!("/qps/{vp}"));
+        Ok(Self {
+            http,
+            base,
+            timeout: cfg.qps_timeout,
+        })
+    }
+
+    /// `POST session`: creates the Qlik session `session_id` for `identity`.
+    pub async fn create_session(
+        &self,
+        identity: &Identity,
+        session_id: &str,
+    ) -> Result<(), QlikError> {
+        let attributes: Vec<Value> = identity
+            .attributes
+            .iter()
+            .map(|(k, v)| json!({ k: v }))
+            .collect();
+        let body = json!({
+            "UserDirectory": identity.user_directory,
+            "UserId": identity.user_id,
+            "Attributes": attributes,
+            "SessionId": session_id,
+        });
+        let (status, reply) = self.call(Method::POST, "session", Some(body)).await?;
+        if status != StatusCode::CREATED && status != StatusCode::OK {
+            return Err(QlikError::Status {
+                call: "POST session",
+                status: status.as_u16(),
+                body: snippet(&reply),
+            });
+        }
+        // Replies come PascalCase (documented) or camelCase (OpenAPI); accept both, and if the
+        // reply names a session, it must be ours.
+        let v: Value = serde_json::from_str(&reply).map_err(|e| QlikError::BadReply {
+            call: "POST session",
+            detail: format!("not JSON: {e}"),
+        })?;
+        match field(&v, "SessionId").and_then(Value::as_str) {
+            Some(id) if id != session_id => Err(QlikError::BadReply {
+                call: "POST session",
+                detail: "reply names a different session id".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// `DELETE session/{id}`: ends the Qlik session and its engine connections. A session Qlik no
+    /// longer knows counts as deleted.
+    pub async fn delete_session(&self, session_id: &str) -> Result<(), QlikError> {
+        let path = format!("session/{session_id}");
+        let (status, reply) = self.call(Method::DELETE, &path, None).await?;
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(QlikError::Status {
+                call: "DELETE session",
+                status: status.as_u16(),
+                body: snippet(&reply),
+            })
+        }
+    }
+
+    /// Reachability with the client certificate: any HTTP answer other than an xrfkey rejection
+    /// proves TLS and routing work.
+    pub async fn probe(&self) -> Result<(), QlikError> {
+        let path = format!("session/{}", uuid_like());
+        self.call(Method::GET, &path, None).await.map(|_| ())
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, String), QlikError> {
+        let key = xrfkey::generate();
+        let mut url = self.base.join(path).map_err(|e| QlikError::BadReply {
+            call: "url",
+            detail: e.to_string(),
+        })?;
+        url.query_pairs_mut().append_pair("xrfkey", &key);
+        let mut req = self
+            .http
+            .request(method, url.clone())
+            .header("X-Qlik-Xrfkey", &key)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| self.classify(&url, e))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| self.classify(&url, e))?;
+        if status == StatusCode::FORBIDDEN && text.contains("XSRF") {
+            return Err(QlikError::XrfkeyRejected);
+        }
+        Ok((status, text))
+    }
+
+    fn classify(&self, url: &Url, e: reqwest::Error) -> QlikError {
+        let origin = url.origin().ascii_serialization();
+        if e.is_timeout() {
+            return QlikError::Timeout {
+                url: origin,
+                after: self.timeout,
+            };
+        }
+        if let Some(tls) = tls_cause(&e) {
+            return QlikError::Tls {
+                url: origin,
+                detail: tls,
+            };
+        }
+        QlikError::Unreachable {
+            url: origin,
+            detail: root_cause(&e),
+        }
+    }
+}
+
+/// A key lookup that accepts `SessionId` and `sessionId`.
+fn field<'a>(v: &'a Value, pascal: &str) -> Option<&'a Value> {
+    let obj = v.as_object()?;
+    obj.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(pascal))
+        .map(|(_, v)| v)
+}
+
+fn snippet(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+fn uuid_like() -> String {
+    let k = xrfkey::generate();
+    format!("probe-{k}")
+}
+
+/// The TLS reason in an error chain, if TLS is what failed.
+pub(crate) fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r.to_string());
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if let Some(r) = inner.downcast_ref::<rustls::Error>() {
+                    return Some(r.to_string());
+                }
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// The innermost message of an error chain (reqwest's outer message is generic).
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

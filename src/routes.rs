@@ -1,0 +1,121 @@
+//! The router: `/_gateway/*` → the gateway's endpoints, `{qlik.mount}/*` → Qlik (HTTP or engine
+//! websocket), everything else → the mashup. Every path needs a session unless listed public.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Extension, Router};
+use http::{header, HeaderValue, Method, StatusCode};
+
+use crate::gateway::endpoints::{self, PeerAddr};
+use crate::gateway::{current_session, unauthenticated, wants_html};
+use crate::mashup::Mashup;
+use crate::proxy;
+use crate::state::AppState;
+
+/// Builds the application router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/_gateway/login", get(endpoints::login))
+        .route("/_gateway/logout", any(logout_any))
+        .route("/_gateway/logged-out", get(endpoints::logged_out))
+        .route("/_gateway/me", get(endpoints::me))
+        .route("/_gateway/healthz", get(endpoints::healthz))
+        .route("/_gateway/readyz", get(endpoints::readyz))
+        .route("/_gateway/{*rest}", any(not_found))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+async fn logout_any(state: State<Arc<AppState>>, req: Request) -> Response {
+    if req.method() != Method::POST {
+        let mut r = (StatusCode::METHOD_NOT_ALLOWED, "logout needs POST\n").into_response();
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    endpoints::logout(state, req.headers().clone()).await
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no such gateway endpoint\n").into_response()
+}
+
+fn under_mount(path: &str, mount: &str) -> bool {
+    path == mount || path.strip_prefix(mount).is_some_and(|r| r.starts_with('/'))
+}
+
+async fn dispatch(
+    State(state): State<Arc<AppState>>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    req: Request<Body>,
+) -> Response {
+    let path = req.uri().path();
+    let html = wants_html(req.headers());
+    let websocket = proxy::websocket::is_upgrade(req.headers());
+
+    if under_mount(path, &state.cfg.qlik.mount) {
+        if websocket {
+            // Origin first: a foreign page learns nothing, not even whether the user is logged in.
+            if let Err(e) = proxy::websocket::origin_allowed(&state, req.headers()) {
+                return e.respond(false);
+            }
+        }
+        let session = match current_session(&state, req.headers()).await {
+            Ok(s) => s,
+            Err(e) => return e.respond(html),
+        };
+        let Some((sid, gw)) = session else {
+            return unauthenticated(req.uri(), req.headers(), websocket);
+        };
+        let result = if websocket {
+            proxy::websocket::engine(state.clone(), req, peer, sid, gw).await
+        } else {
+            proxy::http::to_qlik(&state, req, peer, &sid, &gw).await
+        };
+        return result.unwrap_or_else(|e| e.respond(html));
+    }
+
+    let public = state.cfg.mashup.public_paths.iter().any(|p| {
+        if p.ends_with('/') {
+            path.starts_with(p.as_str())
+        } else {
+            path == p
+                || path
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        }
+    });
+    if !public {
+        match current_session(&state, req.headers()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return unauthenticated(req.uri(), req.headers(), websocket),
+            Err(e) => return e.respond(html),
+        }
+    }
+    match &state.mashup {
+        Mashup::Dir(files) => {
+            let (parts, _) = req.into_parts();
+            files.serve(&parts).await
+        }
+        Mashup::Upstream(base) => {
+            let base = base.clone();
+            let r = if websocket {
+                proxy::tunnel::upgrade(state.clone(), &base, req, peer).await
+            } else {
+                proxy::http::to_mashup_upstream(&state, &base, req, peer).await
+            };
+            r.unwrap_or_else(|e| e.respond(html))
+        }
+        Mashup::Builtin => {
+            if path == "/" || path == "/index.html" {
+                crate::mashup::builtin::page(&state.cfg.qlik.mount)
+            } else {
+                (StatusCode::NOT_FOUND, "not found\n").into_response()
+            }
+        }
+    }
+}

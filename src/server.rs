@@ -1,0 +1,238 @@
+//! Listeners: plain HTTP or HTTPS (rustls, h2 + http/1.1 by ALPN), header limits and timeouts, and a
+//! graceful shutdown that also drains upgraded websockets (hyper stops tracking those).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::gateway::endpoints::PeerAddr;
+use crate::proxy::registry::CloseReason;
+use crate::state::AppState;
+
+/// A failure to start listening.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "cannot listen on {addr}: {source}; is another process using the port? (server.listen)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsFileError),
+}
+
+/// A bound, not yet serving, gateway.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Server {
+    /// Binds `server.listen` and loads the TLS certificate when configured.
+    pub async fn bind(state: Arc<AppState>) -> Result<Self, ServeError> {
+        let addr = state.cfg.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let tls = match &state.cfg.server.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                crate::tls::server_config(&t.cert, &t.key)?,
+            ))),
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            state,
+            tls,
+        })
+    }
+
+    /// Uses an already bound listener (tests bind port 0 first to learn the port for `public_url`).
+    pub fn with_listener(
+        state: Arc<AppState>,
+        listener: std::net::TcpListener,
+    ) -> Result<Self, ServeError> {
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: state.cfg.server.listen,
+            source,
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let listener =
+            TcpListener::from_std(listener).map_err(|source| ServeError::Bind { addr, source })?;
+        let tls = match &state.cfg.server.tls {
+            Some(t) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                crate::tls::server_config(&t.cert, &t.key)?,
+            ))),
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            state,
+            tls,
+        })
+    }
+
+    /// The address actually bound (port 0 resolves here).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: no new connections, in-flight requests finish,
+    /// websockets get close 1001, and everything is given up after `server.drain_timeout`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let state = self.state;
+        let router = crate::routes::router(state.clone());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(state.cfg.server.header_read_timeout)
+            .max_buf_size(state.cfg.server.max_header_bytes.max(8192))
+            .max_headers(256);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(state.cfg.server.max_header_bytes as u32)
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        let builder = Arc::new(builder);
+        let graceful = GracefulShutdown::new();
+        let sweeper = tokio::spawn(sweep(state.clone()));
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let svc = service(router.clone(), peer);
+            let builder = builder.clone();
+            match &self.tls {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                        .into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    let timeout = state.cfg.server.header_read_timeout;
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                            .into_owned();
+                        let _ = watcher.watch(conn).await;
+                    });
+                }
+            }
+        }
+        drop(self.listener);
+        sweeper.abort();
+        let drain = state.cfg.server.drain_timeout;
+        tracing::info!(websockets = state.sockets.len(), drain = ?drain, "shutting down: draining connections");
+        state.sockets.close_all(CloseReason::Shutdown);
+        let all = async {
+            graceful.shutdown().await;
+            state.sockets.wait_empty(drain).await;
+        };
+        if tokio::time::timeout(drain, all).await.is_err() {
+            tracing::warn!("drain timeout reached; closing the remaining connections");
+        }
+    }
+}
+
+fn service(
+    router: Router,
+    peer: SocketAddr,
+) -> TowerToHyperService<
+    impl tower::Service<
+            http::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+            Future = impl Future<Output = Result<axum::response::Response, Infallible>> + Send + 'static,
+        > + Clone,
+> {
+    TowerToHyperService::new(tower::service_fn(
+        move |mut req: http::Request<Incoming>| {
+            req.extensions_mut().insert(PeerAddr(peer));
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        },
+    ))
+}
+
+/// Removes expired sessions and closes their websockets.
+async fn sweep(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(state.cfg.session.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.store.sweep().await {
+            Ok(ended) => {
+                for id in ended {
+                    state
+                        .sockets
+                        .close_session(&id.storage_key(), CloseReason::SessionEnded);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "session sweep failed"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

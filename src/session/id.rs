@@ -1,0 +1,66 @@
+//! Session ids: 256 random bits, base64url, compared in constant time by the store's hashing.
+
+use std::fmt;
+
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// An opaque gateway session id, as carried by the browser's cookie. A credential: Debug redacts it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// A fresh id from the OS CSPRNG.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// Accepts a cookie value only if it has the shape of an id we issue, so junk never reaches a store.
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = s.len() == 43
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| Self(s.to_string()))
+    }
+
+    /// The value for the cookie.
+    pub fn as_cookie_value(&self) -> &str {
+        &self.0
+    }
+
+    /// A stable, non-secret key for storage and logs (SHA-256 of the id, hex, first 16 chars for logs).
+    pub fn storage_key(&self) -> String {
+        let digest = Sha256::digest(self.0.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A short non-secret tag that lets operators correlate log lines of one session.
+    pub fn log_tag(&self) -> String {
+        self.storage_key()[..12].to_string()
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", self.log_tag())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_random_and_parse_back() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_ne!(a, b);
+        assert_eq!(SessionId::parse(a.as_cookie_value()), Some(a.clone()));
+        assert!(SessionId::parse("short").is_none());
+        assert!(SessionId::parse(&"=".repeat(43)).is_none());
+        assert!(!format!("{a:?}").contains(a.as_cookie_value()));
+    }
+}

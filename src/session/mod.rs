@@ -1,0 +1,108 @@
+//! Gateway sessions: the only state the browser holds is an opaque id in one HttpOnly cookie; everything
+//! else (identity, the Qlik session) lives server-side in a [`SessionStore`].
+
+pub mod cookie;
+pub mod id;
+pub mod memory;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Identity;
+pub use id::SessionId;
+
+/// The user's Qlik session as the gateway holds it on their behalf.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QlikSession {
+    /// The value of the virtual proxy's session cookie. A credential: never logged.
+    pub cookie_value: String,
+    /// Qlik's websocket CSRF token for this session, once fetched (`None` = not fetched yet,
+    /// `Some("")` = this Qlik does not issue one).
+    pub csrf_token: Option<String>,
+    pub created_at: SystemTime,
+}
+
+impl fmt::Debug for QlikSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QlikSession")
+            .field("cookie_value", &"<redacted>")
+            .field(
+                "csrf_token",
+                &self.csrf_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// One logged-in browser.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewaySession {
+    pub identity: Identity,
+    /// Which identity provider logged the user in.
+    pub provider: String,
+    pub created_at: SystemTime,
+    pub last_seen: SystemTime,
+    pub qlik: Option<QlikSession>,
+}
+
+impl GatewaySession {
+    /// A session that starts now.
+    pub fn new(identity: Identity, provider: &str) -> Self {
+        let now = SystemTime::now();
+        Self {
+            identity,
+            provider: provider.to_string(),
+            created_at: now,
+            last_seen: now,
+            qlik: None,
+        }
+    }
+
+    /// When the session ends if nothing else happens.
+    pub fn expires_at(&self, timeouts: &Timeouts) -> SystemTime {
+        (self.last_seen + timeouts.idle).min(self.created_at + timeouts.absolute)
+    }
+
+    /// Whether the session is past its idle or absolute timeout at `now`.
+    pub fn is_expired(&self, timeouts: &Timeouts, now: SystemTime) -> bool {
+        now >= self.expires_at(timeouts)
+    }
+}
+
+/// Idle and absolute session lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub idle: Duration,
+    pub absolute: Duration,
+}
+
+/// A store failure (only a networked store can fail; the memory store never does).
+#[derive(Debug, thiserror::Error)]
+#[error("session store: {0}")]
+pub struct StoreError(pub String);
+
+/// Where gateway sessions live. Memory today; Redis for several replicas.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session.
+    async fn insert(&self, id: &SessionId, session: GatewaySession) -> Result<(), StoreError>;
+    /// Returns the live session and marks it as seen now; expired sessions are removed and not returned.
+    async fn get_and_touch(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError>;
+    /// Returns the live session without touching it.
+    async fn get(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError>;
+    /// Replaces the session's Qlik session. Returns false when the gateway session is gone.
+    async fn set_qlik(&self, id: &SessionId, qlik: Option<QlikSession>)
+        -> Result<bool, StoreError>;
+    /// Removes the session, returning it if it existed.
+    async fn remove(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError>;
+    /// Removes expired sessions, returning their ids (so their websockets can be closed).
+    async fn sweep(&self) -> Result<Vec<SessionId>, StoreError>;
+    /// Number of live sessions (for metrics).
+    async fn count(&self) -> Result<usize, StoreError>;
+    /// Whether the store answers (for readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,107 @@
+//! Everything a request handler needs, built once from the configuration.
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::auth::{self, IdentityProvider};
+use crate::config::{Config, StoreKind};
+use crate::mashup::Mashup;
+use crate::proxy::registry::SocketRegistry;
+use crate::proxy::upstream::{self, UpstreamClient};
+use crate::qlik::{QlikSessions, QpsClient};
+use crate::session::cookie::CookieSettings;
+use crate::session::memory::MemoryStore;
+use crate::session::{SessionStore, Timeouts};
+use crate::tls::TlsFileError;
+
+/// Shared, read-mostly state behind an `Arc`.
+pub struct AppState {
+    pub cfg: Config,
+    pub provider: Arc<dyn IdentityProvider>,
+    pub store: Arc<dyn SessionStore>,
+    pub cookies: CookieSettings,
+    pub qlik: QlikSessions,
+    pub upstream: UpstreamClient,
+    /// TLS settings for upstream websocket handshakes to the Qlik proxy.
+    pub ws_tls: Arc<rustls::ClientConfig>,
+    pub mashup: Mashup,
+    pub sockets: SocketRegistry,
+    /// Headers removed from every proxied request besides `X-Qlik-*` (identity headers, header-auth header).
+    pub strip_headers: Vec<HeaderName>,
+    /// `Host` value of the Qlik proxy, built once.
+    pub qlik_host: HeaderValue,
+    /// `Host` the browser used, as the gateway's public origin names it.
+    pub public_host: HeaderValue,
+    /// `Origin` the Qlik proxy expects on websocket upgrades (its own).
+    pub qlik_origin: HeaderValue,
+    /// `X-Forwarded-Proto`.
+    pub public_proto: &'static str,
+}
+
+impl AppState {
+    /// Builds clients and stores. Fails only on unusable certificate files.
+    pub fn new(cfg: Config) -> Result<Arc<Self>, TlsFileError> {
+        crate::tls::install_default_provider();
+        let timeouts = Timeouts {
+            idle: cfg.session.idle_timeout,
+            absolute: cfg.session.absolute_timeout,
+        };
+        let store: Arc<dyn SessionStore> = match cfg.session.store {
+            StoreKind::Memory => Arc::new(MemoryStore::new(timeouts)),
+        };
+        let provider = auth::from_config(&cfg.auth);
+        let roots = crate::tls::root_store(&cfg.qlik.ca_cert, true)?;
+        let ws_tls = Arc::new(crate::tls::client_config(
+            roots.clone(),
+            None,
+            &[b"http/1.1"],
+        )?);
+        let upstream = upstream::client(roots, cfg.qlik.connect_timeout)?;
+        let qps = QpsClient::new(&cfg.qlik)?;
+        let qlik = QlikSessions::new(qps, store.clone(), upstream.clone(), cfg.qlik.clone());
+        let mashup = Mashup::from_config(&cfg)?;
+        let mut strip_headers = provider.identity_headers();
+        if let Some(h) = &cfg.qlik.header_name {
+            strip_headers.push(h.clone());
+        }
+        let qlik_host = header_value(&crate::qlik::lifecycle::host_header(&cfg.qlik.proxy_url));
+        let public_url = reqwest::Url::parse(&cfg.server.public_origin).ok();
+        let public_host = header_value(
+            &public_url
+                .as_ref()
+                .map(crate::qlik::lifecycle::host_header)
+                .unwrap_or_default(),
+        );
+        let qlik_origin = header_value(&cfg.qlik.proxy_url.origin().ascii_serialization());
+        let public_proto = if cfg.server.public_https {
+            "https"
+        } else {
+            "http"
+        };
+        let cookies = CookieSettings {
+            name: cfg.session.cookie_name.clone(),
+            secure: cfg.server.public_https,
+        };
+        Ok(Arc::new(Self {
+            cfg,
+            provider,
+            store,
+            cookies,
+            qlik,
+            upstream,
+            ws_tls,
+            mashup,
+            sockets: SocketRegistry::default(),
+            strip_headers,
+            qlik_host,
+            public_host,
+            qlik_origin,
+            public_proto,
+        }))
+    }
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}

@@ -1,0 +1,127 @@
+//! PEM loading and rustls configurations (ring provider only: one crypto backend in the binary).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A certificate or key file that cannot be used, naming the file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFileError {
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("{path} holds no PEM certificate; export it as PEM (QMC: Certificates → Export, format \"Windows format\" off)")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey { path: PathBuf },
+    #[error("certificate/key in {path} rejected: {reason}")]
+    Rejected { path: PathBuf, reason: String },
+}
+
+/// The one crypto provider the gateway uses.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Installs ring as the process default so libraries that build their own configs agree.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// All certificates in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+    let bytes = read(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsFileError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsFileError> {
+    let bytes = read(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| TlsFileError::NoKey {
+        path: path.to_path_buf(),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsFileError> {
+    std::fs::read(path).map_err(|e| TlsFileError::Unreadable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Roots: the configured CA (Qlik's exported root.pem) plus the system's, since the Qlik proxy's
+/// port 443 often carries a certificate from the company's CA rather than Qlik's own.
+pub fn root_store(ca: &Path, with_system: bool) -> Result<rustls::RootCertStore, TlsFileError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(ca)? {
+        roots.add(cert).map_err(|e| TlsFileError::Rejected {
+            path: ca.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    if with_system {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+    }
+    Ok(roots)
+}
+
+/// Client config presenting `cert`/`key` and trusting `roots`, with the given ALPN protocols.
+pub fn client_config(
+    roots: rustls::RootCertStore,
+    identity: Option<(&Path, &Path)>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, TlsFileError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsFileError::Rejected {
+            path: PathBuf::new(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots);
+    let mut cfg = match identity {
+        Some((cert, key)) => {
+            let chain = load_certs(cert)?;
+            let key = load_key(key)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsFileError::Rejected {
+                    path: cert.to_path_buf(),
+                    reason: e.to_string(),
+                })?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(cfg)
+}
+
+/// Server config for the HTTPS listener: h2 and http/1.1 by ALPN.
+pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsFileError> {
+    let chain = load_certs(cert)?;
+    let key_der = load_key(key)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsFileError::Rejected {
+            path: cert.to_path_buf(),
+            reason: e.to_string(),
+        })?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| TlsFileError::Rejected {
+            path: key.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}

@@ -1,0 +1,298 @@
+//! Test harness: a qlik-sim and a gateway in-process on ephemeral loopback ports, plus clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use qlik_gateway::config;
+use qlik_gateway::server::Server;
+use qlik_gateway::state::AppState;
+use qlik_sim::{Sim, SimOptions};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The upstream-facing parts of a gateway config that tests vary, as TOML lines per section.
+#[derive(Default, Clone)]
+pub struct Setup {
+    pub sim: SimOptions,
+    /// Lines appended to `[server]`.
+    pub server: String,
+    /// Lines appended to `[session]`.
+    pub session: String,
+    /// Replaces the whole `[auth]` section (default: static DEV\alice).
+    pub auth: Option<String>,
+    /// Lines appended to `[qlik]`.
+    pub qlik: String,
+    /// The `[mashup]` section body.
+    pub mashup: String,
+    /// The `[security]` section body.
+    pub security: String,
+    /// Overrides `qlik.qps_api_url` (e.g. a closed port).
+    pub qps_api_url: Option<String>,
+    /// Overrides the client certificate and key (e.g. the sim's untrusted pair).
+    pub untrusted_client_cert: bool,
+}
+
+/// A running simulated Qlik and gateway.
+pub struct Env {
+    pub sim: Option<Sim>,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub state: Arc<AppState>,
+    pub toml: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::with(Setup::default()).await
+    }
+
+    pub async fn with(setup: Setup) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = Sim::start(setup.sim.clone(), &dir.path().join("pki"))
+            .await
+            .expect("qlik-sim starts");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let url = format!("http://{addr}");
+        let toml = config_toml(&sim, &setup, addr);
+        let cfg =
+            config::load_str(&toml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{toml}"));
+        let state = AppState::new(cfg).expect("state");
+        let server = Server::with_listener(state.clone(), listener).expect("server");
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        Env {
+            sim: Some(sim),
+            dir,
+            addr,
+            url,
+            state,
+            toml,
+            shutdown: Some(tx),
+            server: Some(handle),
+        }
+    }
+
+    pub fn sim(&self) -> &Sim {
+        self.sim.as_ref().expect("sim running")
+    }
+
+    /// Logs in with the configured provider and returns the `Cookie` header value.
+    pub async fn login(&self) -> String {
+        let resp = http_client()
+            .get(format!("{}/_gateway/login", self.url))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(resp.status(), 302, "login should redirect");
+        cookie_from(&resp).expect("login sets the gateway cookie")
+    }
+
+    /// GET with the given cookie.
+    pub async fn get(&self, path: &str, cookie: &str) -> reqwest::Response {
+        http_client()
+            .get(format!("{}{}", self.url, path))
+            .header("cookie", cookie)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Opens a websocket through the gateway with the public origin.
+    pub async fn ws(&self, path: &str, cookie: Option<&str>) -> Result<Ws, tungstenite::Error> {
+        self.ws_with_origin(path, cookie, Some(&self.url)).await
+    }
+
+    pub async fn ws_with_origin(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<Ws, tungstenite::Error> {
+        let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}{}",
+            self.addr, path
+        ))?;
+        if let Some(c) = cookie {
+            req.headers_mut()
+                .insert("cookie", c.parse().expect("cookie header"));
+        }
+        if let Some(o) = origin {
+            req.headers_mut()
+                .insert("origin", o.parse().expect("origin header"));
+        }
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(128 << 20))
+            .max_frame_size(Some(128 << 20));
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(req, Some(config), false).await?;
+        Ok(Ws {
+            inner: ws,
+            next_id: 1,
+        })
+    }
+
+    /// Stops the gateway (graceful) and the sim.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// `name=value` of the gateway cookie a response sets.
+pub fn cookie_from(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.contains("qlik-gateway="))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string)
+}
+
+pub fn config_toml(sim: &Sim, s: &Setup, addr: SocketAddr) -> String {
+    let pki = sim.pki();
+    let (cert, key) = if s.untrusted_client_cert {
+        (&pki.untrusted_client_cert, &pki.untrusted_client_key)
+    } else {
+        (&pki.client_cert, &pki.client_key)
+    };
+    let auth = s.auth.clone().unwrap_or_else(|| {
+        "[auth]\nprovider = \"static\"\n[auth.static]\nuser_directory = \"DEV\"\nuser_id = \"alice\"\n".into()
+    });
+    format!(
+        r#"
+[server]
+listen = "{addr}"
+public_url = "http://{addr}"
+{server}
+
+[session]
+store = "memory"
+{session}
+
+{auth}
+
+[qlik]
+proxy_url = "{proxy}"
+qps_api_url = "{qps}"
+virtual_proxy = "mashup"
+session_cookie = "X-Qlik-Session-mashup"
+client_cert = "{cert}"
+client_key = "{key}"
+ca_cert = "{ca}"
+{qlik}
+
+[mashup]
+{mashup}
+
+[security]
+{security}
+"#,
+        server = s.server,
+        session = s.session,
+        proxy = sim.proxy_url(),
+        qps = s.qps_api_url.clone().unwrap_or_else(|| sim.qps_api_url()),
+        cert = cert.display(),
+        key = key.display(),
+        ca = pki.ca_cert.display(),
+        qlik = s.qlik,
+        mashup = s.mashup,
+        security = s.security,
+    )
+}
+
+/// A websocket client speaking Qlik's JSON-RPC.
+pub struct Ws {
+    pub inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+impl Ws {
+    /// Next text frame as JSON (skipping pings/pongs); `None` when the socket closed.
+    pub async fn next_json(&mut self) -> Option<serde_json::Value> {
+        loop {
+            match self.inner.next().await? {
+                Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).ok(),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Next message of any kind.
+    pub async fn next_message(&mut self) -> Option<Message> {
+        self.inner.next().await?.ok()
+    }
+
+    /// Reads frames until the notification `method` arrives; returns its params.
+    pub async fn wait_notification(&mut self, method: &str) -> serde_json::Value {
+        loop {
+            let v = self
+                .next_json()
+                .await
+                .unwrap_or_else(|| panic!("socket closed before {method}"));
+            if v["method"] == method {
+                return v["params"].clone();
+            }
+        }
+    }
+
+    /// Sends a request and returns its response (notifications in between are skipped).
+    pub async fn call(
+        &mut self,
+        handle: i64,
+        method: &str,
+        params: serde_json::Value,
+    ) -> serde_json::Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = serde_json::json!({"jsonrpc": "2.0", "id": id, "handle": handle, "method": method, "params": params});
+        self.inner
+            .send(Message::text(req.to_string()))
+            .await
+            .expect("send");
+        loop {
+            let v = self
+                .next_json()
+                .await
+                .unwrap_or_else(|| panic!("socket closed awaiting {method}"));
+            if v["id"] == id {
+                return v;
+            }
+        }
+    }
+}

@@ -217,23 +217,28 @@ fn from_figment(err: figment::Error) -> ConfigError {
         .next()
         .unwrap_or_else(|| figment::Error::from("invalid configuration".to_string()));
     let mut path = err.path.clone();
+    let mut push = |field: &str| {
+        if path.last().map(String::as_str) != Some(field) {
+            path.push(field.to_string());
+        }
+    };
     let message = match &err.kind {
         Kind::UnknownField(field, expected) => {
-            path.push(field.clone());
+            push(field);
             format!("unknown key; expected one of: {}", expected.join(", "))
         }
         Kind::MissingField(field) => {
-            path.push(field.to_string());
+            push(field);
             "missing; this key is required".to_string()
         }
-        Kind::Message(msg)
-            if msg.contains("invalid duration")
-                || msg.contains("time unit")
-                || msg.contains("expected number") =>
-        {
-            format!("bad duration ({msg}); write durations like \"30s\", \"30m\", \"12h\"")
+        other => {
+            let text = other.to_string();
+            if text.contains("duration") {
+                format!("{text}; write durations like \"500ms\", \"30s\", \"30m\", \"12h\"")
+            } else {
+                text
+            }
         }
-        other => other.to_string(),
     };
     let key = if path.is_empty() {
         "(file)".to_string()

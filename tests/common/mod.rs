@@ -34,6 +34,8 @@ pub struct Setup {
     pub qps_api_url: Option<String>,
     /// Overrides the client certificate and key (e.g. the sim's untrusted pair).
     pub untrusted_client_cert: bool,
+    /// Serve HTTPS with this certificate chain and key (PEM paths); `public_url` becomes https.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// A running simulated Qlik and gateway.
@@ -61,7 +63,8 @@ impl Env {
             .expect("qlik-sim starts");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let url = format!("http://{addr}");
+        let scheme = if setup.tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}");
         let toml = config_toml(&sim, &setup, addr);
         let cfg =
             config::load_str(&toml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{toml}"));
@@ -166,6 +169,7 @@ impl Drop for Env {
 }
 
 pub fn http_client() -> reqwest::Client {
+    qlik_gateway::tls::install_default_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -193,12 +197,24 @@ pub fn config_toml(sim: &Sim, s: &Setup, addr: SocketAddr) -> String {
     let auth = s.auth.clone().unwrap_or_else(|| {
         "[auth]\nprovider = \"static\"\n[auth.static]\nuser_directory = \"DEV\"\nuser_id = \"alice\"\n".into()
     });
+    let (scheme, tls) = match &s.tls {
+        Some((c, k)) => (
+            "https",
+            format!(
+                "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                c.display(),
+                k.display()
+            ),
+        ),
+        None => ("http", String::new()),
+    };
     format!(
         r#"
 [server]
 listen = "{addr}"
-public_url = "http://{addr}"
+public_url = "{scheme}://{addr}"
 {server}
+{tls}
 
 [session]
 store = "memory"

@@ -14,6 +14,15 @@ pub async fn run(listen: SocketAddr) -> ExitCode {
         json: false,
         level: "info".into(),
     });
+    // Bind first so that `--listen 127.0.0.1:0` works: public_url needs the real port.
+    let listener = match std::net::TcpListener::bind(listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}; pass --listen with a free address");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = listener.local_addr().unwrap_or(listen);
     let dir = std::env::temp_dir().join(format!("qlik-gateway-demo-{}", std::process::id()));
     let sim = match Sim::start(SimOptions::default(), &dir).await {
         Ok(s) => s,
@@ -35,7 +44,7 @@ pub async fn run(listen: SocketAddr) -> ExitCode {
         sim.proxy_url(),
         sim.control_url()
     );
-    let result = crate::serve(cfg, crate::server::shutdown_signal()).await;
+    let result = crate::serve(cfg, Some(listener), crate::server::shutdown_signal()).await;
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     match result {

@@ -27,16 +27,21 @@ pub enum StartError {
     Serve(#[from] server::ServeError),
 }
 
-/// Builds the state, binds, logs where it listens, and serves until `shutdown` resolves.
+/// Builds the state, binds `server.listen` (or uses `listener`), logs where it listens, and serves
+/// until `shutdown` resolves.
 pub async fn serve(
     cfg: config::Config,
+    listener: Option<std::net::TcpListener>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
     let state = state::AppState::new(cfg)?;
-    let server = server::Server::bind(state.clone()).await?;
+    let server = match listener {
+        Some(l) => server::Server::with_listener(state.clone(), l)?,
+        None => server::Server::bind(state.clone()).await?,
+    };
     let addr = server
         .local_addr()
         .map(|a| a.to_string())

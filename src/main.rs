@@ -121,7 +121,7 @@ async fn run(path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     qlik_gateway::logging::init(&cfg.log);
-    match qlik_gateway::serve(cfg, shutdown_signal()).await {
+    match qlik_gateway::serve(cfg, None, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -48,17 +48,7 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
-        let tls = match &state.cfg.server.tls {
-            Some(t) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-                crate::tls::server_config(&t.cert, &t.key)?,
-            ))),
-            None => None,
-        };
-        Ok(Self {
-            listener,
-            state,
-            tls,
-        })
+        Self::new(state, listener)
     }
 
     /// Uses an already bound listener (tests bind port 0 first to learn the port for `public_url`).
@@ -75,6 +65,10 @@ impl Server {
             .map_err(|source| ServeError::Bind { addr, source })?;
         let listener =
             TcpListener::from_std(listener).map_err(|source| ServeError::Bind { addr, source })?;
+        Self::new(state, listener)
+    }
+
+    fn new(state: Arc<AppState>, listener: TcpListener) -> Result<Self, ServeError> {
         let tls = match &state.cfg.server.tls {
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
                 crate::tls::server_config(&t.cert, &t.key)?,

@@ -70,17 +70,22 @@ function connect() {
       const doc = (await call(-1, 'OpenDoc', [docs[0].qDocId])).qReturn;
       const layout = (await call(doc.qHandle, 'GetAppLayout', [])).qLayout;
       $('title').textContent = layout.qTitle;
-      const obj = (await call(doc.qHandle, 'CreateSessionObject', [{qInfo: {qType: 'table'}, qHyperCubeDef: {
-        qDimensions: [{qDef: {qFieldDefs: ['Region']}}], qMeasures: [{qDef: {qDef: 'Sum(Sales)'}}],
-        qInitialDataFetch: [{qTop: 0, qLeft: 0, qWidth: 2, qHeight: 50}]}}])).qReturn;
+      // The app's own chart object (Region × Sales, Live); a session object if the app has none.
+      let obj;
+      try { obj = (await call(doc.qHandle, 'GetObject', ['sales-by-region'])).qReturn; }
+      catch (e) {
+        obj = (await call(doc.qHandle, 'CreateSessionObject', [{qInfo: {qType: 'table'}, qHyperCubeDef: {
+          qDimensions: [{qDef: {qFieldDefs: ['Region']}}], qMeasures: [{qDef: {qDef: 'Sum(Sales)'}}],
+          qInitialDataFetch: [{qTop: 0, qLeft: 0, qWidth: 2, qHeight: 50}]}}])).qReturn;
+      }
       const render = async () => {
         const cube = (await call(obj.qHandle, 'GetLayout', [])).qLayout.qHyperCube;
         const heads = [...cube.qDimensionInfo, ...cube.qMeasureInfo].map(i => '<th>' + i.qFallbackTitle + '</th>').join('');
         $('cube').tHead.innerHTML = '<tr>' + heads + '<th></th></tr>';
         const rows = cube.qDataPages[0].qMatrix;
-        const max = Math.max(...rows.map(r => r[r.length - 1].qNum || 0), 1);
+        const max = Math.max(...rows.map(r => r[1].qNum || 0), 1);
         $('cube').tBodies[0].innerHTML = rows.map(r => '<tr>' + r.map((c, i) => '<td' + (i ? ' class="num"' : '') + '>' + c.qText + '</td>').join('') +
-          '<td style="width:40%"><div class="bar" style="width:' + (100 * (r[r.length - 1].qNum || 0) / max) + '%"></div></td></tr>').join('');
+          '<td style="width:40%"><div class="bar" style="width:' + (100 * (r[1].qNum || 0) / max) + '%"></div></td></tr>').join('');
         $('status').textContent = 'live · updated ' + new Date().toLocaleTimeString();
       };
       await render();

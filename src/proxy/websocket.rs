@@ -41,8 +41,19 @@ type Client = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 /// How many client frames (and bytes) are kept for replay while Qlik has not yet confirmed the session.
 const REPLAY_FRAMES: usize = 64;
 const REPLAY_BYTES: usize = 4 * 1024 * 1024;
-/// Re-creations of the Qlik session per socket before the notification is passed through.
+/// Re-creations of the Qlik session per socket. If Qlik still refuses a session the gateway just
+/// made, the socket is closed with 1011 and the cause logged (`mustAuthenticate: true` is never
+/// passed on while the gateway session lives: it would send the user round the login loop).
 const MAX_REAUTH: usize = 2;
+/// Close code the client gets when Qlik ended the Qlik session under an open socket
+/// (`OnSessionTimedOut`, `OnSessionClosed`). Qlik closes with 1000, which clients take as final:
+/// enigma.js ignores 1000 even with `suspendOnClose`. The gateway can make a new Qlik session on
+/// the next connect, so the client is told to reconnect instead (a 4xxx code: enigma suspends,
+/// and `resume()` reopens the app). The reason and the notification stay Qlik's.
+const CLOSE_QLIK_SESSION_LOST: u16 = 4002;
+/// How long a socket closed for an oversized frame keeps draining the client's input, so the
+/// close frame reaches the client instead of being lost in a TCP reset.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Whether the request asks for a websocket upgrade.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -382,9 +393,17 @@ impl Relay {
                     return Settle::Done;
                 }
                 m = upstream.next() => {
-                    let Some(Ok(msg)) = m else {
-                        let _ = client.close(Some(going_away("Qlik closed the connection"))).await;
-                        return Settle::Done;
+                    let msg = match m {
+                        Some(Ok(msg)) => msg,
+                        Some(Err(e)) if is_too_big(&e) => {
+                            warn_too_big("Qlik", &self.state);
+                            let _ = client.close(Some(too_big_frame())).await;
+                            return Settle::Done;
+                        }
+                        Some(Err(_)) | None => {
+                            let _ = client.close(Some(going_away("Qlik closed the connection"))).await;
+                            return Settle::Done;
+                        }
                     };
                     match &msg {
                         Message::Text(t) => match classify(t.as_str()) {
@@ -392,19 +411,55 @@ impl Relay {
                                 reauths += 1;
                                 match self.reconnect(&replay).await {
                                     Ok(up) => { upstream = up; continue; }
-                                    Err(e) => {
-                                        // Could not recover: tell the client to log in at the gateway.
-                                        tracing::warn!(session = %self.sid.log_tag(), error = %e, "Qlik lost the session and re-creating it failed");
+                                    Err(GatewayError::Unauthenticated { .. }) => {
+                                        // The gateway session itself is gone: only now is a login due.
+                                        tracing::info!(session = %self.sid.log_tag(), "Qlik lost the session and the gateway session has ended; sending the client to the login");
                                         let _ = client.send(must_authenticate(&self.state)).await;
-                                        let _ = client.close(None).await;
-                                        return Settle::Done;
+                                        let _ = client.close(Some(close_frame_for(CloseReason::SessionEnded))).await;
+                                    }
+                                    Err(e) => {
+                                        // Qlik or QPS is not answering: a login would not help (and
+                                        // would start the very login loop the gateway exists to end).
+                                        tracing::warn!(session = %self.sid.log_tag(), error = %e, "Qlik lost the session and re-creating it failed");
+                                        let _ = client.close(Some(CloseFrame {
+                                            code: CloseCode::Again,
+                                            reason: "Qlik Sense is not available; try again".into(),
+                                        })).await;
                                     }
                                 }
+                                finish_close(client).await;
+                                return Settle::Done;
+                            }
+                            AuthSignal::MustAuthenticate if !replay_ok => {
+                                // Too much was sent to replay it on a new socket: renew the Qlik
+                                // session now and let the client reconnect and repeat.
+                                tracing::info!(session = %self.sid.log_tag(), "Qlik lost the session after more client frames than the replay keeps; asking the client to reconnect");
+                                if let Err(e) = self.state.qlik.recreate(&self.sid, &self.qlik).await {
+                                    tracing::warn!(session = %self.sid.log_tag(), error = %e, "re-creating the Qlik session failed");
+                                }
+                                let _ = client.close(Some(CloseFrame {
+                                    code: CloseCode::from(CLOSE_QLIK_SESSION_LOST),
+                                    reason: "Qlik session renewed; reconnect".into(),
+                                })).await;
+                                finish_close(client).await;
+                                return Settle::Done;
                             }
                             AuthSignal::MustAuthenticate => {
-                                tracing::warn!(session = %self.sid.log_tag(), "Qlik still asks for authentication after re-creating the session; passing it on");
-                                let _ = client.send(must_authenticate(&self.state)).await;
-                                continue;
+                                // Sessions the gateway just made are refused: a configuration fault.
+                                // Never pass `mustAuthenticate: true` on while the gateway session is
+                                // alive: the client would log in again and land here again.
+                                tracing::error!(
+                                    session = %self.sid.log_tag(),
+                                    session_cookie = %self.state.cfg.qlik.session_cookie,
+                                    virtual_proxy = %self.state.cfg.qlik.virtual_proxy,
+                                    "Qlik still asks for authentication with a Qlik session the gateway just created; check that qlik.session_cookie is the virtual proxy's session cookie header name and qlik.virtual_proxy its prefix"
+                                );
+                                let _ = client.close(Some(CloseFrame {
+                                    code: CloseCode::Error,
+                                    reason: "Qlik does not accept the gateway's session; see the gateway log".into(),
+                                })).await;
+                                finish_close(client).await;
+                                return Settle::Done;
                             }
                             AuthSignal::Authenticated | AuthSignal::Response => {
                                 if client.send(msg).await.is_err() { return Settle::Done; }
@@ -424,9 +479,22 @@ impl Relay {
                     }
                 }
                 m = client.next() => {
-                    let Some(Ok(msg)) = m else {
-                        let _ = upstream.close(None).await;
-                        return Settle::Done;
+                    let msg = match m {
+                        Some(Ok(msg)) => msg,
+                        Some(Err(e)) => {
+                            let too_big = is_too_big(&e);
+                            let _ = upstream.close(Some(going_away("client connection failed"))).await;
+                            if too_big {
+                                warn_too_big("client", &self.state);
+                                let _ = client.close(Some(too_big_frame())).await;
+                                linger(client.get_mut()).await;
+                            }
+                            return Settle::Done;
+                        }
+                        None => {
+                            let _ = upstream.close(None).await;
+                            return Settle::Done;
+                        }
                     };
                     if let Message::Close(_) = msg {
                         let _ = upstream.send(msg).await;
@@ -468,67 +536,170 @@ impl Relay {
     }
 
     /// Phase two: frames both ways, untouched, until either side closes or the gateway closes it.
+    /// Two exceptions, both about closing: a client frame over `security.max_websocket_message`
+    /// closes the client with 1009, and Qlik's 1000 after it ended the Qlik session becomes
+    /// [`CLOSE_QLIK_SESSION_LOST`].
     async fn relay(mut self, client: Client, upstream: Upstream) {
         let (mut c_tx, mut c_rx) = client.split();
         let (mut u_tx, mut u_rx) = upstream.split();
-        let client_to_upstream = async {
-            while let Some(m) = c_rx.next().await {
-                match m {
-                    Ok(m) => {
-                        let closing = matches!(m, Message::Close(_));
-                        if u_tx.send(m).await.is_err() || closing {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        if let tungstenite::Error::Capacity(_) = e {
-                            tracing::warn!(
-                                "client frame over security.max_websocket_message; closing"
-                            );
-                        }
-                        let _ = u_tx
-                            .send(Message::Close(Some(going_away("client connection failed"))))
-                            .await;
-                        break;
-                    }
-                }
-            }
-        };
-        let upstream_to_client = async {
-            loop {
-                tokio::select! {
-                    m = u_rx.next() => match m {
-                        Some(Ok(m)) => {
+        // The client's read half cannot write its close frame; the other direction does it.
+        let (too_big_tx, mut too_big_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut lingering = false;
+        {
+            let client_to_upstream = async {
+                while let Some(m) = c_rx.next().await {
+                    match m {
+                        Ok(m) => {
                             let closing = matches!(m, Message::Close(_));
-                            if c_tx.send(m).await.is_err() || closing {
+                            if u_tx.send(m).await.is_err() || closing {
                                 break;
                             }
                         }
-                        Some(Err(_)) | None => {
-                            let _ = c_tx.send(Message::Close(Some(going_away("Qlik closed the connection")))).await;
+                        Err(e) => {
+                            if is_too_big(&e) {
+                                warn_too_big("client", &self.state);
+                                let _ = too_big_tx.send(());
+                            }
+                            let _ = u_tx
+                                .send(Message::Close(Some(going_away("client connection failed"))))
+                                .await;
                             break;
                         }
-                    },
-                    _ = self.guard.close.changed() => {
-                        let reason = *self.guard.close.borrow();
-                        if let Some(r) = reason {
-                            if let Some(n) = notification_for(r, &self.state) {
-                                let _ = c_tx.send(n).await;
-                            }
-                            let _ = c_tx.send(Message::Close(Some(close_frame_for(r)))).await;
-                        }
-                        break;
                     }
                 }
+            };
+            let upstream_to_client = async {
+                let mut qlik_session_lost = false;
+                loop {
+                    tokio::select! {
+                        m = u_rx.next() => match m {
+                            Some(Ok(m)) => {
+                                let m = match m {
+                                    Message::Text(t) => {
+                                        qlik_session_lost |= ends_qlik_session(t.as_str());
+                                        Message::Text(t)
+                                    }
+                                    Message::Close(f) if qlik_session_lost => {
+                                        Message::Close(Some(session_lost_close(f)))
+                                    }
+                                    m => m,
+                                };
+                                let closing = matches!(m, Message::Close(_));
+                                if c_tx.send(m).await.is_err() || closing {
+                                    break;
+                                }
+                            }
+                            Some(Err(e)) if is_too_big(&e) => {
+                                warn_too_big("Qlik", &self.state);
+                                let _ = c_tx.send(Message::Close(Some(too_big_frame()))).await;
+                                break;
+                            }
+                            Some(Err(_)) | None => {
+                                let _ = c_tx.send(Message::Close(Some(going_away("Qlik closed the connection")))).await;
+                                break;
+                            }
+                        },
+                        Ok(()) = &mut too_big_rx => {
+                            let _ = c_tx.send(Message::Close(Some(too_big_frame()))).await;
+                            lingering = true;
+                            break;
+                        }
+                        _ = self.guard.close.changed() => {
+                            let reason = *self.guard.close.borrow();
+                            if let Some(r) = reason {
+                                if let Some(n) = notification_for(r, &self.state) {
+                                    let _ = c_tx.send(n).await;
+                                }
+                                let _ = c_tx.send(Message::Close(Some(close_frame_for(r)))).await;
+                            }
+                            break;
+                        }
+                    }
+                }
+            };
+            // When one direction ends, give the other a moment to finish the close handshake.
+            tokio::pin!(client_to_upstream, upstream_to_client);
+            tokio::select! {
+                _ = &mut client_to_upstream => { let _ = tokio::time::timeout(Duration::from_secs(5), upstream_to_client).await; }
+                _ = &mut upstream_to_client => { let _ = tokio::time::timeout(Duration::from_secs(5), client_to_upstream).await; }
             }
-        };
-        // When one direction ends, give the other a moment to finish the close handshake.
-        tokio::pin!(client_to_upstream, upstream_to_client);
-        tokio::select! {
-            _ = &mut client_to_upstream => { let _ = tokio::time::timeout(Duration::from_secs(5), upstream_to_client).await; }
-            _ = &mut upstream_to_client => { let _ = tokio::time::timeout(Duration::from_secs(5), client_to_upstream).await; }
+        }
+        if lingering {
+            drop((u_tx, u_rx));
+            if let Ok(mut client) = c_rx.reunite(c_tx) {
+                linger(client.get_mut()).await;
+            }
         }
     }
+}
+
+fn is_too_big(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Capacity(_))
+}
+
+fn warn_too_big(from: &str, state: &AppState) {
+    tracing::warn!(
+        from,
+        limit = state.cfg.security.max_websocket_message,
+        "websocket message over security.max_websocket_message; closing the socket with 1009"
+    );
+}
+
+fn too_big_frame() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Size,
+        reason: "message over the gateway's size limit".into(),
+    }
+}
+
+/// After a close frame was sent to a client that may still be sending a large frame: stop
+/// writing, then read and discard its input until it closes (or [`LINGER`] passes). Closing a
+/// socket with unread input makes the kernel send a reset, which can destroy the close frame.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
+    use tokio::io::AsyncWriteExt;
+    let _ = io.shutdown().await;
+    let _ = tokio::time::timeout(LINGER, tokio::io::copy(io, &mut tokio::io::sink())).await;
+}
+
+/// Whether a frame from Qlik is the fatal notification that its session is gone and will not come
+/// back on this socket (`OnSessionTimedOut`, `OnSessionClosed`). Logout (`OnSessionLoggedOut`) is
+/// final and not matched. Notifications are small; big frames are responses and not parsed.
+fn ends_qlik_session(text: &str) -> bool {
+    if text.len() > 4096 || !text.contains("\"OnSession") {
+        return false;
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return false;
+    };
+    v.get("id").is_none()
+        && matches!(
+            v.get("method").and_then(|m| m.as_str()),
+            Some("OnSessionTimedOut" | "OnSessionClosed")
+        )
+}
+
+/// Qlik's close after it ended the session, with the code clients treat as a lost connection.
+fn session_lost_close(f: Option<CloseFrame>) -> CloseFrame {
+    match f {
+        Some(f) if f.code != CloseCode::Normal => f,
+        Some(f) => CloseFrame {
+            code: CloseCode::from(CLOSE_QLIK_SESSION_LOST),
+            reason: f.reason,
+        },
+        None => CloseFrame {
+            code: CloseCode::from(CLOSE_QLIK_SESSION_LOST),
+            reason: "Qlik session ended".into(),
+        },
+    }
+}
+
+/// After the gateway sent its close frame in the settle phase: wait (briefly) for the client's,
+/// so the closing handshake completes.
+async fn finish_close(client: &mut Client) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = client.next().await {}
+    })
+    .await;
 }
 
 async fn close_both(
@@ -573,12 +744,37 @@ fn notification_for(r: CloseReason, state: &AppState) -> Option<Message> {
             serde_json::json!({
                 "jsonrpc": "2.0",
                 "method": "OnSessionLoggedOut",
-                "params": {"severity": "fatal", "timestamp": httpdate::fmt_http_date(std::time::SystemTime::now()), "message": "User logged out manually"}
+                "params": {"severity": "fatal", "timestamp": timestamp(std::time::SystemTime::now()), "message": "User logged out manually"}
             })
             .to_string(),
         )),
         CloseReason::SessionEnded => Some(must_authenticate(state)),
     }
+}
+
+/// A UTC RFC 3339 timestamp like the ones in Qlik's proxy messages (`2014-01-10T08:55:17.372Z`):
+/// clients that parse `params.timestamp` get the format they know.
+fn timestamp(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
 }
 
 /// `OnAuthenticationInformation` pointing the client at the gateway's login.
@@ -619,5 +815,39 @@ mod tests {
             classify(r#"{"jsonrpc":"2.0","method":"OnConnected","params":{}}"#),
             AuthSignal::Other
         );
+    }
+
+    #[test]
+    fn timestamps_look_like_qliks() {
+        let at = |s: u64| std::time::UNIX_EPOCH + Duration::from_millis(s);
+        assert_eq!(timestamp(at(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(at(1_389_344_117_372)), "2014-01-10T08:55:17.372Z");
+        assert_eq!(timestamp(at(951_782_400_000)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(timestamp(at(4_102_444_799_999)), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn recognises_qlik_ending_the_session() {
+        assert!(ends_qlik_session(
+            r#"{"jsonrpc":"2.0","method":"OnSessionTimedOut","params":{"severity":"fatal","message":"Session timed out due to inactivity"}}"#
+        ));
+        assert!(ends_qlik_session(
+            r#"{"method":"OnSessionClosed","jsonrpc":"2.0","params":{}}"#
+        ));
+        assert!(!ends_qlik_session(
+            r#"{"jsonrpc":"2.0","method":"OnSessionLoggedOut","params":{}}"#
+        ));
+        assert!(!ends_qlik_session(
+            r#"{"jsonrpc":"2.0","id":3,"result":{"qReturn":"OnSessionTimedOut"}}"#
+        ));
+        assert!(!ends_qlik_session("not json \"OnSessionTimedOut"));
+        let f = session_lost_close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "Session timed out due to inactivity".into(),
+        }));
+        assert_eq!(u16::from(f.code), CLOSE_QLIK_SESSION_LOST);
+        assert_eq!(f.reason.as_str(), "Session timed out due to inactivity");
+        let f = session_lost_close(Some(going_away("x")));
+        assert_eq!(f.code, CloseCode::Away);
     }
 }

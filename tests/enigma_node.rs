@@ -1,0 +1,38 @@
+//! Real enigma.js (tests/js, run with node's test runner) against the gateway and qlik-sim.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enigma_js_through_the_gateway() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("tests/js/node_modules/enigma.js").is_dir()
+            && root.join("tests/js/node_modules/ws").is_dir(),
+        "tests/js/node_modules is missing: run `npm ci --prefix tests/js` first"
+    );
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let mut cmd = Command::new("node");
+    cmd.arg("--test")
+        .arg("tests/js/")
+        .current_dir(root)
+        .env("GATEWAY_URL", &env.url)
+        .env("GATEWAY_COOKIE", &cookie)
+        .env("SIM_CONTROL_URL", env.sim().control_url())
+        .env("SALES_APP_ID", qlik_sim::SALES_APP_ID);
+    // node blocks; the gateway keeps running on the runtime's other worker.
+    let status = tokio::task::spawn_blocking(move || cmd.status())
+        .await
+        .expect("join")
+        .unwrap_or_else(|e| panic!("could not run node (is Node.js 18+ installed?): {e}"));
+    assert!(status.success(), "node --test tests/js/ failed: {status}");
+    let c = env.sim().control().counters();
+    // One Qlik session for the login, one more after the simulated timeout.
+    assert_eq!(c.sessions_created, 2, "{c:?}");
+    env.stop().await;
+}

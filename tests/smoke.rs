@@ -15,5 +15,8 @@ async fn login_proxy_and_engine_websocket() {
         v["result"]["qVersion"]["qComponentVersion"].is_string(),
         "{v}"
     );
+    // Close our side first: a client that never answers the gateway's 1001 holds the drain.
+    let _ = futures_util::SinkExt::close(&mut ws.inner).await;
+    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws.inner).await {}
     env.stop().await;
 }

@@ -800,3 +800,40 @@ async fn qps_down_while_recovering_is_a_retry_not_a_login_prompt() {
     close(ws).await;
     env.stop().await;
 }
+
+#[tokio::test]
+async fn engine_activity_keeps_the_gateway_session_alive() {
+    let env = Env::with(Setup {
+        session: "idle_timeout = \"1s\"\nsweep_interval = \"100ms\"\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let busy = env.login().await;
+    let idle = env.login().await;
+    let mut busy_ws = env.ws(&app_path(), Some(&busy)).await.expect("busy ws");
+    let mut idle_ws = env.ws(&app_path(), Some(&idle)).await.expect("idle ws");
+    expect_authenticated(&mut busy_ws).await;
+    expect_authenticated(&mut idle_ws).await;
+
+    // A user working on an open dashboard for twice the idle timeout, with no HTTP request at
+    // all. The pauses are the scenario (time passing), not synchronisation.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        let v = within(
+            "EngineVersion",
+            busy_ws.call(-1, "EngineVersion", json!([])),
+        )
+        .await;
+        assert!(v["result"]["qVersion"].is_object(), "{v}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(env.get("/_gateway/me", &busy).await.status(), 200);
+
+    // The session of the page nobody touched ended, and its socket with it.
+    let (_, close_frame) = within("close of the idle socket", read_until_close(&mut idle_ws)).await;
+    assert!(close_frame.is_some(), "the idle socket gets a close frame");
+    assert_eq!(env.get("/_gateway/me", &idle).await.status(), 401);
+    close(busy_ws).await;
+    drop(idle_ws);
+    env.stop().await;
+}

@@ -109,10 +109,12 @@ pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
     if let Some(id) = state.cookies.read(&headers) {
         match state.store.remove(&id).await {
             Ok(Some(session)) => {
-                state.qlik.end(&session).await;
+                // Sockets first: once QPS drops the Qlik session the engine would tell the open
+                // pages it was logged out, and their relays would race to re-create it.
                 let closed = state
                     .sockets
                     .close_session(&id.storage_key(), CloseReason::Logout);
+                state.qlik.end(&session).await;
                 tracing::info!(
                     session = %id.log_tag(),
                     user = %format_args!("{}\\{}", session.identity.user_directory, session.identity.user_id),

@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use hyper::body::Incoming;
 
-use super::headers;
+use super::headers::{self, QlikSetCookie};
 use super::upstream::UpstreamClient;
 use crate::error::GatewayError;
 use crate::session::{GatewaySession, QlikSession, SessionId};
@@ -116,23 +116,33 @@ pub async fn to_qlik(
     }
 }
 
-/// A 3xx to Qlik's authentication module (`internal_windows_authentication/?targetId=…`,
-/// `internal_forms_authentication`, or an external module with `targetId`).
+/// A 3xx to Qlik's authentication module: an internal one (`…/internal_windows_authentication/`
+/// or `…/internal_forms_authentication/`, with `targetId`), or an external module
+/// (`authenticationModuleRedirectUri`, which Qlik always gives both `proxyRestUri` and `targetId`).
+/// An ordinary redirect that merely carries a `targetId` somewhere is not one.
 fn is_auth_redirect(resp: &http::Response<Incoming>) -> bool {
     if !resp.status().is_redirection() {
         return false;
     }
-    let Some(loc) = resp
-        .headers()
+    resp.headers()
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())
+        .is_some_and(is_auth_module_location)
+}
+
+fn is_auth_module_location(location: &str) -> bool {
+    let base = reqwest::Url::parse("http://qlik.invalid/").ok();
+    let Ok(url) = reqwest::Url::options()
+        .base_url(base.as_ref())
+        .parse(location)
     else {
         return false;
     };
-    let l = loc.to_ascii_lowercase();
-    l.contains("targetid=")
-        || l.contains("/internal_windows_authentication")
-        || l.contains("/internal_forms_authentication")
+    let has = |name: &str| url.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let path = url.path().to_ascii_lowercase();
+    let internal = path.contains("/internal_windows_authentication")
+        || path.contains("/internal_forms_authentication");
+    (internal && has("targetid")) || (has("targetid") && has("proxyresturi"))
 }
 
 /// Cleans Qlik's response: hop-by-hop headers removed, the Qlik session cookie captured and not
@@ -156,13 +166,18 @@ async fn from_qlik(
         for sc in set_cookies {
             let Ok(s) = sc.to_str() else { continue };
             match headers::qlik_session_set_cookie(s, &state.cfg.qlik.session_cookie) {
-                Some(value) if !value.is_empty() => {
+                QlikSetCookie::Ours(value) if !value.is_empty() => {
                     if let Err(e) = state.qlik.adopt_cookie(sid, qlik, value).await {
                         tracing::warn!(error = %e, "could not store the Qlik session cookie Qlik set");
                     }
                 }
-                Some(_) => {}
-                None => {
+                QlikSetCookie::Ours(_) => {}
+                QlikSetCookie::Other(name) => {
+                    // Another virtual proxy's (or the `-HTTP` variant's) session: never the
+                    // browser's business, and adopting it would swap the user's Qlik session.
+                    tracing::debug!(cookie = name, configured = %state.cfg.qlik.session_cookie, "dropped a Qlik session cookie of another name");
+                }
+                QlikSetCookie::NotQlik => {
                     parts.headers.append(header::SET_COOKIE, sc);
                 }
             }
@@ -219,24 +234,20 @@ pub async fn send(
     }
 }
 
-/// Forwards a request to the mashup dev server (no Qlik credentials involved).
-pub async fn to_mashup_upstream(
+/// The dev server's URL for `uri` and the headers to send it: the client's, without hop-by-hop
+/// headers, identity headers or the gateway's cookie, with forwarding headers and its own Host.
+pub(super) fn to_mashup_parts(
     state: &AppState,
     base: &reqwest::Url,
-    req: Request<Body>,
+    uri: &Uri,
+    mut h: HeaderMap,
     peer: SocketAddr,
-) -> Result<Response, GatewayError> {
-    let (parts, body) = req.into_parts();
+) -> (String, HeaderMap) {
     let target = format!(
         "{}{}",
         base.origin().ascii_serialization(),
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     );
-    let mut h = parts.headers;
     headers::remove_hop_by_hop(&mut h);
     headers::remove_identity_headers(&mut h, &state.strip_headers);
     headers::rewrite_cookies(&mut h, &state.cookies.name, None);
@@ -249,6 +260,18 @@ pub async fn to_mashup_upstream(
         &state.public_host,
         &host,
     );
+    (target, h)
+}
+
+/// Forwards a request to the mashup dev server (no Qlik credentials involved).
+pub async fn to_mashup_upstream(
+    state: &AppState,
+    base: &reqwest::Url,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> Result<Response, GatewayError> {
+    let (parts, body) = req.into_parts();
+    let (target, h) = to_mashup_parts(state, base, &parts.uri, parts.headers, peer);
     let resp = send(
         &state.upstream,
         &parts.method,
@@ -262,4 +285,28 @@ pub async fn to_mashup_upstream(
     let (mut rp, rb) = resp.into_parts();
     headers::remove_hop_by_hop(&mut rp.headers);
     Ok(Response::from_parts(rp, Body::new(rb)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_auth_module_location;
+
+    #[test]
+    fn only_qlik_auth_module_redirects_count() {
+        for loc in [
+            "https://qlik:443/mashup/internal_windows_authentication/?targetId=3f2a",
+            "/mashup/internal_forms_authentication/?targetid=3f2a",
+            "https://idp.example.com/login?proxyRestUri=https%3A%2F%2Fqlik%3A4243%2Fqps%2Fmashup%2F&targetId=3f2a",
+        ] {
+            assert!(is_auth_module_location(loc), "{loc}");
+        }
+        for loc in [
+            "/mashup/hub/?targetId=3f2a",
+            "https://qlik/mashup/sense/app/x?note=targetid=1",
+            "/mashup/internal_windows_authentication/",
+            "/mashup/hub/",
+        ] {
+            assert!(!is_auth_module_location(loc), "{loc}");
+        }
+    }
 }

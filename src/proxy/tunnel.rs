@@ -25,28 +25,8 @@ pub async fn upgrade(
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
-    let target = format!(
-        "{}{}",
-        base.origin().ascii_serialization(),
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
-    let mut h = parts.headers;
-    headers::remove_hop_by_hop(&mut h);
-    headers::remove_identity_headers(&mut h, &state.strip_headers);
-    headers::rewrite_cookies(&mut h, &state.cookies.name, None);
-    let host = HeaderValue::from_str(&crate::qlik::lifecycle::host_header(base))
-        .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
-    headers::set_forwarding(
-        &mut h,
-        peer.ip(),
-        state.public_proto,
-        &state.public_host,
-        &host,
-    );
+    let (target, mut h) =
+        super::http::to_mashup_parts(&state, base, &parts.uri, parts.headers, peer);
     // The dev server checks Origin against its own host; present it as itself.
     if h.contains_key(header::ORIGIN) {
         if let Ok(o) = HeaderValue::from_str(&base.origin().ascii_serialization()) {

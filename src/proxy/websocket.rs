@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -547,9 +547,13 @@ impl Relay {
         let mut lingering = false;
         {
             let client_to_upstream = async {
+                let mut activity = Activity::new(&self.state, &self.sid);
                 while let Some(m) = c_rx.next().await {
                     match m {
                         Ok(m) => {
+                            if matches!(m, Message::Text(_) | Message::Binary(_)) {
+                                activity.seen();
+                            }
                             let closing = matches!(m, Message::Close(_));
                             if u_tx.send(m).await.is_err() || closing {
                                 break;
@@ -630,6 +634,41 @@ impl Relay {
                 linger(client.get_mut()).await;
             }
         }
+    }
+}
+
+/// Keeps the gateway session alive while its user works on an open page: a dashboard can run
+/// for hours on the engine websocket alone, without one HTTP request that would refresh the
+/// idle timer. Only client frames count (Qlik's notifications are not the user being active),
+/// and the store is touched at most once per interval, off the relay path.
+struct Activity {
+    state: Arc<AppState>,
+    sid: SessionId,
+    every: Duration,
+    last: Instant,
+}
+
+impl Activity {
+    fn new(state: &Arc<AppState>, sid: &SessionId) -> Self {
+        Activity {
+            state: state.clone(),
+            sid: sid.clone(),
+            every: (state.cfg.session.idle_timeout / 4).min(Duration::from_secs(60)),
+            last: Instant::now(),
+        }
+    }
+
+    fn seen(&mut self) {
+        if self.last.elapsed() < self.every {
+            return;
+        }
+        self.last = Instant::now();
+        let (state, sid) = (self.state.clone(), self.sid.clone());
+        tokio::spawn(async move {
+            if let Err(e) = state.store.get_and_touch(&sid).await {
+                tracing::warn!(session = %sid.log_tag(), error = %e, "could not refresh the session's idle timer from websocket activity");
+            }
+        });
     }
 }
 

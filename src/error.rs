@@ -68,6 +68,7 @@ impl GatewayError {
             Self::Auth(AuthError::UntrustedPeer { .. }) => StatusCode::BAD_REQUEST,
             Self::Auth(AuthError::BadHeaderValue { .. }) => StatusCode::BAD_REQUEST,
             Self::Auth(AuthError::MissingHeader { .. }) => StatusCode::UNAUTHORIZED,
+            Self::Auth(AuthError::Negotiate(n)) => n.status(),
             Self::Qlik(q) if q.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Qlik(_) => StatusCode::BAD_GATEWAY,
             Self::Csrf(_) => StatusCode::BAD_GATEWAY,
@@ -86,6 +87,7 @@ impl GatewayError {
             Self::Auth(AuthError::UntrustedPeer { .. }) => "untrusted_identity_header",
             Self::Auth(AuthError::BadHeaderValue { .. }) => "bad_identity_header",
             Self::Auth(AuthError::MissingHeader { .. }) => "missing_identity_header",
+            Self::Auth(AuthError::Negotiate(n)) => n.code(),
             Self::Qlik(q) => q.code(),
             Self::Csrf(_) => "qlik_csrf_token",
             Self::Store(_) => "session_store",
@@ -103,6 +105,7 @@ impl GatewayError {
             Self::Auth(AuthError::UntrustedPeer { header, .. }) => {
                 format!("The {header} header is not accepted from your address.")
             }
+            Self::Auth(AuthError::Negotiate(n)) => n.public_message().into(),
             Self::Auth(AuthError::MissingHeader { .. }) => {
                 "The front proxy did not say who you are.".into()
             }

@@ -22,7 +22,7 @@ pub mod tls;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Tls(#[from] tls::TlsFileError),
+    State(#[from] state::StateError),
     #[error(transparent)]
     Serve(#[from] server::ServeError),
 }

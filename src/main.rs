@@ -97,7 +97,7 @@ async fn doctor(path: Option<PathBuf>) -> ExitCode {
     let state = match AppState::new(cfg) {
         Ok(s) => s,
         Err(e) => {
-            println!("FAIL  certificates: {e}");
+            println!("FAIL  {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -15,6 +15,15 @@ use crate::session::memory::MemoryStore;
 use crate::session::{SessionStore, Timeouts};
 use crate::tls::TlsFileError;
 
+/// Why the gateway's state cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Tls(#[from] TlsFileError),
+    #[error(transparent)]
+    Auth(#[from] auth::SetupError),
+}
+
 /// Shared, read-mostly state behind an `Arc`.
 pub struct AppState {
     pub cfg: Config,
@@ -40,8 +49,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds clients and stores. Fails only on unusable certificate files.
-    pub fn new(cfg: Config) -> Result<Arc<Self>, TlsFileError> {
+    /// Builds clients, stores and the identity provider. Fails on unusable certificate files and
+    /// on a provider that cannot start (an unusable keytab).
+    pub fn new(cfg: Config) -> Result<Arc<Self>, StateError> {
         crate::tls::install_default_provider();
         let timeouts = Timeouts {
             idle: cfg.session.idle_timeout,
@@ -50,7 +60,7 @@ impl AppState {
         let store: Arc<dyn SessionStore> = match cfg.session.store {
             StoreKind::Memory => Arc::new(MemoryStore::new(timeouts)),
         };
-        let provider = auth::from_config(&cfg.auth);
+        let provider = auth::from_config(&cfg.auth, cfg.server.public_https)?;
         let roots = crate::tls::root_store(&cfg.qlik.ca_cert, true)?;
         let ws_tls = Arc::new(crate::tls::client_config(
             roots.clone(),

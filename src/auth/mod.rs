@@ -2,6 +2,7 @@
 //!
 //! Nothing here knows about Qlik; providers only answer "who is this" (or ask the browser for more).
 
+pub mod negotiate;
 pub mod static_user;
 pub mod trusted_header;
 
@@ -28,6 +29,8 @@ pub struct Identity {
 pub struct LoginRequest<'a> {
     pub headers: &'a http::HeaderMap,
     pub peer: SocketAddr,
+    /// The host the browser asked for (`Host` or the HTTP/2 authority), without the port.
+    pub host: Option<&'a str>,
 }
 
 /// A provider's answer to a login attempt.
@@ -56,6 +59,19 @@ pub enum AuthError {
     /// The identity header's value cannot be a Qlik user.
     #[error("identity header {header} has an unusable value: {reason}")]
     BadHeaderValue { header: String, reason: String },
+    /// A Kerberos/SPNEGO login failed.
+    #[error(transparent)]
+    Negotiate(negotiate::NegotiateError),
+}
+
+/// A provider that cannot start (its keytab, its identity provider's metadata).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[cfg(feature = "kerberos")]
+    #[error("auth.negotiate.keytab: {0}")]
+    Negotiate(#[from] negotiate::acceptor::LoadError),
+    #[error("auth.provider: {0}")]
+    Unavailable(&'static str),
 }
 
 /// One way of establishing who the user is.
@@ -71,9 +87,13 @@ pub trait IdentityProvider: Send + Sync {
     }
 }
 
-/// Builds the configured provider.
-pub fn from_config(cfg: &AuthConfig) -> Arc<dyn IdentityProvider> {
-    match cfg {
+/// Builds the configured provider; `secure` when the public origin is https (cookie flags).
+pub fn from_config(
+    cfg: &AuthConfig,
+    secure: bool,
+) -> Result<Arc<dyn IdentityProvider>, SetupError> {
+    let _ = secure;
+    Ok(match cfg {
         AuthConfig::Static {
             user_directory,
             user_id,
@@ -92,5 +112,13 @@ pub fn from_config(cfg: &AuthConfig) -> Arc<dyn IdentityProvider> {
             trusted_proxies.clone(),
             user_directory.clone(),
         )),
-    }
+        #[cfg(feature = "kerberos")]
+        AuthConfig::Negotiate(n) => Arc::new(negotiate::Negotiate::new(n, secure)?),
+        #[cfg(not(feature = "kerberos"))]
+        AuthConfig::Negotiate(_) => {
+            return Err(SetupError::Unavailable(
+                "\"negotiate\" needs a build with the kerberos feature",
+            ))
+        }
+    })
 }

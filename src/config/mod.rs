@@ -4,6 +4,7 @@
 //! Two layers, like rpxy: [`raw`] mirrors the file; [`Config`] holds checked, resolved values so the
 //! request path never re-parses or re-validates configuration.
 
+mod negotiate;
 pub mod raw;
 mod validate;
 
@@ -114,6 +115,25 @@ pub enum AuthConfig {
         trusted_proxies: Vec<ipnet::IpNet>,
         user_directory: Option<String>,
     },
+    Negotiate(NegotiateConfig),
+}
+
+/// `[auth.negotiate]`, checked: Kerberos/SPNEGO against a keytab.
+#[derive(Debug, Clone)]
+pub struct NegotiateConfig {
+    pub keytab: PathBuf,
+    /// The one principal tickets must be for; `None` accepts any `HTTP/<host>` key in the keytab
+    /// whose host is the one the browser asked for (or `server.public_url`'s).
+    pub service_principal: Option<String>,
+    pub map: crate::auth::negotiate::mapping::PrincipalMap,
+    /// How often the keytab file is checked for replacement (`None`: only on SIGHUP).
+    pub keytab_poll_interval: Option<Duration>,
+    /// GSSAPI replay cache (`rcache` credential store value), e.g. `file2:/var/lib/qlik-gateway/rcache`.
+    pub replay_cache: Option<String>,
+    /// `server.public_url`'s host: the default service principal is `HTTP/<this>`.
+    pub public_host: String,
+    /// The keys found in the keytab when the configuration was checked.
+    pub keys: Vec<crate::auth::negotiate::keytab::KeytabEntry>,
 }
 
 /// How the gateway reaches Qlik.

@@ -111,13 +111,18 @@ pub struct RawTrustedHeader {
     pub user_directory: Option<String>,
 }
 
-/// `[auth.negotiate]` (accepted so configs written for later releases parse; see validate).
+/// `[auth.negotiate]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNegotiate {
     pub keytab: Option<PathBuf>,
     pub service_principal: Option<String>,
     pub user_directory: Option<String>,
+    pub realm_map: Option<std::collections::BTreeMap<String, String>>,
+    pub user_id_case: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub keytab_poll_interval: Option<Duration>,
+    pub replay_cache: Option<String>,
 }
 
 /// `[auth.oidc]` (accepted so configs written for later releases parse; see validate).

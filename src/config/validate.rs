@@ -93,7 +93,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         None => "qlik-gateway".into(),
     };
 
-    let auth = validate_auth(raw.auth)?;
+    let auth = validate_auth(raw.auth, &public_url)?;
     let qlik = validate_qlik(raw.qlik, &mut warnings)?;
 
     let source = match (raw.mashup.dir, raw.mashup.upstream) {
@@ -198,7 +198,10 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-fn validate_auth(raw: super::raw::RawAuth) -> Result<AuthConfig, ConfigError> {
+fn validate_auth(
+    raw: super::raw::RawAuth,
+    public_url: &reqwest::Url,
+) -> Result<AuthConfig, ConfigError> {
     match raw.provider.as_str() {
         "static" => {
             let s = raw.static_user.ok_or_else(|| {
@@ -258,12 +261,18 @@ fn validate_auth(raw: super::raw::RawAuth) -> Result<AuthConfig, ConfigError> {
                 user_directory: t.user_directory,
             })
         }
-        "negotiate" | "oidc" => Err(ConfigError::key(
+        "negotiate" => {
+            let n = raw.negotiate.ok_or_else(|| {
+                ConfigError::key(
+                    "auth.negotiate",
+                    "missing: provider \"negotiate\" needs [auth.negotiate] with at least keytab",
+                )
+            })?;
+            super::negotiate::validate(n, public_url).map(AuthConfig::Negotiate)
+        }
+        "oidc" => Err(ConfigError::key(
             "auth.provider",
-            format!(
-                "{:?} is not available in this release yet; use \"static\" or \"trusted_header\"",
-                raw.provider
-            ),
+            "\"oidc\" is not available in this release yet; use \"negotiate\", \"static\" or \"trusted_header\"",
         )),
         other => Err(ConfigError::key(
             "auth.provider",
@@ -412,7 +421,7 @@ fn readable(key: &str, p: &Path) -> Result<(), ConfigError> {
 }
 
 /// Qlik rejects user directories and ids that are empty, whitespace-only or contain a backslash.
-fn check_qlik_name(key: &str, v: &str) -> Result<(), ConfigError> {
+pub(super) fn check_qlik_name(key: &str, v: &str) -> Result<(), ConfigError> {
     if v.trim().is_empty() || v.contains('\\') || v.trim() != v {
         return Err(ConfigError::key(
             key,

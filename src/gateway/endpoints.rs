@@ -33,9 +33,11 @@ pub async fn login(
     State(state): State<Arc<AppState>>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
     Query(params): Query<LoginParams>,
+    uri: http::Uri,
     headers: HeaderMap,
 ) -> Response {
     let html = wants_html(&headers);
+    let host = request_host(&uri, &headers);
     let target = match params.return_to.as_deref() {
         None => "/".to_string(),
         Some(raw) => match return_to::sanitize(raw) {
@@ -53,6 +55,7 @@ pub async fn login(
         .login(&LoginRequest {
             headers: &headers,
             peer,
+            host: host.as_deref(),
         })
         .await;
     let (identity, extra) = match outcome {
@@ -91,6 +94,21 @@ pub async fn login(
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// The host the browser asked for, without the port: HTTP/2's `:authority` or HTTP/1.1's `Host`.
+fn request_host(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
+    let authority = uri.authority().map(|a| a.host().to_string()).or_else(|| {
+        let h = headers.get(header::HOST)?.to_str().ok()?;
+        let a: http::uri::Authority = h.parse().ok()?;
+        Some(a.host().to_string())
+    })?;
+    Some(
+        authority
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+    )
 }
 
 /// `POST /_gateway/logout`: ends the Qlik session at QPS, the gateway session, and its websockets.

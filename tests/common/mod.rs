@@ -1,6 +1,9 @@
 //! Test harness: a qlik-sim and a gateway in-process on ephemeral loopback ports, plus clients.
 #![allow(dead_code)]
 
+#[cfg(feature = "kerberos")]
+pub mod kdc;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -36,6 +39,9 @@ pub struct Setup {
     pub untrusted_client_cert: bool,
     /// Serve HTTPS with this certificate chain and key (PEM paths); `public_url` becomes https.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The host name in `public_url` (and [`Env::url`]) instead of the listener's IP, e.g.
+    /// `localhost` so that Kerberos clients ask for `HTTP/localhost`.
+    pub public_host: Option<String>,
 }
 
 /// A running simulated Qlik and gateway.
@@ -64,7 +70,10 @@ impl Env {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let scheme = if setup.tls.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://{addr}");
+        let url = match &setup.public_host {
+            Some(h) => format!("{scheme}://{h}:{}", addr.port()),
+            None => format!("{scheme}://{addr}"),
+        };
         let toml = config_toml(&sim, &setup, addr);
         let cfg =
             config::load_str(&toml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{toml}"));
@@ -208,11 +217,15 @@ pub fn config_toml(sim: &Sim, s: &Setup, addr: SocketAddr) -> String {
         ),
         None => ("http", String::new()),
     };
+    let public = match &s.public_host {
+        Some(h) => format!("{h}:{}", addr.port()),
+        None => addr.to_string(),
+    };
     format!(
         r#"
 [server]
 listen = "{addr}"
-public_url = "{scheme}://{addr}"
+public_url = "{scheme}://{public}"
 {server}
 {tls}
 

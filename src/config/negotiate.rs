@@ -1,0 +1,155 @@
+//! Checks `[auth.negotiate]`: reads the keytab and makes sure it can serve the site, so a wrong
+//! keytab fails `check-config` and start-up instead of every user's login.
+
+use std::time::Duration;
+
+use super::raw::RawNegotiate;
+use super::validate::check_qlik_name;
+use super::{ConfigError, NegotiateConfig};
+use crate::auth::negotiate::keytab::{self, KeytabEntry};
+use crate::auth::negotiate::mapping::{DirectoryRule, PrincipalMap, UserIdCase};
+
+const DEFAULT_POLL: Duration = Duration::from_secs(10);
+
+pub fn validate(
+    raw: RawNegotiate,
+    public_url: &reqwest::Url,
+) -> Result<NegotiateConfig, ConfigError> {
+    let path = raw.keytab.ok_or_else(|| {
+        ConfigError::key(
+            "auth.negotiate.keytab",
+            "missing: the path of the service account's keytab",
+        )
+    })?;
+    let keys = keytab::read(&path)
+        .map_err(|e| ConfigError::key("auth.negotiate.keytab", e.to_string()))?;
+    let public_host = public_url
+        .host_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+
+    let service_principal = match raw.service_principal {
+        Some(sp) => Some(find_configured(&sp, &keys, &path)?),
+        None => {
+            if !keys.iter().any(|k| is_http_key_for(k, &public_host)) {
+                let ip_hint = if public_host.parse::<std::net::IpAddr>().is_ok() {
+                    " Browsers never use Kerberos for an IP address: set server.public_url to the DNS name users type."
+                } else {
+                    ""
+                };
+                return Err(ConfigError::key(
+                    "auth.negotiate.keytab",
+                    format!(
+                        "keytab {} has no key for HTTP/{public_host} (the host of server.public_url); it has keys for {}. Register the SPN (setspn -S HTTP/{public_host} <service account>) and export its key with ktpass, or set auth.negotiate.service_principal.{ip_hint}",
+                        path.display(),
+                        keytab::principal_list(&keys)
+                    ),
+                ));
+            }
+            None
+        }
+    };
+
+    let directory = match (raw.user_directory, raw.realm_map) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::key(
+                "auth.negotiate.realm_map",
+                "set either user_directory (one directory for everyone) or realm_map (one per realm), not both",
+            ))
+        }
+        (Some(d), None) => {
+            check_qlik_name("auth.negotiate.user_directory", &d)?;
+            DirectoryRule::Fixed(d)
+        }
+        (None, Some(map)) => {
+            if map.is_empty() {
+                return Err(ConfigError::key(
+                    "auth.negotiate.realm_map",
+                    "is empty: it would refuse every user; list realms like { \"CORP.EXAMPLE.COM\" = \"CORP\" } or remove it",
+                ));
+            }
+            let mut out = std::collections::BTreeMap::new();
+            for (realm, dir) in map {
+                check_qlik_name(&format!("auth.negotiate.realm_map.{realm}"), &dir)?;
+                out.insert(realm.to_uppercase(), dir);
+            }
+            DirectoryRule::PerRealm(out)
+        }
+        (None, None) => DirectoryRule::FirstRealmLabel,
+    };
+    let case = match raw.user_id_case.as_deref() {
+        None | Some("lower") => UserIdCase::Lower,
+        Some("upper") => UserIdCase::Upper,
+        Some("preserve") => UserIdCase::Preserve,
+        Some(other) => {
+            return Err(ConfigError::key(
+                "auth.negotiate.user_id_case",
+                format!("{other:?} is not one of \"lower\", \"upper\", \"preserve\""),
+            ))
+        }
+    };
+    let keytab_poll_interval = match raw.keytab_poll_interval {
+        None => Some(DEFAULT_POLL),
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    };
+    if !cfg!(feature = "kerberos") {
+        return Err(ConfigError::key(
+            "auth.provider",
+            "\"negotiate\" needs a qlik-gateway built with Kerberos support: cargo build --release --features kerberos (with libkrb5-dev and libclang-dev installed); the project's container image has it",
+        ));
+    }
+    Ok(NegotiateConfig {
+        keytab: path,
+        service_principal,
+        map: PrincipalMap { directory, case },
+        keytab_poll_interval,
+        replay_cache: raw.replay_cache,
+        public_host,
+        keys,
+    })
+}
+
+/// An `HTTP/<host>@…` key (service and host compared without case, as AD does).
+pub fn is_http_key_for(k: &KeytabEntry, host: &str) -> bool {
+    k.service_host_realm()
+        .is_some_and(|(s, h, _)| s.eq_ignore_ascii_case("HTTP") && h.eq_ignore_ascii_case(host))
+}
+
+/// The keytab's spelling of the configured principal (`HTTP/host` matches any realm).
+fn find_configured(
+    sp: &str,
+    keys: &[KeytabEntry],
+    path: &std::path::Path,
+) -> Result<String, ConfigError> {
+    let key = "auth.negotiate.service_principal";
+    let (name, realm) = match sp.rsplit_once('@') {
+        Some((n, r)) => (n, Some(r)),
+        None => (sp, None),
+    };
+    if !name.contains('/') {
+        return Err(ConfigError::key(
+            key,
+            format!("{sp:?} is not a service principal like \"HTTP/bi.example.com@EXAMPLE.COM\""),
+        ));
+    }
+    keys.iter()
+        .find(|k| match k.principal.rsplit_once('@') {
+            Some((n, r)) => {
+                n.eq_ignore_ascii_case(name)
+                    && realm.is_none_or(|want| want.eq_ignore_ascii_case(r))
+            }
+            None => false,
+        })
+        .map(|k| k.principal.clone())
+        .ok_or_else(|| {
+            ConfigError::key(
+                key,
+                format!(
+                    "keytab {} has no key for {sp}; it has keys for {}",
+                    path.display(),
+                    keytab::principal_list(keys)
+                ),
+            )
+        })
+}

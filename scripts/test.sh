@@ -23,9 +23,27 @@ need_apt() { # need_apt COMMAND PACKAGE...
   fi
 }
 
+need_pkg() { # need_pkg PACKAGE...: Debian packages without a command to probe for
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ -z "$apt_updated" ]; then
+      log "apt-get update"
+      $SUDO apt-get update -qq
+      apt_updated=1
+    fi
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
 need_apt node nodejs
 need_apt npm npm
 need_apt curl curl
+# Headless Chromium for the browser login test (tests/kerberos_browser.rs).
+need_apt chromium chromium
+# Kerberos: the KDC and client tools for the tests, headers and libclang to build the GSSAPI binding.
+need_pkg krb5-kdc krb5-admin-server krb5-user libkrb5-dev libclang-dev
 
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   log "installing rustfmt and clippy"
@@ -37,11 +55,17 @@ if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/n
   npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 fi
 
+log "npm packages for the browser tests (Playwright, driving the system Chromium)"
+if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+fi
+
 log "cargo fmt --check"
 cargo fmt --all --check
 
 log "cargo clippy -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --all-features -- -D warnings
 
-log "cargo test"
-cargo test --workspace --locked
+log "cargo test (all features: Kerberos against a real KDC)"
+cargo test --workspace --locked --all-features

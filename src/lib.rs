@@ -47,6 +47,7 @@ pub async fn serve(
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(listen = %addr, public_url = %state.cfg.server.public_origin, qlik = %state.cfg.qlik.proxy_url, "qlik-gateway listening");
+    hangup_is_not_fatal();
     let probe_state = state.clone();
     tokio::spawn(async move {
         if let Err(e) = probe_state.qlik.qps().probe().await {
@@ -56,4 +57,20 @@ pub async fn serve(
     server.run(shutdown).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP's default action ends the process; operators send it to ask for a reload (the keytab
+/// listens for it), so it must never stop the gateway, whatever the provider.
+fn hangup_is_not_fatal() {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received");
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot listen for SIGHUP: {e}"),
+    }
 }

@@ -3,8 +3,6 @@
 mod common;
 
 use futures_util::StreamExt;
-use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -20,40 +18,9 @@ async fn sigterm_drains_requests_and_websockets() {
         security: format!("allowed_origins = [\"{origin}\"]"),
         ..Default::default()
     };
-    let toml = common::config_toml(&sim, &setup, "127.0.0.1:0".parse().unwrap())
-        .replace("[security]", "[log]\nformat = \"json\"\n\n[security]");
-    let cfg = dir.path().join("gw.toml");
-    std::fs::write(&cfg, toml).unwrap();
-
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_qlik-gateway"))
-        .arg("--config")
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start qlik-gateway");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("gateway exited before listening");
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["message"] == "qlik-gateway listening" {
-            break v["listen"].as_str().unwrap().to_string();
-        }
-    };
-    let log = tokio::spawn(async move {
-        let mut all = String::new();
-        while let Ok(Some(l)) = lines.next_line().await {
-            all.push_str(&l);
-            all.push('\n');
-        }
-        all
-    });
+    let toml = common::config_toml(&sim, &setup, "127.0.0.1:0".parse().unwrap());
+    let gw = common::Binary::start(dir.path(), &toml, &[]).await;
+    let addr = gw.addr.clone();
     let url = format!("http://{addr}");
     let client = common::http_client();
     let login = client
@@ -97,12 +64,7 @@ async fn sigterm_drains_requests_and_websockets() {
         .map(|c| c.len())
         .unwrap_or(0);
 
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    let stopped = tokio::spawn(gw.stop());
 
     // The websocket is closed by the gateway with 1001 Going Away.
     let close = loop {
@@ -121,12 +83,8 @@ async fn sigterm_drains_requests_and_websockets() {
     }
     assert_eq!(got, n, "in-flight response finished during drain");
 
-    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
-        .await
-        .expect("exits within the drain time")
-        .unwrap();
+    let (status, log) = stopped.await.unwrap();
     assert!(status.success(), "{status:?}");
-    let log = log.await.unwrap();
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(
         std::net::TcpStream::connect(&addr).is_err(),

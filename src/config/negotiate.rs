@@ -93,10 +93,13 @@ pub fn validate(
         Some(d) if d.is_zero() => None,
         Some(d) => Some(d),
     };
+    if let Some(rc) = &raw.replay_cache {
+        check_replay_cache(rc)?;
+    }
     if !cfg!(feature = "kerberos") {
         return Err(ConfigError::key(
             "auth.provider",
-            "\"negotiate\" needs a qlik-gateway built with Kerberos support: cargo build --release --features kerberos (with libkrb5-dev and libclang-dev installed); the project's container image has it",
+            "\"negotiate\" needs a qlik-gateway built with Kerberos support: cargo build --release --features kerberos (with libkrb5-dev and libclang-dev installed)",
         ));
     }
     Ok(NegotiateConfig {
@@ -152,4 +155,33 @@ fn find_configured(
                 ),
             )
         })
+}
+
+/// A replay cache the Kerberos library will fail on fails here, not at every login.
+fn check_replay_cache(spec: &str) -> Result<(), ConfigError> {
+    let key = "auth.negotiate.replay_cache";
+    let (kind, residual) = spec.split_once(':').unwrap_or((spec, ""));
+    match kind {
+        "none" | "dfl" => Ok(()),
+        "file2" | "file" => {
+            if residual.is_empty() {
+                return Err(ConfigError::key(key, format!("{spec:?} names no file; use e.g. \"file2:/var/lib/qlik-gateway/rcache\"")));
+            }
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(residual)
+                .map(|_| ())
+                .map_err(|e| {
+                    ConfigError::key(
+                        key,
+                        format!("cannot open {residual} for writing: {e}; the replay cache must be in a directory the gateway's user can write"),
+                    )
+                })
+        }
+        other => Err(ConfigError::key(
+            key,
+            format!("unknown replay cache type {other:?}; use \"file2:/path\", \"dfl:\" or \"none\" (no replay detection)"),
+        )),
+    }
 }

@@ -20,7 +20,8 @@ pub const REALM: &str = "TEST.LOCAL";
 pub const PASSWORD: &str = "userpw123";
 
 /// A running KDC for realm `TEST.LOCAL` with principals `alice`, `Bob`, `HTTP/localhost` and
-/// `HTTP/other.localhost`; `http.keytab` holds `HTTP/localhost`, `other.keytab` the other one.
+/// `HTTP/other.localhost`; `http.keytab` holds `HTTP/localhost`, `other.keytab` the other one,
+/// `both.keytab` both.
 pub struct Kdc {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -192,6 +193,7 @@ fn write_realm(d: &Path, port: u16) {
         "addprinc -randkey HTTP/other.localhost".to_string(),
         format!("ktadd -k {dd}/http.keytab HTTP/localhost"),
         format!("ktadd -k {dd}/other.keytab HTTP/other.localhost"),
+        format!("ktadd -norandkey -k {dd}/both.keytab HTTP/localhost HTTP/other.localhost"),
     ] {
         run(Command::new(sbin("kadmin.local"))
             .arg("-q")

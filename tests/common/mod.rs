@@ -325,3 +325,77 @@ impl Ws {
         }
     }
 }
+
+/// The real `qlik-gateway` binary, started with a config file and extra environment, logging
+/// JSON to stderr; ready once it logged where it listens.
+pub struct Binary {
+    pub child: tokio::process::Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    log: tokio::task::JoinHandle<String>,
+}
+
+impl Binary {
+    /// Starts the binary with `toml` (written to `dir`) and waits until it listens.
+    pub async fn start(
+        dir: &std::path::Path,
+        toml: &str,
+        envs: &[(&str, std::ffi::OsString)],
+    ) -> Binary {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let toml = format!("[log]\nformat = \"json\"\n\n{toml}");
+        let cfg = dir.join("gateway.toml");
+        std::fs::write(&cfg, toml).expect("write config");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_qlik-gateway"))
+            .arg("--config")
+            .arg(&cfg)
+            .envs(envs.iter().map(|(k, v)| (*k, v)))
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start qlik-gateway");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut seen = String::new();
+        let addr = loop {
+            let line = match lines.next_line().await {
+                Ok(Some(l)) => l,
+                _ => panic!("gateway exited before listening:\n{seen}"),
+            };
+            seen.push_str(&line);
+            seen.push('\n');
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "qlik-gateway listening" {
+                break v["listen"].as_str().expect("listen").to_string();
+            }
+        };
+        let log = tokio::spawn(async move {
+            let mut all = seen;
+            while let Ok(Some(l)) = lines.next_line().await {
+                all.push_str(&l);
+                all.push('\n');
+            }
+            all
+        });
+        Binary { child, addr, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends SIGTERM, waits for the exit and returns everything it logged.
+    pub async fn stop(mut self) -> (std::process::ExitStatus, String) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let status = tokio::time::timeout(std::time::Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exits within the drain time")
+            .expect("wait");
+        (status, self.log.await.unwrap_or_default())
+    }
+}

@@ -1,6 +1,10 @@
 //! The keytab in use, replaced without a restart: the file is checked every
 //! `keytab_poll_interval` and on SIGHUP, and a changed keytab that loads cleanly takes over for
 //! new logins. One that does not load is reported and the previous one stays.
+//!
+//! GSSAPI reopens a keytab by path at every login, so the configured file is never handed to it:
+//! each version that passed the checks is copied to a private file (mode 0600) and the
+//! credentials point there. A half-written or wrong replacement therefore cannot break logins.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
@@ -31,16 +35,29 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-struct Loaded {
-    cred: Cred,
-    keys: Vec<KeytabEntry>,
+/// One checked version of the keytab and the credentials made from its private copy.
+pub struct Loaded {
+    /// Acceptor credentials; valid as long as this value lives (it owns the copy).
+    pub cred: Cred,
+    pub keys: Vec<KeytabEntry>,
     stamp: Option<Stamp>,
+    _copy: tempfile::TempPath,
+}
+
+/// Which key a keytab must hold to serve this site.
+#[derive(Debug, Clone)]
+pub enum Required {
+    /// `auth.negotiate.service_principal`, as the keytab spells it.
+    Principal(String),
+    /// Some `HTTP/<host>@…` key.
+    HttpHost(String),
 }
 
 /// The acceptor credentials of the current keytab.
 pub struct Acceptor {
     keytab: PathBuf,
     replay_cache: Option<String>,
+    required: Required,
     current: RwLock<Arc<Loaded>>,
 }
 
@@ -51,29 +68,41 @@ pub enum LoadError {
     Keytab(#[from] keytab::KeytabError),
     #[error("GSSAPI cannot use keytab {path}: {detail}")]
     Gss { path: PathBuf, detail: String },
+    #[error("keytab {path} has no key for {want}; it has keys for {have}")]
+    MissingKey {
+        path: PathBuf,
+        want: String,
+        have: String,
+    },
+    #[error("cannot make the private copy of keytab {path}: {source}; check that the temp directory ($TMPDIR or /tmp) is writable")]
+    Copy {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Acceptor {
     /// Reads the keytab and acquires credentials for it. Blocks (file reads).
-    pub fn load(keytab: &Path, replay_cache: Option<&str>) -> Result<Arc<Self>, LoadError> {
-        let loaded = load(keytab, replay_cache)?;
+    pub fn load(
+        keytab: &Path,
+        replay_cache: Option<&str>,
+        required: Required,
+    ) -> Result<Arc<Self>, LoadError> {
+        let loaded = load(keytab, replay_cache, &required)?;
         Ok(Arc::new(Self {
             keytab: keytab.to_path_buf(),
             replay_cache: replay_cache.map(str::to_string),
+            required,
             current: RwLock::new(Arc::new(loaded)),
         }))
     }
 
-    fn current(&self) -> Arc<Loaded> {
+    /// The keytab version to accept the next login with.
+    pub fn current(&self) -> Arc<Loaded> {
         match self.current.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
-    }
-
-    /// The credentials to accept the next login with.
-    pub fn cred(&self) -> Cred {
-        self.current().cred.clone()
     }
 
     /// The keys of the keytab in use, for messages.
@@ -91,7 +120,7 @@ impl Acceptor {
         if !force && now == self.current().stamp {
             return Ok(false);
         }
-        let loaded = load(&self.keytab, self.replay_cache.as_deref())?;
+        let loaded = load(&self.keytab, self.replay_cache.as_deref(), &self.required)?;
         tracing::info!(
             keytab = %self.keytab.display(),
             keys = %loaded.keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", "),
@@ -106,19 +135,33 @@ impl Acceptor {
     }
 
     /// Watches the keytab until the acceptor is dropped: polls every `every` (if set) and
-    /// reloads on SIGHUP. Needs a Tokio runtime; without one (e.g. `check-config`) it does nothing.
+    /// reloads on SIGHUP. Needs a Tokio runtime; outside one it does nothing.
     pub fn watch(self: &Arc<Self>, every: Option<Duration>) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let weak = Arc::downgrade(self);
-        rt.spawn(watch(weak, every));
+        // The SIGHUP handler is installed here, before returning, so a SIGHUP sent right after
+        // start-up reloads instead of hitting the default action (terminate).
+        #[cfg(unix)]
+        let hup = {
+            let _guard = rt.enter();
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| tracing::warn!("no SIGHUP keytab reload: {e}"))
+                .ok()
+        };
+        #[cfg(not(unix))]
+        let hup = None;
+        rt.spawn(watch(weak, every, hup));
     }
 }
 
-async fn watch(weak: Weak<Acceptor>, every: Option<Duration>) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+async fn watch(weak: Weak<Acceptor>, every: Option<Duration>, mut hup: Option<Hangup>) {
     let mut tick = every.map(|d| {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -143,7 +186,10 @@ async fn watch(weak: Weak<Acceptor>, every: Option<Duration>) {
             }
         };
         #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
+        let hangup = {
+            let _ = &mut hup;
+            std::future::pending::<()>()
+        };
         let forced = tokio::select! {
             _ = poll => false,
             _ = hangup => true,
@@ -164,13 +210,52 @@ async fn watch(weak: Weak<Acceptor>, every: Option<Duration>) {
     }
 }
 
-fn load(path: &Path, replay_cache: Option<&str>) -> Result<Loaded, LoadError> {
+fn load(path: &Path, replay_cache: Option<&str>, required: &Required) -> Result<Loaded, LoadError> {
     // Stamp first: a write racing this load is then seen as a change on the next check.
     let stamp = stamp(path);
-    let keys = keytab::read(path)?;
-    let cred = gss::acquire(path, replay_cache).map_err(|e| LoadError::Gss {
+    let bytes = std::fs::read(path).map_err(|source| keytab::KeytabError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let keys = keytab::parse_file(path, &bytes)?;
+    let have = |ok: &dyn Fn(&KeytabEntry) -> bool| keys.iter().any(ok);
+    let (present, want) = match required {
+        Required::Principal(p) => (have(&|k| k.principal.eq_ignore_ascii_case(p)), p.clone()),
+        Required::HttpHost(h) => (
+            have(&|k| {
+                k.service_host_realm().is_some_and(|(s, host, _)| {
+                    s.eq_ignore_ascii_case("HTTP") && host.eq_ignore_ascii_case(h)
+                })
+            }),
+            format!("HTTP/{h}"),
+        ),
+    };
+    if !present {
+        return Err(LoadError::MissingKey {
+            path: path.to_path_buf(),
+            want,
+            have: keytab::principal_list(&keys),
+        });
+    }
+    // The bytes that were checked are the bytes GSSAPI gets.
+    let copy_err = |source| LoadError::Copy {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut copy = tempfile::Builder::new()
+        .prefix("qlik-gateway-keytab-")
+        .tempfile()
+        .map_err(copy_err)?;
+    std::io::Write::write_all(&mut copy, &bytes).map_err(copy_err)?;
+    let copy = copy.into_temp_path();
+    let cred = gss::acquire(&copy, replay_cache).map_err(|e| LoadError::Gss {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
-    Ok(Loaded { cred, keys, stamp })
+    Ok(Loaded {
+        cred,
+        keys,
+        stamp,
+        _copy: copy,
+    })
 }

@@ -18,6 +18,8 @@ pub enum Failure {
     NoKey,
     /// The keytab's key does not decrypt the ticket (the account's password changed since export).
     StaleKey,
+    /// The keytab has the principal and version, but not the ticket's encryption type.
+    WrongEnctype,
     TicketExpired,
     ClockSkew,
     Replay,
@@ -63,6 +65,7 @@ impl NegotiateError {
             Failure::WrongService => "negotiate_wrong_service",
             Failure::NoKey => "negotiate_no_key",
             Failure::StaleKey => "negotiate_stale_key",
+            Failure::WrongEnctype => "negotiate_enctype",
             Failure::TicketExpired => "negotiate_ticket_expired",
             Failure::ClockSkew => "negotiate_clock_skew",
             Failure::Replay => "negotiate_replay",
@@ -82,7 +85,7 @@ impl NegotiateError {
             Failure::Ntlm => {
                 "Your browser tried the older NTLM sign-in, which means Kerberos is not working for this site. Check that you opened the site by its full name (not an IP address), that your computer is signed in to the domain, and that the site is in your browser's Local intranet zone or on its AuthServerAllowlist. If it still fails, your administrator needs to register the site's SPN (HTTP/<site name>) for the gateway's service account."
             }
-            Failure::WrongService | Failure::NoKey | Failure::StaleKey => {
+            Failure::WrongService | Failure::NoKey | Failure::StaleKey | Failure::WrongEnctype => {
                 "Your Windows sign-in ticket is for a different server name or an older key of this site. Open the site by the name your administrator gave you; if that is what you did, the administrator must check the gateway's keytab."
             }
             Failure::TicketExpired => {
@@ -116,6 +119,7 @@ impl NegotiateError {
             Failure::WrongService => "the ticket is for another service principal: the user opened the site under another name, or auth.negotiate.service_principal is wrong",
             Failure::NoKey => "the keytab lacks the key (principal or kvno) the ticket was made for: re-export the keytab (ktpass) after the SPN or password changed, or check the host name users type",
             Failure::StaleKey => "the keytab's key no longer matches the service account's password: re-export the keytab",
+            Failure::WrongEnctype => "the ticket uses an encryption type the keytab has no key for (often RC4 tickets against an AES-only keytab): enable \"This account supports Kerberos AES 256 bit encryption\" on the service account, or export the key for the ticket's enctype",
             Failure::TicketExpired => "the client's ticket expired; the client must renew it",
             Failure::ClockSkew => "the clocks of the client, the KDC and the gateway differ by more than the allowed skew: sync them (NTP)",
             Failure::Replay => "an authenticator was presented twice (a replay, or a client that repeats tokens)",

@@ -147,6 +147,14 @@ fn kind_of(routine: u32, supplementary: u32, detail: &str) -> Failure {
         "keytab is nonexistent or empty",
     ]) {
         Failure::Keytab
+    } else if has(&["but not with enctype"]) {
+        Failure::WrongEnctype
+    } else if has(&[
+        "cannot decrypt ticket",
+        "integrity check failed",
+        "message stream modified",
+    ]) {
+        Failure::StaleKey
     } else if has(&[
         "no key table entry",
         "key table entry not found",
@@ -157,8 +165,6 @@ fn kind_of(routine: u32, supplementary: u32, detail: &str) -> Failure {
         "keytab is likely out of date",
     ]) {
         Failure::NoKey
-    } else if has(&["integrity check failed", "message stream modified"]) {
-        Failure::StaleKey
     } else if routine == NO_CRED || routine == DEFECTIVE_CREDENTIAL {
         Failure::Keytab
     } else if matches!(routine, BAD_MECH | DEFECTIVE_TOKEN | BAD_SIG) {
@@ -184,6 +190,8 @@ mod tests {
             ("Unspecified GSS failure.  Minor code may provide more information (Request ticket server HTTP/localhost@TEST.LOCAL kvno 3 not found in keytab; keytab is likely out of date)", Failure::NoKey),
             ("Unspecified GSS failure.  Minor code may provide more information (Key table file '/x' not found)", Failure::Keytab),
             ("Unspecified GSS failure.  Minor code may provide more information (Decrypt integrity check failed)", Failure::StaleKey),
+            ("Unspecified GSS failure.  Minor code may provide more information (Request ticket server HTTP/bi@R kvno 3 enctype aes256-cts found in keytab but cannot decrypt ticket)", Failure::StaleKey),
+            ("Unspecified GSS failure.  Minor code may provide more information (Request ticket server HTTP/bi@R kvno 3 found in keytab but not with enctype rc4-hmac)", Failure::WrongEnctype),
             ("Unspecified GSS failure.  Minor code may provide more information (something new)", Failure::Other),
         ] {
             assert_eq!(kind_of(failure, 0, detail), want, "{detail}");

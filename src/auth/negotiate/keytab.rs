@@ -49,7 +49,12 @@ pub fn read(path: &Path) -> Result<Vec<KeytabEntry>, KeytabError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let entries = parse(&bytes).map_err(|why| KeytabError::Format {
+    parse_file(path, &bytes)
+}
+
+/// The keys of keytab bytes read from `path` (named in errors).
+pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Vec<KeytabEntry>, KeytabError> {
+    let entries = parse(bytes).map_err(|why| KeytabError::Format {
         path: path.to_path_buf(),
         why,
     })?;

@@ -11,7 +11,7 @@ use base64::Engine;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use libgssapi::context::ServerCtx;
 
-use super::acceptor::{Acceptor, LoadError};
+use super::acceptor::{Acceptor, LoadError, Required};
 use super::error::{Failure, NegotiateError};
 use super::gss::{self, Step};
 use super::keytab;
@@ -39,7 +39,11 @@ pub struct Negotiate {
 impl Negotiate {
     /// Loads the keytab (blocking) and starts watching it for replacement.
     pub fn new(cfg: &NegotiateConfig, secure: bool) -> Result<Self, LoadError> {
-        let acceptor = Acceptor::load(&cfg.keytab, cfg.replay_cache.as_deref())?;
+        let required = match &cfg.service_principal {
+            Some(p) => Required::Principal(p.clone()),
+            None => Required::HttpHost(cfg.public_host.clone()),
+        };
+        let acceptor = Acceptor::load(&cfg.keytab, cfg.replay_cache.as_deref(), required)?;
         acceptor.watch(cfg.keytab_poll_interval);
         tracing::info!(
             keytab = %cfg.keytab.display(),
@@ -142,12 +146,22 @@ impl IdentityProvider for Negotiate {
             }
             None => None,
         };
-        let cred = self.acceptor.cred();
-        let step = tokio::task::spawn_blocking(move || gss::step(&cred, ctx, &token))
+        let had_pending = ctx.is_some();
+        let keys = self.acceptor.current();
+        let step = tokio::task::spawn_blocking(move || gss::step(&keys.cred, ctx, &token))
             .await
             .map_err(|e| NegotiateError::new(Failure::Other, format!("accept task failed: {e}")))?;
+        let lost_exchange = pending_id.is_some() && !had_pending;
         let step = step.map_err(|mut e| {
-            if matches!(e.kind, Failure::NoKey | Failure::Keytab | Failure::StaleKey) {
+            if lost_exchange && e.kind == Failure::NotKerberos {
+                // The token continues an exchange this gateway no longer has (it restarted, or
+                // the continuation waited too long): a fresh login fixes it.
+                e.kind = Failure::ExchangeLost;
+            }
+            if matches!(
+                e.kind,
+                Failure::NoKey | Failure::Keytab | Failure::StaleKey | Failure::WrongEnctype
+            ) {
                 e.detail = format!(
                     "{}; keytab {} has keys for {}",
                     e.detail,

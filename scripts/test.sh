@@ -10,31 +10,23 @@ log() { printf '\n==> %s\n' "$*"; }
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 apt_updated=""
-need_apt() { # need_apt COMMAND PACKAGE...
-  local cmd=$1; shift
-  if ! command -v "$cmd" >/dev/null 2>&1; then
-    if [ -z "$apt_updated" ]; then
-      log "apt-get update"
-      $SUDO apt-get update -qq
-      apt_updated=1
-    fi
-    log "installing $*"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+apt_install() { # apt_install PACKAGE...
+  if [ -z "$apt_updated" ]; then
+    log "apt-get update"
+    $SUDO apt-get update -qq
+    apt_updated=1
   fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
 }
-
+need_apt() { # need_apt COMMAND PACKAGE...: install PACKAGEs when COMMAND is missing
+  local cmd=$1; shift
+  command -v "$cmd" >/dev/null 2>&1 || apt_install "$@"
+}
 need_pkg() { # need_pkg PACKAGE...: Debian packages without a command to probe for
   local missing=()
   for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  if [ ${#missing[@]} -gt 0 ]; then
-    if [ -z "$apt_updated" ]; then
-      log "apt-get update"
-      $SUDO apt-get update -qq
-      apt_updated=1
-    fi
-    log "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
 need_apt node nodejs

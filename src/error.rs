@@ -69,6 +69,8 @@ impl GatewayError {
             Self::Auth(AuthError::BadHeaderValue { .. }) => StatusCode::BAD_REQUEST,
             Self::Auth(AuthError::MissingHeader { .. }) => StatusCode::UNAUTHORIZED,
             Self::Auth(AuthError::Negotiate(n)) => n.status(),
+            Self::Auth(AuthError::Oidc(o)) => o.status(),
+            Self::Auth(AuthError::NoCallback) => StatusCode::NOT_FOUND,
             Self::Qlik(q) if q.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Qlik(_) => StatusCode::BAD_GATEWAY,
             Self::Csrf(_) => StatusCode::BAD_GATEWAY,
@@ -88,6 +90,8 @@ impl GatewayError {
             Self::Auth(AuthError::BadHeaderValue { .. }) => "bad_identity_header",
             Self::Auth(AuthError::MissingHeader { .. }) => "missing_identity_header",
             Self::Auth(AuthError::Negotiate(n)) => n.code(),
+            Self::Auth(AuthError::Oidc(o)) => o.code(),
+            Self::Auth(AuthError::NoCallback) => "not_found",
             Self::Qlik(q) => q.code(),
             Self::Csrf(_) => "qlik_csrf_token",
             Self::Store(_) => "session_store",
@@ -106,6 +110,8 @@ impl GatewayError {
                 format!("The {header} header is not accepted from your address.")
             }
             Self::Auth(AuthError::Negotiate(n)) => n.public_message().into(),
+            Self::Auth(AuthError::Oidc(o)) => o.public_message().into(),
+            Self::Auth(AuthError::NoCallback) => "No such page.".into(),
             Self::Auth(AuthError::MissingHeader { .. }) => {
                 "The front proxy did not say who you are.".into()
             }

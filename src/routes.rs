@@ -18,8 +18,11 @@ use crate::state::AppState;
 
 /// Builds the application router.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/_gateway/login", get(endpoints::login))
+    let mut r = Router::new();
+    if let Some(path) = state.provider.callback_path() {
+        r = r.route(path, get(endpoints::callback));
+    }
+    r.route("/_gateway/login", get(endpoints::login))
         .route("/_gateway/logout", any(logout_any))
         .route("/_gateway/logged-out", get(endpoints::logged_out))
         .route("/_gateway/me", get(endpoints::me))

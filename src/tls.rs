@@ -76,6 +76,15 @@ pub fn root_store(ca: &Path, with_system: bool) -> Result<rustls::RootCertStore,
     Ok(roots)
 }
 
+/// The system's trusted roots only.
+pub fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
 /// Client config presenting `cert`/`key` and trusting `roots`, with the given ALPN protocols.
 pub fn client_config(
     roots: rustls::RootCertStore,

@@ -3,6 +3,7 @@
 //! Nothing here knows about Qlik; providers only answer "who is this" (or ask the browser for more).
 
 pub mod negotiate;
+pub mod oidc;
 pub mod static_user;
 pub mod trusted_header;
 
@@ -31,12 +32,23 @@ pub struct LoginRequest<'a> {
     pub peer: SocketAddr,
     /// The host the browser asked for (`Host` or the HTTP/2 authority), without the port.
     pub host: Option<&'a str>,
+    /// Where the user goes after logging in (already checked to be a same-origin path).
+    pub return_to: &'a str,
+    /// The raw query string (the IdP's answer on a callback).
+    pub query: Option<&'a str>,
 }
 
 /// A provider's answer to a login attempt.
 pub enum LoginOutcome {
     /// The user is known; extra headers (e.g. a mutual-auth token) go on the redirect.
-    Authenticated(Identity, http::HeaderMap),
+    Authenticated {
+        identity: Identity,
+        headers: http::HeaderMap,
+        /// Where to go now, when the provider carried it across a redirect (OIDC).
+        return_to: Option<String>,
+        /// The IdP's ID token, kept for its logout (`id_token_hint`).
+        id_token: Option<String>,
+    },
     /// The browser must do something first (a 401 challenge, a redirect to an IdP).
     Challenge(Response),
 }
@@ -62,6 +74,12 @@ pub enum AuthError {
     /// A Kerberos/SPNEGO login failed.
     #[error(transparent)]
     Negotiate(negotiate::NegotiateError),
+    /// A callback reached a provider that does not redirect away.
+    #[error("this identity provider has no callback")]
+    NoCallback,
+    /// An OpenID Connect login failed.
+    #[error(transparent)]
+    Oidc(oidc::OidcError),
 }
 
 /// A provider that cannot start (its keytab, its identity provider's metadata).
@@ -72,6 +90,8 @@ pub enum SetupError {
     Negotiate(#[from] negotiate::acceptor::LoadError),
     #[error("auth.provider: {0}")]
     Unavailable(&'static str),
+    #[error("auth.oidc.ca_cert: {0}")]
+    Oidc(#[from] crate::tls::TlsFileError),
 }
 
 /// One way of establishing who the user is.
@@ -84,6 +104,22 @@ pub trait IdentityProvider: Send + Sync {
     /// Headers this provider trusts from the client; the proxy removes them before Qlik sees them.
     fn identity_headers(&self) -> Vec<http::HeaderName> {
         Vec::new()
+    }
+    /// The path the IdP sends the browser back to, for providers that redirect away.
+    fn callback_path(&self) -> Option<&str> {
+        None
+    }
+    /// Completes a login on the callback path.
+    async fn callback(&self, _req: &LoginRequest<'_>) -> Result<LoginOutcome, AuthError> {
+        Err(AuthError::NoCallback)
+    }
+    /// Where the browser goes after logout to end the session at the identity provider too.
+    fn logout_url(&self, _session: &crate::session::GatewaySession) -> Option<String> {
+        None
+    }
+    /// Whether the provider can log users in now (readyz).
+    fn readiness(&self) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -114,6 +150,7 @@ pub fn from_config(
         )),
         #[cfg(feature = "kerberos")]
         AuthConfig::Negotiate(n) => Arc::new(negotiate::Negotiate::new(n, secure)?),
+        AuthConfig::Oidc(o) => oidc::Oidc::new(o, secure)?,
         #[cfg(not(feature = "kerberos"))]
         AuthConfig::Negotiate(_) => {
             return Err(SetupError::Unavailable(

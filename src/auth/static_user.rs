@@ -23,9 +23,11 @@ impl IdentityProvider for StaticUser {
     }
 
     async fn login(&self, _req: &LoginRequest<'_>) -> Result<LoginOutcome, AuthError> {
-        Ok(LoginOutcome::Authenticated(
-            self.identity.clone(),
-            http::HeaderMap::new(),
-        ))
+        Ok(LoginOutcome::Authenticated {
+            identity: self.identity.clone(),
+            headers: http::HeaderMap::new(),
+            return_to: None,
+            id_token: None,
+        })
     }
 }

@@ -110,10 +110,12 @@ impl IdentityProvider for TrustedHeader {
                 header: self.header.to_string(),
                 reason,
             })?;
-        Ok(LoginOutcome::Authenticated(
+        Ok(LoginOutcome::Authenticated {
             identity,
-            http::HeaderMap::new(),
-        ))
+            headers: http::HeaderMap::new(),
+            return_to: None,
+            id_token: None,
+        })
     }
 
     fn identity_headers(&self) -> Vec<http::HeaderName> {

@@ -5,6 +5,7 @@
 //! request path never re-parses or re-validates configuration.
 
 mod negotiate;
+mod oidc;
 pub mod raw;
 mod validate;
 
@@ -116,6 +117,44 @@ pub enum AuthConfig {
         user_directory: Option<String>,
     },
     Negotiate(NegotiateConfig),
+    Oidc(OidcConfig),
+}
+
+/// `[auth.oidc]`, checked: the gateway as an OpenID Connect relying party.
+#[derive(Clone)]
+pub struct OidcConfig {
+    pub issuer: reqwest::Url,
+    pub client_id: String,
+    /// Read from `client_secret_file`; `None` is a public client (PKCE only).
+    pub client_secret: Option<String>,
+    /// Always includes `openid`.
+    pub scopes: Vec<String>,
+    /// Where the IdP sends the browser back (a path on the public origin).
+    pub redirect_path: String,
+    /// `public_url` + `redirect_path`.
+    pub redirect_url: String,
+    /// Where the IdP's logout sends the browser back to.
+    pub post_logout_url: String,
+    pub claims: crate::auth::oidc::claims::ClaimMap,
+    pub ca_cert: Option<PathBuf>,
+    /// Per request to the IdP (discovery, JWKS, token).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer.as_str())
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("scopes", &self.scopes)
+            .field("redirect_url", &self.redirect_url)
+            .field("claims", &self.claims)
+            .finish()
+    }
 }
 
 /// `[auth.negotiate]`, checked: Kerberos/SPNEGO against a keytab.

@@ -125,14 +125,25 @@ pub struct RawNegotiate {
     pub replay_cache: Option<String>,
 }
 
-/// `[auth.oidc]` (accepted so configs written for later releases parse; see validate).
+/// `[auth.oidc]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOidc {
     pub issuer: Option<String>,
     pub client_id: Option<String>,
     pub client_secret_file: Option<PathBuf>,
+    pub scopes: Option<Vec<String>>,
+    pub redirect_path: Option<String>,
+    pub user_id_claim: Option<String>,
+    #[serde(default)]
+    pub split_user_id: bool,
     pub user_directory: Option<String>,
+    pub user_directory_claim: Option<String>,
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 /// `[qlik]`

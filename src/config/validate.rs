@@ -270,10 +270,15 @@ fn validate_auth(
             })?;
             super::negotiate::validate(n, public_url).map(AuthConfig::Negotiate)
         }
-        "oidc" => Err(ConfigError::key(
-            "auth.provider",
-            "\"oidc\" is not available in this release yet; use \"negotiate\", \"static\" or \"trusted_header\"",
-        )),
+        "oidc" => {
+            let o = raw.oidc.ok_or_else(|| {
+                ConfigError::key(
+                    "auth.oidc",
+                    "missing: provider \"oidc\" needs [auth.oidc] with issuer and client_id",
+                )
+            })?;
+            super::oidc::validate(o, public_url).map(AuthConfig::Oidc)
+        }
         other => Err(ConfigError::key(
             "auth.provider",
             format!("unknown provider {other:?}; expected \"negotiate\", \"oidc\", \"trusted_header\" or \"static\""),

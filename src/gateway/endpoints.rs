@@ -56,15 +56,64 @@ pub async fn login(
             headers: &headers,
             peer,
             host: host.as_deref(),
+            return_to: &target,
+            query: uri.query(),
         })
         .await;
-    let (identity, extra) = match outcome {
-        Ok(LoginOutcome::Authenticated(i, extra)) => (i, extra),
+    finish_login(&state, outcome, &headers, peer, target, html).await
+}
+
+/// `GET {auth.oidc.redirect_path}`: the identity provider sends the browser back here.
+pub async fn callback(
+    State(state): State<Arc<AppState>>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    uri: http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let html = wants_html(&headers);
+    let host = request_host(&uri, &headers);
+    let outcome = state
+        .provider
+        .callback(&LoginRequest {
+            headers: &headers,
+            peer,
+            host: host.as_deref(),
+            return_to: "/",
+            query: uri.query(),
+        })
+        .await;
+    finish_login(&state, outcome, &headers, peer, "/".to_string(), html).await
+}
+
+/// Turns a provider's answer into a response: its challenge as is, its failure as an error page,
+/// or a new gateway session (a new id: the old one, if any, is dropped) and a redirect.
+async fn finish_login(
+    state: &AppState,
+    outcome: Result<LoginOutcome, crate::auth::AuthError>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    target: String,
+    html: bool,
+) -> Response {
+    let (identity, extra, target, id_token) = match outcome {
+        Ok(LoginOutcome::Authenticated {
+            identity,
+            headers,
+            return_to,
+            id_token,
+        }) => (
+            identity,
+            headers,
+            return_to
+                .and_then(|t| return_to::sanitize(&t))
+                .unwrap_or(target),
+            id_token,
+        ),
         Ok(LoginOutcome::Challenge(resp)) => return resp,
         Err(e) => return GatewayError::Auth(e).respond(html),
     };
     // Rotate: never keep an id that existed before authentication (session fixation).
-    if let Some(old) = state.cookies.read(&headers) {
+    if let Some(old) = state.cookies.read(headers) {
         if let Ok(Some(prev)) = state.store.remove(&old).await {
             state
                 .sockets
@@ -73,7 +122,8 @@ pub async fn login(
         }
     }
     let id = SessionId::generate();
-    let session = GatewaySession::new(identity, state.provider.name());
+    let mut session = GatewaySession::new(identity, state.provider.name());
+    session.id_token = id_token.map(crate::session::Secret::new);
     tracing::info!(
         session = %id.log_tag(),
         user = %format_args!("{}\\{}", session.identity.user_directory, session.identity.user_id),
@@ -124,9 +174,11 @@ pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         ))
         .respond(html);
     }
+    let mut idp_logout = None;
     if let Some(id) = state.cookies.read(&headers) {
         match state.store.remove(&id).await {
             Ok(Some(session)) => {
+                idp_logout = state.provider.logout_url(&session);
                 // Sockets first: once QPS drops the Qlik session the engine would tell the open
                 // pages it was logged out, and their relays would race to re-create it.
                 let closed = state
@@ -144,12 +196,14 @@ pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
             Err(e) => return GatewayError::Store(e).respond(html),
         }
     }
+    // With an IdP that has its own session (OIDC), the browser goes there next, or the next login
+    // would silently reuse it; the IdP sends it back to /_gateway/logged-out.
     let mut resp = if html {
-        Redirect::to("/_gateway/logged-out").into_response()
+        Redirect::to(idp_logout.as_deref().unwrap_or("/_gateway/logged-out")).into_response()
     } else {
         json_body(
             StatusCode::OK,
-            json!({"logged_out": true, "login_url": "/_gateway/login"}),
+            json!({"logged_out": true, "login_url": "/_gateway/login", "end_session_url": idp_logout}),
         )
     };
     if let Ok(v) = HeaderValue::from_str(&state.cookies.clear()) {
@@ -231,9 +285,14 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         Ok(()) => "ok".to_string(),
         Err(e) => e.to_string(),
     };
-    let ready = qps.is_ok() && store.is_ok();
+    let idp = state.provider.readiness();
+    let idp_s = match &idp {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.clone(),
+    };
+    let ready = qps.is_ok() && store.is_ok() && idp.is_ok();
     if !ready {
-        tracing::warn!(qps = %qps_s, store = %store_s, "not ready");
+        tracing::warn!(qps = %qps_s, store = %store_s, identity_provider = %idp_s, "not ready");
     }
     let status = if ready {
         StatusCode::OK
@@ -242,6 +301,6 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     };
     json_body(
         status,
-        json!({"ready": ready, "qps": qps_s, "store": store_s}),
+        json!({"ready": ready, "qps": qps_s, "store": store_s, "identity_provider": idp_s}),
     )
 }

@@ -38,6 +38,28 @@ impl fmt::Debug for QlikSession {
     }
 }
 
+/// A string that is a credential (an ID token): kept, never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    /// The value, for the one place that sends it where it belongs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// One logged-in browser.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewaySession {
@@ -47,6 +69,9 @@ pub struct GatewaySession {
     pub created_at: SystemTime,
     pub last_seen: SystemTime,
     pub qlik: Option<QlikSession>,
+    /// The OIDC ID token, for `id_token_hint` at the IdP's logout.
+    #[serde(default)]
+    pub id_token: Option<Secret>,
 }
 
 impl GatewaySession {
@@ -59,6 +84,7 @@ impl GatewaySession {
             created_at: now,
             last_seen: now,
             qlik: None,
+            id_token: None,
         }
     }
 

@@ -203,7 +203,12 @@ impl IdentityProvider for Negotiate {
                         extra.append(header::SET_COOKIE, v);
                     }
                 }
-                Ok(LoginOutcome::Authenticated(identity, extra))
+                Ok(LoginOutcome::Authenticated {
+                    identity,
+                    headers: extra,
+                    return_to: None,
+                    id_token: None,
+                })
             }
         }
     }

@@ -1,0 +1,128 @@
+//! Checks `[auth.oidc]`. The IdP itself is not contacted here: it may be down while the gateway
+//! starts, and the gateway then keeps trying (readyz says so).
+
+use std::time::Duration;
+
+use super::raw::RawOidc;
+use super::validate::check_qlik_name;
+use super::{ConfigError, OidcConfig};
+use crate::auth::oidc::claims::{ClaimMap, DirectorySource};
+
+pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, ConfigError> {
+    let issuer_s = raw.issuer.ok_or_else(|| {
+        ConfigError::key(
+            "auth.oidc.issuer",
+            "missing: the IdP's issuer URL (its /.well-known/openid-configuration lives under it)",
+        )
+    })?;
+    let issuer = reqwest::Url::parse(&issuer_s).map_err(|e| {
+        ConfigError::key(
+            "auth.oidc.issuer",
+            format!("{issuer_s:?} is not a URL: {e}"),
+        )
+    })?;
+    if !matches!(issuer.scheme(), "https" | "http") {
+        return Err(ConfigError::key(
+            "auth.oidc.issuer",
+            "must be an https:// URL",
+        ));
+    }
+    let client_id = raw
+        .client_id
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| {
+            ConfigError::key(
+                "auth.oidc.client_id",
+                "missing: the client (application) id registered at the IdP",
+            )
+        })?;
+    let client_secret = match raw.client_secret_file {
+        Some(path) => {
+            let s = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::key(
+                    "auth.oidc.client_secret_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let s = s.trim().to_string();
+            if s.is_empty() {
+                return Err(ConfigError::key(
+                    "auth.oidc.client_secret_file",
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let mut scopes = raw
+        .scopes
+        .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        scopes.insert(0, "openid".into());
+    }
+    let redirect_path = raw
+        .redirect_path
+        .unwrap_or_else(|| "/_gateway/callback".into());
+    if !redirect_path.starts_with('/')
+        || redirect_path.starts_with("//")
+        || redirect_path.contains('?')
+    {
+        return Err(ConfigError::key(
+            "auth.oidc.redirect_path",
+            "must be a path like /_gateway/callback",
+        ));
+    }
+    let origin = public_url.origin().ascii_serialization();
+    let directory = match (raw.user_directory, raw.user_directory_claim) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::key(
+                "auth.oidc.user_directory_claim",
+                "set either user_directory (fixed) or user_directory_claim, not both",
+            ))
+        }
+        (Some(d), None) => {
+            check_qlik_name("auth.oidc.user_directory", &d)?;
+            DirectorySource::Fixed(d)
+        }
+        (None, Some(c)) => DirectorySource::Claim(c),
+        (None, None) if raw.split_user_id => DirectorySource::FromUserId,
+        (None, None) => {
+            return Err(ConfigError::key(
+                "auth.oidc.user_directory",
+                "missing: set user_directory (e.g. \"CORP\"), user_directory_claim, or split_user_id = true to take it from DOMAIN\\\\user or user@domain",
+            ))
+        }
+    };
+    for (claim, attr) in &raw.attributes {
+        if attr.trim().is_empty() || claim.trim().is_empty() {
+            return Err(ConfigError::key(
+                "auth.oidc.attributes",
+                "maps claim names to Qlik attribute names, e.g. { groups = \"Group\", email = \"Email\" }",
+            ));
+        }
+    }
+    if let Some(ca) = &raw.ca_cert {
+        crate::tls::root_store(ca, false)
+            .map_err(|e| ConfigError::key("auth.oidc.ca_cert", e.to_string()))?;
+    }
+    Ok(OidcConfig {
+        issuer,
+        client_id,
+        client_secret,
+        scopes,
+        redirect_url: format!("{origin}{redirect_path}"),
+        redirect_path,
+        post_logout_url: format!("{origin}/_gateway/logged-out"),
+        claims: ClaimMap {
+            user_id_claim: raw
+                .user_id_claim
+                .unwrap_or_else(|| "preferred_username".into()),
+            split_user_id: raw.split_user_id,
+            directory,
+            attributes: raw.attributes.into_iter().collect(),
+        },
+        ca_cert: raw.ca_cert,
+        timeout: raw.timeout.unwrap_or(Duration::from_secs(10)),
+    })
+}

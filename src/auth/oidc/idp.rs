@@ -61,8 +61,12 @@ pub struct Discovered {
     client: OidcClient,
     metadata: ProviderMetadataWithLogout,
     pub end_session: Option<EndSessionUrl>,
-    /// When the JWKS was last fetched (rotation refetches are rate-limited).
-    pub jwks_fetched: Instant,
+    /// ID token signature algorithms accepted: what the IdP says it uses, never `none`, and the
+    /// HMAC ones only for a client with a secret (the secret is their key).
+    allowed_algs: Vec<CoreJwsSigningAlgorithm>,
+    /// When the JWKS was last fetched because a token named an unknown key (such refetches are
+    /// rate-limited); `None` right after discovery.
+    pub jwks_refetched: Option<Instant>,
 }
 
 /// A verified login: every claim of the ID token and the raw token (the logout hint).
@@ -154,6 +158,18 @@ pub async fn discover(cfg: &OidcConfig, http: &Http) -> Result<Discovered, OidcE
 
 fn build(cfg: &OidcConfig, metadata: ProviderMetadataWithLogout) -> Result<Discovered, OidcError> {
     let end_session = metadata.additional_metadata().end_session_endpoint.clone();
+    let allowed_algs = metadata
+        .id_token_signing_alg_values_supported()
+        .iter()
+        .filter(|a| match a {
+            CoreJwsSigningAlgorithm::None => false,
+            CoreJwsSigningAlgorithm::HmacSha256
+            | CoreJwsSigningAlgorithm::HmacSha384
+            | CoreJwsSigningAlgorithm::HmacSha512 => cfg.client_secret.is_some(),
+            _ => true,
+        })
+        .cloned()
+        .collect();
     let redirect = RedirectUrl::new(cfg.redirect_url.clone())
         .map_err(|e| OidcError::new(OidcFailure::IdpError, format!("redirect URL: {e}")))?;
     let client = OidcClient::from_provider_metadata(
@@ -166,7 +182,8 @@ fn build(cfg: &OidcConfig, metadata: ProviderMetadataWithLogout) -> Result<Disco
         client,
         metadata,
         end_session,
-        jwks_fetched: Instant::now(),
+        allowed_algs,
+        jwks_refetched: None,
     })
 }
 
@@ -179,7 +196,9 @@ pub async fn refresh_jwks(
     let jwks = CoreJsonWebKeySet::fetch_async(d.metadata.jwks_uri(), http)
         .await
         .map_err(|e| unreachable("JWKS", error_chain(&e)))?;
-    build(cfg, d.metadata.clone().set_jwks(jwks))
+    let mut fresh = build(cfg, d.metadata.clone().set_jwks(jwks))?;
+    fresh.jwks_refetched = Some(Instant::now());
+    Ok(fresh)
 }
 
 /// The authorization URL for a new login.
@@ -257,6 +276,7 @@ pub fn verify(
     let verifier = d
         .client
         .id_token_verifier()
+        .set_allowed_algs(d.allowed_algs.iter().cloned())
         .set_time_fn(move || chrono::Utc::now() - leeway)
         .set_issue_time_verifier_fn(move |iat| {
             let now = chrono::Utc::now();

@@ -103,7 +103,10 @@ impl Oidc {
     async fn rotate(&self, seen: &Arc<Discovered>) -> Result<Arc<Discovered>, OidcError> {
         let _one_at_a_time = self.refresh.lock().await;
         if let Some(cur) = self.current() {
-            if !Arc::ptr_eq(&cur, seen) || cur.jwks_fetched.elapsed() < JWKS_REFRESH_MIN {
+            let recent = cur
+                .jwks_refetched
+                .is_some_and(|t| t.elapsed() < JWKS_REFRESH_MIN);
+            if !Arc::ptr_eq(&cur, seen) || recent {
                 return Ok(cur);
             }
         }

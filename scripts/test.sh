@@ -52,6 +52,11 @@ if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt 
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 fi
 
+log "npm packages for the OIDC tests (a local oidc-provider)"
+if [ ! -d tests/oidc/node_modules ] || [ tests/oidc/package-lock.json -nt tests/oidc/node_modules ]; then
+  npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+fi
+
 log "cargo fmt --check"
 cargo fmt --all --check
 

@@ -221,3 +221,83 @@ fn example_config_parses_key_for_key() {
     let (code, out) = check(&path, &[]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// `[auth]` replaced by an OIDC block with `body` as its keys.
+fn with_oidc(t: String, body: &str) -> String {
+    t.replace(
+        "[auth]\nprovider = \"static\"\n[auth.static]\nuser_directory = \"DEV\"\nuser_id = \"alice\"\n",
+        &format!("[auth]\nprovider = \"oidc\"\n[auth.oidc]\n{body}\n"),
+    )
+}
+
+#[test]
+fn oidc_settings_are_checked_key_by_key() {
+    let f = Files::new();
+    std::fs::write(f.dir.path().join("secret"), "s3cret\n").unwrap();
+    let ok = "issuer = \"https://idp.example.com\"\nclient_id = \"gw\"\nuser_directory = \"CORP\"";
+    // The IdP is not contacted by check-config: it may be down while the gateway is deployed.
+    let (code, out) = check(&f.config(|t| with_oidc(t, ok)), &[]);
+    assert_eq!(code, 0, "{out}");
+    for (body, key, words) in [
+        (
+            "client_id = \"gw\"\nuser_directory = \"CORP\"",
+            "auth.oidc.issuer",
+            "missing",
+        ),
+        (
+            "issuer = \"https://idp.example.com\"\nuser_directory = \"CORP\"",
+            "auth.oidc.client_id",
+            "missing",
+        ),
+        (
+            "issuer = \"https://idp.example.com\"\nclient_id = \"gw\"",
+            "auth.oidc.user_directory",
+            "split_user_id",
+        ),
+        (
+            &format!("{ok}\nclient_secret_file = \"/nonexistent/secret\""),
+            "auth.oidc.client_secret_file",
+            "/nonexistent/secret",
+        ),
+        (
+            &format!("{ok}\nclient_auth = \"client_secret_post\""),
+            "auth.oidc.client_secret_file",
+            "client_secret_post",
+        ),
+        (
+            &format!("{ok}\nclient_auth = \"private_key_jwt\""),
+            "auth.oidc.private_key_file",
+            "missing",
+        ),
+        (
+            &format!("{ok}\nclient_auth = \"mtls\""),
+            "auth.oidc.client_auth",
+            "mtls",
+        ),
+        (
+            &format!("{ok}\nuser_directory_claim = \"tenant\""),
+            "auth.oidc.user_directory_claim",
+            "not both",
+        ),
+        (
+            &format!("{ok}\nredirect_path = \"callback\""),
+            "auth.oidc.redirect_path",
+            "path",
+        ),
+        (
+            &format!("{ok}\nsurprise = 1"),
+            "auth.oidc.surprise",
+            "unknown",
+        ),
+    ] {
+        let (code, out) = check(&f.config(|t| with_oidc(t, body)), &[]);
+        assert_eq!(code, 2, "{body}: {out}");
+        assert!(out.contains(key) && out.contains(words), "{body}: {out}");
+    }
+    let secret = f.p("secret");
+    let (code, out) = check(
+        &f.config(|t| with_oidc(t, &format!("{ok}\nclient_secret_file = \"{secret}\""))),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+}

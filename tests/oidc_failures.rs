@@ -230,6 +230,17 @@ async fn state_and_nonce_mismatches_are_400_with_a_way_back() {
         .await
         .unwrap();
     assert_eq!(refused(r, 400).await.0, "oidc_state");
+    // RFC 9207: an answer naming another issuer (a mix-up) is refused.
+    let r = round_trip(
+        &env,
+        |l| format!("{l}&iss=https%3A%2F%2Fevil.example.com"),
+        true,
+    )
+    .await;
+    assert_eq!(refused(r, 400).await.0, "oidc_state");
+    let issuer = idp.issuer.clone();
+    let r = round_trip(&env, move |l| format!("{l}&iss={issuer}"), true).await;
+    assert_eq!(r.status(), 302, "its own issuer is fine");
     idp.script(|s| s.nonce = Some("someone-elses".into()));
     let r = round_trip(&env, |l| l, true).await;
     assert_eq!(refused(r, 400).await.0, "oidc_nonce");
@@ -401,6 +412,72 @@ async fn logout_ends_the_idp_session_too() {
             .unwrap()
             .starts_with(&format!("{}/logout?", idp.issuer)),
         "{v}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn client_secret_and_private_key_jwt_authenticate_the_gateway() {
+    let idp = FakeIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // client_secret_basic (the default with a secret) and client_secret_post.
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cr3t\n").unwrap();
+    idp.script(|s| s.secret = Some("s3cr3t".into()));
+    for method in ["", "client_auth = \"client_secret_post\""] {
+        let env = gateway(
+            &idp.issuer,
+            &format!("client_secret_file = \"{}\"\n{method}", secret.display()),
+        )
+        .await;
+        assert_eq!(
+            round_trip(&env, |l| l, true).await.status(),
+            302,
+            "{method}"
+        );
+        env.stop().await;
+    }
+    idp.script(|s| s.secret = Some("another".into()));
+    let env = gateway(
+        &idp.issuer,
+        &format!("client_secret_file = \"{}\"", secret.display()),
+    )
+    .await;
+    assert_eq!(
+        refused(round_trip(&env, |l| l, true).await, 401).await.0,
+        "oidc_token_rejected"
+    );
+    env.stop().await;
+
+    // private_key_jwt with an EC key whose public half the IdP knows.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let key_file = dir.path().join("client-key.pem");
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    idp.script(|s| {
+        s.secret = None;
+        s.assertion_key = Some(key.public_key_raw().to_vec());
+    });
+    let env = gateway(
+        &idp.issuer,
+        &format!(
+            "private_key_file = \"{}\"\nprivate_key_id = \"gw-1\"",
+            key_file.display()
+        ),
+    )
+    .await;
+    assert_eq!(round_trip(&env, |l| l, true).await.status(), 302);
+    env.stop().await;
+    // A key the IdP does not know is refused at the token endpoint.
+    let other = rcgen::KeyPair::generate().unwrap();
+    idp.script(|s| s.assertion_key = Some(other.public_key_raw().to_vec()));
+    let env = gateway(
+        &idp.issuer,
+        &format!("private_key_file = \"{}\"", key_file.display()),
+    )
+    .await;
+    assert_eq!(
+        refused(round_trip(&env, |l| l, true).await, 401).await.0,
+        "oidc_token_rejected"
     );
     env.stop().await;
 }

@@ -125,8 +125,10 @@ pub enum AuthConfig {
 pub struct OidcConfig {
     pub issuer: reqwest::Url,
     pub client_id: String,
-    /// Read from `client_secret_file`; `None` is a public client (PKCE only).
+    /// Read from `client_secret_file`.
     pub client_secret: Option<String>,
+    /// How the gateway proves itself at the token endpoint.
+    pub client_auth: crate::auth::oidc::client_auth::ClientAuth,
     /// Always includes `openid`.
     pub scopes: Vec<String>,
     /// Where the IdP sends the browser back (a path on the public origin).

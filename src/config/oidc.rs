@@ -7,6 +7,7 @@ use super::raw::RawOidc;
 use super::validate::check_qlik_name;
 use super::{ConfigError, OidcConfig};
 use crate::auth::oidc::claims::{ClaimMap, DirectorySource};
+use crate::auth::oidc::client_auth::{AssertionSigner, ClientAuth};
 
 pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, ConfigError> {
     let issuer_s = raw.issuer.ok_or_else(|| {
@@ -55,6 +56,13 @@ pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, C
         }
         None => None,
     };
+    let client_auth = client_auth(
+        raw.client_auth.as_deref(),
+        client_secret.is_some(),
+        raw.private_key_file.as_deref(),
+        raw.client_certificate_file.as_deref(),
+        raw.private_key_id,
+    )?;
     let mut scopes = raw
         .scopes
         .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
@@ -110,6 +118,7 @@ pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, C
         issuer,
         client_id,
         client_secret,
+        client_auth,
         scopes,
         redirect_url: format!("{origin}{redirect_path}"),
         redirect_path,
@@ -125,4 +134,50 @@ pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, C
         ca_cert: raw.ca_cert,
         timeout: raw.timeout.unwrap_or(Duration::from_secs(10)),
     })
+}
+
+/// The token endpoint authentication, from `client_auth` or what the other keys imply.
+fn client_auth(
+    method: Option<&str>,
+    has_secret: bool,
+    key: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    kid: Option<String>,
+) -> Result<ClientAuth, ConfigError> {
+    let k = "auth.oidc.client_auth";
+    let method = method.unwrap_or(match (key.is_some(), has_secret) {
+        (true, _) => "private_key_jwt",
+        (false, true) => "client_secret_basic",
+        (false, false) => "none",
+    });
+    let need_secret = |m: &str| {
+        if has_secret {
+            Ok(())
+        } else {
+            Err(ConfigError::key(
+                "auth.oidc.client_secret_file",
+                format!("missing: client_auth = \"{m}\" needs the client secret"),
+            ))
+        }
+    };
+    match method {
+        "client_secret_basic" => need_secret(method).map(|_| ClientAuth::SecretBasic),
+        "client_secret_post" => need_secret(method).map(|_| ClientAuth::SecretPost),
+        "private_key_jwt" => {
+            let key = key.ok_or_else(|| {
+                ConfigError::key(
+                    "auth.oidc.private_key_file",
+                    "missing: client_auth = \"private_key_jwt\" needs the private key (PEM) whose certificate or public key is registered at the IdP",
+                )
+            })?;
+            AssertionSigner::load(key, cert, kid)
+                .map(|s| ClientAuth::PrivateKeyJwt(std::sync::Arc::new(s)))
+                .map_err(|e| ConfigError::key("auth.oidc.private_key_file", e))
+        }
+        "none" => Ok(ClientAuth::None),
+        other => Err(ConfigError::key(
+            k,
+            format!("{other:?} is not one of \"client_secret_basic\", \"client_secret_post\", \"private_key_jwt\", \"none\""),
+        )),
+    }
 }

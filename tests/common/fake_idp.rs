@@ -36,6 +36,10 @@ pub struct Script {
     pub deny: bool,
     /// The token endpoint answers `invalid_grant`.
     pub reject_code: bool,
+    /// Require a `private_key_jwt` client assertion signed (ES256) by this public key (raw point).
+    pub assertion_key: Option<Vec<u8>>,
+    /// The client secret `client_secret_basic`/`_post` must present.
+    pub secret: Option<String>,
 }
 
 impl Default for Script {
@@ -51,6 +55,8 @@ impl Default for Script {
             bad_signature: false,
             deny: false,
             reject_code: false,
+            assertion_key: None,
+            secret: None,
         }
     }
 }
@@ -246,12 +252,44 @@ async fn token(
     if B64.encode(Sha256::digest(verifier.as_bytes())) != challenge {
         return err("invalid_grant");
     }
-    let client_ok = f.get("client_id") == Some(&client_id)
-        || headers
+    if let Some(public) = &script.assertion_key {
+        if f.get("client_assertion_type").map(String::as_str)
+            != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        {
+            return err("invalid_client");
+        }
+        let token_endpoint = format!("{}/token", s.issuer);
+        if let Err(why) = check_assertion(
+            f.get("client_assertion")
+                .map(String::as_str)
+                .unwrap_or_default(),
+            public,
+            &client_id,
+            &token_endpoint,
+        ) {
+            return (
+                http::StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "invalid_client", "error_description": why})),
+            )
+                .into_response();
+        }
+    } else if let Some(secret) = &script.secret {
+        let basic = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("Basic "));
-    if !client_ok {
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(|b| String::from_utf8_lossy(&b).to_string());
+        let posted = f.get("client_secret").map(|p| format!("{client_id}:{p}"));
+        let want = format!("{client_id}:{secret}");
+        if basic.as_deref() != Some(want.as_str()) && posted.as_deref() != Some(want.as_str()) {
+            return (
+                http::StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "invalid_client"})),
+            )
+                .into_response();
+        }
+    } else if f.get("client_id") != Some(&client_id) {
         return err("invalid_client");
     }
     let now = std::time::SystemTime::now()
@@ -293,4 +331,24 @@ async fn logout(State(s): State<Arc<Inner>>, Query(q): Query<HashMap<String, Str
         Some(to) => Redirect::to(to).into_response(),
         None => "logged out".into_response(),
     }
+}
+
+fn check_assertion(jwt: &str, public: &[u8], client_id: &str, aud: &str) -> Result<(), String> {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [h, c, sig] = parts.as_slice() else {
+        return Err("not a JWT".into());
+    };
+    let sig = B64.decode(sig).map_err(|e| e.to_string())?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, public)
+        .verify(format!("{h}.{c}").as_bytes(), &sig)
+        .map_err(|_| "bad signature".to_string())?;
+    let claims: Value = serde_json::from_slice(&B64.decode(c).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    if claims["iss"] != client_id || claims["sub"] != client_id || claims["aud"] != aud {
+        return Err(format!("wrong iss/sub/aud: {claims}"));
+    }
+    if claims["jti"].as_str().unwrap_or_default().is_empty() {
+        return Err("no jti".into());
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod fake_idp;
 #[cfg(feature = "kerberos")]
 pub mod kdc;
+pub mod oidc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

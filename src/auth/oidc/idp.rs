@@ -165,18 +165,36 @@ fn build(cfg: &OidcConfig, metadata: ProviderMetadataWithLogout) -> Result<Disco
             CoreJwsSigningAlgorithm::None => false,
             CoreJwsSigningAlgorithm::HmacSha256
             | CoreJwsSigningAlgorithm::HmacSha384
-            | CoreJwsSigningAlgorithm::HmacSha512 => cfg.client_secret.is_some(),
+            | CoreJwsSigningAlgorithm::HmacSha512 => matches!(
+                cfg.client_auth,
+                super::client_auth::ClientAuth::SecretBasic
+                    | super::client_auth::ClientAuth::SecretPost
+            ),
             _ => true,
         })
         .cloned()
         .collect();
     let redirect = RedirectUrl::new(cfg.redirect_url.clone())
         .map_err(|e| OidcError::new(OidcFailure::IdpError, format!("redirect URL: {e}")))?;
+    use super::client_auth::ClientAuth;
+    // Only the secret methods hand the secret to the client; with it, `openidconnect` would also
+    // accept HMAC-signed ID tokens keyed by it.
+    let secret = match cfg.client_auth {
+        ClientAuth::SecretBasic | ClientAuth::SecretPost => {
+            cfg.client_secret.clone().map(ClientSecret::new)
+        }
+        _ => None,
+    };
+    let auth_type = match cfg.client_auth {
+        ClientAuth::SecretBasic => openidconnect::AuthType::BasicAuth,
+        _ => openidconnect::AuthType::RequestBody,
+    };
     let client = OidcClient::from_provider_metadata(
         metadata.clone(),
         ClientId::new(cfg.client_id.clone()),
-        cfg.client_secret.clone().map(ClientSecret::new),
+        secret,
     )
+    .set_auth_type(auth_type)
     .set_redirect_uri(redirect);
     Ok(Discovered {
         client,
@@ -233,16 +251,33 @@ pub enum ExchangeError {
 /// Exchanges the code (with the PKCE verifier) at the token endpoint.
 pub async fn request_tokens(
     d: &Discovered,
+    cfg: &OidcConfig,
     http: &Http,
     code: &str,
     verifier: &str,
 ) -> Result<TokenResponse, OidcError> {
     use openidconnect::RequestTokenError;
-    let req = d
+    let mut req = d
         .client
         .exchange_code(AuthorizationCode::new(code.to_string()))
         .map_err(|e| OidcError::new(OidcFailure::IdpError, e.to_string()))?
         .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()));
+    if let super::client_auth::ClientAuth::PrivateKeyJwt(signer) = &cfg.client_auth {
+        let audience = d
+            .metadata
+            .token_endpoint()
+            .map(|u| u.as_str().to_string())
+            .unwrap_or_else(|| cfg.issuer.to_string());
+        let assertion = signer
+            .assertion(&cfg.client_id, &audience)
+            .map_err(|e| OidcError::new(OidcFailure::TokenRejected, e))?;
+        req = req
+            .add_extra_param(
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            )
+            .add_extra_param("client_assertion", assertion);
+    }
     req.request_async(http).await.map_err(|e| match &e {
         RequestTokenError::ServerResponse(r) => OidcError::new(
             OidcFailure::TokenRejected,

@@ -3,6 +3,7 @@
 //! claims mapped to the Qlik user and session attributes. Qlik never sees the IdP.
 
 pub mod claims;
+pub mod client_auth;
 pub mod error;
 mod idp;
 mod pending;
@@ -223,11 +224,22 @@ impl IdentityProvider for Oidc {
             )
             .into());
         }
+        // RFC 9207: an IdP that names itself in the answer must be the one this login went to
+        // (a defence against mix-up attacks when several IdPs are in play).
+        if let Some(iss) = param("iss") {
+            if iss.trim_end_matches('/') != self.cfg.issuer.as_str().trim_end_matches('/') {
+                return Err(OidcError::new(
+                    OidcFailure::State,
+                    format!("the answer names issuer {iss}, not {}", self.cfg.issuer),
+                )
+                .into());
+            }
+        }
         let code = param("code").ok_or_else(|| {
             OidcError::new(OidcFailure::IdpError, "the IdP came back without a code")
         })?;
         let d = self.idp().await?;
-        let tokens = idp::request_tokens(&d, &self.http, code, &login.pkce_verifier)
+        let tokens = idp::request_tokens(&d, &self.cfg, &self.http, code, &login.pkce_verifier)
             .await
             .map_err(AuthError::from)?;
         let verified = match idp::verify(&d, &tokens, &login.nonce, CLOCK_LEEWAY) {

@@ -42,8 +42,10 @@ fetch('/_gateway/me', {headers: {Accept: 'application/json'}}).then(r => r.json(
   $('user').textContent = me.userDirectory ? me.userDirectory + '\\' + me.userId : 'not logged in';
 });
 $('logout').onclick = async () => {
-  await fetch('/_gateway/logout', {method: 'POST', headers: {Accept: 'application/json'}});
-  location.href = '/_gateway/logged-out';
+  const r = await fetch('/_gateway/logout', {method: 'POST', headers: {Accept: 'application/json'}});
+  const out = await r.json().catch(() => ({}));
+  // An IdP with its own session (OIDC) must end it too, or the next visit logs straight back in.
+  location.href = out.end_session_url || '/_gateway/logged-out';
 };
 function connect() {
   const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + MOUNT + '/app/';

@@ -60,6 +60,14 @@ pub fn remove_identity_headers(headers: &mut HeaderMap, extra: &[HeaderName]) {
 
 /// Rebuilds the `Cookie` header without the gateway's cookie and without any `X-Qlik-Session*`
 /// cookie, then appends `inject` (the user's Qlik session cookie) when given.
+/// The gateway's short-lived login cookies (`qlik-gateway-oidc`, `qlik-gateway-negotiate`, with
+/// or without `__Host-`): the gateway's business only, like its session cookie.
+fn is_gateway_aux_cookie(name: &str) -> bool {
+    name.strip_prefix("__Host-")
+        .unwrap_or(name)
+        .starts_with("qlik-gateway-")
+}
+
 pub fn rewrite_cookies(
     headers: &mut HeaderMap,
     gateway_cookie: &str,
@@ -74,7 +82,10 @@ pub fn rewrite_cookies(
                 continue;
             }
             let name = pair.split('=').next().unwrap_or("").trim();
-            if name == gateway_cookie || name.to_ascii_lowercase().starts_with("x-qlik-session") {
+            if name == gateway_cookie
+                || is_gateway_aux_cookie(name)
+                || name.to_ascii_lowercase().starts_with("x-qlik-session")
+            {
                 continue;
             }
             kept.push(pair.to_string());
@@ -200,7 +211,12 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        h.append(header::COOKIE, "x-qlik-session=evil2; b=2".parse().unwrap());
+        h.append(
+            header::COOKIE,
+            "x-qlik-session=evil2; b=2; qlik-gateway-oidc=s; __Host-qlik-gateway-negotiate=n"
+                .parse()
+                .unwrap(),
+        );
         rewrite_cookies(
             &mut h,
             "qlik-gateway",

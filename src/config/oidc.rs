@@ -25,7 +25,7 @@ pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, C
     if !matches!(issuer.scheme(), "https" | "http") {
         return Err(ConfigError::key(
             "auth.oidc.issuer",
-            "must be an https:// URL",
+            "must be an https:// URL (http:// is accepted for a test IdP on a private network)",
         ));
     }
     let client_id = raw

@@ -16,6 +16,7 @@ pub mod routes;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod stats;
 pub mod tls;
 
 /// A failure that stops the gateway from starting.
@@ -50,7 +51,7 @@ pub async fn serve(
     hangup_is_not_fatal();
     let probe_state = state.clone();
     tokio::spawn(async move {
-        if let Err(e) = probe_state.qlik.qps().probe().await {
+        if let Err(e) = probe_state.qlik.probe().await {
             tracing::warn!("QPS API check at start-up failed: {e}");
         }
     });

@@ -102,7 +102,7 @@ async fn doctor(path: Option<PathBuf>) -> ExitCode {
         }
     };
     println!("ok    configuration and certificate files");
-    match state.qlik.qps().probe().await {
+    match state.qlik.probe().await {
         Ok(()) => println!(
             "ok    QPS API {} answers with the client certificate",
             state.cfg.qlik.qps_api_url

@@ -9,10 +9,11 @@ use crate::config::{Config, StoreKind};
 use crate::mashup::Mashup;
 use crate::proxy::registry::SocketRegistry;
 use crate::proxy::upstream::{self, UpstreamClient};
-use crate::qlik::{QlikSessions, QpsClient};
+use crate::qlik::QlikSessions;
 use crate::session::cookie::CookieSettings;
 use crate::session::memory::MemoryStore;
 use crate::session::{SessionStore, Timeouts};
+use crate::stats::Stats;
 use crate::tls::TlsFileError;
 
 /// Why the gateway's state cannot be built.
@@ -34,8 +35,12 @@ pub struct AppState {
     pub upstream: UpstreamClient,
     /// TLS settings for upstream websocket handshakes to the Qlik proxy.
     pub ws_tls: Arc<rustls::ClientConfig>,
+    /// TLS settings for the direct engine (`qlik.engine_url`): the Qlik client certificate.
+    pub engine_tls: Option<Arc<rustls::ClientConfig>>,
     pub mashup: Mashup,
     pub sockets: SocketRegistry,
+    /// Event counters (fatal Qlik notifications, login prompts), for tests and metrics.
+    pub stats: Stats,
     /// Headers removed from every proxied request besides `X-Qlik-*` (identity headers, header-auth header).
     pub strip_headers: Vec<HeaderName>,
     /// `Host` value of the Qlik proxy, built once.
@@ -67,9 +72,18 @@ impl AppState {
             None,
             &[b"http/1.1"],
         )?);
+        let engine_tls = match &cfg.qlik.engine_url {
+            Some(_) => Some(Arc::new(crate::tls::client_config(
+                crate::tls::root_store(&cfg.qlik.ca_cert, false)?,
+                Some((&cfg.qlik.client_cert, &cfg.qlik.client_key)),
+                &[b"http/1.1"],
+            )?)),
+            None => None,
+        };
         let upstream = upstream::client(roots, cfg.qlik.connect_timeout)?;
-        let qps = QpsClient::new(&cfg.qlik)?;
-        let qlik = QlikSessions::new(qps, store.clone(), upstream.clone(), cfg.qlik.clone());
+        let nodes = Arc::new(crate::qlik::nodes::Nodes::new(&cfg.qlik)?);
+        nodes.watch(cfg.qlik.health_interval);
+        let qlik = QlikSessions::new(nodes, store.clone(), upstream.clone(), cfg.qlik.clone());
         let mashup = Mashup::from_config(&cfg)?;
         let mut strip_headers = provider.identity_headers();
         if let Some(h) = &cfg.qlik.header_name {
@@ -101,8 +115,10 @@ impl AppState {
             qlik,
             upstream,
             ws_tls,
+            engine_tls,
             mashup,
             sockets: SocketRegistry::default(),
+            stats: Stats::default(),
             strip_headers,
             qlik_host,
             public_host,

@@ -285,6 +285,16 @@ fn oidc_settings_are_checked_key_by_key() {
             "path",
         ),
         (
+            &format!("{ok}\nredirect_path = \"/_gateway/me\""),
+            "auth.oidc.redirect_path",
+            "taken",
+        ),
+        (
+            &format!("{ok}\nredirect_path = \"/mashup/cb\""),
+            "auth.oidc.redirect_path",
+            "taken",
+        ),
+        (
             &format!("{ok}\nsurprise = 1"),
             "auth.oidc.surprise",
             "unknown",

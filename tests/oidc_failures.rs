@@ -481,3 +481,36 @@ async fn client_secret_and_private_key_jwt_authenticate_the_gateway() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_forged_callback_does_not_cancel_the_login_in_progress() {
+    let idp = FakeIdp::start().await;
+    let env = gateway(&idp.issuer, "").await;
+    let c = no_redirects();
+    let r = c
+        .get(format!("{}/_gateway/login", env.url))
+        .send()
+        .await
+        .unwrap();
+    let cookie = set_cookie(&r, "qlik-gateway-oidc")
+        .pop()
+        .expect("login cookie");
+    let back = location(&c.get(location(&r)).send().await.unwrap());
+    // Another site makes the browser hit the callback with a state of its own.
+    let forged = c
+        .get(format!(
+            "{}/_gateway/callback?code=evil&state=evil",
+            env.url
+        ))
+        .header("cookie", &cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused(forged, 400).await.0, "oidc_state");
+    // The user's own answer still completes the login.
+    let real = c.get(back).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(real.status(), 302);
+    assert!(cookie_from(&real).is_some());
+    env.stop().await;
+}

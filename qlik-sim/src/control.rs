@@ -21,6 +21,7 @@ pub(crate) fn router(control: SimControl) -> Router {
         .route("/control/requests", get(requests).delete(clear_requests))
         .route("/control/expire", post(expire))
         .route("/control/fault", post(fault))
+        .route("/control/notify", post(notify))
         .with_state(control)
 }
 
@@ -54,6 +55,35 @@ async fn expire(State(c): State<SimControl>, Query(q): Query<HashMap<String, Str
         }
     }
     Json(json!({"expired": true})).into_response()
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": message.into()})),
+    )
+        .into_response()
+}
+
+/// `POST /control/notify?method=M[&close=true|false][&userDirectory=D&userId=U]`.
+async fn notify(State(c): State<SimControl>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(method) = q.get("method") else {
+        return bad_request("give method=<OnSessionTimedOut|…>");
+    };
+    let close = match q.get("close").map(String::as_str) {
+        None | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(other) => return bad_request(format!("close must be true or false, not {other:?}")),
+    };
+    let sent = match (q.get("userDirectory"), q.get("userId")) {
+        (Some(dir), Some(id)) => c.notify_user(dir, id, method, close),
+        (None, None) => c.notify(method, close),
+        _ => return bad_request("give both userDirectory and userId, or neither"),
+    };
+    match sent {
+        Ok(n) => Json(json!({"method": method, "close": close, "notified": n})).into_response(),
+        Err(e) => bad_request(e.to_string()),
+    }
 }
 
 /// Body of `POST /control/fault`.

@@ -1,9 +1,10 @@
-//! The engine websocket behind the proxy: proxy notifications (`OnAuthenticationInformation`,
-//! fatal session messages), `OnConnected`, and a small QIX JSON-RPC 2.0 engine (§4).
+//! The engine websocket, behind the proxy or direct: proxy notifications
+//! (`OnAuthenticationInformation`, fatal session messages; proxy sockets only), `OnConnected`,
+//! and a small QIX JSON-RPC 2.0 engine (§4).
 
 use crate::apps::{self, App, Area, Cube};
 use crate::options::AuthInfoTiming;
-use crate::state::{Shared, SocketCmd, User};
+use crate::state::{Shared, SocketCmd, SocketKind, User};
 use crate::util::now_rfc3339;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use serde_json::{json, Value};
@@ -28,14 +29,50 @@ pub(crate) struct EngineSession {
     next_handle: i64,
 }
 
-/// What the proxy decided before upgrading.
+/// What the listener decided before upgrading.
 pub(crate) struct SocketParams {
-    /// The proxy session and its user, or `None` for a `mustAuthenticate` socket.
-    pub session: Option<(String, User)>,
+    /// Through the proxy or direct.
+    pub kind: SocketKind,
+    /// The proxy session (proxy sockets with a session only).
+    pub session_id: Option<String>,
+    /// The user, or `None` for a `mustAuthenticate` proxy socket.
+    pub user: Option<User>,
     /// The engine session and whether it already existed.
     pub engine: Option<(Arc<Mutex<EngineSession>>, bool)>,
-    /// `loginUri` for the `mustAuthenticate` notification.
+    /// `loginUri` for the `mustAuthenticate` notification (proxy sockets).
     pub login_uri: String,
+    /// Direct sockets: the direct engine session's key and TTL, released on close.
+    pub direct: Option<EnginePath>,
+}
+
+/// The parsed tail of `app/{appId}[/identity/{x}][/ttl/{sec}]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EnginePath {
+    /// App (lowercase, `enginedata` when empty) and identity: `app|identity`.
+    pub key: String,
+    /// The `/ttl/{sec}` segment (zero when absent).
+    pub ttl: Duration,
+}
+
+/// Parses what follows `app/`, or `None` if malformed.
+pub(crate) fn engine_path(after_app: &str) -> Option<EnginePath> {
+    let mut segments = after_app.split('/');
+    let app = segments.next().unwrap_or("");
+    let app = if app.is_empty() { "engineData" } else { app };
+    let mut identity = "";
+    let mut ttl = Duration::ZERO;
+    let rest: Vec<&str> = segments.filter(|s| !s.is_empty()).collect();
+    for pair in rest.chunks(2) {
+        match pair {
+            ["identity", x] => identity = x,
+            ["ttl", n] => ttl = Duration::from_secs(n.parse::<u32>().ok()?.into()),
+            _ => return None,
+        }
+    }
+    Some(EnginePath {
+        key: format!("{}|{identity}", app.to_ascii_lowercase()),
+        ttl,
+    })
 }
 
 fn notification(method: &str, params: Value) -> Message {
@@ -63,19 +100,33 @@ async fn close(ws: &mut WebSocket, code: u16, reason: &str) {
 
 /// Serves one upgraded engine websocket until it closes.
 pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, params: SocketParams) {
-    let session_id = params.session.as_ref().map(|(id, _)| id.clone());
-    let (socket_id, mut commands, alive) = shared.register_socket(session_id.as_deref());
+    let (socket_id, mut commands, alive) = shared.register_socket(
+        params.kind,
+        params.session_id.as_deref(),
+        params.user.as_ref(),
+    );
     if alive {
-        serve(&mut ws, &shared, params, &mut commands).await;
+        serve(&mut ws, &shared, &params, &mut commands).await;
     } else {
         close(&mut ws, 1000, "Session ended").await;
     }
     shared.unregister_socket(socket_id);
+    if let Some(path) = &params.direct {
+        shared.release_direct_engine(&path.key, path.ttl);
+    }
 }
 
 fn greeting(shared: &Shared, params: &SocketParams) -> Vec<Message> {
-    match (&params.session, &params.engine) {
-        (Some((_, user)), Some((_, attached))) => vec![
+    let connected = |attached: bool| {
+        notification(
+            "OnConnected",
+            json!({"qSessionState": if attached { "SESSION_ATTACHED" } else { "SESSION_CREATED" }}),
+        )
+    };
+    match (params.kind, &params.user, &params.engine) {
+        // The engine itself says only OnConnected; OnAuthenticationInformation is the proxy's.
+        (SocketKind::Direct, _, Some((_, attached))) => vec![connected(*attached)],
+        (SocketKind::Proxy, Some(user), Some((_, attached))) => vec![
             notification(
                 "OnAuthenticationInformation",
                 json!({
@@ -85,10 +136,7 @@ fn greeting(shared: &Shared, params: &SocketParams) -> Vec<Message> {
                     "mustAuthenticate": false
                 }),
             ),
-            notification(
-                "OnConnected",
-                json!({"qSessionState": if *attached { "SESSION_ATTACHED" } else { "SESSION_CREATED" }}),
-            ),
+            connected(*attached),
         ],
         _ => vec![notification(
             "OnAuthenticationInformation",
@@ -97,17 +145,51 @@ fn greeting(shared: &Shared, params: &SocketParams) -> Vec<Message> {
     }
 }
 
+/// What a websocket command asks of the serving loop.
+enum Next {
+    Continue,
+    Stop,
+}
+
+async fn obey(ws: &mut WebSocket, cmd: Option<SocketCmd>) -> Next {
+    match cmd {
+        Some(SocketCmd::Fatal {
+            method,
+            message,
+            close: then_close,
+        }) => {
+            let mut params = json!({"severity": "fatal", "timestamp": now_rfc3339()});
+            if let Some(m) = message {
+                params["message"] = json!(m);
+            }
+            if ws.send(notification(method, params)).await.is_err() {
+                return Next::Stop;
+            }
+            if !then_close {
+                return Next::Continue;
+            }
+            close(ws, 1000, message.unwrap_or("")).await;
+        }
+        Some(SocketCmd::Shutdown) | None => close(ws, 1001, "Server shutting down").await,
+        // Dropping the socket drops the connection, without a close frame.
+        Some(SocketCmd::Abort) => {}
+    }
+    Next::Stop
+}
+
 async fn serve(
     ws: &mut WebSocket,
     shared: &Arc<Shared>,
-    params: SocketParams,
+    params: &SocketParams,
     commands: &mut tokio::sync::mpsc::UnboundedReceiver<SocketCmd>,
 ) {
-    let authenticated = params.session.is_some();
+    let authenticated = params.user.is_some();
     let closes_unauthenticated = !authenticated && shared.opts.close_after_must_authenticate;
     let mut greeted = false;
-    if shared.opts.auth_info_timing == AuthInfoTiming::Immediate {
-        for m in greeting(shared, &params) {
+    if params.kind == SocketKind::Direct
+        || shared.opts.auth_info_timing == AuthInfoTiming::Immediate
+    {
+        for m in greeting(shared, params) {
             if ws.send(m).await.is_err() {
                 return;
             }
@@ -120,31 +202,24 @@ async fn serve(
     }
     let mut rpc = Rpc {
         shared: shared.clone(),
-        user: params.session.as_ref().map(|(_, u)| u.clone()),
+        user: params.user.clone(),
         engine: params.engine.as_ref().map(|(e, _)| e.clone()),
     };
     loop {
         tokio::select! {
             cmd = commands.recv() => {
-                match cmd {
-                    Some(SocketCmd::Fatal { method, message }) => {
-                        let params = json!({"severity": "fatal", "timestamp": now_rfc3339(), "message": message});
-                        if ws.send(notification(method, params)).await.is_ok() {
-                            close(ws, 1000, message).await;
-                        }
-                    }
-                    Some(SocketCmd::Shutdown) | None => close(ws, 1001, "Server shutting down").await,
+                if let Next::Stop = obey(ws, cmd).await {
+                    return;
                 }
-                return;
             }
             msg = ws.recv() => {
                 let Some(Ok(msg)) = msg else { return };
-                if let Some((id, _)) = &params.session {
+                if let Some(id) = &params.session_id {
                     shared.touch(id);
                 }
                 if !greeted {
                     greeted = true;
-                    for m in greeting(shared, &params) {
+                    for m in greeting(shared, params) {
                         if ws.send(m).await.is_err() {
                             return;
                         }

@@ -1,17 +1,25 @@
 //! `qlik-sim`: a simulated Qlik Sense Enterprise (client-managed) for the tests and demo of
-//! `qlik-gateway`. It serves three listeners:
+//! `qlik-gateway`. It serves these listeners:
 //!
-//! * the **proxy** (virtual proxy `/{prefix}/…`): session cookie, ticket redemption,
-//!   auth-module redirects, the Personal API, websocket CSRF tokens and the engine websocket;
+//! * the **proxy** (virtual proxy `/{prefix}/…`): session cookie, ticket redemption, header
+//!   authentication (optional), auth-module redirects, the Personal API, websocket CSRF tokens
+//!   and the engine websocket;
 //! * the **QPS API** (`/qps/{prefix}/…`, mutual TLS + xrfkey): sessions, tickets, users;
-//! * a **control** API (plain HTTP) for tests: sessions, counters, recorded requests, faults.
+//! * optionally the **engine** directly (`/app/{appId}`, mutual TLS + `X-Qlik-User`);
+//! * a **control** API (plain HTTP) for tests: sessions, counters, recorded requests, faults,
+//!   proxy notifications.
+//!
+//! Several simulators started on the same certificate directory share one PKI, like the nodes
+//! of one Qlik site.
 //!
 //! Every behaviour follows `qlik-reference.md`; the points it marks UNCONFIRMED are options
 //! in [`SimOptions`].
 
 mod apps;
 mod control;
+mod direct;
 mod engine;
+mod identity;
 mod options;
 mod pki;
 mod proxy;
@@ -21,11 +29,11 @@ mod state;
 mod util;
 
 pub use apps::{HELPDESK_APP_ID, SALES_APP_ID};
-pub use options::{AuthInfoTiming, Casing, SimOptions};
+pub use options::{AuthInfoTiming, Casing, HeaderAuth, SimOptions};
 pub use pki::PkiPaths;
 pub use state::{Counters, QpsFault, RecordedRequest, SessionInfo};
 
-use state::{SessionEnd, Shared};
+use state::{ProxyNotification, SessionEnd, Shared, SocketCmd};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +53,19 @@ pub enum SimError {
     /// TLS configuration failed.
     #[error("TLS configuration failed: {0}")]
     Tls(String),
+    /// The options are inconsistent (e.g. a reserved header-authentication header name).
+    #[error("invalid options: {0}")]
+    Options(String),
+}
+
+/// [`SimControl::notify`] was given a method it does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown proxy notification {method:?}; known: {known}")]
+pub struct UnknownNotification {
+    /// The method asked for.
+    pub method: String,
+    /// The supported methods, comma-separated.
+    pub known: String,
 }
 
 impl From<rustls::Error> for SimError {
@@ -58,6 +79,7 @@ pub struct Sim {
     shared: Arc<Shared>,
     pki: PkiPaths,
     qps_api_url: String,
+    engine_url: Option<String>,
     control_url: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -78,25 +100,48 @@ fn url(scheme: &str, addr: SocketAddr) -> String {
 }
 
 impl Sim {
-    /// Generates a fresh PKI into `cert_dir` (created if missing) and starts the proxy, QPS API
-    /// and control listeners on `opts.bind` (ports from the options, 0 = ephemeral).
+    /// Starts the proxy, QPS API, control and (with [`SimOptions::engine_port`]) direct engine
+    /// listeners on `opts.bind` (ports from the options, 0 = ephemeral). The PKI in `cert_dir`
+    /// (created if missing) is reused when all its files are there, else generated; so a
+    /// second simulator on the same `cert_dir` is a second node of the same site.
     pub async fn start(opts: SimOptions, cert_dir: &Path) -> Result<Sim, SimError> {
-        let pki = pki::generate(cert_dir)?;
+        let pki = pki::generate_or_load(cert_dir)?;
+        Self::start_inner(opts, pki).await
+    }
+
+    /// Like [`Sim::start`], with the PKI of existing PEM files, e.g. another simulator's
+    /// [`Sim::pki`] (one gateway client certificate and CA then work for both).
+    pub async fn start_with_pki(opts: SimOptions, pki: &PkiPaths) -> Result<Sim, SimError> {
+        let pki = pki::load(pki)?;
+        Self::start_inner(opts, pki).await
+    }
+
+    async fn start_inner(opts: SimOptions, pki: pki::Pki) -> Result<Sim, SimError> {
+        let header_auth = opts
+            .header_auth
+            .as_ref()
+            .map(identity::HeaderAuthenticator::new)
+            .transpose()
+            .map_err(SimError::Options)?;
         let (proxy_listener, proxy_addr) = bind(opts.bind, opts.proxy_port).await?;
         let (qps_listener, qps_addr) = bind(opts.bind, opts.qps_port).await?;
         let (control_listener, control_addr) = bind(opts.bind, opts.control_port).await?;
+        let engine_listener = match opts.engine_port {
+            Some(port) => Some(bind(opts.bind, port).await?),
+            None => None,
+        };
 
         let proxy_tls = if opts.proxy_tls {
             Some(serve::proxy_tls(&pki)?)
         } else {
             None
         };
-        let qps_tls = serve::qps_tls(&pki)?;
+        let mutual_tls = serve::mutual_tls(&pki)?;
         let proxy_url = url(if opts.proxy_tls { "https" } else { "http" }, proxy_addr);
-        let shared = Shared::new(opts, proxy_url);
+        let shared = Shared::new(opts, proxy_url, header_auth);
 
         let (shutdown, rx) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             serve::spawn(
                 "proxy",
                 proxy_listener,
@@ -107,7 +152,7 @@ impl Sim {
             serve::spawn(
                 "qps",
                 qps_listener,
-                Some(qps_tls),
+                Some(mutual_tls.clone()),
                 qps_api::router(shared.clone()),
                 rx.clone(),
             ),
@@ -120,13 +165,25 @@ impl Sim {
                 }),
                 rx.clone(),
             ),
-            tokio::spawn(shared.clone().run_sweeper(rx)),
         ];
-        tracing::info!(proxy = %shared.proxy_url, qps = %qps_addr, control = %control_addr, "qlik-sim started");
+        let engine_url = engine_listener.map(|(listener, addr)| {
+            tasks.push(serve::spawn(
+                "engine",
+                listener,
+                Some(mutual_tls),
+                direct::router(shared.clone()),
+                rx.clone(),
+            ));
+            url("wss", addr)
+        });
+        tasks.push(tokio::spawn(shared.clone().run_sweeper(rx)));
+        tracing::info!(proxy = %shared.proxy_url, qps = %qps_addr, control = %control_addr,
+            engine = engine_url.as_deref().unwrap_or("-"), "qlik-sim started");
         Ok(Sim {
             shared,
             pki: pki.paths,
             qps_api_url: url("https", qps_addr),
+            engine_url,
             control_url: url("http", control_addr),
             shutdown,
             tasks,
@@ -141,6 +198,13 @@ impl Sim {
     /// Base URL of the QPS API listener (mutual TLS), e.g. `https://127.0.0.1:41235`.
     pub fn qps_api_url(&self) -> String {
         self.qps_api_url.clone()
+    }
+
+    /// Base URL of the direct engine listener (mutual TLS + `X-Qlik-User`), e.g.
+    /// `wss://127.0.0.1:41237`; `None` unless [`SimOptions::engine_port`] is set. Engine
+    /// websockets are at `{engine_url}/app/{appId}`.
+    pub fn engine_url(&self) -> Option<String> {
+        self.engine_url.clone()
     }
 
     /// Base URL of the control listener, e.g. `http://127.0.0.1:41236`.
@@ -160,10 +224,21 @@ impl Sim {
         }
     }
 
-    /// Stops the listeners and closes every connection and websocket.
+    /// Stops every listener (proxy, QPS API, control, engine: new connections are refused
+    /// once this returns), drops every HTTP connection and closes every websocket with 1001.
     pub async fn shutdown(self) {
+        self.stop(SocketCmd::Shutdown).await;
+    }
+
+    /// Like [`Sim::shutdown`], but websockets are dropped without a close frame, as when a
+    /// node dies.
+    pub async fn kill(self) {
+        self.stop(SocketCmd::Abort).await;
+    }
+
+    async fn stop(self, sockets: SocketCmd) {
         let _ = self.shutdown.send(true);
-        self.shared.shutdown_sockets();
+        self.shared.shutdown_sockets(sockets);
         for task in self.tasks {
             let _ = task.await;
         }
@@ -188,6 +263,39 @@ impl SimControl {
             .end_user_sessions(user_directory, user_id, SessionEnd::TimedOut);
     }
 
+    /// Sends the proxy message `method` to every open proxy engine websocket, as
+    /// `{"jsonrpc":"2.0","method":M,"params":{"severity":"fatal","timestamp":…,"message":…}}`
+    /// (`message` only when documented), then closes them with 1000 when `close`.
+    /// `OnSessionTimedOut`, `OnSessionClosed` and `OnSessionLoggedOut` also end every proxy
+    /// session; `OnNoEngineAvailable`, `OnMaxParallelSessionsExceeded`,
+    /// `OnLicenseAccessDenied`, `OnEngineWebsocketFailed` and `OnRepositoryWebsocketFailed`
+    /// leave them alive. Direct engine websockets never get proxy messages. Returns how many
+    /// websockets got it.
+    pub fn notify(&self, method: &str, close: bool) -> Result<usize, UnknownNotification> {
+        Ok(self.shared.notify(None, Self::notification(method)?, close))
+    }
+
+    /// Like [`SimControl::notify`], for one user's websockets and sessions only.
+    pub fn notify_user(
+        &self,
+        user_directory: &str,
+        user_id: &str,
+        method: &str,
+        close: bool,
+    ) -> Result<usize, UnknownNotification> {
+        let n = Self::notification(method)?;
+        Ok(self
+            .shared
+            .notify(Some((user_directory, user_id)), n, close))
+    }
+
+    fn notification(method: &str) -> Result<ProxyNotification, UnknownNotification> {
+        ProxyNotification::find(method).ok_or_else(|| UnknownNotification {
+            method: method.to_string(),
+            known: ProxyNotification::methods().join(", "),
+        })
+    }
+
     /// Every live proxy session.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.shared.sessions()
@@ -198,7 +306,8 @@ impl SimControl {
         self.shared.counters()
     }
 
-    /// The last 1000 requests the proxy listener saw, oldest first.
+    /// The last 1000 requests the proxy and direct engine listeners saw, oldest first (the
+    /// engine's have `direct_engine: true`).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests()
     }

@@ -2,7 +2,7 @@
 //! certificate paths, and runs until SIGTERM or SIGINT.
 
 use clap::Parser;
-use qlik_sim::{AuthInfoTiming, Casing, Sim, SimOptions};
+use qlik_sim::{AuthInfoTiming, Casing, HeaderAuth, Sim, SimOptions};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -12,7 +12,8 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "qlik-sim", version)]
 struct Args {
-    /// Directory for the generated PEM files (created if missing).
+    /// Directory for the PEM files (created if missing; reused when it holds a full set, so
+    /// two simulators on one directory are two nodes of one site).
     #[arg(long)]
     cert_dir: PathBuf,
     /// Address to bind every listener to.
@@ -57,6 +58,16 @@ struct Args {
     /// Extra allowed websocket Origin host (repeatable).
     #[arg(long = "host-allow")]
     host_allow: Vec<String>,
+    /// Make the virtual proxy a header-authentication one with this header (e.g. hdr-usr);
+    /// static form `UserDirectory=<dir>; UserId=<id>` unless --header-auth-pattern is given.
+    #[arg(long)]
+    header_auth: Option<String>,
+    /// Dynamic user directory pattern of the header, e.g. '$ud\\$id'.
+    #[arg(long, requires = "header_auth")]
+    header_auth_pattern: Option<String>,
+    /// Serve the engine directly on this port (mutual TLS + X-Qlik-User; 0 = ephemeral).
+    #[arg(long)]
+    engine_port: Option<u16>,
 }
 
 impl Args {
@@ -84,6 +95,11 @@ impl Args {
             http_cookie_suffix: self.http_cookie_suffix,
             inactivity_timeout: Duration::from_secs(self.inactivity_timeout_secs),
             host_allow_list: self.host_allow.clone(),
+            header_auth: self.header_auth.as_ref().map(|header| HeaderAuth {
+                header: header.clone(),
+                dynamic_pattern: self.header_auth_pattern.clone(),
+            }),
+            engine_port: self.engine_port,
         }
     }
 }
@@ -130,6 +146,7 @@ async fn main() -> std::process::ExitCode {
     let ready = serde_json::json!({
         "proxy_url": sim.proxy_url(),
         "qps_api_url": sim.qps_api_url(),
+        "engine_url": sim.engine_url(),
         "control_url": sim.control_url(),
         "ca_cert": sim.pki().ca_cert,
         "client_cert": sim.pki().client_cert,

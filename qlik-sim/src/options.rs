@@ -24,10 +24,43 @@ pub enum AuthInfoTiming {
     AfterFirstFrame,
 }
 
+/// A header-authentication virtual proxy (§3 "Header auth"): the user comes in a request
+/// header on every request instead of a ticket or a QPS session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderAuth {
+    /// The header name, e.g. `hdr-usr` (case-insensitive on the wire). It must not contain
+    /// `X-Qlik-Security`, `X-Qlik-User`, `X-Qlik-ProxySession`, `X-Qlik-ProxyId`,
+    /// `X-Qlik-Trace`, `X-Qlik-App` or `X-Qlik-Capabilities`.
+    pub header: String,
+    /// `None`: the static form, value `UserDirectory=<dir>; UserId=<id>` (parts may be
+    /// URL-encoded). `Some(pattern)`: the dynamic form, a pattern with `$ud` and `$id` such as
+    /// `$ud\\$id` (Qlik's notation: `\\` is one literal backslash, so the value is `DIR\user`),
+    /// `$id@$ud` or `$ud::$id`.
+    pub dynamic_pattern: Option<String>,
+}
+
+impl HeaderAuth {
+    /// The static form on header `header`.
+    pub fn static_form(header: &str) -> Self {
+        HeaderAuth {
+            header: header.to_string(),
+            dynamic_pattern: None,
+        }
+    }
+
+    /// The dynamic form on header `header` with `pattern` (e.g. `$ud\\$id`).
+    pub fn dynamic(header: &str, pattern: &str) -> Self {
+        HeaderAuth {
+            header: header.to_string(),
+            dynamic_pattern: Some(pattern.to_string()),
+        }
+    }
+}
+
 /// Everything that configures a [`crate::Sim`].
 #[derive(Debug, Clone)]
 pub struct SimOptions {
-    /// Address all three listeners bind to.
+    /// Address every listener binds to.
     pub bind: IpAddr,
     /// Port of the proxy listener (0 = ephemeral).
     pub proxy_port: u16,
@@ -55,6 +88,11 @@ pub struct SimOptions {
     pub inactivity_timeout: Duration,
     /// Extra Origin hosts allowed to open engine websockets (the proxy's own host always is).
     pub host_allow_list: Vec<String>,
+    /// Make the virtual proxy a header-authentication one (`None`: ticket/session only).
+    pub header_auth: Option<HeaderAuth>,
+    /// Port of the direct engine listener (port 4747 on a real node: mutual TLS and
+    /// `X-Qlik-User`); `None` = no such listener, `Some(0)` = ephemeral.
+    pub engine_port: Option<u16>,
 }
 
 impl Default for SimOptions {
@@ -74,6 +112,8 @@ impl Default for SimOptions {
             http_cookie_suffix: false,
             inactivity_timeout: Duration::from_secs(30 * 60),
             host_allow_list: Vec::new(),
+            header_auth: None,
+            engine_port: None,
         }
     }
 }

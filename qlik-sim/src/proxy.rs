@@ -3,7 +3,8 @@
 //! websocket upgrade, and a few `sim/*` endpoints for gateway tests (§1–4 of the reference).
 
 use crate::engine::{self, SocketParams};
-use crate::state::{RecordedRequest, SessionEnd, Shared, User};
+use crate::identity::HeaderUser;
+use crate::state::{RecordedRequest, SessionEnd, Shared, SocketKind, User};
 use crate::util::{cookies, encode_component, header_map, query_pairs, query_param};
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
@@ -30,10 +31,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
 }
 
-/// The proxy session a request carries, and the cookie to set when a ticket created it.
+/// The proxy session a request carries, and the cookie to set when a ticket or the
+/// authentication header created it.
 struct Auth {
     session: Option<(String, User)>,
     set_cookie: Option<String>,
+    /// The session was created by this very request's authentication header.
+    by_header: bool,
 }
 
 fn is_websocket(req: &Request) -> bool {
@@ -87,26 +91,105 @@ fn session_cookie(shared: &Shared, session_id: &str) -> String {
     )
 }
 
-/// Redeems a `qlikTicket`/`QlikTicket` parameter, else validates the session cookie.
-fn authenticate(shared: &Shared, req: &Request) -> Auth {
+/// The valid sessions named by the request's session cookies that `accept` takes, first one.
+fn cookie_session(
+    shared: &Shared,
+    req: &Request,
+    accept: impl Fn(&User) -> bool,
+) -> Option<(String, User)> {
+    let name = shared.opts.effective_cookie_name();
+    cookies(req.headers())
+        .into_iter()
+        .filter(|(k, _)| *k == name)
+        .find_map(|(_, id)| {
+            let user = shared.touch(&id)?;
+            accept(&user).then_some((id, user))
+        })
+}
+
+/// The authentication header is not US-ASCII: the request gets 400.
+struct HeaderNotAscii;
+
+impl IntoResponse for HeaderNotAscii {
+    fn into_response(self) -> Response {
+        text(
+            StatusCode::BAD_REQUEST,
+            "The authentication header must be US-ASCII",
+        )
+    }
+}
+
+/// On a header-authentication virtual proxy, the user in the header: the session cookie's
+/// session when it is that user's, else a new session (§3). `Ok(None)` when the header is
+/// absent or names no user.
+fn header_authenticate(shared: &Shared, req: &Request) -> Result<Option<Auth>, HeaderNotAscii> {
+    let Some(header) = &shared.header_auth else {
+        return Ok(None);
+    };
+    let (dir, id) = match header.user(req.headers()) {
+        HeaderUser::Absent => return Ok(None),
+        HeaderUser::NotAscii => {
+            shared.count(|c| c.header_rejected += 1);
+            tracing::info!(
+                header = header.name(),
+                "proxy: authentication header not US-ASCII"
+            );
+            return Err(HeaderNotAscii);
+        }
+        HeaderUser::Unrecognised => {
+            shared.count(|c| c.header_rejected += 1);
+            tracing::info!(
+                header = header.name(),
+                "proxy: authentication header names no user"
+            );
+            return Ok(None);
+        }
+        HeaderUser::User(dir, id) => (dir, id),
+    };
+    let same_user = |u: &User| {
+        u.user_directory.eq_ignore_ascii_case(&dir) && u.user_id.eq_ignore_ascii_case(&id)
+    };
+    if let Some(session) = cookie_session(shared, req, same_user) {
+        return Ok(Some(Auth {
+            session: Some(session),
+            set_cookie: None,
+            by_header: false,
+        }));
+    }
+    let user = User {
+        user_directory: dir,
+        user_id: id,
+        attributes: Vec::new(),
+    };
+    let session_id = shared.create_header_session(user.clone());
+    Ok(Some(Auth {
+        set_cookie: Some(session_cookie(shared, &session_id)),
+        session: Some((session_id, user)),
+        by_header: true,
+    }))
+}
+
+/// The authentication header (header-authentication virtual proxies), else a
+/// `qlikTicket`/`QlikTicket` parameter, else the session cookie.
+fn authenticate(shared: &Shared, req: &Request) -> Result<Auth, HeaderNotAscii> {
+    if let Some(auth) = header_authenticate(shared, req)? {
+        return Ok(auth);
+    }
     if let Some(ticket) = query_param(req.uri().query(), "qlikticket") {
         if let Some((id, user)) = shared.redeem_ticket(&ticket) {
-            return Auth {
+            return Ok(Auth {
                 set_cookie: Some(session_cookie(shared, &id)),
                 session: Some((id, user)),
-            };
+                by_header: false,
+            });
         }
         tracing::info!("proxy: invalid or expired ticket");
     }
-    let name = shared.opts.effective_cookie_name();
-    let session = cookies(req.headers())
-        .into_iter()
-        .filter(|(k, _)| *k == name)
-        .find_map(|(_, id)| shared.touch(&id).map(|user| (id, user)));
-    Auth {
-        session,
+    Ok(Auth {
+        session: cookie_session(shared, req, |_| true),
         set_cookie: None,
-    }
+        by_header: false,
+    })
 }
 
 /// The `loginUri` of unauthenticated answers.
@@ -126,6 +209,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         query: req.uri().query().map(str::to_string),
         headers: header_map(req.headers()),
         websocket,
+        direct_engine: false,
     });
     let base = format!("{}/", shared.opts.prefix_path());
     let Some(rest) = req.uri().path().strip_prefix(&base).map(str::to_string) else {
@@ -149,7 +233,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return upgrade(shared, req, &rest["app/".len()..]).await;
     }
 
-    let auth = authenticate(&shared, &req);
+    let auth = match authenticate(&shared, &req) {
+        Ok(auth) => auth,
+        Err(refusal) => return refusal.into_response(),
+    };
     let mut response = route(&shared, req, &rest, auth.session).await;
     if let Some(cookie) = auth.set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().append(SET_COOKIE, cookie);
@@ -365,23 +452,6 @@ fn origin_allowed(shared: &Shared, req: &Request) -> bool {
         })
 }
 
-/// The engine session key of `app/{appId}[/identity/{x}][/ttl/{n}]`, or `None` if malformed.
-fn engine_key(after_app: &str) -> Option<String> {
-    let mut segments = after_app.split('/');
-    let app = segments.next().unwrap_or("");
-    let app = if app.is_empty() { "engineData" } else { app };
-    let mut identity = "";
-    let rest: Vec<&str> = segments.filter(|s| !s.is_empty()).collect();
-    for pair in rest.chunks(2) {
-        match pair {
-            ["identity", x] => identity = x,
-            ["ttl", n] if n.parse::<u32>().is_ok() => {}
-            _ => return None,
-        }
-    }
-    Some(format!("{}|{identity}", app.to_ascii_lowercase()))
-}
-
 fn forbidden(shared: &Shared, why: &str) -> Response {
     shared.count(|c| c.ws_rejected += 1);
     tracing::info!("proxy: websocket upgrade refused: {why}");
@@ -393,12 +463,18 @@ async fn upgrade(shared: Arc<Shared>, req: Request, after_app: &str) -> Response
     if !origin_allowed(&shared, &req) {
         return forbidden(&shared, "Origin not allowed");
     }
-    let Some(key) = engine_key(after_app) else {
+    let Some(path) = engine::engine_path(after_app) else {
         return text(StatusCode::NOT_FOUND, "Not found");
     };
-    let auth = authenticate(&shared, &req);
+    let key = path.key;
+    let auth = match authenticate(&shared, &req) {
+        Ok(auth) => auth,
+        Err(refusal) => return refusal.into_response(),
+    };
     if let Some((id, _)) = &auth.session {
-        if shared.opts.require_csrf_token {
+        // A session the authentication header creates on this very upgrade cannot have a
+        // token yet; the check guards sessions carried by a cookie (or a ticket).
+        if shared.opts.require_csrf_token && !auth.by_header {
             let token_ok = query_pairs(req.uri().query())
                 .iter()
                 .any(|(k, v)| k == "qlik-csrf-token" && shared.check_csrf_token(id, v));
@@ -430,10 +506,14 @@ async fn upgrade(shared: Arc<Shared>, req: Request, after_app: &str) -> Response
             c.ws_must_authenticate += 1;
         }
     });
+    let (session_id, user) = auth.session.unzip();
     let params = SocketParams {
-        session: auth.session,
+        kind: SocketKind::Proxy,
+        session_id,
+        user,
         engine,
         login_uri: login_uri(&shared, &target),
+        direct: None,
     };
     let task_shared = shared.clone();
     let mut response = ws
@@ -458,11 +538,14 @@ mod tests {
         );
         assert_eq!(origin_host("http://[::1]:80").as_deref(), Some("::1"));
         assert_eq!(origin_host("null"), None);
-        assert_eq!(engine_key("").as_deref(), Some("enginedata|"));
+        let key = |p: &str| engine::engine_path(p).map(|p| p.key);
+        assert_eq!(key("").as_deref(), Some("enginedata|"));
+        assert_eq!(key("abc/identity/tab1/ttl/30").as_deref(), Some("abc|tab1"));
         assert_eq!(
-            engine_key("abc/identity/tab1/ttl/30").as_deref(),
-            Some("abc|tab1")
+            engine::engine_path("abc/ttl/30").map(|p| p.ttl),
+            Some(std::time::Duration::from_secs(30))
         );
-        assert_eq!(engine_key("abc/bogus/1"), None);
+        assert_eq!(key("abc/bogus/1"), None);
+        assert_eq!(key("abc/ttl/x"), None);
     }
 }

@@ -32,10 +32,13 @@ pub(crate) fn proxy_tls(pki: &Pki) -> Result<TlsAcceptor, SimError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// TLS for the QPS API listener: mutual TLS, client certificates must chain to the sim's CA.
-pub(crate) fn qps_tls(pki: &Pki) -> Result<TlsAcceptor, SimError> {
+/// TLS for the QPS API and direct engine listeners: mutual TLS, client certificates must
+/// chain to the sim's CA.
+pub(crate) fn mutual_tls(pki: &Pki) -> Result<TlsAcceptor, SimError> {
     let mut roots = RootCertStore::empty();
-    roots.add(pki.ca_der.clone())?;
+    for ca in &pki.ca_der {
+        roots.add(ca.clone())?;
+    }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| SimError::Tls(format!("client verifier: {e}")))?;

@@ -2,6 +2,7 @@
 //! counters, recorded requests and injected faults, plus the inactivity sweeper.
 
 use crate::engine::EngineSession;
+use crate::identity::HeaderAuthenticator;
 use crate::options::SimOptions;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -39,15 +40,16 @@ pub struct Counters {
     pub qps_requests: u64,
     /// Proxy sessions created (QPS `POST session` or ticket redemption).
     pub sessions_created: u64,
-    /// Proxy sessions deleted (QPS `DELETE session|user`, Personal API logout).
+    /// Proxy sessions deleted (QPS `DELETE session|user`, Personal API logout, `notify` of
+    /// `OnSessionLoggedOut` or `OnSessionClosed`).
     pub sessions_deleted: u64,
     /// Tickets issued by QPS `POST ticket`.
     pub tickets_issued: u64,
     /// Tickets redeemed on the proxy.
     pub tickets_redeemed: u64,
-    /// Requests that reached the proxy listener.
+    /// Requests that reached the proxy listener (not the direct engine listener).
     pub proxy_requests: u64,
-    /// Websocket upgrades answered with 101.
+    /// Proxy websocket upgrades answered with 101.
     pub ws_upgrades: u64,
     /// Websocket upgrades refused with 403 (Origin or CSRF check).
     pub ws_rejected: u64,
@@ -57,11 +59,22 @@ pub struct Counters {
     pub csrf_tokens_issued: u64,
     /// QPS API calls refused by the xrfkey check.
     pub xrfkey_failures: u64,
-    /// Proxy sessions ended by inactivity or `expire_*`.
+    /// Proxy sessions ended by inactivity, `expire_*` or `notify` of `OnSessionTimedOut`.
     pub sessions_expired: u64,
+    /// Proxy sessions created from a header-authentication header (also in `sessions_created`).
+    pub header_sessions: u64,
+    /// Requests whose authentication header was refused: not US-ASCII (400) or not naming a
+    /// user in the configured form (treated as absent).
+    pub header_rejected: u64,
+    /// Direct engine websockets (the engine listener) answered with 101.
+    pub engine_direct_upgrades: u64,
+    /// Direct engine upgrades refused for a missing or malformed `X-Qlik-User` (401).
+    pub engine_direct_rejected: u64,
+    /// Proxy messages sent by `SimControl::notify*`, one per websocket.
+    pub notifications_sent: u64,
 }
 
-/// One request seen by the proxy listener.
+/// One request seen by the proxy listener (or the direct engine listener, flagged).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RecordedRequest {
     /// HTTP method.
@@ -74,6 +87,8 @@ pub struct RecordedRequest {
     pub headers: BTreeMap<String, Vec<String>>,
     /// True for websocket upgrade requests.
     pub websocket: bool,
+    /// True for requests to the direct engine listener (not the proxy).
+    pub direct_engine: bool,
 }
 
 /// A fault injected into the QPS API listener.
@@ -102,33 +117,119 @@ pub(crate) enum SessionEnd {
     LoggedOut,
     /// Inactivity or `expire_*`: `OnSessionTimedOut`.
     TimedOut,
+    /// Closed by the server (`notify("OnSessionClosed")`): `OnSessionClosed`.
+    Closed,
 }
 
 impl SessionEnd {
-    fn command(self) -> SocketCmd {
-        match self {
-            SessionEnd::LoggedOut => SocketCmd::Fatal {
-                method: "OnSessionLoggedOut",
-                message: "User logged out manually",
-            },
-            SessionEnd::TimedOut => SocketCmd::Fatal {
-                method: "OnSessionTimedOut",
-                message: "Session timed out due to inactivity",
-            },
-        }
+    fn notification(self) -> ProxyNotification {
+        let method = match self {
+            SessionEnd::LoggedOut => "OnSessionLoggedOut",
+            SessionEnd::TimedOut => "OnSessionTimedOut",
+            SessionEnd::Closed => "OnSessionClosed",
+        };
+        ProxyNotification::find(method).expect("session-ending notifications are in the table")
+    }
+}
+
+/// A proxy message the simulator can send on its engine websockets (§4 "Fatal proxy
+/// messages").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProxyNotification {
+    /// The JSON-RPC method.
+    pub method: &'static str,
+    /// The documented `params.message`, if the documentation gives one.
+    pub message: Option<&'static str>,
+    /// The proxy session ends with it.
+    pub ends_session: Option<SessionEnd>,
+}
+
+/// Every notification `notify` supports, with its documented message.
+const NOTIFICATIONS: [ProxyNotification; 8] = [
+    ProxyNotification {
+        method: "OnSessionTimedOut",
+        message: Some("Session timed out due to inactivity"),
+        ends_session: Some(SessionEnd::TimedOut),
+    },
+    ProxyNotification {
+        method: "OnSessionClosed",
+        message: Some("Session closed by server"),
+        ends_session: Some(SessionEnd::Closed),
+    },
+    ProxyNotification {
+        method: "OnSessionLoggedOut",
+        message: Some("User logged out manually"),
+        ends_session: Some(SessionEnd::LoggedOut),
+    },
+    ProxyNotification {
+        method: "OnNoEngineAvailable",
+        message: None,
+        ends_session: None,
+    },
+    ProxyNotification {
+        method: "OnMaxParallelSessionsExceeded",
+        message: None,
+        ends_session: None,
+    },
+    ProxyNotification {
+        method: "OnLicenseAccessDenied",
+        message: Some("Access to the app is denied: No available access type"),
+        ends_session: None,
+    },
+    ProxyNotification {
+        method: "OnEngineWebsocketFailed",
+        message: Some("Connection to Qlik service failed, shutting down"),
+        ends_session: None,
+    },
+    ProxyNotification {
+        method: "OnRepositoryWebsocketFailed",
+        message: Some("Connection to Qlik service failed, shutting down"),
+        ends_session: None,
+    },
+];
+
+impl ProxyNotification {
+    /// The notification called `method` (exact spelling).
+    pub fn find(method: &str) -> Option<ProxyNotification> {
+        NOTIFICATIONS.iter().find(|n| n.method == method).copied()
+    }
+
+    /// The supported method names.
+    pub fn methods() -> Vec<&'static str> {
+        NOTIFICATIONS.iter().map(|n| n.method).collect()
     }
 }
 
 /// An order to an open websocket task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SocketCmd {
-    /// Send this fatal proxy message, then close.
+    /// Send this fatal proxy message, then close (code 1000) when `close`.
     Fatal {
         method: &'static str,
-        message: &'static str,
+        message: Option<&'static str>,
+        close: bool,
     },
-    /// The simulator is shutting down: close now.
+    /// The simulator is shutting down: close now (code 1001).
     Shutdown,
+    /// The simulator is killed: drop the connection without a close frame.
+    Abort,
+}
+
+/// Which listener a websocket came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SocketKind {
+    /// The virtual proxy (`/{vp}/app/…`): gets proxy messages.
+    Proxy,
+    /// The direct engine listener: never gets proxy messages.
+    Direct,
+}
+
+/// A direct engine session, shared by the connections of one user to one app and identity.
+struct DirectEngine {
+    engine: Arc<Mutex<EngineSession>>,
+    sockets: usize,
+    /// When the last socket closed with a `/ttl/{sec}`, the session lives until then.
+    keep_until: Option<Instant>,
 }
 
 struct SessionRecord {
@@ -144,7 +245,9 @@ struct TicketRecord {
 }
 
 struct SocketEntry {
+    kind: SocketKind,
     session_id: Option<String>,
+    user: Option<(String, String)>,
     tx: mpsc::UnboundedSender<SocketCmd>,
 }
 
@@ -154,6 +257,7 @@ struct Inner {
     tickets: HashMap<String, TicketRecord>,
     targets: HashMap<String, String>,
     sockets: HashMap<u64, SocketEntry>,
+    direct_engines: HashMap<String, DirectEngine>,
     requests: VecDeque<RecordedRequest>,
     counters: Counters,
     fault: Option<QpsFault>,
@@ -169,6 +273,8 @@ pub(crate) struct Shared {
     pub opts: SimOptions,
     /// Base URL of the proxy listener (no trailing slash, no prefix).
     pub proxy_url: String,
+    /// The header of a header-authentication virtual proxy, if it is one.
+    pub header_auth: Option<HeaderAuthenticator>,
     /// Ticks on every layout of a live object.
     pub live_tick: AtomicU64,
     inner: Mutex<Inner>,
@@ -178,10 +284,15 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// New, empty state.
-    pub fn new(opts: SimOptions, proxy_url: String) -> Arc<Shared> {
+    pub fn new(
+        opts: SimOptions,
+        proxy_url: String,
+        header_auth: Option<HeaderAuthenticator>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             opts,
             proxy_url,
+            header_auth,
             live_tick: AtomicU64::new(0),
             inner: Mutex::new(Inner::default()),
             sweeper: Notify::new(),
@@ -209,10 +320,12 @@ impl Shared {
         self.lock().counters.clone()
     }
 
-    /// Records a proxy request, keeping the last [`MAX_RECORDED`].
+    /// Records a request (counting proxy ones), keeping the last [`MAX_RECORDED`].
     pub fn record(&self, req: RecordedRequest) {
         let mut inner = self.lock();
-        inner.counters.proxy_requests += 1;
+        if !req.direct_engine {
+            inner.counters.proxy_requests += 1;
+        }
         if inner.requests.len() >= MAX_RECORDED {
             inner.requests.pop_front();
         }
@@ -248,7 +361,7 @@ impl Shared {
             open_websockets: inner
                 .sockets
                 .values()
-                .filter(|s| s.session_id.as_deref() == Some(id))
+                .filter(|s| s.kind == SocketKind::Proxy && s.session_id.as_deref() == Some(id))
                 .count(),
         }
     }
@@ -316,25 +429,80 @@ impl Shared {
     /// Ends one session and orders its websockets to close.
     pub fn end_session(&self, id: &str, why: SessionEnd) -> Option<SessionInfo> {
         let mut inner = self.lock();
-        Self::end_locked(&mut inner, id, why)
+        Self::end_locked(&mut inner, id, why, true)
     }
 
-    fn end_locked(inner: &mut Inner, id: &str, why: SessionEnd) -> Option<SessionInfo> {
+    /// Removes a session; with `tell_sockets` its websockets get the fatal message and close.
+    fn end_locked(
+        inner: &mut Inner,
+        id: &str,
+        why: SessionEnd,
+        tell_sockets: bool,
+    ) -> Option<SessionInfo> {
         let info = {
             let rec = inner.sessions.get(id)?;
             Self::info(inner, id, rec)
         };
         inner.sessions.remove(id);
         match why {
-            SessionEnd::LoggedOut => inner.counters.sessions_deleted += 1,
+            SessionEnd::LoggedOut | SessionEnd::Closed => inner.counters.sessions_deleted += 1,
             SessionEnd::TimedOut => inner.counters.sessions_expired += 1,
         }
-        for sock in inner.sockets.values() {
-            if sock.session_id.as_deref() == Some(id) {
-                let _ = sock.tx.send(why.command());
+        if tell_sockets {
+            let n = why.notification();
+            for sock in inner.sockets.values() {
+                if sock.kind == SocketKind::Proxy && sock.session_id.as_deref() == Some(id) {
+                    let _ = sock.tx.send(SocketCmd::Fatal {
+                        method: n.method,
+                        message: n.message,
+                        close: true,
+                    });
+                }
             }
         }
         Some(info)
+    }
+
+    /// Sends `n` to every proxy websocket (of one user, when given), closing them when
+    /// `close`; a session-ending notification also ends the sessions (all, or the user's).
+    /// Returns how many websockets got it.
+    pub fn notify(&self, user: Option<(&str, &str)>, n: ProxyNotification, close: bool) -> usize {
+        let mut inner = self.lock();
+        let matches = |u: Option<&(String, String)>| match (user, u) {
+            (None, _) => true,
+            (Some((dir, id)), Some((d, i))) => {
+                d.eq_ignore_ascii_case(dir) && i.eq_ignore_ascii_case(id)
+            }
+            (Some(_), None) => false,
+        };
+        let mut sent = 0;
+        for sock in inner.sockets.values() {
+            if sock.kind == SocketKind::Proxy && matches(sock.user.as_ref()) {
+                let cmd = SocketCmd::Fatal {
+                    method: n.method,
+                    message: n.message,
+                    close,
+                };
+                if sock.tx.send(cmd).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        inner.counters.notifications_sent += sent as u64;
+        if let Some(why) = n.ends_session {
+            let ids: Vec<String> = inner
+                .sessions
+                .iter()
+                .filter(|(_, rec)| {
+                    user.is_none_or(|(dir, id)| Self::user_matches(&rec.user, dir, id))
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ids {
+                Self::end_locked(&mut inner, &id, why, false);
+            }
+        }
+        sent
     }
 
     /// Ends every session of one user.
@@ -347,7 +515,7 @@ impl Shared {
             .map(|(id, _)| id.clone())
             .collect();
         ids.iter()
-            .filter_map(|id| Self::end_locked(&mut inner, id, why))
+            .filter_map(|id| Self::end_locked(&mut inner, id, why, true))
             .collect()
     }
 
@@ -356,7 +524,7 @@ impl Shared {
         let mut inner = self.lock();
         let ids: Vec<String> = inner.sessions.keys().cloned().collect();
         for id in ids {
-            Self::end_locked(&mut inner, &id, why);
+            Self::end_locked(&mut inner, &id, why, true);
         }
     }
 
@@ -367,7 +535,7 @@ impl Shared {
         let timeout = self.opts.inactivity_timeout;
         let overdue = inner.sessions.get(id)?.last_activity.elapsed() >= timeout;
         if overdue {
-            Self::end_locked(&mut inner, id, SessionEnd::TimedOut);
+            Self::end_locked(&mut inner, id, SessionEnd::TimedOut, true);
             return None;
         }
         let rec = inner.sessions.get_mut(id)?;
@@ -416,6 +584,15 @@ impl Shared {
         Some((id, rec.user))
     }
 
+    /// Creates a session for a user named by a header-authentication header; returns its id.
+    pub fn create_header_session(&self, user: User) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut inner = self.lock();
+        self.insert_session(&mut inner, id.clone(), user);
+        inner.counters.header_sessions += 1;
+        id
+    }
+
     /// Issues a websocket CSRF token bound to a session.
     pub fn issue_csrf_token(&self, session_id: &str) -> Option<String> {
         let token = crate::util::random_alnum(32);
@@ -454,11 +631,56 @@ impl Shared {
         Some((fresh, false))
     }
 
+    /// The direct engine session for `key` (user + app + identity), created if needed or
+    /// expired; the flag is true when it already existed (`SESSION_ATTACHED`). Counts one
+    /// more socket on it: pair with [`Shared::release_direct_engine`].
+    pub fn attach_direct_engine(&self, key: &str) -> (Arc<Mutex<EngineSession>>, bool) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        inner
+            .direct_engines
+            .retain(|_, d| d.sockets > 0 || d.keep_until.is_some_and(|t| t > now));
+        if let Some(existing) = inner.direct_engines.get_mut(key) {
+            existing.sockets += 1;
+            existing.keep_until = None;
+            return (existing.engine.clone(), true);
+        }
+        let fresh = Arc::new(Mutex::new(EngineSession::default()));
+        inner.direct_engines.insert(
+            key.to_string(),
+            DirectEngine {
+                engine: fresh.clone(),
+                sockets: 1,
+                keep_until: None,
+            },
+        );
+        (fresh, false)
+    }
+
+    /// A direct engine socket closed: the session goes with its last socket, unless a
+    /// `/ttl/{sec}` keeps it for `ttl`.
+    pub fn release_direct_engine(&self, key: &str, ttl: Duration) {
+        let mut inner = self.lock();
+        let Some(d) = inner.direct_engines.get_mut(key) else {
+            return;
+        };
+        d.sockets = d.sockets.saturating_sub(1);
+        if d.sockets == 0 {
+            if ttl.is_zero() {
+                inner.direct_engines.remove(key);
+            } else {
+                d.keep_until = Some(Instant::now() + ttl);
+            }
+        }
+    }
+
     /// Registers an open websocket. Returns its id, its command channel and whether its
     /// session (if any) is still alive.
     pub fn register_socket(
         &self,
+        kind: SocketKind,
         session_id: Option<&str>,
+        user: Option<&User>,
     ) -> (u64, mpsc::UnboundedReceiver<SocketCmd>, bool) {
         let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -467,7 +689,9 @@ impl Shared {
         inner.sockets.insert(
             id,
             SocketEntry {
+                kind,
                 session_id: session_id.map(str::to_string),
+                user: user.map(|u| (u.user_directory.clone(), u.user_id.clone())),
                 tx,
             },
         );
@@ -479,10 +703,10 @@ impl Shared {
         self.lock().sockets.remove(&id);
     }
 
-    /// Orders every open websocket to close.
-    pub fn shutdown_sockets(&self) {
+    /// Orders every open websocket to close (`Shutdown`) or to drop its connection (`Abort`).
+    pub fn shutdown_sockets(&self, cmd: SocketCmd) {
         for sock in self.lock().sockets.values() {
-            let _ = sock.tx.send(SocketCmd::Shutdown);
+            let _ = sock.tx.send(cmd.clone());
         }
     }
 
@@ -497,7 +721,7 @@ impl Shared {
             .map(|(id, _)| id.clone())
             .collect();
         for id in overdue {
-            Self::end_locked(&mut inner, &id, SessionEnd::TimedOut);
+            Self::end_locked(&mut inner, &id, SessionEnd::TimedOut, true);
         }
         inner
             .sessions

@@ -17,6 +17,12 @@ async fn binary_prints_ready_line_and_stops_on_sigterm() {
             "--camel-case",
             "--host-allow",
             "example.com",
+            "--engine-port",
+            "0",
+            "--header-auth",
+            "hdr-usr",
+            "--header-auth-pattern",
+            "$ud\\\\$id",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -45,6 +51,25 @@ async fn binary_prints_ready_line_and_stops_on_sigterm() {
         .as_str()
         .expect("url")
         .starts_with("http://127.0.0.1:"));
+    assert!(ready["engine_url"]
+        .as_str()
+        .expect("engine_url")
+        .starts_with("wss://127.0.0.1:"));
+
+    // The header-authentication virtual proxy with the dynamic pattern.
+    let echo: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/mashup/sim/echo",
+            ready["proxy_url"].as_str().expect("url")
+        ))
+        .header("hdr-usr", "CORP\\alice")
+        .send()
+        .await
+        .expect("echo")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(echo["user"]["userId"], "alice");
     assert!(std::path::Path::new(ready["client_key"].as_str().expect("path")).exists());
 
     let counters: Value = reqwest::get(format!(
@@ -56,7 +81,8 @@ async fn binary_prints_ready_line_and_stops_on_sigterm() {
     .json()
     .await
     .expect("json");
-    assert_eq!(counters["proxy_requests"], 0);
+    assert_eq!(counters["proxy_requests"], 1);
+    assert_eq!(counters["header_sessions"], 1);
 
     let pid = child.id().expect("pid").to_string();
     let killed = std::process::Command::new("kill")

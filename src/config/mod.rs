@@ -180,8 +180,14 @@ pub struct NegotiateConfig {
 /// How the gateway reaches Qlik.
 #[derive(Debug, Clone)]
 pub struct QlikConfig {
+    /// The first node's proxy (the only one on a single-node site).
     pub proxy_url: reqwest::Url,
+    /// The first node's QPS API.
     pub qps_api_url: reqwest::Url,
+    /// Every proxy node with its QPS API, in configuration order.
+    pub nodes: Vec<QlikNodeConfig>,
+    /// How often each node's QPS API is checked; failing nodes get no new sessions.
+    pub health_interval: Duration,
     pub virtual_proxy: String,
     pub mode: QlikMode,
     pub session_cookie: String,
@@ -189,6 +195,8 @@ pub struct QlikConfig {
     pub client_key: PathBuf,
     pub ca_cert: PathBuf,
     pub header_name: Option<http::HeaderName>,
+    /// Engine websockets go here directly (`wss://engine:4747`) instead of through the proxy.
+    pub engine_url: Option<reqwest::Url>,
     /// Path prefix on the gateway's origin under which Qlik appears (`/mashup`), never ending in `/`.
     pub mount: String,
     pub connect_timeout: Duration,
@@ -207,10 +215,56 @@ impl QlikConfig {
     }
 }
 
-/// `qlik.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One Qlik proxy node: its proxy (where browsers' requests go) and its QPS API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QlikNodeConfig {
+    pub proxy_url: reqwest::Url,
+    pub qps_api_url: reqwest::Url,
+}
+
+/// `qlik.mode`: how the gateway gives Qlik the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QlikMode {
+    /// `POST /qps/{vp}/session` with a session id the gateway makes.
     Session,
+    /// `POST /qps/{vp}/ticket`, redeemed by the gateway itself.
+    Ticket,
+    /// A header-authentication virtual proxy: the user in a header on every request.
+    Header(HeaderAuth),
+}
+
+/// The header of a header-authentication virtual proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderAuth {
+    pub name: http::HeaderName,
+    /// `None`: the static form `UserDirectory=<dir>; UserId=<id>`; else a dynamic pattern with
+    /// `$ud` and `$id` (e.g. `$ud\\$id`), as configured on the virtual proxy.
+    pub pattern: Option<String>,
+}
+
+impl HeaderAuth {
+    /// The header value for a user; `None` when it cannot be sent (not US-ASCII, control
+    /// characters, or a separator of the static form inside a name).
+    pub fn value(&self, user_directory: &str, user_id: &str) -> Option<http::HeaderValue> {
+        let ok =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii() && !b.is_ascii_control());
+        if !ok(user_directory) || !ok(user_id) {
+            return None;
+        }
+        let v = match &self.pattern {
+            None => {
+                if [user_directory, user_id]
+                    .iter()
+                    .any(|s| s.contains(';') || s.contains('='))
+                {
+                    return None;
+                }
+                format!("UserDirectory={user_directory}; UserId={user_id}")
+            }
+            Some(p) => p.replace("$ud", user_directory).replace("$id", user_id),
+        };
+        http::HeaderValue::from_str(&v).ok()
+    }
 }
 
 /// Where the mashup comes from.

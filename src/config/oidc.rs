@@ -98,7 +98,7 @@ pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, C
         (None, None) => {
             return Err(ConfigError::key(
                 "auth.oidc.user_directory",
-                "missing: set user_directory (e.g. \"CORP\"), user_directory_claim, or split_user_id = true to take it from DOMAIN\\\\user or user@domain",
+                "missing: set user_directory (e.g. \"CORP\"), user_directory_claim, or split_user_id = true to take it from DOMAIN\\user or user@domain",
             ))
         }
     };

@@ -150,12 +150,31 @@ pub struct RawOidc {
     pub timeout: Option<Duration>,
 }
 
+/// A key that takes one value or a list (`proxy_url` of several Qlik proxy nodes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
 /// `[qlik]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawQlik {
-    pub proxy_url: String,
-    pub qps_api_url: String,
+    pub proxy_url: OneOrMany,
+    pub qps_api_url: OneOrMany,
+    #[serde(default, with = "humantime_serde")]
+    pub health_interval: Option<Duration>,
     #[serde(default)]
     pub virtual_proxy: String,
     #[serde(default = "defaults::mode")]
@@ -165,6 +184,10 @@ pub struct RawQlik {
     pub client_key: Option<PathBuf>,
     pub ca_cert: Option<PathBuf>,
     pub header_name: Option<String>,
+    /// The engine directly (`wss://engine:4747`), bypassing the proxy for websockets.
+    pub engine_url: Option<String>,
+    /// Header mode: the value's form; `$ud` and `$id` stand for directory and user id.
+    pub header_pattern: Option<String>,
     pub mount: Option<String>,
     #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,

@@ -95,6 +95,25 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
     let auth = validate_auth(raw.auth, &public_url)?;
     let qlik = validate_qlik(raw.qlik, &mut warnings)?;
+    if let AuthConfig::Oidc(o) = &auth {
+        let p = o.redirect_path.trim_end_matches('/');
+        let taken = [
+            "/_gateway/login",
+            "/_gateway/logout",
+            "/_gateway/logged-out",
+            "/_gateway/me",
+            "/_gateway/healthz",
+            "/_gateway/readyz",
+            "/_gateway/metrics",
+        ];
+        let under_mount = p == qlik.mount || p.starts_with(&format!("{}/", qlik.mount));
+        if p.is_empty() || taken.contains(&p) || under_mount {
+            return Err(ConfigError::key(
+                "auth.oidc.redirect_path",
+                format!("{:?} is taken by the gateway or by Qlik under {}; use the default /_gateway/callback or another free path", o.redirect_path, qlik.mount),
+            ));
+        }
+    }
 
     let source = match (raw.mashup.dir, raw.mashup.upstream) {
         (Some(_), Some(_)) => {
@@ -290,26 +309,53 @@ fn validate_qlik(
     raw: super::raw::RawQlik,
     warnings: &mut Vec<String>,
 ) -> Result<QlikConfig, ConfigError> {
-    let proxy_url = parse_url("qlik.proxy_url", &raw.proxy_url)?;
-    if !matches!(proxy_url.scheme(), "http" | "https") {
+    let proxies = raw.proxy_url.clone().into_vec();
+    let qpses = raw.qps_api_url.clone().into_vec();
+    if proxies.is_empty() {
         return Err(ConfigError::key(
             "qlik.proxy_url",
-            "must be an https:// (or http://) URL",
+            "missing: the Qlik proxy's URL (or a list of the proxy nodes' URLs)",
         ));
     }
-    if proxy_url.path() != "/" {
-        return Err(ConfigError::key(
-            "qlik.proxy_url",
-            "must not contain a path; put the virtual proxy prefix in qlik.virtual_proxy",
-        ));
-    }
-    let qps_api_url = parse_url("qlik.qps_api_url", &raw.qps_api_url)?;
-    if qps_api_url.scheme() != "https" {
+    if proxies.len() != qpses.len() {
         return Err(ConfigError::key(
             "qlik.qps_api_url",
-            "must be https:// (the QPS API on port 4243 requires mutual TLS)",
+            format!(
+                "lists {} QPS API URLs for {} proxy nodes; give one per qlik.proxy_url, in the same order (each node's sessions live in its own proxy service)",
+                qpses.len(),
+                proxies.len()
+            ),
         ));
     }
+    let mut nodes = Vec::new();
+    for (p, q) in proxies.iter().zip(&qpses) {
+        let proxy_url = parse_url("qlik.proxy_url", p)?;
+        if !matches!(proxy_url.scheme(), "http" | "https") {
+            return Err(ConfigError::key(
+                "qlik.proxy_url",
+                "must be an https:// (or http://) URL",
+            ));
+        }
+        if proxy_url.path() != "/" {
+            return Err(ConfigError::key(
+                "qlik.proxy_url",
+                "must not contain a path; put the virtual proxy prefix in qlik.virtual_proxy",
+            ));
+        }
+        let qps_api_url = parse_url("qlik.qps_api_url", q)?;
+        if qps_api_url.scheme() != "https" {
+            return Err(ConfigError::key(
+                "qlik.qps_api_url",
+                "must be https:// (the QPS API on port 4243 requires mutual TLS)",
+            ));
+        }
+        nodes.push(crate::config::QlikNodeConfig {
+            proxy_url,
+            qps_api_url,
+        });
+    }
+    let proxy_url = nodes[0].proxy_url.clone();
+    let qps_api_url = nodes[0].qps_api_url.clone();
     let vp = raw.virtual_proxy.trim_matches('/').to_string();
     if !vp
         .bytes()
@@ -320,16 +366,47 @@ fn validate_qlik(
             "a virtual proxy prefix is lowercase a-z, 0-9 and - . _ ~ only",
         ));
     }
+    let header_name =
+        match &raw.header_name {
+            Some(h) => Some(http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                ConfigError::key("qlik.header_name", "not a valid HTTP header name")
+            })?),
+            None => None,
+        };
     let mode = match raw.mode.as_str() {
         "session" => QlikMode::Session,
-        "ticket" | "header" => {
-            return Err(ConfigError::key(
-                "qlik.mode",
-                format!(
-                    "{:?} is not available in this release yet; use \"session\"",
-                    raw.mode
-                ),
-            ))
+        "ticket" => QlikMode::Ticket,
+        "header" => {
+            let name = header_name.clone().ok_or_else(|| {
+                ConfigError::key(
+                    "qlik.header_name",
+                    "missing: qlik.mode = \"header\" needs the virtual proxy's authentication header name (e.g. \"hdr-usr\")",
+                )
+            })?;
+            let lower = name.as_str();
+            if lower.starts_with("x-qlik-") {
+                return Err(ConfigError::key(
+                    "qlik.header_name",
+                    "Qlik reserves X-Qlik-* headers; the virtual proxy's header has another name (e.g. hdr-usr)",
+                ));
+            }
+            if let Some(p) = &raw.header_pattern {
+                if !(p.contains("$ud") && p.contains("$id") && p.is_ascii()) {
+                    return Err(ConfigError::key(
+                        "qlik.header_pattern",
+                        "must be US-ASCII and contain $ud and $id, like the virtual proxy's dynamic user directory pattern (e.g. \"$ud\\\\$id\")",
+                    ));
+                }
+            }
+            if proxy_url.scheme() != "https" {
+                warnings.push(format!(
+                    "SECURITY: qlik.mode = \"header\" over plain http ({proxy_url}): the user header travels unencrypted and anyone who can reach the Qlik proxy can claim to be any user. Use an https:// qlik.proxy_url and restrict the header virtual proxy to the gateway's address."
+                ));
+            }
+            QlikMode::Header(crate::config::HeaderAuth {
+                name,
+                pattern: raw.header_pattern.clone(),
+            })
         }
         other => {
             return Err(ConfigError::key(
@@ -359,13 +436,19 @@ fn validate_qlik(
     let client_cert = required_file("qlik.client_cert", raw.client_cert)?;
     let client_key = required_file("qlik.client_key", raw.client_key)?;
     let ca_cert = required_file("qlik.ca_cert", raw.ca_cert)?;
-    let header_name =
-        match raw.header_name {
-            Some(h) => Some(http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
-                ConfigError::key("qlik.header_name", "not a valid HTTP header name")
-            })?),
-            None => None,
-        };
+    let engine_url = match &raw.engine_url {
+        Some(u) => {
+            let url = parse_url("qlik.engine_url", u)?;
+            if url.scheme() != "wss" || url.path() != "/" {
+                return Err(ConfigError::key(
+                    "qlik.engine_url",
+                    "must be the engine's wss:// address without a path, e.g. \"wss://qlik-engine.example.com:4747\"",
+                ));
+            }
+            Some(url)
+        }
+        None => None,
+    };
     let mount = match raw.mount {
         Some(m) => {
             let m = m.trim_end_matches('/').to_string();
@@ -384,6 +467,10 @@ fn validate_qlik(
     Ok(QlikConfig {
         proxy_url,
         qps_api_url,
+        nodes,
+        health_interval: raw
+            .health_interval
+            .unwrap_or(std::time::Duration::from_secs(10)),
         virtual_proxy: vp,
         mode,
         session_cookie,
@@ -391,6 +478,7 @@ fn validate_qlik(
         client_key,
         ca_cert,
         header_name,
+        engine_url,
         mount,
         connect_timeout: raw.connect_timeout,
         qps_timeout: raw.qps_timeout,

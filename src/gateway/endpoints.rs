@@ -276,7 +276,7 @@ pub async fn healthz() -> Response {
 
 /// `GET /_gateway/readyz`: QPS answers with the client certificate, and the session store answers.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let (qps, store) = tokio::join!(state.qlik.qps().probe(), state.store.ping());
+    let (qps, store) = tokio::join!(state.qlik.probe(), state.store.ping());
     let qps_s = match &qps {
         Ok(()) => "ok".to_string(),
         Err(e) => e.to_string(),

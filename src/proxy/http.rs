@@ -50,34 +50,34 @@ pub async fn to_qlik(
             .headers
             .get(header::CONTENT_LENGTH)
             .is_none_or(|v| v.as_bytes() == b"0");
-    let target = format!(
-        "{}{}",
-        state.cfg.qlik.proxy_url.origin().ascii_serialization(),
-        upstream_path_and_query(state, &parts.uri)
-    );
+    let path_q = upstream_path_and_query(state, &parts.uri);
     let mut base_headers = parts.headers.clone();
     headers::remove_hop_by_hop(&mut base_headers);
     headers::remove_identity_headers(&mut base_headers, &state.strip_headers);
-    headers::set_forwarding(
-        &mut base_headers,
-        peer.ip(),
-        state.public_proto,
-        &state.public_host,
-        &state.qlik_host,
-    );
 
     let mut body = Some(body);
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let Some(node) = state.qlik.node_of(&qlik) else {
+            // The configuration no longer lists the session's node.
+            qlik = state.qlik.recreate(sid, &qlik).await?;
+            continue;
+        };
+        let target = format!("{}{path_q}", node.proxy_url.origin().ascii_serialization());
         let mut h = base_headers.clone();
-        headers::rewrite_cookies(
+        headers::set_forwarding(
             &mut h,
-            &state.cookies.name,
-            Some((&state.cfg.qlik.session_cookie, &qlik.cookie_value)),
+            peer.ip(),
+            state.public_proto,
+            &state.public_host,
+            &node.host,
         );
+        state
+            .qlik
+            .add_credentials(&mut h, &state.cookies.name, &gw.identity, &qlik);
         let b = body.take().unwrap_or_else(Body::empty);
-        let resp = send(
+        let sent = send(
             &state.upstream,
             &parts.method,
             &target,
@@ -86,7 +86,28 @@ pub async fn to_qlik(
             state.cfg.qlik.response_timeout,
             "qlik",
         )
-        .await?;
+        .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e @ (GatewayError::Upstream { .. } | GatewayError::UpstreamTimeout { .. })) => {
+                // The node's proxy did not answer: take it out and move the user to another node
+                // with a new Qlik session (their old one lived in the failed node's proxy).
+                state.qlik.nodes().mark_down(&node, &e.to_string());
+                let others_up = state
+                    .qlik
+                    .nodes()
+                    .all()
+                    .iter()
+                    .any(|n| n.key != node.key && n.is_up());
+                if !(bodyless && attempt == 1 && others_up) {
+                    return Err(e);
+                }
+                tracing::info!(session = %sid.log_tag(), node = %node.key, "moving the user's Qlik session to another node");
+                qlik = state.qlik.recreate(sid, &qlik).await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if is_auth_redirect(&resp) {
             // Qlik no longer knows the session (timed out, QPS restarted): make a new one.
             tracing::info!(session = %sid.log_tag(), "Qlik answered with its login redirect; re-creating the Qlik session");
@@ -191,14 +212,17 @@ fn rewrite_location_header(state: &AppState, h: &mut HeaderMap) {
     let Some(loc) = h.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
         return;
     };
-    let upstream_origin = state.cfg.qlik.proxy_url.origin().ascii_serialization();
-    if let Some(new) = headers::rewrite_location(
-        loc,
-        &upstream_origin,
-        &state.cfg.qlik.upstream_prefix(),
-        &state.cfg.server.public_origin,
-        &state.cfg.qlik.mount,
-    ) {
+    // Any node's origin: a node may send the browser to another (or to itself by another name).
+    let rewritten = state.qlik.nodes().all().iter().find_map(|n| {
+        headers::rewrite_location(
+            loc,
+            &n.proxy_url.origin().ascii_serialization(),
+            &state.cfg.qlik.upstream_prefix(),
+            &state.cfg.server.public_origin,
+            &state.cfg.qlik.mount,
+        )
+    });
+    if let Some(new) = rewritten {
         if let Ok(v) = HeaderValue::from_str(&new) {
             h.insert(header::LOCATION, v);
         }

@@ -5,6 +5,11 @@
 //! frames and keeps a copy of what the client sent. If Qlik says `mustAuthenticate: true` (it lost
 //! the session), the gateway makes a new Qlik session, reconnects and replays the client's frames:
 //! the browser never sees the notification that used to start the login loop.
+//!
+//! Qlik's fatal proxy notifications (`OnSessionTimedOut`, `OnNoEngineAvailable`, …) always reach
+//! the client unchanged, logged with the user and counted ([`crate::stats`]). When one says the
+//! Qlik session ended, the gateway renews it at once, so the client's `resume()` or reconnect
+//! carries on without a login (see [`FatalWatch`]).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -28,9 +33,10 @@ use tokio_tungstenite::WebSocketStream;
 use super::headers;
 use super::registry::{CloseReason, SocketGuard};
 use crate::error::GatewayError;
-use crate::qlik::lifecycle::CsrfError;
+use crate::qlik::lifecycle::{CsrfError, LifecycleError};
 use crate::session::{GatewaySession, QlikSession, SessionId};
 use crate::state::AppState;
+use crate::stats::FATAL_NOTIFICATIONS;
 
 /// Any byte stream (TCP or TLS) under a websocket.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -47,9 +53,9 @@ const REPLAY_BYTES: usize = 4 * 1024 * 1024;
 const MAX_REAUTH: usize = 2;
 /// Close code the client gets when Qlik ended the Qlik session under an open socket
 /// (`OnSessionTimedOut`, `OnSessionClosed`). Qlik closes with 1000, which clients take as final:
-/// enigma.js ignores 1000 even with `suspendOnClose`. The gateway can make a new Qlik session on
-/// the next connect, so the client is told to reconnect instead (a 4xxx code: enigma suspends,
-/// and `resume()` reopens the app). The reason and the notification stay Qlik's.
+/// enigma.js ignores 1000 even with `suspendOnClose`. The gateway has made a new Qlik session by
+/// the time it sends this close, so the client is told to reconnect instead (a 4xxx code: enigma
+/// suspends, and `resume()` reopens the app). The reason and the notification stay Qlik's.
 const CLOSE_QLIK_SESSION_LOST: u16 = 4002;
 /// How long a socket closed for an oversized frame keeps draining the client's input, so the
 /// close frame reaches the client instead of being lost in a TCP reset.
@@ -150,6 +156,7 @@ pub async fn engine(
     let guard = state.sockets.register(Some(sid.storage_key()));
     let cfg = ws_config(&state);
     let st = state.clone();
+    let user = format!("{}\\{}", gw.identity.user_directory, gw.identity.user_id);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -159,6 +166,7 @@ pub async fn engine(
                     Some(cfg),
                 )
                 .await;
+                let fatal = FatalWatch::new(st.clone(), sid.clone(), user);
                 let relay = Relay {
                     state: st,
                     sid,
@@ -166,6 +174,7 @@ pub async fn engine(
                     fwd,
                     qlik,
                     guard,
+                    fatal,
                 };
                 relay.run(client, upstream).await;
             }
@@ -198,6 +207,20 @@ async fn connect_with_session(
     fwd: &HeaderMap,
     mut qlik: QlikSession,
 ) -> Result<(Upstream, QlikSession), GatewayError> {
+    // Read fresh rather than passed along: a reconnect long after the upgrade still uses the
+    // session's current identity (header mode puts it on the upgrade).
+    let identity = state
+        .store
+        .get(sid)
+        .await?
+        .map(|g| g.identity)
+        .ok_or_else(|| GatewayError::Unauthenticated {
+            login_url: "/_gateway/login".into(),
+        })?;
+    if let Some(engine) = &state.cfg.qlik.engine_url {
+        let up = connect_direct(state, engine, path_q, fwd, &identity).await?;
+        return Ok((up, qlik));
+    }
     for attempt in 0..2 {
         let token = match state.qlik.csrf_token(sid, &qlik).await {
             Ok(t) => t,
@@ -205,10 +228,24 @@ async fn connect_with_session(
                 qlik = state.qlik.recreate(sid, &qlik).await?;
                 continue;
             }
+            Err(CsrfError::Upstream(why)) if attempt == 0 && state.qlik.nodes().all().len() > 1 => {
+                // The session's node does not answer: move the user to another node.
+                if let Some(n) = state.qlik.node_of(&qlik) {
+                    state.qlik.nodes().mark_down(&n, &why);
+                }
+                qlik = state.qlik.recreate(sid, &qlik).await?;
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
-        match connect(state, path_q, fwd, &qlik, token.as_deref()).await {
+        match connect(state, path_q, fwd, &identity, &qlik, token.as_deref()).await {
             Ok(up) => return Ok((up, qlik)),
+            // The session's node is down (connect() took it out): a new session on another.
+            Err(GatewayError::Upstream { .. } | GatewayError::UpstreamTimeout { .. })
+                if attempt == 0 && state.qlik.nodes().all().iter().any(|n| n.is_up()) =>
+            {
+                qlik = state.qlik.recreate(sid, &qlik).await?;
+            }
             // A stale CSRF token or a session Qlik dropped: renew both once.
             Err(GatewayError::UpgradeRefused { status: 403 }) if attempt == 0 => {
                 qlik = state.qlik.recreate(sid, &qlik).await?;
@@ -224,27 +261,102 @@ async fn connect(
     state: &AppState,
     path_q: &str,
     fwd: &HeaderMap,
+    identity: &crate::auth::Identity,
     qlik: &QlikSession,
     csrf: Option<&str>,
 ) -> Result<Upstream, GatewayError> {
-    let proxy = &state.cfg.qlik.proxy_url;
-    let tls = proxy.scheme() == "https";
-    let host = proxy.host_str().unwrap_or("localhost").to_string();
-    let port = proxy
-        .port_or_known_default()
-        .unwrap_or(if tls { 443 } else { 80 });
     let mut target = path_q.to_string();
     if let Some(t) = csrf {
         let sep = if target.contains('?') { '&' } else { '?' };
         let enc = percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC);
         target = format!("{target}{sep}qlik-csrf-token={enc}");
     }
-    let scheme = if tls { "wss" } else { "ws" };
-    let uri = format!(
-        "{scheme}://{}{}",
-        state.qlik_host.to_str().unwrap_or(&host),
-        target
+    let node = state
+        .qlik
+        .node_of(qlik)
+        .ok_or(GatewayError::UpgradeRefused { status: 403 })?;
+    let mut h = fwd.clone();
+    state
+        .qlik
+        .add_credentials(&mut h, &state.cookies.name, identity, qlik);
+    h.insert(header::HOST, node.host.clone());
+    // Qlik's host allow list checks Origin; the gateway has checked the browser's already.
+    h.insert(header::ORIGIN, node.origin.clone());
+    let up = dial(
+        state,
+        &node.proxy_url,
+        &target,
+        h,
+        state.ws_tls.clone(),
+        "the Qlik proxy",
+    )
+    .await;
+    if let Err(e @ (GatewayError::Upstream { .. } | GatewayError::UpstreamTimeout { .. })) = &up {
+        state.qlik.nodes().mark_down(&node, &e.to_string());
+    }
+    up
+}
+
+/// The engine directly (`qlik.engine_url`, port 4747): mutual TLS with the gateway's Qlik client
+/// certificate and the user in `X-Qlik-User`, bypassing the proxy (so no Qlik session cookie,
+/// CSRF token or `OnAuthenticationInformation`, and no session attributes).
+async fn connect_direct(
+    state: &AppState,
+    engine: &reqwest::Url,
+    path_q: &str,
+    fwd: &HeaderMap,
+    identity: &crate::auth::Identity,
+) -> Result<Upstream, GatewayError> {
+    let tls = state
+        .engine_tls
+        .clone()
+        .ok_or_else(|| GatewayError::Upstream {
+            upstream: "qlik engine",
+            detail: "no TLS settings for qlik.engine_url".into(),
+        })?;
+    let prefix = state.cfg.qlik.upstream_prefix();
+    let target = path_q.strip_prefix(prefix.as_str()).unwrap_or(path_q);
+    let mut h = fwd.clone();
+    crate::proxy::headers::rewrite_cookies(&mut h, &state.cookies.name, None);
+    h.remove(header::ORIGIN);
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let user = format!(
+        "UserDirectory={}; UserId={}",
+        enc(&identity.user_directory),
+        enc(&identity.user_id)
     );
+    if let Ok(v) = HeaderValue::from_str(&user) {
+        h.insert("x-qlik-user", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&crate::qlik::lifecycle::host_header(engine)) {
+        h.insert(header::HOST, v);
+    }
+    dial(state, engine, target, h, tls, "the Qlik engine").await
+}
+
+/// TCP (+ TLS for https/wss) to `base`'s host and a websocket handshake for `target`.
+async fn dial(
+    state: &AppState,
+    base: &reqwest::Url,
+    target: &str,
+    mut headers: HeaderMap,
+    tls_cfg: Arc<rustls::ClientConfig>,
+    what: &'static str,
+) -> Result<Upstream, GatewayError> {
+    let tls = matches!(base.scheme(), "https" | "wss");
+    let host = base.host_str().unwrap_or("localhost").to_string();
+    let port = base
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let scheme = if tls { "wss" } else { "ws" };
+    let authority = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| host.clone());
+    let uri = format!("{scheme}://{authority}{target}");
 
     let timeout = state.cfg.qlik.connect_timeout;
     let up_err = |detail: String| GatewayError::Upstream {
@@ -257,19 +369,23 @@ async fn connect(
             upstream: "qlik",
             after: timeout,
         })?
-        .map_err(|e| up_err(format!("connect to {host}:{port}: {e}")))?;
+        .map_err(|e| up_err(format!("connect to {what} at {host}:{port}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let io: Pin<Box<dyn Io>> = if tls {
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| up_err(e.to_string()))?;
-        let connector = tokio_rustls::TlsConnector::from(state.ws_tls.clone());
+        let connector = tokio_rustls::TlsConnector::from(tls_cfg);
         let s = tokio::time::timeout(timeout, connector.connect(name, tcp))
             .await
             .map_err(|_| GatewayError::UpstreamTimeout {
                 upstream: "qlik",
                 after: timeout,
             })?
-            .map_err(|e| up_err(format!("TLS with the Qlik proxy: {e}; check qlik.ca_cert")))?;
+            .map_err(|e| {
+                up_err(format!(
+                    "TLS with {what}: {e}; check qlik.ca_cert (and for the engine qlik.client_cert/client_key)"
+                ))
+            })?;
         Box::pin(s)
     } else {
         Box::pin(tcp)
@@ -278,20 +394,13 @@ async fn connect(
     let mut req = Request::get(uri.as_str())
         .body(())
         .map_err(|e| up_err(e.to_string()))?;
-    let h = req.headers_mut();
-    *h = fwd.clone();
-    headers::rewrite_cookies(
-        h,
-        &state.cookies.name,
-        Some((&state.cfg.qlik.session_cookie, &qlik.cookie_value)),
-    );
-    h.insert(header::HOST, state.qlik_host.clone());
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert("sec-websocket-version", HeaderValue::from_static("13"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
     if let Ok(k) = HeaderValue::from_str(&tungstenite::handshake::client::generate_key()) {
-        h.insert("sec-websocket-key", k);
+        headers.insert("sec-websocket-key", k);
     }
+    *req.headers_mut() = headers;
     let cfg = ws_config(state);
     match tokio::time::timeout(
         state.cfg.qlik.response_timeout,
@@ -307,7 +416,7 @@ async fn connect(
         Ok(Err(tungstenite::Error::Http(resp))) => Err(GatewayError::UpgradeRefused {
             status: resp.status().as_u16(),
         }),
-        Ok(Err(e)) => Err(up_err(format!("websocket handshake: {e}"))),
+        Ok(Err(e)) => Err(up_err(format!("websocket handshake with {what}: {e}"))),
     }
 }
 
@@ -359,6 +468,7 @@ struct Relay {
     fwd: HeaderMap,
     qlik: QlikSession,
     guard: SocketGuard,
+    fatal: FatalWatch,
 }
 
 enum Settle {
@@ -401,7 +511,10 @@ impl Relay {
                             return Settle::Done;
                         }
                         Some(Err(_)) | None => {
-                            let _ = client.close(Some(going_away("Qlik closed the connection"))).await;
+                            let (notice, close) = self.fatal.ending(&None).await
+                                .unwrap_or_else(|| (None, going_away("Qlik closed the connection")));
+                            if let Some(n) = notice { let _ = client.send(n).await; }
+                            let _ = client.close(Some(close)).await;
                             return Settle::Done;
                         }
                     };
@@ -414,7 +527,7 @@ impl Relay {
                                     Err(GatewayError::Unauthenticated { .. }) => {
                                         // The gateway session itself is gone: only now is a login due.
                                         tracing::info!(session = %self.sid.log_tag(), "Qlik lost the session and the gateway session has ended; sending the client to the login");
-                                        let _ = client.send(must_authenticate(&self.state)).await;
+                                        let _ = client.send(login_prompt(&self.state)).await;
                                         let _ = client.close(Some(close_frame_for(CloseReason::SessionEnded))).await;
                                     }
                                     Err(e) => {
@@ -466,11 +579,18 @@ impl Relay {
                                 return Settle::Relay(Box::new(upstream));
                             }
                             AuthSignal::Other => {
+                                self.fatal.observe(t.as_str(), &self.qlik);
                                 if client.send(msg).await.is_err() { return Settle::Done; }
                             }
                         },
-                        Message::Close(_) => {
-                            let _ = client.send(msg).await;
+                        Message::Close(f) => {
+                            match self.fatal.ending(f).await {
+                                Some((notice, close)) => {
+                                    if let Some(n) = notice { let _ = client.send(n).await; }
+                                    let _ = client.send(Message::Close(Some(close))).await;
+                                }
+                                None => { let _ = client.send(msg).await; }
+                            }
                             return Settle::Relay(Box::new(upstream));
                         }
                         _ => {
@@ -537,9 +657,12 @@ impl Relay {
 
     /// Phase two: frames both ways, untouched, until either side closes or the gateway closes it.
     /// Two exceptions, both about closing: a client frame over `security.max_websocket_message`
-    /// closes the client with 1009, and Qlik's 1000 after it ended the Qlik session becomes
-    /// [`CLOSE_QLIK_SESSION_LOST`].
+    /// closes the client with 1009, and Qlik's close after it ended the Qlik session becomes
+    /// [`CLOSE_QLIK_SESSION_LOST`] (or, if the gateway session is gone too, a login prompt; see
+    /// [`FatalWatch::ending`]).
     async fn relay(mut self, client: Client, upstream: Upstream) {
+        let mut fatal = self.fatal;
+        let qlik = &self.qlik;
         let (mut c_tx, mut c_rx) = client.split();
         let (mut u_tx, mut u_rx) = upstream.split();
         // The client's read half cannot write its close frame; the other direction does it.
@@ -573,19 +696,25 @@ impl Relay {
                 }
             };
             let upstream_to_client = async {
-                let mut qlik_session_lost = false;
                 loop {
                     tokio::select! {
                         m = u_rx.next() => match m {
                             Some(Ok(m)) => {
                                 let m = match m {
+                                    // Passed on as is; only watched.
                                     Message::Text(t) => {
-                                        qlik_session_lost |= ends_qlik_session(t.as_str());
+                                        fatal.observe(t.as_str(), qlik);
                                         Message::Text(t)
                                     }
-                                    Message::Close(f) if qlik_session_lost => {
-                                        Message::Close(Some(session_lost_close(f)))
-                                    }
+                                    Message::Close(f) => match fatal.ending(&f).await {
+                                        Some((notice, close)) => {
+                                            if let Some(n) = notice {
+                                                let _ = c_tx.send(n).await;
+                                            }
+                                            Message::Close(Some(close))
+                                        }
+                                        None => Message::Close(f),
+                                    },
                                     m => m,
                                 };
                                 let closing = matches!(m, Message::Close(_));
@@ -599,7 +728,12 @@ impl Relay {
                                 break;
                             }
                             Some(Err(_)) | None => {
-                                let _ = c_tx.send(Message::Close(Some(going_away("Qlik closed the connection")))).await;
+                                let (notice, close) = fatal.ending(&None).await
+                                    .unwrap_or_else(|| (None, going_away("Qlik closed the connection")));
+                                if let Some(n) = notice {
+                                    let _ = c_tx.send(n).await;
+                                }
+                                let _ = c_tx.send(Message::Close(Some(close))).await;
                                 break;
                             }
                         },
@@ -700,21 +834,161 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
     let _ = tokio::time::timeout(LINGER, tokio::io::copy(io, &mut tokio::io::sink())).await;
 }
 
-/// Whether a frame from Qlik is the fatal notification that its session is gone and will not come
-/// back on this socket (`OnSessionTimedOut`, `OnSessionClosed`). Logout (`OnSessionLoggedOut`) is
-/// final and not matched. Notifications are small; big frames are responses and not parsed.
-fn ends_qlik_session(text: &str) -> bool {
-    if text.len() > 4096 || !text.contains("\"OnSession") {
-        return false;
-    }
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
-        return false;
-    };
-    v.get("id").is_none()
-        && matches!(
-            v.get("method").and_then(|m| m.as_str()),
-            Some("OnSessionTimedOut" | "OnSessionClosed")
+/// A fatal proxy notification from Qlik (§4); Qlik closes the socket after it.
+#[derive(Debug, PartialEq, Eq)]
+struct FatalNotice {
+    method: String,
+    /// `params.message`, Qlik's text for people.
+    message: Option<String>,
+}
+
+impl FatalNotice {
+    /// `OnSessionTimedOut`, `OnSessionClosed`: Qlik ended the Qlik session (inactivity, or the
+    /// proxy closed it). The user's login, the gateway session, is untouched by either.
+    fn ends_qlik_session(&self) -> bool {
+        matches!(
+            self.method.as_str(),
+            "OnSessionTimedOut" | "OnSessionClosed"
         )
+    }
+
+    /// What an operator can do about it, for the log line.
+    fn hint(&self) -> &'static str {
+        match self.method.as_str() {
+            "OnNoEngineAvailable" => "the Qlik proxy has no engine to send the user to: check the engine service and the virtual proxy's load balancing nodes",
+            "OnMaxParallelSessionsExceeded" => "the user has more Qlik sessions than Qlik allows (5 by default); each gateway session holds one, so the user is logged in on too many browsers or devices",
+            "OnLicenseAccessDenied" => "the user has no Qlik Sense license access: allocate one in the QMC",
+            "OnEngineWebsocketFailed" | "OnRepositoryWebsocketFailed" => "the Qlik proxy lost its connection to a Qlik service: check the Qlik services and the proxy's log",
+            _ => "see the Qlik proxy's log",
+        }
+    }
+}
+
+/// A frame from Qlik read as a fatal notification: one of [`FATAL_NOTIFICATIONS`], or any other
+/// notification with `params.severity: "fatal"`. Notifications are small; bigger frames are
+/// responses and are not parsed, nor frames without a `"method"` key (most responses).
+fn fatal_notice(text: &str) -> Option<FatalNotice> {
+    if text.len() > 4096 || !text.contains("\"method\"") {
+        return None;
+    }
+    let v = serde_json::from_str::<serde_json::Value>(text).ok()?;
+    if v.get("id").is_some() {
+        return None;
+    }
+    let method = v.get("method")?.as_str()?;
+    let fatal = FATAL_NOTIFICATIONS.contains(&method)
+        || v.pointer("/params/severity").and_then(|s| s.as_str()) == Some("fatal");
+    fatal.then(|| FatalNotice {
+        method: method.to_string(),
+        message: v
+            .pointer("/params/message")
+            .and_then(|m| m.as_str())
+            .map(str::to_string),
+    })
+}
+
+/// Follows Qlik's fatal notifications on one socket (both phases). The notification itself always
+/// goes to the client unchanged; the watch logs and counts it, and when it says the Qlik session
+/// ended, renews that session at once and decides how the client's socket ends.
+struct FatalWatch {
+    state: Arc<AppState>,
+    sid: SessionId,
+    /// `DIR\id`, for the log.
+    user: String,
+    /// The Qlik session renewal started when Qlik said the session ended.
+    renewal: Option<tokio::task::JoinHandle<Result<QlikSession, LifecycleError>>>,
+}
+
+impl FatalWatch {
+    fn new(state: Arc<AppState>, sid: SessionId, user: String) -> Self {
+        FatalWatch {
+            state,
+            sid,
+            user,
+            renewal: None,
+        }
+    }
+
+    /// Looks at a text frame from Qlik (on its way to the client, unchanged): logs, counts and
+    /// acts on a fatal notification; does nothing for any other frame.
+    fn observe(&mut self, text: &str, qlik: &QlikSession) {
+        let Some(n) = fatal_notice(text) else {
+            return;
+        };
+        self.state.stats.fatal_notification(&n.method);
+        let session = self.sid.log_tag();
+        let message = n.message.as_deref().unwrap_or("");
+        if n.ends_qlik_session() {
+            tracing::info!(
+                session = %session,
+                user = %self.user,
+                notification = %n.method,
+                qlik_message = message,
+                "Qlik ended the user's Qlik session under an open engine websocket; passing the notification on and renewing the Qlik session, so that the client's resume or reconnect needs no login"
+            );
+            // Renewed now rather than on the reconnect: the client's resume finds the new
+            // session at once, and the decision between "reconnect" (4002) and "log in" is made
+            // on the gateway session's state before the client's socket closes.
+            if self.renewal.is_none() {
+                let (state, sid, stale) = (self.state.clone(), self.sid.clone(), qlik.clone());
+                self.renewal = Some(tokio::spawn(async move {
+                    state.qlik.recreate(&sid, &stale).await
+                }));
+            }
+        } else if n.method == "OnSessionLoggedOut" {
+            // Someone ended the Qlik session at QPS (an administrator or a tool through the QPS
+            // API, or the Personal API logout). Passed on with Qlik's close as is: the open page
+            // shows "logged out" the way Qlik's own clients do, and enigma.js does not resume
+            // after Qlik's 1000. No new Qlik session is made behind the back of whoever ended
+            // this one (freeing a license, or a parallel-session slot, is a usual reason). But
+            // the user did not log out of the gateway, and the gateway session is the login:
+            // a reload or reconnect gets a new Qlik session without a login (the stale one is
+            // renewed on the next connect), and only `POST /_gateway/logout` logs the user out.
+            tracing::info!(
+                session = %session,
+                user = %self.user,
+                notification = %n.method,
+                qlik_message = message,
+                "Qlik logged the user's Qlik session out (QPS API or Personal API); passing it on; the gateway session stays, so a reconnect gets a new Qlik session without a login"
+            );
+        } else {
+            tracing::warn!(
+                session = %session,
+                user = %self.user,
+                notification = %n.method,
+                qlik_message = message,
+                hint = n.hint(),
+                "Qlik sent a fatal notification on an engine websocket; passing it and Qlik's close on"
+            );
+        }
+    }
+
+    /// How the client's socket ends after Qlik's close `f` (`None`: Qlik dropped the connection).
+    /// `None` when Qlik did not say its session ended: Qlik's close is relayed as is. Otherwise
+    /// it waits (bounded) for the renewal: done, the client gets [`CLOSE_QLIK_SESSION_LOST`] to
+    /// resume or reconnect; the gateway session gone, the client gets the gateway's login prompt
+    /// (the one case `mustAuthenticate: true` reaches it) and a normal close.
+    async fn ending(&mut self, f: &Option<CloseFrame>) -> Option<(Option<Message>, CloseFrame)> {
+        let renewal = self.renewal.take()?;
+        let wait = self.state.cfg.qlik.qps_timeout + Duration::from_secs(2);
+        let failed = |e: &dyn std::fmt::Display| {
+            tracing::warn!(session = %self.sid.log_tag(), user = %self.user, error = %e, "renewing the Qlik session after Qlik ended it failed; the client's reconnect tries again");
+        };
+        match tokio::time::timeout(wait, renewal).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(LifecycleError::SessionGone))) => {
+                tracing::info!(session = %self.sid.log_tag(), user = %self.user, "Qlik ended the Qlik session and the gateway session has ended too; sending the client to the login");
+                return Some((
+                    Some(login_prompt(&self.state)),
+                    close_frame_for(CloseReason::SessionEnded),
+                ));
+            }
+            Ok(Ok(Err(e))) => failed(&e),
+            Ok(Err(e)) => failed(&e),
+            Err(_) => failed(&format_args!("no result within {wait:?}")),
+        }
+        Some((None, session_lost_close(f.clone())))
+    }
 }
 
 /// Qlik's close after it ended the session, with the code clients treat as a lost connection.
@@ -787,7 +1061,7 @@ fn notification_for(r: CloseReason, state: &AppState) -> Option<Message> {
             })
             .to_string(),
         )),
-        CloseReason::SessionEnded => Some(must_authenticate(state)),
+        CloseReason::SessionEnded => Some(login_prompt(state)),
     }
 }
 
@@ -816,8 +1090,16 @@ fn timestamp(t: std::time::SystemTime) -> String {
     )
 }
 
-/// `OnAuthenticationInformation` pointing the client at the gateway's login.
-fn must_authenticate(state: &AppState) -> Message {
+/// `OnAuthenticationInformation` pointing the client at the gateway's login, counted. Sent only
+/// when the gateway session is gone.
+///
+/// `loginUri` is absolute on the public origin (Qlik's are absolute too) and has no `return_to`:
+/// browsers send no `Referer` on a websocket handshake (the WebSocket standard sets its referrer
+/// to "no-referrer") and the upgrade path is the engine endpoint, not a page, so the gateway does
+/// not know the page to return to; the login's default is `/`, the mashup. A mashup that wants
+/// the current page back appends `?return_to=` + its path itself.
+fn login_prompt(state: &AppState) -> Message {
+    state.stats.login_prompt();
     Message::text(
         serde_json::json!({
             "jsonrpc": "2.0",
@@ -867,19 +1149,20 @@ mod tests {
 
     #[test]
     fn recognises_qlik_ending_the_session() {
-        assert!(ends_qlik_session(
+        let ends = |t: &str| fatal_notice(t).is_some_and(|n| n.ends_qlik_session());
+        assert!(ends(
             r#"{"jsonrpc":"2.0","method":"OnSessionTimedOut","params":{"severity":"fatal","message":"Session timed out due to inactivity"}}"#
         ));
-        assert!(ends_qlik_session(
+        assert!(ends(
             r#"{"method":"OnSessionClosed","jsonrpc":"2.0","params":{}}"#
         ));
-        assert!(!ends_qlik_session(
+        assert!(!ends(
             r#"{"jsonrpc":"2.0","method":"OnSessionLoggedOut","params":{}}"#
         ));
-        assert!(!ends_qlik_session(
+        assert!(!ends(
             r#"{"jsonrpc":"2.0","id":3,"result":{"qReturn":"OnSessionTimedOut"}}"#
         ));
-        assert!(!ends_qlik_session("not json \"OnSessionTimedOut"));
+        assert!(!ends("not json \"OnSessionTimedOut"));
         let f = session_lost_close(Some(CloseFrame {
             code: CloseCode::Normal,
             reason: "Session timed out due to inactivity".into(),
@@ -888,5 +1171,36 @@ mod tests {
         assert_eq!(f.reason.as_str(), "Session timed out due to inactivity");
         let f = session_lost_close(Some(going_away("x")));
         assert_eq!(f.code, CloseCode::Away);
+    }
+
+    #[test]
+    fn reads_fatal_notifications() {
+        let n = fatal_notice(
+            r#"{"jsonrpc":"2.0","method":"OnLicenseAccessDenied","params":{"severity":"fatal","timestamp":"2014-01-10T08:55:17.3725148Z","message":"Access to the app is denied: No available access type"}}"#,
+        )
+        .expect("fatal");
+        assert_eq!(n.method, "OnLicenseAccessDenied");
+        assert_eq!(
+            n.message.as_deref(),
+            Some("Access to the app is denied: No available access type")
+        );
+        assert!(!n.ends_qlik_session());
+        // Known names count without a severity (their params are not all documented) ...
+        let n = fatal_notice(r#"{"jsonrpc":"2.0","method":"OnNoEngineAvailable","params":{}}"#)
+            .expect("fatal");
+        assert_eq!(n.message, None);
+        // ... unknown ones by their severity.
+        assert!(fatal_notice(
+            r#"{"jsonrpc":"2.0","method":"OnNoRepositoryAvailable","params":{"severity":"fatal"}}"#
+        )
+        .is_some());
+        for not_fatal in [
+            r#"{"jsonrpc":"2.0","method":"OnConnected","params":{"qSessionState":"SESSION_CREATED"}}"#,
+            r#"{"jsonrpc":"2.0","method":"OnSomething","params":{"severity":"warning"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"OnSessionTimedOut","params":{"severity":"fatal"}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"qReturn":{"method":"OnSessionClosed"}}}"#,
+        ] {
+            assert_eq!(fatal_notice(not_fatal), None, "{not_fatal}");
+        }
     }
 }

@@ -8,8 +8,9 @@ use std::time::SystemTime;
 use axum::body::Body;
 use http::{Request, StatusCode};
 
-use super::{QlikError, QpsClient};
-use crate::config::QlikConfig;
+use super::nodes::{Node, Nodes};
+use super::QlikError;
+use crate::config::{QlikConfig, QlikMode};
 use crate::proxy::upstream::UpstreamClient;
 use crate::session::{GatewaySession, QlikSession, SessionId, SessionStore, StoreError};
 
@@ -25,9 +26,9 @@ pub enum LifecycleError {
     SessionGone,
 }
 
-/// Owns the QPS client and serialises Qlik session (re)creation per gateway session.
+/// Owns the nodes' QPS clients and serialises Qlik session (re)creation per gateway session.
 pub struct QlikSessions {
-    qps: QpsClient,
+    nodes: Arc<Nodes>,
     store: Arc<dyn SessionStore>,
     upstream: UpstreamClient,
     cfg: QlikConfig,
@@ -37,13 +38,13 @@ pub struct QlikSessions {
 impl QlikSessions {
     /// Ties the QPS client, the session store and the upstream client together.
     pub fn new(
-        qps: QpsClient,
+        nodes: Arc<Nodes>,
         store: Arc<dyn SessionStore>,
         upstream: UpstreamClient,
         cfg: QlikConfig,
     ) -> Self {
         Self {
-            qps,
+            nodes,
             store,
             upstream,
             cfg,
@@ -51,9 +52,29 @@ impl QlikSessions {
         }
     }
 
-    /// The QPS client (for readiness probes).
-    pub fn qps(&self) -> &QpsClient {
-        &self.qps
+    /// The proxy nodes.
+    pub fn nodes(&self) -> &Arc<Nodes> {
+        &self.nodes
+    }
+
+    /// Ready when at least one node's QPS API answers with the client certificate; the error of
+    /// the first node otherwise.
+    pub async fn probe(&self) -> Result<(), QlikError> {
+        let mut first_err = None;
+        for n in self.nodes.all() {
+            match n.qps.probe().await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// The node `qlik` lives on; `None` if the configuration no longer lists it.
+    pub fn node_of(&self, qlik: &QlikSession) -> Option<Arc<Node>> {
+        self.nodes.get(&qlik.node)
     }
 
     /// The session's Qlik session, creating it if there is none. N parallel callers for one
@@ -63,10 +84,13 @@ impl QlikSessions {
         id: &SessionId,
         gw: &GatewaySession,
     ) -> Result<QlikSession, LifecycleError> {
-        if let Some(q) = &gw.qlik {
-            return Ok(q.clone());
+        match &gw.qlik {
+            // A node taken out of rotation: move the user to a healthy one now, instead of
+            // letting the request fail against the dead node first.
+            Some(q) if self.node_of(q).is_some_and(|n| n.is_up()) => Ok(q.clone()),
+            Some(q) => self.recreate(id, q).await,
+            None => self.replace(id, None).await,
         }
-        self.replace(id, None).await
     }
 
     /// Replaces a Qlik session that Qlik no longer accepts. If another request already replaced
@@ -97,27 +121,133 @@ impl QlikSessions {
             (Some(q), Some(old)) if q.cookie_value != old => return Ok(q.clone()),
             _ => {}
         }
-        let session_id = uuid_v4();
-        self.qps
-            .create_session(&current.identity, &session_id)
-            .await?;
+        let node = self.nodes.pick().ok_or_else(|| QlikError::BadReply {
+            call: "node choice",
+            detail: "qlik.proxy_url lists no node".into(),
+        })?;
+        let cookie_value = match &self.cfg.mode {
+            QlikMode::Session => {
+                let session_id = uuid_v4();
+                if let Err(e) = node
+                    .qps
+                    .create_session(&current.identity, &session_id)
+                    .await
+                {
+                    if e.is_transient() {
+                        self.nodes.mark_down(&node, &e.to_string());
+                    }
+                    return Err(e.into());
+                }
+                session_id
+            }
+            QlikMode::Ticket => self.ticket_session(&node, &current.identity).await?,
+            // The header authenticates every request; Qlik's cookie is adopted when it sets one.
+            QlikMode::Header(_) => String::new(),
+        };
         let qlik = QlikSession {
-            cookie_value: session_id,
+            cookie_value,
             csrf_token: None,
             created_at: SystemTime::now(),
+            node: node.key.clone(),
         };
         if !self.store.set_qlik(id, Some(qlik.clone())).await? {
             // Logged out meanwhile: do not leave an orphan session at Qlik.
-            let _ = self.qps.delete_session(&qlik.cookie_value).await;
+            if !qlik.cookie_value.is_empty() {
+                let _ = node.qps.delete_session(&qlik.cookie_value).await;
+            }
             return Err(LifecycleError::SessionGone);
         }
         tracing::info!(
             session = %id.log_tag(),
             user = %format_args!("{}\\{}", current.identity.user_directory, current.identity.user_id),
             replaced = stale.is_some(),
+            node = %qlik.node,
             "created Qlik session"
         );
         Ok(qlik)
+    }
+
+    /// A ticket requested at QPS and redeemed at the virtual proxy by the gateway itself, so that
+    /// neither the ticket nor the resulting cookie ever reaches the browser. A failed redemption
+    /// is retried once with a new ticket (a ticket is single-use and lives a minute).
+    async fn ticket_session(
+        &self,
+        node: &Node,
+        identity: &crate::auth::Identity,
+    ) -> Result<String, QlikError> {
+        let mut last = String::new();
+        for attempt in 1..=2 {
+            let ticket = node.qps.request_ticket(identity).await?;
+            match self.redeem(node, &ticket).await {
+                Ok(cookie) => return Ok(cookie),
+                Err(why) => {
+                    tracing::warn!(attempt, "ticket redemption failed: {why}");
+                    last = why;
+                }
+            }
+        }
+        Err(QlikError::Redemption { detail: last })
+    }
+
+    /// `GET /{vp}/qps/user?qlikTicket=…` (the Personal API: small, no side effects) and the session
+    /// cookie the proxy sets for it.
+    async fn redeem(&self, node: &Node, ticket: &str) -> Result<String, String> {
+        let mut url = node.proxy_url.clone();
+        url.set_path(&format!("{}/qps/user", self.cfg.upstream_prefix()));
+        url.query_pairs_mut().append_pair("qlikTicket", ticket);
+        let req = Request::get(url.as_str())
+            .header(http::header::HOST, node.host.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .body(Body::empty())
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(self.cfg.qps_timeout, self.upstream.request(req))
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.cfg.qps_timeout))?
+            .map_err(|e| super::qps::root_cause(&e))?;
+        let status = resp.status();
+        for v in resp.headers().get_all(http::header::SET_COOKIE) {
+            let Ok(s) = v.to_str() else { continue };
+            if let crate::proxy::headers::QlikSetCookie::Ours(value) =
+                crate::proxy::headers::qlik_session_set_cookie(s, &self.cfg.session_cookie)
+            {
+                if !value.is_empty() {
+                    return Ok(value.to_string());
+                }
+            }
+        }
+        Err(format!(
+            "the proxy answered HTTP {status} without a {} cookie",
+            self.cfg.session_cookie
+        ))
+    }
+
+    /// Adds the user's Qlik credentials to a request for the Qlik proxy: the session cookie (when
+    /// there is one) in place of every client-sent Qlik cookie, and in header mode the user header.
+    pub fn add_credentials(
+        &self,
+        headers: &mut http::HeaderMap,
+        gateway_cookie: &str,
+        identity: &crate::auth::Identity,
+        qlik: &QlikSession,
+    ) {
+        let cookie = (!qlik.cookie_value.is_empty())
+            .then_some((self.cfg.session_cookie.as_str(), qlik.cookie_value.as_str()));
+        crate::proxy::headers::rewrite_cookies(headers, gateway_cookie, cookie);
+        if let QlikMode::Header(h) = &self.cfg.mode {
+            match h.value(&identity.user_directory, &identity.user_id) {
+                Some(v) => {
+                    headers.insert(h.name.clone(), v);
+                }
+                None => {
+                    // Without the header Qlik sends its login redirect; the user is told there.
+                    tracing::warn!(
+                        user = %format_args!("{}\\{}", identity.user_directory, identity.user_id),
+                        "the user name cannot be sent in the {} header (US-ASCII only, no ; or = in the static form)",
+                        h.name
+                    );
+                }
+            }
+        }
     }
 
     /// Records a new cookie value Qlik chose itself (a `Set-Cookie` from the proxy).
@@ -136,6 +266,7 @@ impl QlikSessions {
             cookie_value: value.to_string(),
             csrf_token: None,
             created_at: SystemTime::now(),
+            node: current.node.clone(),
         };
         self.store.set_qlik(id, Some(q)).await.map(drop)
     }
@@ -143,8 +274,9 @@ impl QlikSessions {
     /// Ends the Qlik session at QPS (logout). Failure is logged, not fatal: the gateway session
     /// ends either way and Qlik's inactivity timeout is the backstop.
     pub async fn end(&self, gw: &GatewaySession) {
-        if let Some(q) = &gw.qlik {
-            if let Err(e) = self.qps.delete_session(&q.cookie_value).await {
+        if let Some(q) = gw.qlik.as_ref().filter(|q| !q.cookie_value.is_empty()) {
+            let Some(node) = self.node_of(q) else { return };
+            if let Err(e) = node.qps.delete_session(&q.cookie_value).await {
                 tracing::warn!(error = %e, "could not delete the Qlik session at logout; Qlik's inactivity timeout will end it");
             }
         }
@@ -160,7 +292,11 @@ impl QlikSessions {
         if let Some(t) = &qlik.csrf_token {
             return Ok((!t.is_empty()).then(|| t.clone()));
         }
-        let token = self.fetch_csrf(qlik).await?;
+        let identity = match self.store.get(id).await {
+            Ok(Some(gw)) => gw.identity,
+            _ => return Err(CsrfError::SessionRejected),
+        };
+        let token = self.fetch_csrf(&identity, qlik).await?;
         let mut updated = qlik.clone();
         updated.csrf_token = Some(token.clone().unwrap_or_default());
         // Only cache if the Qlik session is still the same one.
@@ -172,17 +308,19 @@ impl QlikSessions {
         Ok(token)
     }
 
-    async fn fetch_csrf(&self, qlik: &QlikSession) -> Result<Option<String>, CsrfError> {
-        let mut url = self.cfg.proxy_url.clone();
+    async fn fetch_csrf(
+        &self,
+        identity: &crate::auth::Identity,
+        qlik: &QlikSession,
+    ) -> Result<Option<String>, CsrfError> {
+        let node = self.node_of(qlik).ok_or(CsrfError::SessionRejected)?;
+        let mut url = node.proxy_url.clone();
         url.set_path(&format!("{}/qps/csrftoken", self.cfg.upstream_prefix()));
-        let req = Request::get(url.as_str())
-            .header(
-                http::header::COOKIE,
-                format!("{}={}", self.cfg.session_cookie, qlik.cookie_value),
-            )
-            .header(http::header::HOST, host_header(&self.cfg.proxy_url))
+        let mut req = Request::get(url.as_str())
+            .header(http::header::HOST, node.host.clone())
             .body(Body::empty())
             .map_err(|e| CsrfError::Upstream(e.to_string()))?;
+        self.add_credentials(req.headers_mut(), "", identity, qlik);
         let resp = tokio::time::timeout(self.cfg.qps_timeout, self.upstream.request(req))
             .await
             .map_err(|_| {

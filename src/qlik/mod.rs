@@ -1,6 +1,7 @@
 //! The Qlik side: the QPS API client and the lifecycle of each user's Qlik session.
 
 pub mod lifecycle;
+pub mod nodes;
 pub mod qps;
 pub mod xrfkey;
 
@@ -28,6 +29,8 @@ pub enum QlikError {
     },
     #[error("{call} gave an unusable reply: {detail}")]
     BadReply { call: &'static str, detail: String },
+    #[error("redeeming a QPS ticket at the Qlik proxy failed twice: {detail}; check that qlik.virtual_proxy is a ticket virtual proxy, qlik.session_cookie its session cookie header name, and qlik.proxy_url reachable from the gateway")]
+    Redemption { detail: String },
 }
 
 impl QlikError {
@@ -40,6 +43,7 @@ impl QlikError {
             Self::Timeout { .. } => "qps_timeout",
             Self::Status { .. } => "qps_status",
             Self::BadReply { .. } => "qps_bad_reply",
+            Self::Redemption { .. } => "qlik_ticket_redemption",
         }
     }
 

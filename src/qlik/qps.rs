@@ -23,6 +23,11 @@ pub struct QpsClient {
 impl QpsClient {
     /// Builds the mTLS client from the configured PEM files.
     pub fn new(cfg: &QlikConfig) -> Result<Self, tls::TlsFileError> {
+        Self::for_node(cfg, &cfg.qps_api_url)
+    }
+
+    /// The client for one node's QPS API (`qps_api_url`), with the site's certificates.
+    pub fn for_node(cfg: &QlikConfig, qps_api_url: &Url) -> Result<Self, tls::TlsFileError> {
         let roots = tls::root_store(&cfg.ca_cert, false)?;
         let tls = tls::client_config(
             roots,
@@ -40,7 +45,7 @@ impl QpsClient {
                 path: cfg.client_cert.clone(),
                 reason: e.to_string(),
             })?;
-        let mut base = cfg.qps_api_url.clone();
+        let mut base = qps_api_url.clone();
         let vp = if cfg.virtual_proxy.is_empty() {
             String::new()
         } else {
@@ -92,6 +97,41 @@ impl QpsClient {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// `POST ticket`: a one-time ticket for `identity`, to be redeemed at the virtual proxy
+    /// within its minute.
+    pub async fn request_ticket(&self, identity: &Identity) -> Result<String, QlikError> {
+        let attributes: Vec<Value> = identity
+            .attributes
+            .iter()
+            .map(|(k, v)| json!({ k: v }))
+            .collect();
+        let body = json!({
+            "UserDirectory": identity.user_directory,
+            "UserId": identity.user_id,
+            "Attributes": attributes,
+        });
+        let (status, reply) = self.call(Method::POST, "ticket", Some(body)).await?;
+        if status != StatusCode::CREATED && status != StatusCode::OK {
+            return Err(QlikError::Status {
+                call: "POST ticket",
+                status: status.as_u16(),
+                body: snippet(&reply),
+            });
+        }
+        let v: Value = serde_json::from_str(&reply).map_err(|e| QlikError::BadReply {
+            call: "POST ticket",
+            detail: format!("not JSON: {e}"),
+        })?;
+        field(&v, "Ticket")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| QlikError::BadReply {
+                call: "POST ticket",
+                detail: "the reply has no Ticket".into(),
+            })
     }
 
     /// `DELETE session/{id}`: ends the Qlik session and its engine connections. A session Qlik no

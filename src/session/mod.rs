@@ -23,6 +23,9 @@ pub struct QlikSession {
     /// `Some("")` = this Qlik does not issue one).
     pub csrf_token: Option<String>,
     pub created_at: SystemTime,
+    /// The proxy node the session lives on (its configured URL; `""` = the first node).
+    #[serde(default)]
+    pub node: String,
 }
 
 impl fmt::Debug for QlikSession {
@@ -34,6 +37,7 @@ impl fmt::Debug for QlikSession {
                 &self.csrf_token.as_ref().map(|_| "<redacted>"),
             )
             .field("created_at", &self.created_at)
+            .field("node", &self.node)
             .finish()
     }
 }

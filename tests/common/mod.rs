@@ -41,6 +41,10 @@ pub struct Setup {
     pub untrusted_client_cert: bool,
     /// Serve HTTPS with this certificate chain and key (PEM paths); `public_url` becomes https.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Start the sim with these certificates (another sim's, for a second node of one site).
+    pub sim_pki: Option<qlik_sim::PkiPaths>,
+    /// More Qlik proxy nodes after the sim's own: (proxy_url, qps_api_url) each.
+    pub extra_nodes: Vec<(String, String)>,
     /// The host name in `public_url` (and [`Env::url`]) instead of the listener's IP, e.g.
     /// `localhost` so that Kerberos clients ask for `HTTP/localhost`.
     pub public_host: Option<String>,
@@ -66,9 +70,11 @@ impl Env {
 
     pub async fn with(setup: Setup) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sim = Sim::start(setup.sim.clone(), &dir.path().join("pki"))
-            .await
-            .expect("qlik-sim starts");
+        let sim = match &setup.sim_pki {
+            Some(pki) => Sim::start_with_pki(setup.sim.clone(), pki).await,
+            None => Sim::start(setup.sim.clone(), &dir.path().join("pki")).await,
+        }
+        .expect("qlik-sim starts");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let scheme = if setup.tls.is_some() { "https" } else { "http" };
@@ -198,6 +204,16 @@ pub fn cookie_from(resp: &reqwest::Response) -> Option<String> {
         .map(str::to_string)
 }
 
+/// One URL as a TOML string, several as a TOML array.
+fn toml_list(urls: impl Iterator<Item = String>) -> String {
+    let v: Vec<String> = urls.map(|u| format!("\"{u}\"")).collect();
+    if v.len() == 1 {
+        v[0].clone()
+    } else {
+        format!("[{}]", v.join(", "))
+    }
+}
+
 pub fn config_toml(sim: &Sim, s: &Setup, addr: SocketAddr) -> String {
     let pki = sim.pki();
     let (cert, key) = if s.untrusted_client_cert {
@@ -238,8 +254,8 @@ store = "memory"
 {auth}
 
 [qlik]
-proxy_url = "{proxy}"
-qps_api_url = "{qps}"
+proxy_url = {proxy}
+qps_api_url = {qps}
 virtual_proxy = "mashup"
 session_cookie = "X-Qlik-Session-mashup"
 client_cert = "{cert}"
@@ -255,12 +271,19 @@ ca_cert = "{ca}"
 "#,
         server = s.server,
         session = s.session,
-        proxy = sim.proxy_url(),
-        qps = s.qps_api_url.clone().unwrap_or_else(|| sim.qps_api_url()),
+        proxy = toml_list(
+            std::iter::once(sim.proxy_url()).chain(s.extra_nodes.iter().map(|n| n.0.clone()))
+        ),
+        qps = toml_list(
+            std::iter::once(s.qps_api_url.clone().unwrap_or_else(|| sim.qps_api_url()))
+                .chain(s.extra_nodes.iter().map(|n| n.1.clone()))
+        ),
         cert = cert.display(),
         key = key.display(),
         ca = pki.ca_cert.display(),
-        qlik = s.qlik,
+        qlik = s
+            .qlik
+            .replace("{engine_url}", &sim.engine_url().unwrap_or_default()),
         mashup = s.mashup,
         security = s.security,
     )

@@ -237,11 +237,15 @@ pub async fn call(ws: &mut Ws, id: u64, handle: i64, method: &str, params: Value
     }
 }
 
-/// Reads until the socket closes; returns the close frame code, if one came.
+/// Reads until the socket closes; returns the close frame code, if one came. After a close
+/// frame it reads on until the end, so that the reply goes out and the handshake completes.
 pub async fn closed(ws: &mut Ws) -> Option<u16> {
     loop {
         match next(ws).await {
-            Some(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Some(Message::Close(frame)) => {
+                while next(ws).await.is_some() {}
+                return frame.map(|f| u16::from(f.code));
+            }
             Some(_) => continue,
             None => return None,
         }
@@ -263,4 +267,95 @@ pub async fn open_engine(sim: &Sim, user: &str, app: &str) -> (String, Ws) {
     .await
     .expect("upgrade");
     (sid, ws)
+}
+
+/// A rustls client config trusting the sim's CA, presenting `cert` (if any).
+pub fn tls_config(sim: &Sim, cert: ClientCert) -> rustls::ClientConfig {
+    install_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&sim.pki().ca_cert).expect("root.pem");
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.expect("pem")).expect("add root");
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let pair = match cert {
+        ClientCert::None => return builder.with_no_client_auth(),
+        ClientCert::Trusted => (&sim.pki().client_cert, &sim.pki().client_key),
+        ClientCert::Untrusted => (
+            &sim.pki().untrusted_client_cert,
+            &sim.pki().untrusted_client_key,
+        ),
+    };
+    let certs = CertificateDer::pem_file_iter(pair.0)
+        .expect("cert file")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certs");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pair.1).expect("key");
+    builder
+        .with_client_auth_cert(certs, key)
+        .expect("client auth")
+}
+
+/// Opens a websocket at `url` (`ws://` or `wss://`) with extra request headers and a TLS
+/// client config (for `wss://`).
+pub async fn ws_open(
+    url: &str,
+    headers: &[(&str, &str)],
+    tls: Option<rustls::ClientConfig>,
+) -> Result<(Ws, tungstenite::handshake::client::Response), tungstenite::Error> {
+    let mut req = url.into_client_request()?;
+    for (k, v) in headers {
+        req.headers_mut().append(
+            tungstenite::http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            tungstenite::http::HeaderValue::from_bytes(v.as_bytes()).expect("value"),
+        );
+    }
+    let authority = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("authority")
+        .to_string();
+    let tcp = tokio::net::TcpStream::connect(&authority).await?;
+    let stream: Box<dyn Io> = if url.starts_with("wss://") {
+        let connector =
+            tokio_rustls::TlsConnector::from(Arc::new(tls.expect("a TLS config for wss")));
+        let host = authority.rsplit_once(':').expect("port").0.to_string();
+        let name = ServerName::try_from(host).expect("server name");
+        Box::new(connector.connect(name, tcp).await?)
+    } else {
+        Box::new(tcp)
+    };
+    tokio_tungstenite::client_async(req, stream).await
+}
+
+/// The proxy's websocket URL for `path_and_query`.
+pub fn proxy_ws_url(sim: &Sim, path_and_query: &str) -> String {
+    let proxy = sim.proxy_url();
+    let (scheme, authority) = proxy.split_once("://").expect("url");
+    let ws = if scheme == "https" { "wss" } else { "ws" };
+    format!("{ws}://{authority}{path_and_query}")
+}
+
+/// Opens a websocket on the proxy with extra headers (Origin = the proxy's own).
+pub async fn proxy_ws(
+    sim: &Sim,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Ws, tungstenite::handshake::client::Response), tungstenite::Error> {
+    let origin = sim.proxy_url();
+    let mut all = vec![("Origin", origin.as_str())];
+    all.extend_from_slice(headers);
+    ws_open(
+        &proxy_ws_url(sim, path_and_query),
+        &all,
+        Some(tls_config(sim, ClientCert::None)),
+    )
+    .await
+}
+
+/// The `name=value` part of the first `Set-Cookie` header.
+pub fn set_cookie_pair(resp: &reqwest::Response) -> Option<String> {
+    let v = resp.headers().get("set-cookie")?.to_str().ok()?;
+    Some(v.split(';').next()?.trim().to_string())
 }

@@ -33,7 +33,7 @@ pub enum ClaimError {
         key: &'static str,
         present: String,
     },
-    #[error("claim {claim:?} = {value:?} cannot be a Qlik {what}")]
+    #[error("claim {claim:?} = {value:?} cannot be a Qlik {what} (DOMAIN\\user values need auth.oidc.split_user_id = true)")]
     Unusable {
         claim: String,
         value: String,
@@ -79,9 +79,14 @@ impl ClaimMap {
                 what: "DOMAIN\\user or user@domain (split_user_id is set)",
             })?,
         };
+        let directory_source = match &self.directory {
+            DirectorySource::Fixed(_) => "auth.oidc.user_directory".to_string(),
+            DirectorySource::Claim(c) => c.clone(),
+            DirectorySource::FromUserId => self.user_id_claim.clone(),
+        };
         for (what, v, claim) in [
             ("user id", &user_id, &self.user_id_claim),
-            ("user directory", &user_directory, &self.user_id_claim),
+            ("user directory", &user_directory, &directory_source),
         ] {
             if v.trim().is_empty() || v.contains('\\') || v.chars().any(char::is_control) {
                 return Err(ClaimError::Unusable {

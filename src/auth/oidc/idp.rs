@@ -355,6 +355,7 @@ fn classify(e: &openidconnect::ClaimsVerificationError) -> ExchangeError {
             ))
         }
         C::SignatureVerification(_) => "signature",
+        C::Expired(m) if m.contains("iat") || m.contains("issue") => "iat (issue time)",
         C::Expired(_) => "exp (expired)",
         C::InvalidAudience(_) => "aud/azp (audience)",
         C::InvalidIssuer(_) => "iss (issuer)",

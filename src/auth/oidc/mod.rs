@@ -88,6 +88,12 @@ impl Oidc {
         if let Some(d) = self.current() {
             return Ok(d);
         }
+        // One discovery at a time: while the IdP is down, a burst of logins waits for one
+        // attempt instead of each making its own.
+        let _one_at_a_time = self.refresh.lock().await;
+        if let Some(d) = self.current() {
+            return Ok(d);
+        }
         match idp::discover(&self.cfg, &self.http).await {
             Ok(d) => {
                 tracing::info!(issuer = %self.cfg.issuer, "OIDC discovery succeeded");
@@ -152,7 +158,7 @@ async fn keep_discovering(weak: std::sync::Weak<Oidc>) {
                 return;
             }
             Err(e) => {
-                tracing::warn!(retry_in = ?wait, "{e}");
+                tracing::warn!(retry_in = ?wait, "OIDC discovery failed (the gateway keeps trying; logins answer 503 meanwhile): {}", e.detail);
                 me.remember_error(&e);
             }
         }
@@ -197,15 +203,24 @@ impl IdentityProvider for Oidc {
                 .into_owned()
                 .collect();
         let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let login = self
-            .pending_id(req.headers)
-            .and_then(|id| self.pending.take(&id))
-            .ok_or_else(|| {
-                OidcError::new(
+        let no_login = || {
+            OidcError::new(
+                OidcFailure::State,
+                "no login in progress for this browser (no or unknown login cookie, or older than 10 minutes)",
+            )
+        };
+        let id = self.pending_id(req.headers).ok_or_else(no_login)?;
+        let login = match self.pending.take_matching(&id, param("state")) {
+            Err(()) => return Err(no_login().into()),
+            Ok(None) => {
+                return Err(OidcError::new(
                     OidcFailure::State,
-                    "no login in progress for this browser (no or unknown login cookie)",
+                    "the state parameter does not match the login this browser started",
                 )
-            })?;
+                .into())
+            }
+            Ok(Some(login)) => login,
+        };
         if let Some(err) = param("error") {
             let desc = param("error_description").unwrap_or_default();
             let kind = if err == "access_denied" {
@@ -216,13 +231,6 @@ impl IdentityProvider for Oidc {
             return Err(
                 OidcError::new(kind, format!("the IdP answered error={err} {desc}")).into(),
             );
-        }
-        if param("state") != Some(login.state.as_str()) {
-            return Err(OidcError::new(
-                OidcFailure::State,
-                "the state parameter does not match the login this browser started",
-            )
-            .into());
         }
         // RFC 9207: an IdP that names itself in the answer must be the one this login went to
         // (a defence against mix-up attacks when several IdPs are in play).

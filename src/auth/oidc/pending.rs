@@ -58,9 +58,19 @@ impl PendingLogins {
         id
     }
 
-    /// Takes the login for `id`: each may be completed once.
-    pub fn take(&self, id: &str) -> Option<Pending> {
+    /// Takes the login for `id` if the IdP's answer carries its `state`: each login completes
+    /// once. An answer with another state leaves it in place, so a forged or stray callback
+    /// cannot cancel a login in progress. `Err(())` when there is no such login at all.
+    pub fn take_matching(&self, id: &str, state: Option<&str>) -> Result<Option<Pending>, ()> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(id).filter(|p| p.created.elapsed() < TTL)
+        match map.get(id) {
+            None => Err(()),
+            Some(p) if p.created.elapsed() >= TTL => {
+                map.remove(id);
+                Err(())
+            }
+            Some(p) if Some(p.state.as_str()) == state => Ok(map.remove(id)),
+            Some(_) => Ok(None),
+        }
     }
 }

@@ -1,0 +1,132 @@
+//! The Qlik proxy nodes: each user's Qlik session lives on one node (a proxy service keeps its own
+//! sessions), new sessions go to healthy nodes in turn, and a node whose QPS API stops answering,
+//! or whose proxy cannot be reached, gets no new sessions until it answers again.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use super::QpsClient;
+use crate::config::QlikConfig;
+
+/// One proxy node.
+pub struct Node {
+    /// Identifies the node in a stored Qlik session: its proxy URL as configured.
+    pub key: String,
+    pub proxy_url: reqwest::Url,
+    pub qps: QpsClient,
+    /// `Host` for requests to this proxy.
+    pub host: HeaderValue,
+    /// `Origin` this proxy expects on websocket upgrades (its own).
+    pub origin: HeaderValue,
+    up: AtomicBool,
+}
+
+impl Node {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+}
+
+/// All nodes, in configuration order.
+pub struct Nodes {
+    list: Vec<Arc<Node>>,
+    next: AtomicUsize,
+}
+
+impl Nodes {
+    pub fn new(cfg: &QlikConfig) -> Result<Self, crate::tls::TlsFileError> {
+        let mut list = Vec::new();
+        for n in &cfg.nodes {
+            list.push(Arc::new(Node {
+                key: n.proxy_url.as_str().trim_end_matches('/').to_string(),
+                proxy_url: n.proxy_url.clone(),
+                qps: QpsClient::for_node(cfg, &n.qps_api_url)?,
+                host: header_value(&super::lifecycle::host_header(&n.proxy_url)),
+                origin: header_value(&n.proxy_url.origin().ascii_serialization()),
+                up: AtomicBool::new(true),
+            }));
+        }
+        Ok(Self {
+            list,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn all(&self) -> &[Arc<Node>] {
+        &self.list
+    }
+
+    /// The node a stored Qlik session lives on (`""`: the first, for sessions stored before
+    /// nodes had names). `None` when the configuration no longer has it.
+    pub fn get(&self, key: &str) -> Option<Arc<Node>> {
+        if key.is_empty() {
+            return self.list.first().cloned();
+        }
+        self.list.iter().find(|n| n.key == key).cloned()
+    }
+
+    /// The node for a new Qlik session: the next healthy one in turn; if none is known to be
+    /// healthy, the next one anyway (the health information may be stale).
+    pub fn pick(&self) -> Option<Arc<Node>> {
+        let n = self.list.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.list[(start + i) % n])
+            .find(|node| node.is_up())
+            .or_else(|| self.list.get(start % n))
+            .cloned()
+    }
+
+    /// Takes a node out of rotation (its proxy or QPS failed).
+    pub fn mark_down(&self, node: &Node, why: &str) {
+        if node.up.swap(false, Ordering::Relaxed) && self.list.len() > 1 {
+            tracing::warn!(node = %node.key, "Qlik node taken out of rotation: {why}");
+        }
+    }
+
+    fn mark_up(&self, node: &Node) {
+        if !node.up.swap(true, Ordering::Relaxed) && self.list.len() > 1 {
+            tracing::info!(node = %node.key, "Qlik node back in rotation");
+        }
+    }
+
+    /// Checks every node's QPS API every `every`, until the nodes are dropped. With one node
+    /// nothing is checked: there is nowhere else to send users.
+    pub fn watch(self: &Arc<Self>, every: Duration) {
+        if self.list.len() < 2 {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak: Weak<Self> = Arc::downgrade(self);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(nodes) = weak.upgrade() else { return };
+                let checks = nodes
+                    .list
+                    .iter()
+                    .map(|n| async move { (n, n.qps.probe().await) });
+                for (node, result) in futures_util::future::join_all(checks).await {
+                    match result {
+                        Ok(()) => nodes.mark_up(node),
+                        Err(e) => nodes.mark_down(node, &e.to_string()),
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}

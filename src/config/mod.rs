@@ -261,7 +261,11 @@ impl HeaderAuth {
                 }
                 format!("UserDirectory={user_directory}; UserId={user_id}")
             }
-            Some(p) => p.replace("$ud", user_directory).replace("$id", user_id),
+            // Qlik documents the pattern as `$ud\\$id`, the doubled backslash meaning one.
+            Some(p) => p
+                .replace("\\\\", "\\")
+                .replace("$ud", user_directory)
+                .replace("$id", user_id),
         };
         http::HeaderValue::from_str(&v).ok()
     }
@@ -361,4 +365,48 @@ fn from_figment(err: figment::Error) -> ConfigError {
         path.join(".")
     };
     ConfigError::key(key, message)
+}
+
+#[cfg(test)]
+mod header_auth_tests {
+    use super::HeaderAuth;
+
+    fn auth(pattern: Option<&str>) -> HeaderAuth {
+        HeaderAuth {
+            name: http::HeaderName::from_static("hdr-usr"),
+            pattern: pattern.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn values_in_every_form() {
+        let v = |p: Option<&str>, d: &str, u: &str| {
+            auth(p).value(d, u).map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(
+            v(None, "DEV", "alice").as_deref(),
+            Some("UserDirectory=DEV; UserId=alice")
+        );
+        assert_eq!(
+            v(Some("$ud\\\\$id"), "DEV", "alice").as_deref(),
+            Some("DEV\\alice"),
+            "Qlik's documented form"
+        );
+        assert_eq!(
+            v(Some("$ud\\$id"), "DEV", "alice").as_deref(),
+            Some("DEV\\alice")
+        );
+        assert_eq!(
+            v(Some("$id"), "DEV", "alice").as_deref(),
+            Some("alice"),
+            "static user directory"
+        );
+        assert_eq!(v(None, "DEV", "ålice"), None, "US-ASCII only");
+        assert_eq!(
+            v(None, "DEV", "a;UserId=admin"),
+            None,
+            "no smuggling in the static form"
+        );
+        assert_eq!(v(Some("$id"), "DEV", "a\nb"), None);
+    }
 }

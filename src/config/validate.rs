@@ -391,10 +391,10 @@ fn validate_qlik(
                 ));
             }
             if let Some(p) = &raw.header_pattern {
-                if !(p.contains("$ud") && p.contains("$id") && p.is_ascii()) {
+                if !(p.contains("$id") && p.is_ascii()) {
                     return Err(ConfigError::key(
                         "qlik.header_pattern",
-                        "must be US-ASCII and contain $ud and $id, like the virtual proxy's dynamic user directory pattern (e.g. \"$ud\\\\$id\")",
+                        "must be US-ASCII and contain $id (and $ud for a dynamic user directory), like the virtual proxy's pattern (e.g. \"$ud\\\\$id\")",
                     ));
                 }
             }

@@ -5,43 +5,21 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::browser::{check_prerequisites, chromium, read_all};
 use common::kdc::Kdc;
 use common::*;
-use tokio::io::AsyncReadExt;
 
 /// Whole browser run: launch, warm-up, login, page, live data, close.
 const NODE_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn chromium() -> PathBuf {
-    std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// Fails (never skips) when the browser or the npm packages are missing.
-fn check_prerequisites(root: &Path) {
-    let browser = chromium();
-    assert!(
-        browser.is_file(),
-        "{} is missing: run ./scripts/test.sh, which installs Chromium (apt-get install chromium)",
-        browser.display()
-    );
-    assert!(
-        root.join("tests/browser/node_modules/playwright-core")
-            .is_dir(),
-        "tests/browser/node_modules is missing: run ./scripts/test.sh, which installs it \
-         (npm ci --prefix tests/browser)"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_login_in_chromium_shows_live_engine_data() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    check_prerequisites(root);
+    check_prerequisites(root, &[]);
 
     let kdc = Kdc::start();
     let env = Env::with(Setup {
@@ -154,14 +132,4 @@ async fn windows_login_in_chromium_shows_live_engine_data() {
 
     env.stop().await;
     drop(kdc);
-}
-
-fn read_all<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    mut r: R,
-) -> tokio::task::JoinHandle<String> {
-    tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf).await;
-        String::from_utf8_lossy(&buf).into_owned()
-    })
 }

@@ -6,47 +6,21 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::browser::{check_prerequisites, chromium, read_all};
 use common::oidc::{Idp, ALICE};
 use common::*;
 use qlik_sim::{Counters, RecordedRequest, SessionInfo};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Whole browser run: launch, login at the IdP, page, live data, logout, login form again, close.
 const NODE_TIMEOUT: Duration = Duration::from_secs(120);
 const CLIENT_ID: &str = "qlik-gateway";
 const CLIENT_SECRET: &str = "gateway-secret-for-the-browser-test";
-
-fn chromium() -> PathBuf {
-    std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// Fails (never skips) when the browser or the npm packages are missing.
-fn check_prerequisites(root: &Path) {
-    let browser = chromium();
-    assert!(
-        browser.is_file(),
-        "{} is missing: run ./scripts/test.sh, which installs Chromium (apt-get install chromium)",
-        browser.display()
-    );
-    assert!(
-        root.join("tests/browser/node_modules/playwright-core")
-            .is_dir(),
-        "tests/browser/node_modules is missing: run ./scripts/test.sh, which installs it \
-         (npm ci --prefix tests/browser)"
-    );
-    assert!(
-        root.join("tests/oidc/node_modules/oidc-provider").is_dir(),
-        "tests/oidc/node_modules is missing: run ./scripts/test.sh, which installs it \
-         (npm ci --prefix tests/oidc)"
-    );
-}
 
 /// What qlik-sim knew while the browser was logged in (before the logout ended it).
 struct Snapshot {
@@ -58,7 +32,7 @@ struct Snapshot {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_login_in_chromium_shows_live_engine_data_and_logout_ends_the_idp_session() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    check_prerequisites(root);
+    check_prerequisites(root, &[("oidc", "oidc-provider")]);
 
     // The IdP first (its issuer goes into the gateway's config), the client once the gateway's
     // URL is known.
@@ -252,14 +226,4 @@ async fn oidc_login_in_chromium_shows_live_engine_data_and_logout_ends_the_idp_s
 
     env.stop().await;
     drop(idp);
-}
-
-fn read_all<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    mut r: R,
-) -> tokio::task::JoinHandle<String> {
-    tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf).await;
-        String::from_utf8_lossy(&buf).into_owned()
-    })
 }

@@ -65,31 +65,10 @@ impl QpsClient {
         identity: &Identity,
         session_id: &str,
     ) -> Result<(), QlikError> {
-        let attributes: Vec<Value> = identity
-            .attributes
-            .iter()
-            .map(|(k, v)| json!({ k: v }))
-            .collect();
-        let body = json!({
-            "UserDirectory": identity.user_directory,
-            "UserId": identity.user_id,
-            "Attributes": attributes,
-            "SessionId": session_id,
-        });
-        let (status, reply) = self.call(Method::POST, "session", Some(body)).await?;
-        if status != StatusCode::CREATED && status != StatusCode::OK {
-            return Err(QlikError::Status {
-                call: "POST session",
-                status: status.as_u16(),
-                body: snippet(&reply),
-            });
-        }
-        // Replies come PascalCase (documented) or camelCase (OpenAPI); accept both, and if the
-        // reply names a session, it must be ours.
-        let v: Value = serde_json::from_str(&reply).map_err(|e| QlikError::BadReply {
-            call: "POST session",
-            detail: format!("not JSON: {e}"),
-        })?;
+        let mut body = user_body(identity);
+        body["SessionId"] = json!(session_id);
+        let v = self.post_created("POST session", "session", body).await?;
+        // If the reply names a session, it must be ours.
         match field(&v, "SessionId").and_then(Value::as_str) {
             Some(id) if id != session_id => Err(QlikError::BadReply {
                 call: "POST session",
@@ -102,28 +81,9 @@ impl QpsClient {
     /// `POST ticket`: a one-time ticket for `identity`, to be redeemed at the virtual proxy
     /// within its minute.
     pub async fn request_ticket(&self, identity: &Identity) -> Result<String, QlikError> {
-        let attributes: Vec<Value> = identity
-            .attributes
-            .iter()
-            .map(|(k, v)| json!({ k: v }))
-            .collect();
-        let body = json!({
-            "UserDirectory": identity.user_directory,
-            "UserId": identity.user_id,
-            "Attributes": attributes,
-        });
-        let (status, reply) = self.call(Method::POST, "ticket", Some(body)).await?;
-        if status != StatusCode::CREATED && status != StatusCode::OK {
-            return Err(QlikError::Status {
-                call: "POST ticket",
-                status: status.as_u16(),
-                body: snippet(&reply),
-            });
-        }
-        let v: Value = serde_json::from_str(&reply).map_err(|e| QlikError::BadReply {
-            call: "POST ticket",
-            detail: format!("not JSON: {e}"),
-        })?;
+        let v = self
+            .post_created("POST ticket", "ticket", user_body(identity))
+            .await?;
         field(&v, "Ticket")
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
@@ -132,6 +92,28 @@ impl QpsClient {
                 call: "POST ticket",
                 detail: "the reply has no Ticket".into(),
             })
+    }
+
+    /// A POST that must answer 201 (or 200) with JSON. Replies come PascalCase (documented) or
+    /// camelCase (OpenAPI); [`field`] reads both.
+    async fn post_created(
+        &self,
+        call: &'static str,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, QlikError> {
+        let (status, reply) = self.call(Method::POST, path, Some(body)).await?;
+        if status != StatusCode::CREATED && status != StatusCode::OK {
+            return Err(QlikError::Status {
+                call,
+                status: status.as_u16(),
+                body: snippet(&reply),
+            });
+        }
+        serde_json::from_str(&reply).map_err(|e| QlikError::BadReply {
+            call,
+            detail: format!("not JSON: {e}"),
+        })
     }
 
     /// `DELETE session/{id}`: ends the Qlik session and its engine connections. A session Qlik no
@@ -213,6 +195,20 @@ fn field<'a>(v: &'a Value, pascal: &str) -> Option<&'a Value> {
     obj.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(pascal))
         .map(|(_, v)| v)
+}
+
+/// The user as the session and ticket APIs take it, attributes as `[{"Group": "Sales"}, …]`.
+fn user_body(identity: &Identity) -> Value {
+    let attributes: Vec<Value> = identity
+        .attributes
+        .iter()
+        .map(|(k, v)| json!({ k: v }))
+        .collect();
+    json!({
+        "UserDirectory": identity.user_directory,
+        "UserId": identity.user_id,
+        "Attributes": attributes,
+    })
 }
 
 fn snippet(s: &str) -> String {

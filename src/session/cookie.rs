@@ -48,6 +48,17 @@ impl CookieSettings {
     }
 }
 
+/// The value of the cookie `name` in a request's `Cookie` headers.
+pub fn read_named(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| Cookie::split_parse(v).filter_map(Result::ok))
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Test harness: a qlik-sim and a gateway in-process on ephemeral loopback ports, plus clients.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake_idp;
 #[cfg(feature = "kerberos")]
 pub mod kdc;

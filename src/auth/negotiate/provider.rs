@@ -103,14 +103,7 @@ impl Negotiate {
     }
 
     fn pending_id(&self, headers: &HeaderMap) -> Option<String> {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(cookie::Cookie::split_parse)
-            .filter_map(Result::ok)
-            .find(|c| c.name() == self.pending_cookie)
-            .map(|c| c.value().to_string())
+        crate::session::cookie::read_named(headers, self.pending_cookie)
     }
 
     fn pending_cookie(&self, id: &str, max_age: u64) -> Option<HeaderValue> {

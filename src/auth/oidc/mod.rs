@@ -132,14 +132,7 @@ impl Oidc {
     }
 
     fn pending_id(&self, headers: &HeaderMap) -> Option<String> {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(cookie::Cookie::split_parse)
-            .filter_map(Result::ok)
-            .find(|c| c.name() == self.cookie)
-            .map(|c| c.value().to_string())
+        crate::session::cookie::read_named(headers, self.cookie)
     }
 }
 

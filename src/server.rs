@@ -15,6 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::gateway::endpoints::PeerAddr;
 use crate::proxy::registry::CloseReason;
@@ -185,9 +186,46 @@ fn service(
     TowerToHyperService::new(tower::service_fn(
         move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(PeerAddr(peer));
-            router.clone().oneshot(req.map(axum::body::Body::new))
+            let id = request_id(req.headers());
+            req.headers_mut().insert(REQUEST_ID, id.clone());
+            // Every log line of this request (and of its websocket relay) carries the id, and
+            // Qlik gets it too (the header is forwarded), so one id follows a request end to end.
+            let span = tracing::info_span!(
+                "request",
+                request_id = id.to_str().unwrap_or_default(),
+                peer = %peer.ip(),
+            );
+            let fut = router.clone().oneshot(req.map(axum::body::Body::new));
+            async move {
+                let mut resp = fut.await?;
+                resp.headers_mut().insert(REQUEST_ID, id);
+                Ok(resp)
+            }
+            .instrument(span)
         },
     ))
+}
+
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The client's `X-Request-Id` when it is a plain token (a load balancer's id), else a new one.
+/// Anything else is replaced: the id goes into every log line and must not forge log content.
+fn request_id(headers: &http::HeaderMap) -> http::HeaderValue {
+    if let Some(v) = headers.get(REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        {
+            return v.clone();
+        }
+    }
+    use rand::RngCore;
+    let mut raw = [0u8; 12];
+    rand::rng().fill_bytes(&mut raw);
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    http::HeaderValue::from_str(&hex).unwrap_or_else(|_| http::HeaderValue::from_static("-"))
 }
 
 /// Removes expired sessions and closes their websockets.

@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
 
 use super::headers;
 use super::registry::{CloseReason, SocketGuard};
@@ -157,30 +158,33 @@ pub async fn engine(
     let cfg = ws_config(&state);
     let st = state.clone();
     let user = format!("{}\\{}", gw.identity.user_directory, gw.identity.user_id);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let client = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(cfg),
-                )
-                .await;
-                let fatal = FatalWatch::new(st.clone(), sid.clone(), user);
-                let relay = Relay {
-                    state: st,
-                    sid,
-                    path_q,
-                    fwd,
-                    qlik,
-                    guard,
-                    fatal,
-                };
-                relay.run(client, upstream).await;
+    tokio::spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let client = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(cfg),
+                    )
+                    .await;
+                    let fatal = FatalWatch::new(st.clone(), sid.clone(), user);
+                    let relay = Relay {
+                        state: st,
+                        sid,
+                        path_q,
+                        fwd,
+                        qlik,
+                        guard,
+                        fatal,
+                    };
+                    relay.run(client, upstream).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
             }
-            Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
         }
-    });
+        .instrument(tracing::Span::current()),
+    );
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();

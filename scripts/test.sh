@@ -34,6 +34,8 @@ need_apt npm npm
 need_apt curl curl
 # Headless Chromium for the browser login test (tests/kerberos_browser.rs).
 need_apt chromium chromium
+# Redis for the shared session store tests (tests/session_redis.rs start their own redis-server).
+need_apt redis-server redis-server
 # Kerberos: the KDC and client tools for the tests, headers and libclang to build the GSSAPI binding.
 need_pkg krb5-kdc krb5-admin-server krb5-user libkrb5-dev libclang-dev
 
@@ -56,6 +58,17 @@ log "npm packages for the OIDC tests (a local oidc-provider)"
 if [ ! -d tests/oidc/node_modules ] || [ tests/oidc/package-lock.json -nt tests/oidc/node_modules ]; then
   npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 fi
+
+log "the React example mashup: npm packages and build (served by the browser tests)"
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "Node.js $(node --version 2>/dev/null) is too old for Vite 8 (needs 20.19+ or 22.12+); install a newer Node.js" >&2
+  exit 1
+fi
+if [ ! -d examples/react-mashup/node_modules ] || [ examples/react-mashup/package-lock.json -nt examples/react-mashup/node_modules ]; then
+  npm ci --prefix examples/react-mashup --no-audit --no-fund --loglevel=error
+fi
+npm --prefix examples/react-mashup run build --silent >/dev/null
 
 log "cargo fmt --check"
 cargo fmt --all --check

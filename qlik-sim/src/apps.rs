@@ -1,5 +1,6 @@
 //! The sample apps the simulated engine serves, and hypercube evaluation over their data.
 
+use crate::selections::{selection_object, state_counts, ListObject, Selections, State};
 use serde_json::{json, Map, Value};
 
 /// App id (and `qDocName`) of the "Sales" sample app. Its object `sales-by-region` has a
@@ -16,6 +17,17 @@ pub(crate) struct App {
     pub rows: Vec<Vec<Value>>,
     /// Object properties (with `qInfo.qId` and `qHyperCubeDef`).
     pub objects: Vec<Value>,
+    /// Per field, its distinct values in load order: the index is the `qElemNumber`.
+    pub symbols: Vec<Vec<Symbol>>,
+    /// `rows` as symbol indexes.
+    pub cells: Vec<Vec<usize>>,
+}
+
+/// A distinct field value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Symbol {
+    pub text: String,
+    pub num: Option<f64>,
 }
 
 /// Every sample app.
@@ -42,15 +54,14 @@ fn sales() -> App {
         ("West", "Bikes", 700, 6),
         ("West", "Gloves", 350, 45),
     ];
-    App {
-        id: SALES_APP_ID,
-        title: "Sales",
-        fields: &["Region", "Product", "Sales", "Quantity"],
-        rows: rows
-            .iter()
+    App::new(
+        SALES_APP_ID,
+        "Sales",
+        &["Region", "Product", "Sales", "Quantity"],
+        rows.iter()
             .map(|(r, p, s, q)| vec![json!(r), json!(p), json!(s), json!(q)])
             .collect(),
-        objects: vec![json!({
+        vec![json!({
             "qInfo": {"qId": "sales-by-region", "qType": "barchart"},
             "title": "Sales by region",
             "qHyperCubeDef": {
@@ -62,7 +73,7 @@ fn sales() -> App {
                 "qInitialDataFetch": [{"qLeft": 0, "qTop": 0, "qWidth": 3, "qHeight": 100}]
             }
         })],
-    }
+    )
 }
 
 fn helpdesk() -> App {
@@ -74,15 +85,14 @@ fn helpdesk() -> App {
         ("Low", "Open", 30, 30.0),
         ("Low", "Closed", 120, 22.0),
     ];
-    App {
-        id: HELPDESK_APP_ID,
-        title: "Helpdesk",
-        fields: &["Priority", "Status", "Cases", "ResolutionHours"],
-        rows: rows
-            .iter()
+    App::new(
+        HELPDESK_APP_ID,
+        "Helpdesk",
+        &["Priority", "Status", "Cases", "ResolutionHours"],
+        rows.iter()
             .map(|(p, s, c, h)| vec![json!(p), json!(s), json!(c), json!(h)])
             .collect(),
-        objects: vec![json!({
+        vec![json!({
             "qInfo": {"qId": "cases-by-priority", "qType": "table"},
             "title": "Cases by priority",
             "qHyperCubeDef": {
@@ -94,10 +104,50 @@ fn helpdesk() -> App {
                 "qInitialDataFetch": [{"qLeft": 0, "qTop": 0, "qWidth": 3, "qHeight": 100}]
             }
         })],
-    }
+    )
 }
 
 impl App {
+    fn new(
+        id: &'static str,
+        title: &'static str,
+        fields: &'static [&'static str],
+        rows: Vec<Vec<Value>>,
+        objects: Vec<Value>,
+    ) -> App {
+        let mut symbols: Vec<Vec<Symbol>> = vec![Vec::new(); fields.len()];
+        let cells = rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .zip(symbols.iter_mut())
+                    .map(|(v, syms)| {
+                        let sym = Symbol {
+                            text: text_of(v),
+                            num: v.as_f64(),
+                        };
+                        match syms.iter().position(|s| *s == sym) {
+                            Some(i) => i,
+                            None => {
+                                syms.push(sym);
+                                syms.len() - 1
+                            }
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        App {
+            id,
+            title,
+            fields,
+            rows,
+            objects,
+            symbols,
+            cells,
+        }
+    }
+
     /// The `qDocList` entry of this app.
     pub fn doc_entry(&self) -> Value {
         json!({
@@ -136,7 +186,13 @@ impl App {
             .cloned()
     }
 
-    fn column(&self, field: &str) -> Option<usize> {
+    /// The column of `field` (case-insensitive, brackets allowed: `[Region]`).
+    pub fn column(&self, field: &str) -> Option<usize> {
+        let field = field.trim();
+        let field = field
+            .strip_prefix('[')
+            .and_then(|f| f.strip_suffix(']'))
+            .unwrap_or(field);
         self.fields
             .iter()
             .position(|f| f.eq_ignore_ascii_case(field))
@@ -162,6 +218,18 @@ impl Area {
             width: n("qWidth"),
             height: n("qHeight"),
         }
+    }
+
+    /// This area clipped to a `width` × `height` matrix: `(left, top, width, height)`.
+    pub fn clamp(&self, width: usize, height: usize) -> (usize, usize, usize, usize) {
+        let top = self.top.min(height);
+        let left = self.left.min(width);
+        (
+            left,
+            top,
+            self.width.min(width - left),
+            self.height.min(height - top),
+        )
     }
 
     /// Parses a list of areas.
@@ -217,6 +285,13 @@ fn text_of(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".to_string(),
+        // 12.0 reads "12", as in Qlik; 5.5 reads "5.5".
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => (f as i64).to_string(),
+            (None, Some(f)) => f.to_string(),
+            _ => n.to_string(),
+        },
         other => other.to_string(),
     }
 }
@@ -239,10 +314,30 @@ fn num_json(n: f64) -> Value {
     }
 }
 
-/// A hypercube evaluated over an app's table.
+/// The fields of a `qHyperCubeDef`'s dimensions (their first field def, `=` stripped).
+pub(crate) fn dimension_fields(def: &Value) -> Vec<String> {
+    def.get("qDimensions")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .map(|d| {
+                    d.pointer("/qDef/qFieldDefs/0")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .trim_start_matches('=')
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A hypercube evaluated over an app's possible rows (those the selections leave).
 pub(crate) struct Cube {
     dim_titles: Vec<String>,
     dim_cardinals: Vec<usize>,
+    dim_state_counts: Vec<Value>,
+    dim_locked: Vec<bool>,
     measure_titles: Vec<String>,
     /// One row per group: every cell already in engine JSON form.
     matrix: Vec<Vec<Value>>,
@@ -250,23 +345,10 @@ pub(crate) struct Cube {
 }
 
 impl Cube {
-    /// Evaluates `def` (a `qHyperCubeDef`) over `app`; `tick` drives the live measure.
-    pub fn evaluate(app: &App, def: &Value, tick: u64) -> Cube {
-        let dims: Vec<String> = def
-            .get("qDimensions")
-            .and_then(Value::as_array)
-            .map(|l| {
-                l.iter()
-                    .map(|d| {
-                        d.pointer("/qDef/qFieldDefs/0")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .trim_start_matches('=')
-                            .to_string()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+    /// Evaluates `def` (a `qHyperCubeDef`) over `app` under `sel`; `tick` drives the live
+    /// measure.
+    pub fn evaluate(app: &App, def: &Value, tick: u64, sel: &Selections) -> Cube {
+        let dims = dimension_fields(def);
         let measures: Vec<(String, Expr)> = def
             .get("qMeasures")
             .and_then(Value::as_array)
@@ -289,27 +371,19 @@ impl Cube {
             .unwrap_or_default();
 
         let dim_cols: Vec<Option<usize>> = dims.iter().map(|d| app.column(d)).collect();
-        // Distinct values per dimension, in load order: their index is qElemNumber.
-        let symbols: Vec<Vec<String>> = dim_cols
+        let states: Vec<Vec<State>> = dim_cols
             .iter()
-            .map(|col| {
-                let mut seen: Vec<String> = Vec::new();
-                for row in &app.rows {
-                    let t = col.map(|c| text_of(&row[c])).unwrap_or_else(|| "-".into());
-                    if !seen.contains(&t) {
-                        seen.push(t);
-                    }
-                }
-                seen
-            })
+            .map(|c| c.map(|c| sel.states(app, c)).unwrap_or_default())
             .collect();
-        // Groups in load order of their first row.
-        let mut groups: Vec<(Vec<String>, Vec<usize>)> = Vec::new();
-        for (i, row) in app.rows.iter().enumerate() {
-            let key: Vec<String> = dim_cols
-                .iter()
-                .map(|col| col.map(|c| text_of(&row[c])).unwrap_or_else(|| "-".into()))
-                .collect();
+        let possible = sel.possible_rows(app, None);
+        // Groups of possible rows (a symbol per dimension, `None` for an unknown field), in
+        // load order of their first row.
+        let mut groups: Vec<(Vec<Option<usize>>, Vec<usize>)> = Vec::new();
+        for (i, row) in app.cells.iter().enumerate() {
+            if !possible[i] {
+                continue;
+            }
+            let key: Vec<Option<usize>> = dim_cols.iter().map(|c| c.map(|c| row[c])).collect();
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, members)) => members.push(i),
                 None => groups.push((key, vec![i])),
@@ -322,10 +396,19 @@ impl Cube {
             .map(|(g, (key, members))| {
                 let mut cells: Vec<Value> = key
                     .iter()
+                    .zip(&dim_cols)
                     .enumerate()
-                    .map(|(d, text)| {
-                        let elem = symbols[d].iter().position(|s| s == text).unwrap_or(0);
-                        json!({"qText": text, "qNum": "NaN", "qElemNumber": elem, "qState": "O"})
+                    .map(|(d, (sym, col))| match (sym, col) {
+                        (Some(s), Some(c)) => {
+                            let symbol = &app.symbols[*c][*s];
+                            json!({
+                                "qText": symbol.text,
+                                "qNum": symbol.num.map(num_json).unwrap_or(json!("NaN")),
+                                "qElemNumber": s,
+                                "qState": states[d][*s].code()
+                            })
+                        }
+                        _ => json!({"qText": "-", "qNum": "NaN", "qElemNumber": 0, "qState": "O"}),
                     })
                     .collect();
                 for (m, (_, expr)) in measures.iter().enumerate() {
@@ -342,7 +425,15 @@ impl Cube {
             })
             .collect();
         Cube {
-            dim_cardinals: symbols.iter().map(Vec::len).collect(),
+            dim_cardinals: dim_cols
+                .iter()
+                .map(|c| c.map(|c| app.symbols[c].len()).unwrap_or(0))
+                .collect(),
+            dim_state_counts: states.iter().map(|s| state_counts(s)).collect(),
+            dim_locked: dim_cols
+                .iter()
+                .map(|c| c.is_some_and(|c| sel.is_locked(c)))
+                .collect(),
             dim_titles: dims,
             measure_titles: measures.into_iter().map(|(l, _)| l).collect(),
             matrix,
@@ -356,10 +447,7 @@ impl Cube {
 
     /// One `qDataPages` entry for `area`.
     pub fn page(&self, area: Area) -> Value {
-        let top = area.top.min(self.matrix.len());
-        let height = area.height.min(self.matrix.len() - top);
-        let left = area.left.min(self.width());
-        let width = area.width.min(self.width() - left);
+        let (left, top, width, height) = area.clamp(self.width(), self.matrix.len());
         let rows: Vec<Value> = self.matrix[top..top + height]
             .iter()
             .map(|r| Value::Array(r[left..left + width].to_vec()))
@@ -373,13 +461,13 @@ impl Cube {
 
     /// The `qHyperCube` of a layout, with the pages of `fetch`.
     pub fn layout(&self, fetch: &[Area]) -> Value {
-        let dims: Vec<Value> = self
-            .dim_titles
-            .iter()
-            .zip(&self.dim_cardinals)
-            .map(|(t, c)| {
+        let dims: Vec<Value> = (0..self.dim_titles.len())
+            .map(|d| {
+                let t = &self.dim_titles[d];
                 json!({
-                    "qFallbackTitle": t, "qCardinal": c, "qGroupFieldDefs": [t],
+                    "qFallbackTitle": t, "qCardinal": self.dim_cardinals[d],
+                    "qLocked": self.dim_locked[d], "qGroupFieldDefs": [t],
+                    "qStateCounts": self.dim_state_counts[d],
                     "qDimensionType": "D", "qSortIndicator": "A", "qMin": "NaN", "qMax": "NaN"
                 })
             })
@@ -430,16 +518,49 @@ fn measure(app: &App, expr: &Expr, members: &[usize], group: usize, tick: u64) -
     }
 }
 
-/// A generic object's layout: its properties with `qHyperCubeDef` replaced by `qHyperCube`.
-pub(crate) fn object_layout(app: &App, props: &Value, tick: u64) -> Value {
-    let mut layout: Map<String, Value> = props.as_object().cloned().unwrap_or_default();
-    layout.insert("qSelectionInfo".into(), json!({}));
-    if let Some(def) = layout.remove("qHyperCubeDef") {
-        let cube = Cube::evaluate(app, &def, tick);
-        let fetch = Area::list(def.get("qInitialDataFetch"));
-        layout.insert("qHyperCube".into(), cube.layout(&fetch));
+/// A generic object's layout: its properties with every `qHyperCubeDef`, `qListObjectDef`
+/// and `qSelectionObjectDef` (at any depth) replaced by `qHyperCube`, `qListObject` and
+/// `qSelectionObject`, evaluated under `sel`.
+pub(crate) fn object_layout(app: &App, props: &Value, tick: u64, sel: &Selections) -> Value {
+    let mut layout = evaluate_defs(app, props, tick, sel);
+    if let Value::Object(map) = &mut layout {
+        map.insert("qSelectionInfo".into(), json!({}));
     }
-    Value::Object(layout)
+    layout
+}
+
+fn evaluate_defs(app: &App, v: &Value, tick: u64, sel: &Selections) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (k, v) in map {
+                let fetch = || Area::list(v.get("qInitialDataFetch"));
+                match k.as_str() {
+                    "qHyperCubeDef" => {
+                        let cube = Cube::evaluate(app, v, tick, sel);
+                        out.insert("qHyperCube".into(), cube.layout(&fetch()));
+                    }
+                    "qListObjectDef" => {
+                        let list = ListObject::evaluate(app, v, sel);
+                        out.insert("qListObject".into(), list.layout(app, &fetch()));
+                    }
+                    "qSelectionObjectDef" => {
+                        out.insert("qSelectionObject".into(), selection_object(app, sel));
+                    }
+                    _ => {
+                        out.insert(k.clone(), evaluate_defs(app, v, tick, sel));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(list) => Value::Array(
+            list.iter()
+                .map(|v| evaluate_defs(app, v, tick, sel))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// True when the properties' hypercube has a live measure (its layout changes every time).
@@ -464,15 +585,16 @@ mod tests {
     fn sales_cube() {
         let app = sales();
         let props = app.object("sales-by-region").unwrap_or_default();
-        let a = object_layout(&app, &props, 1);
-        let b = object_layout(&app, &props, 2);
+        let none = Selections::default();
+        let a = object_layout(&app, &props, 1, &none);
+        let b = object_layout(&app, &props, 2, &none);
         assert_eq!(a["qHyperCube"]["qSize"], json!({"qcx": 3, "qcy": 4}));
         let m = &a["qHyperCube"]["qDataPages"][0]["qMatrix"];
         assert_eq!(m[0][0]["qText"], "North");
         assert_eq!(m[0][1]["qNum"], json!(1500.0));
         assert_ne!(m[0][2], b["qHyperCube"]["qDataPages"][0]["qMatrix"][0][2]);
         assert!(is_live(&props));
-        let page = Cube::evaluate(&app, &props["qHyperCubeDef"], 0).page(Area {
+        let page = Cube::evaluate(&app, &props["qHyperCubeDef"], 0, &none).page(Area {
             left: 1,
             top: 3,
             width: 9,

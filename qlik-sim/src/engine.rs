@@ -1,17 +1,23 @@
 //! The engine websocket, behind the proxy or direct: proxy notifications
 //! (`OnAuthenticationInformation`, fatal session messages; proxy sockets only), `OnConnected`,
-//! and a small QIX JSON-RPC 2.0 engine (§4).
+//! and a small QIX JSON-RPC 2.0 engine (§4): Global, Doc (objects, `GetField`, `ClearAll`),
+//! Field (`Select`, `SelectValues`, `ToggleSelect`, `Clear`, `Lock`, …) and GenericObject
+//! (layouts of hypercubes, list objects and current selections; `SelectHyperCubeValues`,
+//! `SelectListObjectValues`, `ClearSelections`). Selections belong to the engine session: a
+//! change is listed in the caller's `change` array and pushed to the session's other sockets.
 
 use crate::apps::{self, App, Area, Cube};
 use crate::options::AuthInfoTiming;
+use crate::selections::{self, ListObject, Refused, Selections, State};
 use crate::state::{Shared, SocketCmd, SocketKind, User};
 use crate::util::now_rfc3339;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::broadcast;
 
 /// Engine version reported by `EngineVersion` and `ProductVersion`.
 const ENGINE_VERSION: &str = "12.2027.0";
@@ -20,13 +26,44 @@ const DOC_HANDLE: i64 = 1;
 /// How long to wait for the peer's close frame after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Per (proxy session, app, identity) engine state; survives reconnects (`SESSION_ATTACHED`).
-#[derive(Debug, Default)]
+/// Per (proxy session, app, identity) engine state; survives reconnects (`SESSION_ATTACHED`)
+/// and is shared by every socket attached to it, selections included.
+#[derive(Debug)]
 pub(crate) struct EngineSession {
     doc: Option<String>,
     objects: HashMap<i64, Value>,
     by_id: HashMap<String, i64>,
+    /// Field handles (`Doc.GetField`) → column, and back.
+    fields: HashMap<i64, usize>,
+    field_handles: HashMap<usize, i64>,
+    /// The selections in the open doc (default state).
+    selections: Selections,
     next_handle: i64,
+    /// Handles a socket's call changed, for the session's other sockets (pushed to them as
+    /// `{"jsonrpc":"2.0","change":[..]}`, as Qlik does).
+    pushes: broadcast::Sender<Push>,
+}
+
+/// Handles changed by a call on socket `origin`.
+#[derive(Debug, Clone)]
+pub(crate) struct Push {
+    origin: u64,
+    change: Vec<i64>,
+}
+
+impl Default for EngineSession {
+    fn default() -> Self {
+        EngineSession {
+            doc: None,
+            objects: HashMap::new(),
+            by_id: HashMap::new(),
+            fields: HashMap::new(),
+            field_handles: HashMap::new(),
+            selections: Selections::default(),
+            next_handle: DOC_HANDLE,
+            pushes: broadcast::channel(64).0,
+        }
+    }
 }
 
 /// What the listener decided before upgrading.
@@ -106,7 +143,7 @@ pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, params: SocketPa
         params.user.as_ref(),
     );
     if alive {
-        serve(&mut ws, &shared, &params, &mut commands).await;
+        serve(&mut ws, &shared, &params, socket_id, &mut commands).await;
     } else {
         close(&mut ws, 1000, "Session ended").await;
     }
@@ -177,10 +214,25 @@ async fn obey(ws: &mut WebSocket, cmd: Option<SocketCmd>) -> Next {
     Next::Stop
 }
 
+/// The next change another socket of this engine session made (never, without a session).
+async fn next_push(pushes: &mut Option<broadcast::Receiver<Push>>, me: u64) -> Vec<i64> {
+    let Some(rx) = pushes else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(p) if p.origin != me => return p.change,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
+    }
+}
+
 async fn serve(
     ws: &mut WebSocket,
     shared: &Arc<Shared>,
     params: &SocketParams,
+    socket_id: u64,
     commands: &mut tokio::sync::mpsc::UnboundedReceiver<SocketCmd>,
 ) {
     let authenticated = params.user.is_some();
@@ -204,11 +256,21 @@ async fn serve(
         shared: shared.clone(),
         user: params.user.clone(),
         engine: params.engine.as_ref().map(|(e, _)| e.clone()),
+        socket_id,
+    };
+    let mut pushes = match (&params.user, &params.engine) {
+        (Some(_), Some((e, _))) => Some(lock(e).pushes.subscribe()),
+        _ => None,
     };
     loop {
         tokio::select! {
             cmd = commands.recv() => {
                 if let Next::Stop = obey(ws, cmd).await {
+                    return;
+                }
+            }
+            change = next_push(&mut pushes, socket_id) => {
+                if ws.send(text(json!({"jsonrpc": "2.0", "change": change}))).await.is_err() {
                     return;
                 }
             }
@@ -276,6 +338,8 @@ struct Outcome {
     result: Value,
     change: Vec<i64>,
     close: Vec<i64>,
+    /// The change concerns the whole engine session: tell its other sockets too.
+    shared_change: bool,
 }
 
 impl From<Value> for Outcome {
@@ -284,6 +348,7 @@ impl From<Value> for Outcome {
             result,
             change: Vec::new(),
             close: Vec::new(),
+            shared_change: false,
         }
     }
 }
@@ -303,6 +368,11 @@ struct Rpc {
     shared: Arc<Shared>,
     user: Option<User>,
     engine: Option<Arc<Mutex<EngineSession>>>,
+    socket_id: u64,
+}
+
+fn lock(engine: &Mutex<EngineSession>) -> std::sync::MutexGuard<'_, EngineSession> {
+    engine.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Rpc {
@@ -348,15 +418,26 @@ impl Rpc {
         let (Some(user), Some(engine)) = (&self.user, &self.engine) else {
             return Err(RpcError::new(5, "", "Access denied"));
         };
-        let mut engine = engine.lock().unwrap_or_else(|p| p.into_inner());
-        match handle {
+        let mut engine = lock(engine);
+        let outcome = match handle {
             Some(-1) => global(user, &mut engine, method, params),
             Some(DOC_HANDLE) if engine.doc.is_some() => doc(&mut engine, method, params),
             Some(h) if engine.objects.contains_key(&h) => {
-                object(&self.shared, &engine, h, method, params)
+                object(&self.shared, &mut engine, h, method, params)
             }
+            Some(h) if engine.fields.contains_key(&h) => field(&mut engine, h, method, params),
             _ => Err(RpcError::invalid_handle()),
+        };
+        if let Ok(o) = &outcome {
+            if o.shared_change && !o.change.is_empty() {
+                // No receiver (no other socket) is not an error.
+                let _ = engine.pushes.send(Push {
+                    origin: self.socket_id,
+                    change: o.change.clone(),
+                });
+            }
         }
+        outcome
     }
 }
 
@@ -389,9 +470,8 @@ fn global(user: &User, engine: &mut EngineSession, method: &str, params: &Value)
             };
             engine.doc = Some(app.id.to_string());
             Outcome {
-                result: json!({"qReturn": doc_ref(&app)}),
                 change: vec![DOC_HANDLE],
-                close: Vec::new(),
+                ..json!({"qReturn": doc_ref(&app)}).into()
             }
         }
         "GetActiveDoc" => match engine.doc.as_deref().and_then(apps::find) {
@@ -413,20 +493,125 @@ fn object_ref(handle: i64, props: &Value) -> Value {
 }
 
 impl EngineSession {
+    fn new_handle(&mut self) -> i64 {
+        self.next_handle = self.next_handle.max(DOC_HANDLE) + 1;
+        self.next_handle
+    }
+
     fn add_object(&mut self, id: String, props: Value) -> i64 {
         if let Some(&h) = self.by_id.get(&id) {
             self.objects.insert(h, props);
             return h;
         }
-        self.next_handle = self.next_handle.max(DOC_HANDLE) + 1;
-        let h = self.next_handle;
+        let h = self.new_handle();
         self.objects.insert(h, props);
         self.by_id.insert(id, h);
         h
     }
 
+    /// The handle of field `col` (one per field and session, like an object's).
+    fn field_handle(&mut self, col: usize) -> i64 {
+        if let Some(&h) = self.field_handles.get(&col) {
+            return h;
+        }
+        let h = self.new_handle();
+        self.fields.insert(h, col);
+        self.field_handles.insert(col, h);
+        h
+    }
+
     fn app(&self) -> Option<App> {
         self.doc.as_deref().and_then(apps::find)
+    }
+
+    /// Runs `change` on a copy of the selections and keeps the result unless it was refused.
+    /// Returns whether it was accepted and the handles whose layout changed: the doc, then
+    /// every open generic object whose layout (data, states, current selections) differs —
+    /// nothing when the selections stayed the same.
+    fn reselect(
+        &mut self,
+        app: &App,
+        change: impl FnOnce(&mut Selections) -> Result<(), Refused>,
+    ) -> (bool, Vec<i64>) {
+        let mut next = self.selections.clone();
+        if change(&mut next).is_err() {
+            return (false, Vec::new());
+        }
+        if next == self.selections {
+            return (true, Vec::new());
+        }
+        let mut handles: Vec<i64> = self.objects.keys().copied().collect();
+        handles.sort_unstable();
+        // The live measure's tick is held still: only the selections may make a difference.
+        let changed = handles.into_iter().filter(|h| {
+            let props = &self.objects[h];
+            apps::object_layout(app, props, 0, &self.selections)
+                != apps::object_layout(app, props, 0, &next)
+        });
+        let change = std::iter::once(DOC_HANDLE).chain(changed).collect();
+        self.selections = next;
+        (true, change)
+    }
+}
+
+/// The outcome of a selection call: `{key: accepted}` (or `{}` without a key) plus the
+/// changed handles, for this socket and the session's others.
+fn selection_outcome(key: Option<&str>, (accepted, change): (bool, Vec<i64>)) -> Outcome {
+    let mut result = json!({});
+    if let Some(k) = key {
+        result[k] = json!(accepted);
+    }
+    Outcome {
+        change,
+        shared_change: true,
+        ..result.into()
+    }
+}
+
+fn invalid_param(name: &str) -> RpcError {
+    RpcError::new(-32602, name, "Invalid Params")
+}
+
+/// An optional boolean parameter (absent or null: false).
+fn opt_bool(params: &Value, index: usize, name: &str) -> Result<bool, RpcError> {
+    match param(params, index, name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(invalid_param(name)),
+    }
+}
+
+/// A mandatory string parameter.
+fn req_str<'a>(params: &'a Value, index: usize, name: &str) -> Result<&'a str, RpcError> {
+    param(params, index, name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid_param(name))
+}
+
+/// A mandatory array of element numbers (`qValues`).
+fn req_elements(params: &Value, index: usize, name: &str) -> Result<Vec<i64>, RpcError> {
+    param(params, index, name)
+        .and_then(Value::as_array)
+        .and_then(|l| l.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| invalid_param(name))
+}
+
+/// The element numbers of `values` that exist in `col` (others are ignored, as by Qlik).
+fn existing_elements(app: &App, col: usize, values: &[i64]) -> BTreeSet<usize> {
+    values
+        .iter()
+        .filter_map(|v| usize::try_from(*v).ok())
+        .filter(|v| *v < app.symbols[col].len())
+        .collect()
+}
+
+/// The simulator has only the default state: `qStateName` must be empty or `$`.
+fn default_state(params: &Value, index: usize) -> Result<(), RpcError> {
+    match param(params, index, "qStateName") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if s.is_empty() || s == "$" => Ok(()),
+        Some(Value::String(s)) => Err(RpcError::new(2, s.as_str(), "State not found")),
+        Some(_) => Err(invalid_param("qStateName")),
     }
 }
 
@@ -468,44 +653,265 @@ fn doc(engine: &mut EngineSession, method: &str, params: &Value) -> RpcResult {
             };
             engine.objects.remove(&h);
             Outcome {
-                result: json!({"qSuccess": true}),
-                change: Vec::new(),
                 close: vec![h],
+                ..json!({"qSuccess": true}).into()
             }
+        }
+        "GetField" => {
+            let name = req_str(params, 0, "qFieldName")?;
+            default_state(params, 1)?;
+            let Some(col) = app.column(name) else {
+                return Err(RpcError::new(2, name, "Field not found"));
+            };
+            let h = engine.field_handle(col);
+            json!({"qReturn": {"qType": "Field", "qHandle": h}}).into()
+        }
+        "ClearAll" => {
+            let locked_also = opt_bool(params, 0, "qLockedAlso")?;
+            default_state(params, 1)?;
+            let done = engine.reselect(&app, |s| {
+                s.clear_all(locked_also);
+                Ok(())
+            });
+            selection_outcome(None, done)
+        }
+        "LockAll" | "UnlockAll" => {
+            default_state(params, 0)?;
+            let lock = method == "LockAll";
+            let done = engine.reselect(&app, |s| {
+                if lock {
+                    s.lock_all();
+                } else {
+                    s.unlock_all();
+                }
+                Ok(())
+            });
+            selection_outcome(None, done)
         }
         _ => return Err(RpcError::method_not_found(method)),
     })
 }
 
+/// The definition at `qPath` (parameter `index`) of an object's properties, which must end
+/// in `kind` (`qHyperCubeDef`, `qListObjectDef`); a missing path means `/{kind}`.
+fn def_at<'a>(
+    props: &'a Value,
+    params: &Value,
+    index: usize,
+    kind: &str,
+) -> Result<&'a Value, RpcError> {
+    let path = match param(params, index, "qPath") {
+        None | Some(Value::Null) => format!("/{kind}"),
+        Some(Value::String(p)) => p.clone(),
+        Some(_) => return Err(invalid_param("qPath")),
+    };
+    match props.pointer(&path) {
+        Some(def) if def.is_object() && path.ends_with(kind) => Ok(def),
+        _ => Err(RpcError::new(2, path, "Not found")),
+    }
+}
+
 fn object(
     shared: &Shared,
-    engine: &EngineSession,
+    engine: &mut EngineSession,
     handle: i64,
     method: &str,
     params: &Value,
 ) -> RpcResult {
-    let (Some(app), Some(props)) = (engine.app(), engine.objects.get(&handle)) else {
+    let (Some(app), Some(props)) = (engine.app(), engine.objects.get(&handle).cloned()) else {
         return Err(RpcError::invalid_handle());
     };
+    let props = &props;
     let tick = if apps::is_live(props) {
         shared.live_tick.fetch_add(1, Ordering::Relaxed) + 1
     } else {
         shared.live_tick.load(Ordering::Relaxed)
     };
+    let sel = &engine.selections;
     Ok(match method {
-        "GetLayout" => json!({"qLayout": apps::object_layout(&app, props, tick)}).into(),
+        "GetLayout" => json!({"qLayout": apps::object_layout(&app, props, tick, sel)}).into(),
         "GetProperties" => json!({"qProp": props}).into(),
         "GetInfo" => json!({"qInfo": props.get("qInfo").cloned().unwrap_or(Value::Null)}).into(),
         "GetHyperCubeData" => {
-            let Some(def) = props.get("qHyperCubeDef") else {
-                return Err(RpcError::new(2, "qHyperCubeDef", "Not found"));
-            };
-            let cube = Cube::evaluate(&app, def, tick);
+            let def = def_at(props, params, 0, "qHyperCubeDef")?;
+            let cube = Cube::evaluate(&app, def, tick, sel);
             let pages: Vec<Value> = Area::list(param(params, 1, "qPages"))
                 .into_iter()
                 .map(|a| cube.page(a))
                 .collect();
             json!({"qDataPages": pages}).into()
+        }
+        "GetListObjectData" => {
+            let def = def_at(props, params, 0, "qListObjectDef")?;
+            let list = ListObject::evaluate(&app, def, sel);
+            let pages: Vec<Value> = Area::list(param(params, 1, "qPages"))
+                .into_iter()
+                .map(|a| list.page(&app, a))
+                .collect();
+            json!({"qDataPages": pages}).into()
+        }
+        "SelectHyperCubeValues" => {
+            let def = def_at(props, params, 0, "qHyperCubeDef")?;
+            let dims = apps::dimension_fields(def);
+            let dim = param(params, 1, "qDimNo")
+                .and_then(Value::as_u64)
+                .and_then(|d| usize::try_from(d).ok())
+                .filter(|d| *d < dims.len())
+                .ok_or_else(|| invalid_param("qDimNo"))?;
+            let values = req_elements(params, 2, "qValues")?;
+            let toggle = opt_bool(params, 3, "qToggleMode")?;
+            let Some(col) = app.column(&dims[dim]) else {
+                return Ok(selection_outcome(Some("qSuccess"), (false, Vec::new())));
+            };
+            let values = existing_elements(&app, col, &values);
+            let done = engine.reselect(&app, |s| s.select(col, &values, toggle, false));
+            selection_outcome(Some("qSuccess"), done)
+        }
+        "SelectListObjectValues" => {
+            let def = def_at(props, params, 0, "qListObjectDef")?;
+            let values = req_elements(params, 1, "qValues")?;
+            let toggle = opt_bool(params, 2, "qToggleMode")?;
+            let soft_lock = opt_bool(params, 3, "qSoftLock")?;
+            let field = def
+                .pointer("/qDef/qFieldDefs/0")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let Some(col) = app.column(field.trim_start_matches('=')) else {
+                return Ok(selection_outcome(Some("qSuccess"), (false, Vec::new())));
+            };
+            let values = existing_elements(&app, col, &values);
+            let done = engine.reselect(&app, |s| s.select(col, &values, toggle, soft_lock));
+            selection_outcome(Some("qSuccess"), done)
+        }
+        "ClearSelections" => {
+            let path = param(params, 0, "qPath")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let kind = if path.ends_with("qListObjectDef") {
+                "qListObjectDef"
+            } else {
+                "qHyperCubeDef"
+            };
+            let def = def_at(props, params, 0, kind)?;
+            let fields: Vec<String> = if kind == "qListObjectDef" {
+                def.pointer("/qDef/qFieldDefs/0")
+                    .and_then(Value::as_str)
+                    .map(|f| vec![f.trim_start_matches('=').to_string()])
+                    .unwrap_or_default()
+            } else {
+                let dims = apps::dimension_fields(def);
+                match param(params, 1, "qColIndices").and_then(Value::as_array) {
+                    Some(cols) => cols
+                        .iter()
+                        .filter_map(Value::as_u64)
+                        .filter_map(|c| dims.get(c as usize).cloned())
+                        .collect(),
+                    None => dims,
+                }
+            };
+            let cols: Vec<usize> = fields.iter().filter_map(|f| app.column(f)).collect();
+            let done = engine.reselect(&app, |s| {
+                for col in cols {
+                    // Locked fields keep their selection.
+                    let _ = s.clear(col, false);
+                }
+                Ok(())
+            });
+            selection_outcome(None, done)
+        }
+        _ => return Err(RpcError::method_not_found(method)),
+    })
+}
+
+fn field(engine: &mut EngineSession, handle: i64, method: &str, params: &Value) -> RpcResult {
+    let (Some(app), Some(&col)) = (engine.app(), engine.fields.get(&handle)) else {
+        return Err(RpcError::invalid_handle());
+    };
+    let select = |engine: &mut EngineSession, values: BTreeSet<usize>, toggle, soft_lock| {
+        let done = engine.reselect(&app, |s| {
+            if values.is_empty() {
+                return Err(Refused::NoMatch);
+            }
+            s.select(col, &values, toggle, soft_lock)
+        });
+        selection_outcome(Some("qReturn"), done)
+    };
+    // Values in the given states (`SelectPossible`, `SelectExcluded`, …).
+    let in_states = |engine: &EngineSession, want: &[State]| -> BTreeSet<usize> {
+        engine
+            .selections
+            .states(&app, col)
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| want.contains(s))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    Ok(match method {
+        "GetCardinal" => json!({"qReturn": app.symbols[col].len()}).into(),
+        "GetAndMode" => json!({"qReturn": false}).into(),
+        "Select" | "ToggleSelect" => {
+            let pattern = req_str(params, 0, "qMatch")?;
+            let soft_lock = opt_bool(params, 1, "qSoftLock")?;
+            match param(params, 2, "qExcludedValuesMode") {
+                None | Some(Value::Null) => {}
+                Some(v) if v.is_i64() => {}
+                Some(_) => return Err(invalid_param("qExcludedValuesMode")),
+            }
+            let values = selections::search(&app, col, pattern);
+            select(engine, values, method == "ToggleSelect", soft_lock)
+        }
+        "SelectValues" => {
+            let values = param(params, 0, "qFieldValues")
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid_param("qFieldValues"))?;
+            let toggle = opt_bool(params, 1, "qToggleMode")?;
+            let soft_lock = opt_bool(params, 2, "qSoftLock")?;
+            let values = selections::matching_values(&app, col, values);
+            select(engine, values, toggle, soft_lock)
+        }
+        "LowLevelSelect" => {
+            let values = req_elements(params, 0, "qValues")?;
+            let toggle = opt_bool(params, 1, "qToggleMode")?;
+            let soft_lock = opt_bool(params, 2, "qSoftLock")?;
+            let values = existing_elements(&app, col, &values);
+            select(engine, values, toggle, soft_lock)
+        }
+        "SelectAll" | "SelectPossible" | "SelectExcluded" | "SelectAlternative" => {
+            let soft_lock = opt_bool(params, 0, "qSoftLock")?;
+            let values = match method {
+                "SelectAll" => (0..app.symbols[col].len()).collect(),
+                "SelectPossible" => {
+                    in_states(engine, &[State::Optional, State::Selected, State::Locked])
+                }
+                "SelectExcluded" => in_states(engine, &[State::Alternative, State::Excluded]),
+                _ => in_states(engine, &[State::Alternative]),
+            };
+            select(engine, values, false, soft_lock)
+        }
+        "Clear" => {
+            let done = engine.reselect(&app, |s| s.clear(col, false));
+            selection_outcome(Some("qReturn"), done)
+        }
+        "ClearAllButThis" => {
+            let soft_lock = opt_bool(params, 0, "qSoftLock")?;
+            let done = engine.reselect(&app, |s| {
+                s.clear_all_but(col, soft_lock);
+                Ok(())
+            });
+            selection_outcome(Some("qReturn"), done)
+        }
+        "Lock" | "Unlock" => {
+            let lock = method == "Lock";
+            let done = engine.reselect(&app, |s| {
+                if lock {
+                    s.lock(col);
+                } else {
+                    s.unlock(col);
+                }
+                Ok(())
+            });
+            selection_outcome(Some("qReturn"), done)
         }
         _ => return Err(RpcError::method_not_found(method)),
     })

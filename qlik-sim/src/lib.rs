@@ -24,6 +24,7 @@ mod options;
 mod pki;
 mod proxy;
 mod qps_api;
+mod selections;
 mod serve;
 mod state;
 mod util;

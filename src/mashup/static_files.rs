@@ -335,6 +335,22 @@ fn is_hashed(name: &str) -> bool {
 }
 
 fn ends_with_hash(stem: &str) -> bool {
+    // Rollup/Vite: `name-XXXXXXXX` where the 8 characters are base64url and may themselves hold
+    // `-` or `_` (`index-3NOf-C0O`).
+    let b = stem.as_bytes();
+    if b.len() >= 10 && b[b.len() - 9] == b'-' {
+        let token = &b[b.len() - 8..];
+        if token
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+            && token.iter().any(u8::is_ascii_digit)
+            && token.iter().any(u8::is_ascii_alphabetic)
+            && token.iter().any(u8::is_ascii_uppercase)
+            && token.iter().any(u8::is_ascii_lowercase)
+        {
+            return true;
+        }
+    }
     let Some(sep) = stem.rfind(['-', '.']) else {
         return false;
     };
@@ -551,6 +567,8 @@ mod tests {
             "index-BX3k2a9f.js.map",
             "logo-a1b2c3d4e5.svg",
             "chunk.9z8y7x6w.mjs",
+            "index-3NOf-C0O.css",
+            "vendor-a_B3-x9Z.js",
         ] {
             assert!(is_hashed(name), "{name} should count as hashed");
         }

@@ -45,17 +45,17 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
 fi
 
 log "npm packages for the enigma.js tests"
-if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
+if [ ! -f tests/js/node_modules/.package-lock.json ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
   npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 fi
 
 log "npm packages for the browser tests (Playwright, driving the system Chromium)"
-if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
+if [ ! -f tests/browser/node_modules/.package-lock.json ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 fi
 
 log "npm packages for the OIDC tests (a local oidc-provider)"
-if [ ! -d tests/oidc/node_modules ] || [ tests/oidc/package-lock.json -nt tests/oidc/node_modules ]; then
+if [ ! -f tests/oidc/node_modules/.package-lock.json ] || [ tests/oidc/package-lock.json -nt tests/oidc/node_modules ]; then
   npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 fi
 
@@ -65,7 +65,7 @@ if [ "$node_major" -lt 20 ]; then
   echo "Node.js $(node --version 2>/dev/null) is too old for Vite 8 (needs 20.19+ or 22.12+); install a newer Node.js" >&2
   exit 1
 fi
-if [ ! -d examples/react-mashup/node_modules ] || [ examples/react-mashup/package-lock.json -nt examples/react-mashup/node_modules ]; then
+if [ ! -f examples/react-mashup/node_modules/.package-lock.json ] || [ examples/react-mashup/package-lock.json -nt examples/react-mashup/node_modules ]; then
   npm ci --prefix examples/react-mashup --no-audit --no-fund --loglevel=error
 fi
 npm --prefix examples/react-mashup run build --silent >/dev/null

@@ -81,7 +81,8 @@ impl GatewayError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    /// A short, fixed reason code (the JSON body's `error`, and a metric label).
+    pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthenticated { .. } => "unauthenticated",
             Self::Forbidden(_) => "forbidden",

@@ -10,6 +10,7 @@ pub mod error;
 pub mod gateway;
 pub mod logging;
 pub mod mashup;
+pub mod metrics;
 pub mod proxy;
 pub mod qlik;
 pub mod routes;
@@ -48,6 +49,9 @@ pub async fn serve(
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(listen = %addr, public_url = %state.cfg.server.public_origin, qlik = %state.cfg.qlik.proxy_url, "qlik-gateway listening");
+    if let Some(admin) = server.admin_addr() {
+        tracing::info!(admin_listen = %admin, "admin listener (metrics, healthz, readyz) listening");
+    }
     hangup_is_not_fatal();
     let probe_state = state.clone();
     tokio::spawn(async move {

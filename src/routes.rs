@@ -1,5 +1,6 @@
 //! The router: `/_gateway/*` → the gateway's endpoints, `{qlik.mount}/*` → Qlik (HTTP or engine
 //! websocket), everything else → the mashup. Every path needs a session unless listed public.
+//! With `server.admin_listen`, the admin listener has a router of its own ([`admin_router`]).
 
 use std::sync::Arc;
 
@@ -16,11 +17,16 @@ use crate::mashup::Mashup;
 use crate::proxy;
 use crate::state::AppState;
 
-/// Builds the application router.
+/// Builds the application router (the public listener's). `/_gateway/metrics` is here only when
+/// there is no admin listener: usage figures are not for the public origin when they can be
+/// served elsewhere.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut r = Router::new();
     if let Some(path) = state.provider.callback_path() {
         r = r.route(path, get(endpoints::callback));
+    }
+    if state.cfg.server.admin_listen.is_none() {
+        r = r.route("/_gateway/metrics", get(endpoints::metrics));
     }
     r.route("/_gateway/login", get(endpoints::login))
         .route("/_gateway/logout", any(logout_any))
@@ -31,6 +37,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_gateway/{*rest}", any(not_found))
         .fallback(dispatch)
         .with_state(state)
+}
+
+/// The admin listener's router (`server.admin_listen`): metrics and the health checks, nothing
+/// else.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/_gateway/metrics", get(endpoints::metrics))
+        .route("/_gateway/healthz", get(endpoints::healthz))
+        .route("/_gateway/readyz", get(endpoints::readyz))
+        .fallback(not_found_admin)
+        .with_state(state)
+}
+
+async fn not_found_admin() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "the admin listener serves /_gateway/metrics, /_gateway/healthz and /_gateway/readyz\n",
+    )
+        .into_response()
 }
 
 async fn logout_any(state: State<Arc<AppState>>, req: Request) -> Response {
@@ -47,7 +72,8 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such gateway endpoint\n").into_response()
 }
 
-fn under_mount(path: &str, mount: &str) -> bool {
+/// Whether `path` is `mount` or below it.
+pub(crate) fn under_mount(path: &str, mount: &str) -> bool {
     path == mount || path.strip_prefix(mount).is_some_and(|r| r.starts_with('/'))
 }
 

@@ -1,11 +1,12 @@
 //! Listeners: plain HTTP or HTTPS (rustls, h2 + http/1.1 by ALPN), header limits and timeouts, and a
-//! graceful shutdown that also drains upgraded websockets (hyper stops tracking those).
+//! graceful shutdown that also drains upgraded websockets (hyper stops tracking those). With
+//! `server.admin_listen`, a second, plain-HTTP listener serves metrics and health checks.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper::body::Incoming;
@@ -18,6 +19,7 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::gateway::endpoints::PeerAddr;
+use crate::metrics::RouteClass;
 use crate::proxy::registry::CloseReason;
 use crate::state::AppState;
 
@@ -31,6 +33,11 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr}: {source}; is another process using the port? (server.admin_listen)")]
+    BindAdmin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsFileError),
 }
@@ -38,12 +45,15 @@ pub enum ServeError {
 /// A bound, not yet serving, gateway.
 pub struct Server {
     listener: TcpListener,
+    /// `server.admin_listen`, bound.
+    admin: Option<TcpListener>,
     state: Arc<AppState>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
-    /// Binds `server.listen` and loads the TLS certificate when configured.
+    /// Binds `server.listen` (and `server.admin_listen`) and loads the TLS certificate when
+    /// configured.
     pub async fn bind(state: Arc<AppState>) -> Result<Self, ServeError> {
         let addr = state.cfg.server.listen;
         let listener = TcpListener::bind(addr)
@@ -52,7 +62,8 @@ impl Server {
         Self::new(state, listener)
     }
 
-    /// Uses an already bound listener (tests bind port 0 first to learn the port for `public_url`).
+    /// Uses an already bound listener (tests bind port 0 first to learn the port for
+    /// `public_url`); binds `server.admin_listen` when set (port 0 too: see [`Self::admin_addr`]).
     pub fn with_listener(
         state: Arc<AppState>,
         listener: std::net::TcpListener,
@@ -70,6 +81,15 @@ impl Server {
     }
 
     fn new(state: Arc<AppState>, listener: TcpListener) -> Result<Self, ServeError> {
+        let admin = match state.cfg.server.admin_listen {
+            Some(addr) => {
+                let err = |source| ServeError::BindAdmin { addr, source };
+                let l = std::net::TcpListener::bind(addr).map_err(err)?;
+                l.set_nonblocking(true).map_err(err)?;
+                Some(TcpListener::from_std(l).map_err(err)?)
+            }
+            None => None,
+        };
         let tls = match &state.cfg.server.tls {
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
                 crate::tls::server_config(&t.cert, &t.key)?,
@@ -78,6 +98,7 @@ impl Server {
         };
         Ok(Self {
             listener,
+            admin,
             state,
             tls,
         })
@@ -86,6 +107,11 @@ impl Server {
     /// The address actually bound (port 0 resolves here).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The admin listener's address, when `server.admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` resolves, then drains: no new connections, in-flight requests finish,
@@ -108,6 +134,16 @@ impl Server {
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
         let sweeper = tokio::spawn(sweep(state.clone()));
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = self.admin.map(|l| {
+            tokio::spawn(serve_admin(
+                l,
+                crate::routes::admin_router(state.clone()),
+                builder.clone(),
+                admin_stopped,
+                state.cfg.server.drain_timeout,
+            ))
+        });
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -123,7 +159,7 @@ impl Server {
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let svc = service(router.clone(), peer);
+            let svc = service(router.clone(), peer, state.clone());
             let builder = builder.clone();
             match &self.tls {
                 None => {
@@ -158,6 +194,7 @@ impl Server {
             }
         }
         drop(self.listener);
+        let _ = stop_admin.send(());
         sweeper.abort();
         let drain = state.cfg.server.drain_timeout;
         tracing::info!(websockets = state.sockets.len(), drain = ?drain, "shutting down: draining connections");
@@ -169,12 +206,57 @@ impl Server {
         if tokio::time::timeout(drain, all).await.is_err() {
             tracing::warn!("drain timeout reached; closing the remaining connections");
         }
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
+    }
+}
+
+/// The admin listener: plain HTTP, [`crate::routes::admin_router`], until `stop` fires; then
+/// its requests in flight (a scrape, a readiness check) get up to `drain` to finish.
+async fn serve_admin(
+    listener: TcpListener,
+    router: Router,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let svc = TowerToHyperService::new(router.clone());
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("admin listener: drain timeout reached");
     }
 }
 
 fn service(
     router: Router,
     peer: SocketAddr,
+    state: Arc<AppState>,
 ) -> TowerToHyperService<
     impl tower::Service<
             http::Request<Incoming>,
@@ -195,9 +277,14 @@ fn service(
                 request_id = id.to_str().unwrap_or_default(),
                 peer = %peer.ip(),
             );
+            let class = RouteClass::of(req.uri().path(), &state.cfg.qlik.mount, req.headers());
+            let metrics = state.metrics.clone();
+            let start = Instant::now();
             let fut = router.clone().oneshot(req.map(axum::body::Body::new));
             async move {
                 let mut resp = fut.await?;
+                // Time to the response head: a streamed body is not waited for.
+                metrics.http_request(class, resp.status(), start.elapsed());
                 resp.headers_mut().insert(REQUEST_ID, id);
                 Ok(resp)
             }

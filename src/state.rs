@@ -12,6 +12,7 @@ use crate::proxy::upstream::{self, UpstreamClient};
 use crate::qlik::QlikSessions;
 use crate::session::cookie::CookieSettings;
 use crate::session::memory::MemoryStore;
+use crate::session::redis::RedisStore;
 use crate::session::{SessionStore, Timeouts};
 use crate::stats::Stats;
 use crate::tls::TlsFileError;
@@ -23,6 +24,8 @@ pub enum StateError {
     Tls(#[from] TlsFileError),
     #[error(transparent)]
     Auth(#[from] auth::SetupError),
+    #[error(transparent)]
+    Store(#[from] crate::session::StoreError),
 }
 
 /// Shared, read-mostly state behind an `Arc`.
@@ -41,6 +44,8 @@ pub struct AppState {
     pub sockets: SocketRegistry,
     /// Event counters (fatal Qlik notifications, login prompts), for tests and metrics.
     pub stats: Stats,
+    /// The Prometheus registry of this gateway (`/_gateway/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Headers removed from every proxied request besides `X-Qlik-*` (identity headers, header-auth header).
     pub strip_headers: Vec<HeaderName>,
     /// `Host` value of the Qlik proxy, built once.
@@ -62,9 +67,15 @@ impl AppState {
             idle: cfg.session.idle_timeout,
             absolute: cfg.session.absolute_timeout,
         };
-        let store: Arc<dyn SessionStore> = match cfg.session.store {
+        let store: Arc<dyn SessionStore> = match &cfg.session.store {
             StoreKind::Memory => Arc::new(MemoryStore::new(timeouts)),
+            // Built without connecting: the gateway starts (not ready) while Redis is down.
+            StoreKind::Redis(r) => Arc::new(RedisStore::new(r, timeouts)?),
         };
+        let stats = Stats::default();
+        let sockets = SocketRegistry::default();
+        let metrics = Arc::new(crate::metrics::Metrics::new(stats.clone(), sockets.clone()));
+        let store = metrics.count_store_errors(store);
         let provider = auth::from_config(&cfg.auth, cfg.server.public_https)?;
         let roots = crate::tls::root_store(&cfg.qlik.ca_cert, true)?;
         let ws_tls = Arc::new(crate::tls::client_config(
@@ -81,9 +92,18 @@ impl AppState {
             None => None,
         };
         let upstream = upstream::client(roots, cfg.qlik.connect_timeout)?;
-        let nodes = Arc::new(crate::qlik::nodes::Nodes::new(&cfg.qlik)?);
+        let nodes = Arc::new(crate::qlik::nodes::Nodes::new(
+            &cfg.qlik,
+            Some(metrics.qps()),
+        )?);
         nodes.watch(cfg.qlik.health_interval);
-        let qlik = QlikSessions::new(nodes, store.clone(), upstream.clone(), cfg.qlik.clone());
+        let qlik = QlikSessions::new(
+            nodes,
+            store.clone(),
+            upstream.clone(),
+            cfg.qlik.clone(),
+            metrics.clone(),
+        );
         let mashup = Mashup::from_config(&cfg)?;
         let mut strip_headers = provider.identity_headers();
         if let Some(h) = &cfg.qlik.header_name {
@@ -117,8 +137,9 @@ impl AppState {
             ws_tls,
             engine_tls,
             mashup,
-            sockets: SocketRegistry::default(),
-            stats: Stats::default(),
+            sockets,
+            stats,
+            metrics,
             strip_headers,
             qlik_host,
             public_host,

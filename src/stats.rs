@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Qlik's fatal proxy notifications (`qlik-reference.md` §4), counted each under its own name.
 /// A fixed list on purpose: a counter (a metric label) is never named by upstream input, so the
@@ -22,9 +23,15 @@ pub const FATAL_NOTIFICATIONS: [&str; 8] = [
 /// The name fatal notifications outside [`FATAL_NOTIFICATIONS`] are counted under.
 pub const OTHER_FATAL: &str = "other";
 
-/// The gateway's counters. Every count only grows (Prometheus counters).
-#[derive(Debug, Default)]
+/// The gateway's counters. Every count only grows (Prometheus counters). A clone shares the
+/// counters (the metrics registry reads them at each scrape).
+#[derive(Debug, Default, Clone)]
 pub struct Stats {
+    inner: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
     /// Indexed like [`FATAL_NOTIFICATIONS`], then [`OTHER_FATAL`].
     fatal: [AtomicU64; FATAL_NOTIFICATIONS.len() + 1],
     login_prompts: AtomicU64,
@@ -48,29 +55,29 @@ impl Stats {
             .iter()
             .position(|m| *m == method)
             .unwrap_or(FATAL_NOTIFICATIONS.len());
-        self.fatal[i].fetch_add(1, Ordering::Relaxed);
+        self.inner.fatal[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many fatal notifications named `method` were seen ([`OTHER_FATAL`] for the rest;
     /// 0 for a name that is counted under [`OTHER_FATAL`]).
     pub fn fatal_notifications(&self, method: &str) -> u64 {
         if method == OTHER_FATAL {
-            return self.fatal[FATAL_NOTIFICATIONS.len()].load(Ordering::Relaxed);
+            return self.inner.fatal[FATAL_NOTIFICATIONS.len()].load(Ordering::Relaxed);
         }
         FATAL_NOTIFICATIONS
             .iter()
             .position(|m| *m == method)
-            .map_or(0, |i| self.fatal[i].load(Ordering::Relaxed))
+            .map_or(0, |i| self.inner.fatal[i].load(Ordering::Relaxed))
     }
 
     /// Counts one `mustAuthenticate: true` sent to a client.
     pub fn login_prompt(&self) {
-        self.login_prompts.fetch_add(1, Ordering::Relaxed);
+        self.inner.login_prompts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many `mustAuthenticate: true` the gateway sent to clients.
     pub fn login_prompts(&self) -> u64 {
-        self.login_prompts.load(Ordering::Relaxed)
+        self.inner.login_prompts.load(Ordering::Relaxed)
     }
 
     /// Every counter, read now.
@@ -78,7 +85,7 @@ impl Stats {
         let names = FATAL_NOTIFICATIONS.iter().copied().chain([OTHER_FATAL]);
         StatsSnapshot {
             fatal_notifications: names
-                .zip(&self.fatal)
+                .zip(&self.inner.fatal)
                 .map(|(n, c)| (n, c.load(Ordering::Relaxed)))
                 .collect(),
             login_prompts: self.login_prompts(),

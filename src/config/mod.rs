@@ -101,6 +101,42 @@ pub struct SessionConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Memory,
+    /// Redis, shared by several replicas; sessions sealed with [`RedisStoreConfig::encryption_key`].
+    Redis(RedisStoreConfig),
+}
+
+/// `session.store = "redis"`, checked (the files read, the URL parsed; nothing connected).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisStoreConfig {
+    /// `session.redis_url` as written. May hold a password: never logged (see [`Self::target`]).
+    pub url: String,
+    /// From `session.redis_password_file`, trailing newline removed.
+    pub password: Option<String>,
+    /// `session.redis_ca_cert`.
+    pub ca_cert: Option<PathBuf>,
+    pub key_prefix: String,
+    /// Per Redis call, connecting included.
+    pub timeout: Duration,
+    /// Seals every session written.
+    pub encryption_key: crate::session::crypto::KeyMaterial,
+    /// Open sessions sealed before a key rotation.
+    pub old_encryption_keys: Vec<crate::session::crypto::KeyMaterial>,
+    /// `redis://host:port/db` (or `rediss://`) without credentials: what messages name.
+    pub target: String,
+}
+
+impl std::fmt::Debug for RedisStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStoreConfig")
+            .field("target", &self.target)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_cert", &self.ca_cert)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("encryption_key", &self.encryption_key)
+            .field("old_encryption_keys", &self.old_encryption_keys)
+            .finish()
+    }
 }
 
 /// Which identity provider logs users in.

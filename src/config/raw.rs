@@ -57,7 +57,23 @@ pub struct RawTls {
 pub struct RawSession {
     #[serde(default = "defaults::store")]
     pub store: String,
+    /// `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS).
     pub redis_url: Option<String>,
+    /// A file holding the Redis password (instead of one in `redis_url`).
+    pub redis_password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) that sign the Redis server's certificate (`rediss://`); default: the
+    /// system's roots.
+    pub redis_ca_cert: Option<PathBuf>,
+    /// Prefix of every key the gateway writes in Redis (default `qlik-gateway:`).
+    pub redis_key_prefix: Option<String>,
+    /// Time limit of one Redis call, connecting included (default 2s).
+    #[serde(default, with = "humantime_serde")]
+    pub redis_timeout: Option<Duration>,
+    /// 32 random bytes, base64 (`openssl rand -base64 32`): seals sessions at rest in Redis.
+    pub encryption_key_file: Option<PathBuf>,
+    /// Previous keys, still accepted for reading sessions sealed before a rotation.
+    #[serde(default)]
+    pub old_encryption_key_files: Vec<PathBuf>,
     #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
     #[serde(default = "defaults::absolute_timeout", with = "humantime_serde")]
@@ -72,6 +88,12 @@ impl Default for RawSession {
         Self {
             store: defaults::store(),
             redis_url: None,
+            redis_password_file: None,
+            redis_ca_cert: None,
+            redis_key_prefix: None,
+            redis_timeout: None,
+            encryption_key_file: None,
+            old_encryption_key_files: Vec::new(),
             idle_timeout: defaults::idle_timeout(),
             absolute_timeout: defaults::absolute_timeout(),
             sweep_interval: defaults::sweep_interval(),

@@ -1,6 +1,7 @@
 //! Checks a [`RawConfig`] and resolves it into a [`Config`].
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::raw::RawConfig;
 use super::*;
@@ -49,15 +50,25 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "must be at least 65536: Kerberos tickets with a large PAC need it",
         ));
     }
+    if let Some(admin) = raw.server.admin_listen {
+        check_admin_listen(admin, raw.server.listen)?;
+    }
 
     let store = match raw.session.store.as_str() {
-        "memory" => StoreKind::Memory,
-        "redis" => {
-            return Err(ConfigError::key(
-                "session.store",
-                "\"redis\" is not available in this release yet; use \"memory\"",
-            ))
+        "memory" => {
+            let s = &raw.session;
+            if s.redis_url.is_some()
+                || s.encryption_key_file.is_some()
+                || s.redis_password_file.is_some()
+                || !s.old_encryption_key_files.is_empty()
+            {
+                warnings.push(
+                    "session.redis_url / encryption_key_file are set but session.store is \"memory\": they are ignored".into(),
+                );
+            }
+            StoreKind::Memory
         }
+        "redis" => StoreKind::Redis(validate_redis(&raw.session, &mut warnings)?),
         other => {
             return Err(ConfigError::key(
                 "session.store",
@@ -215,6 +226,176 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         },
         warnings,
     })
+}
+
+/// `session.store = "redis"`: the URL parses, the password and key files are readable and the
+/// keys are the right size. Nothing connects here (check-config must work without Redis).
+fn validate_redis(
+    s: &super::raw::RawSession,
+    warnings: &mut Vec<String>,
+) -> Result<RedisStoreConfig, ConfigError> {
+    use crate::session::crypto::read_key_file;
+    use redis::IntoConnectionInfo;
+
+    let url = s.redis_url.clone().ok_or_else(|| {
+        ConfigError::key(
+            "session.redis_url",
+            "missing: session.store = \"redis\" needs the server's URL, e.g. \"redis://127.0.0.1:6379/0\" or \"rediss://redis.example.com:6380/0\" for TLS",
+        )
+    })?;
+    // Never echo the URL itself back: it may hold a password.
+    let parsed = reqwest::Url::parse(&url).map_err(|e| {
+        ConfigError::key(
+            "session.redis_url",
+            format!(
+                "not a valid URL ({e}); expected redis://host:port/db or rediss://host:port/db"
+            ),
+        )
+    })?;
+    if !matches!(parsed.scheme(), "redis" | "rediss") {
+        return Err(ConfigError::key(
+            "session.redis_url",
+            format!(
+                "scheme {:?} is not supported; use redis:// (plain) or rediss:// (TLS)",
+                parsed.scheme()
+            ),
+        ));
+    }
+    if parsed.host_str().unwrap_or("").is_empty() {
+        return Err(ConfigError::key(
+            "session.redis_url",
+            "has no host; expected redis://host:port/db",
+        ));
+    }
+    if parsed.fragment().is_some() {
+        return Err(ConfigError::key(
+            "session.redis_url",
+            "fragments such as #insecure are not supported: certificate checks stay on (use session.redis_ca_cert for a private CA)",
+        ));
+    }
+    let info = url.as_str().into_connection_info().map_err(|e| {
+        ConfigError::key(
+            "session.redis_url",
+            format!(
+                "not a usable Redis URL ({}); expected redis://[user:password@]host[:port][/db]",
+                e.category()
+            ),
+        )
+    })?;
+    let tls = parsed.scheme() == "rediss";
+    let target = format!(
+        "{}://{}/{}",
+        parsed.scheme(),
+        info.addr(),
+        info.redis_settings().db()
+    );
+    let url_password = info.redis_settings().password().is_some();
+    let password = match &s.redis_password_file {
+        Some(p) => {
+            if url_password {
+                return Err(ConfigError::key(
+                    "session.redis_password_file",
+                    "session.redis_url has a password too; keep it in one place (the file)",
+                ));
+            }
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                ConfigError::key(
+                    "session.redis_password_file",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            let pw = text.trim_end_matches(['\r', '\n']).to_string();
+            if pw.is_empty() {
+                return Err(ConfigError::key(
+                    "session.redis_password_file",
+                    format!("{} is empty", p.display()),
+                ));
+            }
+            Some(pw)
+        }
+        None => {
+            if url_password {
+                warnings.push("session.redis_url holds a password: prefer session.redis_password_file, since config files and environments are often readable by more people than a secret file".into());
+            }
+            None
+        }
+    };
+    if let Some(ca) = &s.redis_ca_cert {
+        readable("session.redis_ca_cert", ca)?;
+        if !tls {
+            warnings.push(
+                "session.redis_ca_cert is set but session.redis_url is not rediss://: it is ignored"
+                    .into(),
+            );
+        }
+    }
+    if !tls && !matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) {
+        warnings.push(format!(
+            "session.redis_url is plain redis:// to {target}: the password (if any) and the (encrypted) sessions travel unprotected; use rediss:// across a network"
+        ));
+    }
+    let key_prefix = s
+        .redis_key_prefix
+        .clone()
+        .unwrap_or_else(|| "qlik-gateway:".into());
+    if key_prefix.is_empty() || key_prefix.contains(['*', '?', '[', ']', '\\']) {
+        return Err(ConfigError::key(
+            "session.redis_key_prefix",
+            "must be non-empty and without glob characters (* ? [ ] \\), e.g. \"qlik-gateway:\" or \"qlik-gateway:prod:\"",
+        ));
+    }
+    let timeout = s.redis_timeout.unwrap_or(Duration::from_secs(2));
+    if timeout.is_zero() {
+        return Err(ConfigError::key(
+            "session.redis_timeout",
+            "must be greater than zero, e.g. \"2s\"",
+        ));
+    }
+    let key_file = s.encryption_key_file.as_ref().ok_or_else(|| {
+        ConfigError::key(
+            "session.encryption_key_file",
+            "missing: session.store = \"redis\" keeps sessions encrypted at rest; create a key with `openssl rand -base64 32 > /etc/qlik-gateway/session.key` (the same file on every replica)",
+        )
+    })?;
+    let encryption_key =
+        read_key_file(key_file).map_err(|m| ConfigError::key("session.encryption_key_file", m))?;
+    key_file_permissions(key_file, "session.encryption_key_file", warnings);
+    let mut old_encryption_keys = Vec::new();
+    for p in &s.old_encryption_key_files {
+        let k = read_key_file(p)
+            .map_err(|m| ConfigError::key("session.old_encryption_key_files", m))?;
+        key_file_permissions(p, "session.old_encryption_key_files", warnings);
+        old_encryption_keys.push(k);
+    }
+    Ok(RedisStoreConfig {
+        url,
+        password,
+        ca_cert: s.redis_ca_cert.clone(),
+        key_prefix,
+        timeout,
+        encryption_key,
+        old_encryption_keys,
+        target,
+    })
+}
+
+/// A key file that other local users can read is worth a warning (not an error: containers often
+/// mount secrets world-readable inside a private filesystem).
+fn key_file_permissions(p: &Path, key: &str, warnings: &mut Vec<String>) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(p) {
+            if m.permissions().mode() & 0o004 != 0 {
+                warnings.push(format!(
+                    "{key}: {} is readable by every local user; chmod 600 (or 640 with the gateway's group)",
+                    p.display()
+                ));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (p, key, warnings);
 }
 
 fn validate_auth(
@@ -526,4 +707,21 @@ pub(super) fn check_qlik_name(key: &str, v: &str) -> Result<(), ConfigError> {
 
 fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `server.admin_listen` must be a port of its own: the same address as `server.listen` would
+/// fail to bind, and would put the metrics back on the public origin.
+fn check_admin_listen(
+    admin: std::net::SocketAddr,
+    listen: std::net::SocketAddr,
+) -> Result<(), ConfigError> {
+    let overlaps =
+        admin.ip() == listen.ip() || admin.ip().is_unspecified() || listen.ip().is_unspecified();
+    if admin.port() != 0 && admin.port() == listen.port() && overlaps {
+        return Err(ConfigError::key(
+            "server.admin_listen",
+            format!("{admin} is the public listener's address (server.listen = {listen}); give the admin listener a port of its own, e.g. 127.0.0.1:9090"),
+        ));
+    }
+    Ok(())
 }

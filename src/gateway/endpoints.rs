@@ -1,4 +1,4 @@
-//! `/_gateway/login`, `logout`, `logged-out`, `me`, `healthz`, `readyz`.
+//! `/_gateway/login`, `logout`, `logged-out`, `me`, `healthz`, `readyz`, `metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use serde_json::json;
 use super::{current_session, return_to, wants_html};
 use crate::auth::{LoginOutcome, LoginRequest};
 use crate::error::{json_body, GatewayError};
+use crate::metrics;
 use crate::proxy::registry::CloseReason;
 use crate::session::{GatewaySession, SessionId, Timeouts};
 use crate::state::AppState;
@@ -86,7 +87,8 @@ pub async fn callback(
 }
 
 /// Turns a provider's answer into a response: its challenge as is, its failure as an error page,
-/// or a new gateway session (a new id: the old one, if any, is dropped) and a redirect.
+/// or a new gateway session (a new id: the old one, if any, is dropped) and a redirect. Each
+/// answer is counted (`qlik_gateway_logins_total`).
 async fn finish_login(
     state: &AppState,
     outcome: Result<LoginOutcome, crate::auth::AuthError>,
@@ -109,8 +111,13 @@ async fn finish_login(
                 .unwrap_or(target),
             id_token,
         ),
-        Ok(LoginOutcome::Challenge(resp)) => return resp,
-        Err(e) => return GatewayError::Auth(e).respond(html),
+        Ok(LoginOutcome::Challenge(resp)) => {
+            state
+                .metrics
+                .login(state.provider.name(), metrics::LoginOutcome::Challenge);
+            return resp;
+        }
+        Err(e) => return refused(state, GatewayError::Auth(e), html),
     };
     // Rotate: never keep an id that existed before authentication (session fixation).
     if let Some(old) = state.cookies.read(headers) {
@@ -132,8 +139,11 @@ async fn finish_login(
         "login"
     );
     if let Err(e) = state.store.insert(&id, session).await {
-        return GatewayError::Store(e).respond(html);
+        return refused(state, GatewayError::Store(e), html);
     }
+    state
+        .metrics
+        .login(state.provider.name(), metrics::LoginOutcome::Success);
     let mut resp = super::found(&target);
     let h = resp.headers_mut();
     for (k, v) in extra.iter() {
@@ -144,6 +154,15 @@ async fn finish_login(
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// A login that made no session: counted with the error's code, then answered.
+fn refused(state: &AppState, e: GatewayError, html: bool) -> Response {
+    state.metrics.login(
+        state.provider.name(),
+        metrics::LoginOutcome::Refused(e.code()),
+    );
+    e.respond(html)
 }
 
 /// The host the browser asked for, without the port: HTTP/2's `:authority` or HTTP/1.1's `Host`.
@@ -185,6 +204,7 @@ pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
                     .sockets
                     .close_session(&id.storage_key(), CloseReason::Logout);
                 state.qlik.end(&session).await;
+                state.metrics.logout();
                 tracing::info!(
                     session = %id.log_tag(),
                     user = %format_args!("{}\\{}", session.identity.user_directory, session.identity.user_id),
@@ -303,4 +323,32 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         status,
         json!({"ready": ready, "qps": qps_s, "store": store_s, "identity_provider": idp_s}),
     )
+}
+
+/// `GET /_gateway/metrics`: every metric as text, OpenMetrics when the scraper asks for it
+/// (Prometheus does), else the Prometheus text format 0.0.4. On the admin listener only, when
+/// `server.admin_listen` is set.
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    // A failure is counted by the store (qlik_gateway_store_errors_total); the gauge keeps its
+    // last value rather than dropping to 0, which would read as "everyone logged out".
+    match state.store.count().await {
+        Ok(n) => state.metrics.set_sessions(n),
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count the sessions"),
+    }
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let body = state.metrics.encode(openmetrics);
+    let ctype = if openmetrics {
+        metrics::OPENMETRICS_CONTENT_TYPE
+    } else {
+        metrics::PROMETHEUS_CONTENT_TYPE
+    };
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }

@@ -34,6 +34,7 @@ use tracing::Instrument;
 use super::headers;
 use super::registry::{CloseReason, SocketGuard};
 use crate::error::GatewayError;
+use crate::metrics::Direction;
 use crate::qlik::lifecycle::{CsrfError, LifecycleError};
 use crate::session::{GatewaySession, QlikSession, SessionId};
 use crate::state::AppState;
@@ -579,11 +580,13 @@ impl Relay {
                                 return Settle::Done;
                             }
                             AuthSignal::Authenticated | AuthSignal::Response => {
+                                counted(&self.state, Direction::QlikToClient, &msg);
                                 if client.send(msg).await.is_err() { return Settle::Done; }
                                 return Settle::Relay(Box::new(upstream));
                             }
                             AuthSignal::Other => {
                                 self.fatal.observe(t.as_str(), &self.qlik);
+                                counted(&self.state, Direction::QlikToClient, &msg);
                                 if client.send(msg).await.is_err() { return Settle::Done; }
                             }
                         },
@@ -598,6 +601,7 @@ impl Relay {
                             return Settle::Relay(Box::new(upstream));
                         }
                         _ => {
+                            counted(&self.state, Direction::QlikToClient, &msg);
                             if client.send(msg).await.is_err() { return Settle::Done; }
                         }
                     }
@@ -633,6 +637,7 @@ impl Relay {
                             replay.clear();
                         }
                     }
+                    counted(&self.state, Direction::ClientToQlik, &msg);
                     if upstream.send(msg).await.is_err() {
                         let _ = client.close(Some(going_away("Qlik closed the connection"))).await;
                         return Settle::Done;
@@ -680,6 +685,9 @@ impl Relay {
                         Ok(m) => {
                             if matches!(m, Message::Text(_) | Message::Binary(_)) {
                                 activity.seen();
+                                self.state
+                                    .metrics
+                                    .ws_frame(Direction::ClientToQlik, m.len());
                             }
                             let closing = matches!(m, Message::Close(_));
                             if u_tx.send(m).await.is_err() || closing {
@@ -704,6 +712,7 @@ impl Relay {
                     tokio::select! {
                         m = u_rx.next() => match m {
                             Some(Ok(m)) => {
+                                counted(&self.state, Direction::QlikToClient, &m);
                                 let m = match m {
                                     // Passed on as is; only watched.
                                     Message::Text(t) => {
@@ -992,6 +1001,13 @@ impl FatalWatch {
             Err(_) => failed(&format_args!("no result within {wait:?}")),
         }
         Some((None, session_lost_close(f.clone())))
+    }
+}
+
+/// Counts a relayed message: text and binary only (control frames are each socket's own).
+fn counted(state: &AppState, direction: Direction, m: &Message) {
+    if let Message::Text(_) | Message::Binary(_) = m {
+        state.metrics.ws_frame(direction, m.len());
     }
 }
 

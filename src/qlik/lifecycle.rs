@@ -11,6 +11,7 @@ use http::{Request, StatusCode};
 use super::nodes::{Node, Nodes};
 use super::QlikError;
 use crate::config::{QlikConfig, QlikMode};
+use crate::metrics::{Metrics, QlikSessionEvent};
 use crate::proxy::upstream::UpstreamClient;
 use crate::session::{GatewaySession, QlikSession, SessionId, SessionStore, StoreError};
 
@@ -33,15 +34,18 @@ pub struct QlikSessions {
     upstream: UpstreamClient,
     cfg: QlikConfig,
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl QlikSessions {
-    /// Ties the QPS client, the session store and the upstream client together.
+    /// Ties the QPS client, the session store and the upstream client together; Qlik session
+    /// creations, re-creations and failures are counted in `metrics`.
     pub fn new(
         nodes: Arc<Nodes>,
         store: Arc<dyn SessionStore>,
         upstream: UpstreamClient,
         cfg: QlikConfig,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             nodes,
@@ -49,6 +53,7 @@ impl QlikSessions {
             upstream,
             cfg,
             locks: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -121,28 +126,12 @@ impl QlikSessions {
             (Some(q), Some(old)) if q.cookie_value != old => return Ok(q.clone()),
             _ => {}
         }
-        let node = self.nodes.pick().ok_or_else(|| QlikError::BadReply {
-            call: "node choice",
-            detail: "qlik.proxy_url lists no node".into(),
-        })?;
-        let cookie_value = match &self.cfg.mode {
-            QlikMode::Session => {
-                let session_id = uuid_v4();
-                if let Err(e) = node
-                    .qps
-                    .create_session(&current.identity, &session_id)
-                    .await
-                {
-                    if e.is_transient() {
-                        self.nodes.mark_down(&node, &e.to_string());
-                    }
-                    return Err(e.into());
-                }
-                session_id
+        let (node, cookie_value) = match self.make(&current.identity).await {
+            Ok(made) => made,
+            Err(e) => {
+                self.metrics.qlik_session(QlikSessionEvent::Failed);
+                return Err(e.into());
             }
-            QlikMode::Ticket => self.ticket_session(&node, &current.identity).await?,
-            // The header authenticates every request; Qlik's cookie is adopted when it sets one.
-            QlikMode::Header(_) => String::new(),
         };
         let qlik = QlikSession {
             cookie_value,
@@ -164,7 +153,39 @@ impl QlikSessions {
             node = %qlik.node,
             "created Qlik session"
         );
+        self.metrics.qlik_session(if stale.is_some() {
+            QlikSessionEvent::Recreated
+        } else {
+            QlikSessionEvent::Created
+        });
         Ok(qlik)
+    }
+
+    /// A new Qlik session for `identity` on the next node: its cookie value (empty in header mode).
+    async fn make(
+        &self,
+        identity: &crate::auth::Identity,
+    ) -> Result<(Arc<Node>, String), QlikError> {
+        let node = self.nodes.pick().ok_or_else(|| QlikError::BadReply {
+            call: "node choice",
+            detail: "qlik.proxy_url lists no node".into(),
+        })?;
+        let cookie_value = match &self.cfg.mode {
+            QlikMode::Session => {
+                let session_id = uuid_v4();
+                if let Err(e) = node.qps.create_session(identity, &session_id).await {
+                    if e.is_transient() {
+                        self.nodes.mark_down(&node, &e.to_string());
+                    }
+                    return Err(e);
+                }
+                session_id
+            }
+            QlikMode::Ticket => self.ticket_session(&node, identity).await?,
+            // The header authenticates every request; Qlik's cookie is adopted when it sets one.
+            QlikMode::Header(_) => String::new(),
+        };
+        Ok((node, cookie_value))
     }
 
     /// A ticket requested at QPS and redeemed at the virtual proxy by the gateway itself, so that

@@ -37,13 +37,17 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    pub fn new(cfg: &QlikConfig) -> Result<Self, crate::tls::TlsFileError> {
+    /// The configured nodes, each with its QPS client (timed in `metrics` when given).
+    pub fn new(
+        cfg: &QlikConfig,
+        metrics: Option<crate::metrics::QpsMetrics>,
+    ) -> Result<Self, crate::tls::TlsFileError> {
         let mut list = Vec::new();
         for n in &cfg.nodes {
             list.push(Arc::new(Node {
                 key: n.proxy_url.as_str().trim_end_matches('/').to_string(),
                 proxy_url: n.proxy_url.clone(),
-                qps: QpsClient::for_node(cfg, &n.qps_api_url)?,
+                qps: QpsClient::for_node(cfg, &n.qps_api_url)?.with_metrics(metrics.clone()),
                 host: header_value(&super::lifecycle::host_header(&n.proxy_url)),
                 origin: header_value(&n.proxy_url.origin().ascii_serialization()),
                 up: AtomicBool::new(true),

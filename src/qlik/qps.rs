@@ -1,7 +1,8 @@
 //! The QPS REST API on port 4243: mutual TLS with the certificate exported from the QMC, and a fresh
 //! xrfkey on every call.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
@@ -18,6 +19,8 @@ pub struct QpsClient {
     /// `https://host:4243/qps/{vp}/` (always ending in `/`).
     base: Url,
     timeout: Duration,
+    /// Durations and errors of every call, by call.
+    metrics: Option<crate::metrics::QpsMetrics>,
 }
 
 impl QpsClient {
@@ -56,7 +59,28 @@ impl QpsClient {
             http,
             base,
             timeout: cfg.qps_timeout,
+            metrics: None,
         })
+    }
+
+    /// Records each call's duration and error code in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<crate::metrics::QpsMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Runs one API call named `call` (a metric label), timing it.
+    async fn timed<T>(
+        &self,
+        call: &'static str,
+        f: impl Future<Output = Result<T, QlikError>>,
+    ) -> Result<T, QlikError> {
+        let start = Instant::now();
+        let r = f.await;
+        if let Some(m) = &self.metrics {
+            m.observe(call, start.elapsed(), r.as_ref().err().map(QlikError::code));
+        }
+        r
     }
 
     /// `POST session`: creates the Qlik session `session_id` for `identity`.
@@ -65,33 +89,39 @@ impl QpsClient {
         identity: &Identity,
         session_id: &str,
     ) -> Result<(), QlikError> {
-        let mut body = user_body(identity);
-        body["SessionId"] = json!(session_id);
-        let v = self.post_created("POST session", "session", body).await?;
-        // If the reply names a session, it must be ours.
-        match field(&v, "SessionId").and_then(Value::as_str) {
-            Some(id) if id != session_id => Err(QlikError::BadReply {
-                call: "POST session",
-                detail: "reply names a different session id".into(),
-            }),
-            _ => Ok(()),
-        }
+        self.timed("create_session", async {
+            let mut body = user_body(identity);
+            body["SessionId"] = json!(session_id);
+            let v = self.post_created("POST session", "session", body).await?;
+            // If the reply names a session, it must be ours.
+            match field(&v, "SessionId").and_then(Value::as_str) {
+                Some(id) if id != session_id => Err(QlikError::BadReply {
+                    call: "POST session",
+                    detail: "reply names a different session id".into(),
+                }),
+                _ => Ok(()),
+            }
+        })
+        .await
     }
 
     /// `POST ticket`: a one-time ticket for `identity`, to be redeemed at the virtual proxy
     /// within its minute.
     pub async fn request_ticket(&self, identity: &Identity) -> Result<String, QlikError> {
-        let v = self
-            .post_created("POST ticket", "ticket", user_body(identity))
-            .await?;
-        field(&v, "Ticket")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| QlikError::BadReply {
-                call: "POST ticket",
-                detail: "the reply has no Ticket".into(),
-            })
+        self.timed("request_ticket", async {
+            let v = self
+                .post_created("POST ticket", "ticket", user_body(identity))
+                .await?;
+            field(&v, "Ticket")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| QlikError::BadReply {
+                    call: "POST ticket",
+                    detail: "the reply has no Ticket".into(),
+                })
+        })
+        .await
     }
 
     /// A POST that must answer 201 (or 200) with JSON. Replies come PascalCase (documented) or
@@ -119,24 +149,30 @@ impl QpsClient {
     /// `DELETE session/{id}`: ends the Qlik session and its engine connections. A session Qlik no
     /// longer knows counts as deleted.
     pub async fn delete_session(&self, session_id: &str) -> Result<(), QlikError> {
-        let path = format!("session/{session_id}");
-        let (status, reply) = self.call(Method::DELETE, &path, None).await?;
-        if status.is_success() || status == StatusCode::NOT_FOUND {
-            Ok(())
-        } else {
-            Err(QlikError::Status {
-                call: "DELETE session",
-                status: status.as_u16(),
-                body: snippet(&reply),
-            })
-        }
+        self.timed("delete_session", async {
+            let path = format!("session/{session_id}");
+            let (status, reply) = self.call(Method::DELETE, &path, None).await?;
+            if status.is_success() || status == StatusCode::NOT_FOUND {
+                Ok(())
+            } else {
+                Err(QlikError::Status {
+                    call: "DELETE session",
+                    status: status.as_u16(),
+                    body: snippet(&reply),
+                })
+            }
+        })
+        .await
     }
 
     /// Reachability with the client certificate: any HTTP answer other than an xrfkey rejection
     /// proves TLS and routing work.
     pub async fn probe(&self) -> Result<(), QlikError> {
         let path = format!("session/{}", uuid_like());
-        self.call(Method::GET, &path, None).await.map(|_| ())
+        self.timed("probe", async {
+            self.call(Method::GET, &path, None).await.map(|_| ())
+        })
+        .await
     }
 
     async fn call(

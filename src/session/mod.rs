@@ -2,8 +2,10 @@
 //! else (identity, the Qlik session) lives server-side in a [`SessionStore`].
 
 pub mod cookie;
+pub mod crypto;
 pub mod id;
 pub mod memory;
+pub mod redis;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -115,7 +117,7 @@ pub struct Timeouts {
 #[error("session store: {0}")]
 pub struct StoreError(pub String);
 
-/// Where gateway sessions live. Memory today; Redis for several replicas.
+/// Where gateway sessions live: [`memory::MemoryStore`] for one replica, [`redis::RedisStore`] for several.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Stores a new session.

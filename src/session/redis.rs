@@ -1,0 +1,587 @@
+//! The Redis store: sessions shared by several gateway replicas, encrypted at rest.
+//!
+//! - **Keys**: `{redis_key_prefix}session:{storage key}`. The storage key is the SHA-256 of the
+//!   session id, so neither Redis nor anyone reading it (a `MONITOR`, a backup, a replica) learns
+//!   a cookie value.
+//! - **Values**: the session's JSON sealed with XChaCha20-Poly1305 ([`super::crypto`]), the storage
+//!   key as associated data (a value copied onto another session's key does not open). Sessions
+//!   sealed with an old key (`old_encryption_key_files`) still open and are re-sealed with the
+//!   current key the next time they are touched.
+//! - **Expiry**: every write sets `PX` to what is left of the session: the smaller of the idle
+//!   and the absolute remainder. Redis deletes it by itself at that point. A touch rewrites the
+//!   value with a new `last_seen` and a new `PX` (sliding idle expiry), at most once per
+//!   [`RedisStore::touch_every`] per session so that a burst of requests costs one write. The
+//!   absolute limit can never be extended: the TTL is capped by `created_at + absolute_timeout`,
+//!   and reads check both limits again with the gateway's clock.
+//! - **Concurrency**: read-modify-write goes through a compare-and-set script (the new value
+//!   only replaces the exact value that was read), so a touch never overwrites a Qlik session
+//!   that another request or replica stored in between, and `set_qlik` never resurrects a session
+//!   that was logged out or expired meanwhile.
+//! - **Failures**: every call has `redis_timeout`; errors become [`StoreError`]s that name the
+//!   server (`redis://host:port/db`, never the password), which the request path answers with
+//!   503 (fail closed: never 401, never a login loop). The connection manager reconnects by
+//!   itself; a connection that keeps failing in a way it does not handle (a server stuck in
+//!   `LOADING`, an unanswered socket) is replaced, so the gateway recovers without restart.
+//! - **Sweep**: Redis expires keys itself, so there is nothing to delete. What the sweep still
+//!   does is what the memory store's sweep is for: report sessions that ended, so their open
+//!   websockets on this replica are closed. The store remembers the sessions it served (ids
+//!   live only in memory, as in the memory store) and the sweep asks Redis which of them are
+//!   gone: expired, or logged out on another replica.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, ErrorKind, IntoConnectionInfo, RedisError, RedisResult, Script};
+use async_trait::async_trait;
+
+use super::crypto::Keyring;
+use super::{GatewaySession, QlikSession, SessionId, SessionStore, StoreError, Timeouts};
+use crate::config::RedisStoreConfig;
+
+/// Replaces `KEYS[1]` with `ARGV[2]` (expiring in `ARGV[3]` ms) only if it still holds exactly
+/// `ARGV[1]`. Returns 1 when replaced, 0 when the key is gone, -1 when it holds another value.
+const CAS: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+if cur ~= ARGV[1] then return -1 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// GET and DEL in one step (GETDEL needs Redis 6.2; this works on any version).
+const TAKE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then redis.call('DEL', KEYS[1]) end
+return v
+";
+
+/// How often a read-modify-write is retried when another writer changed the value in between.
+const CAS_ATTEMPTS: usize = 5;
+/// EXISTS calls per pipeline in a sweep.
+const SWEEP_BATCH: usize = 500;
+/// A connection that keeps failing is replaced at most this often.
+const REBUILD_EVERY: Duration = Duration::from_secs(1);
+
+struct Manager {
+    conn: ConnectionManager,
+    built: Instant,
+}
+
+/// Sessions in Redis. Cheap to share (`Arc`); one multiplexed connection for everything.
+pub struct RedisStore {
+    client: Client,
+    manager_config: ConnectionManagerConfig,
+    manager: Mutex<Option<Manager>>,
+    prefix: String,
+    keys: Keyring,
+    timeouts: Timeouts,
+    timeout: Duration,
+    /// `redis://host:port/db`, for messages.
+    target: String,
+    /// The password, only to scrub it from error texts should a library ever include it.
+    password: Option<String>,
+    /// Sessions this replica has served: storage key → id (for the sweep).
+    known: Mutex<HashMap<String, SessionId>>,
+    /// A touch within this time of the last one is not written (see the module docs).
+    touch_every: Duration,
+    cas: Script,
+    take: Script,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.target)
+            .field("prefix", &self.prefix)
+            .field("keys", &self.keys)
+            .field("timeouts", &self.timeouts)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session as read: the exact stored bytes (for compare-and-set) and what they hold.
+struct Read {
+    raw: Vec<u8>,
+    session: GatewaySession,
+    /// Sealed with an old key: worth re-sealing.
+    old_key: bool,
+}
+
+impl RedisStore {
+    /// Builds the client. Does not connect: the first call does (so the gateway starts, not
+    /// ready, while Redis is down, and `check-config` never needs Redis).
+    pub fn new(cfg: &RedisStoreConfig, timeouts: Timeouts) -> Result<Self, StoreError> {
+        let target = cfg.target.clone();
+        let bad = |what: String| StoreError(format!("Redis at {target}: {what}"));
+        let mut info = cfg.url.as_str().into_connection_info().map_err(|e| {
+            bad(format!(
+                "session.redis_url is not usable ({})",
+                e.category()
+            ))
+        })?;
+        let url_password = info.redis_settings().password().map(str::to_string);
+        if let Some(pw) = &cfg.password {
+            let settings = info.redis_settings().clone().set_password(pw);
+            info = info.set_redis_settings(settings);
+        }
+        let client = match &cfg.ca_cert {
+            Some(ca) if cfg.url.starts_with("rediss:") => {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    bad(format!(
+                        "cannot read session.redis_ca_cert {}: {e}",
+                        ca.display()
+                    ))
+                })?;
+                Client::build_with_tls(
+                    info,
+                    ::redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+            _ => Client::open(info),
+        }
+        .map_err(|e| bad(format!("cannot set up the client: {}", e.category())))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.timeout))
+            .set_response_timeout(Some(cfg.timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(100))
+            .set_max_delay(Duration::from_secs(1));
+        Ok(Self {
+            client,
+            manager_config,
+            manager: Mutex::new(None),
+            prefix: format!("{}session:", cfg.key_prefix),
+            keys: Keyring::new(&cfg.encryption_key, &cfg.old_encryption_keys),
+            timeouts,
+            timeout: cfg.timeout,
+            target,
+            password: cfg.password.clone().or(url_password),
+            known: Mutex::new(HashMap::new()),
+            touch_every: (timeouts.idle / 10).min(Duration::from_secs(1)),
+            cas: Script::new(CAS),
+            take: Script::new(TAKE),
+        })
+    }
+
+    /// Touches closer together than this are not written: the idle timer would move by less,
+    /// and a page firing many requests at once costs one write, not one per request.
+    pub fn touch_every(&self) -> Duration {
+        self.touch_every
+    }
+
+    /// The Redis key of a session.
+    pub fn redis_key(&self, id: &SessionId) -> String {
+        format!("{}{}", self.prefix, id.storage_key())
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        let mut m = self.manager.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = m.as_ref() {
+            return Ok(m.conn.clone());
+        }
+        let conn = ConnectionManager::new_lazy_with_config(
+            self.client.clone(),
+            self.manager_config.clone(),
+        )
+        .map_err(|e| self.fail("cannot set up a connection", &e.to_string()))?;
+        *m = Some(Manager {
+            conn: conn.clone(),
+            built: Instant::now(),
+        });
+        Ok(conn)
+    }
+
+    /// Drops a connection that failed in a way the manager does not repair by itself (it
+    /// reconnects on dropped sockets, not on timeouts or handshake errors). The next call
+    /// builds a fresh one.
+    fn maybe_rebuild(&self) {
+        let mut m = self.manager.lock().unwrap_or_else(|p| p.into_inner());
+        if m.as_ref()
+            .is_some_and(|m| m.built.elapsed() >= REBUILD_EVERY)
+        {
+            *m = None;
+        }
+    }
+
+    fn no_answer(&self) -> String {
+        format!(
+            "no answer within {} (session.redis_timeout)",
+            humantime::format_duration(self.timeout)
+        )
+    }
+
+    fn fail(&self, what: &str, detail: &str) -> StoreError {
+        let mut msg = format!("Redis at {} {what}: {detail}", self.target);
+        if let Some(pw) = self.password.as_deref().filter(|p| !p.is_empty()) {
+            msg = msg.replace(pw, "<redacted>");
+        }
+        StoreError(msg)
+    }
+
+    /// Runs one Redis call within `redis_timeout`, mapping failures to [`StoreError`]. A call
+    /// that found its connection dropped (Redis restarted, a failover, an idle connection cut by
+    /// a firewall) is tried once more on the fresh connection, within the same time limit, so
+    /// the first request after a restart does not fail. Every call here may run twice: reads,
+    /// `SET` of a new session and compare-and-set (whose second run sees its own write and
+    /// re-reads) are unaffected; a removal whose reply was lost finds nothing the second time,
+    /// so that logout only clears the cookie here (its websockets close at the next sweep).
+    async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut retried = false;
+        loop {
+            let conn = self.connection()?;
+            match tokio::time::timeout_at(deadline, f(conn)).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if e.is_connection_dropped() && !retried => retried = true,
+                Ok(Err(e)) => {
+                    if !is_reply_error(&e) {
+                        self.maybe_rebuild();
+                    }
+                    let detail = if e.is_timeout() {
+                        self.no_answer()
+                    } else {
+                        describe(&e)
+                    };
+                    return Err(self.fail(what, &detail));
+                }
+                Err(_) => {
+                    self.maybe_rebuild();
+                    return Err(self.fail(what, &self.no_answer()));
+                }
+            }
+        }
+    }
+
+    fn remember(&self, id: &SessionId) {
+        let mut k = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        k.entry(id.storage_key()).or_insert_with(|| id.clone());
+    }
+
+    fn forget(&self, id: &SessionId) {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id.storage_key());
+    }
+
+    /// What is left of a session at `now`, as a Redis `PX` (at least 1 ms); `None` when over.
+    fn ttl_ms(&self, s: &GatewaySession, now: SystemTime) -> Option<u64> {
+        let left = s.expires_at(&self.timeouts).duration_since(now).ok()?;
+        let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        (ms > 0).then_some(ms)
+    }
+
+    fn seal(&self, id: &SessionId, s: &GatewaySession) -> Result<Vec<u8>, StoreError> {
+        let json = serde_json::to_vec(s)
+            .map_err(|e| StoreError(format!("cannot serialize the session: {e}")))?;
+        Ok(self.keys.seal(id.storage_key().as_bytes(), &json))
+    }
+
+    /// Reads and opens a session. Values that do not open (another key, tampering) or do not
+    /// parse count as no session: the user logs in again, and the log says why.
+    async fn read(&self, id: &SessionId) -> Result<Option<Read>, StoreError> {
+        let key = &self.redis_key(id);
+        let raw: Option<Vec<u8>> = self
+            .call("did not answer GET", |mut c| async move {
+                ::redis::cmd("GET").arg(key).query_async(&mut c).await
+            })
+            .await?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let (plain, old_key) = match self.keys.open(id.storage_key().as_bytes(), &raw) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(session = %id.log_tag(), error = %e, "session in Redis cannot be opened; treating it as logged out");
+                return Ok(None);
+            }
+        };
+        match serde_json::from_slice::<GatewaySession>(&plain) {
+            Ok(session) => Ok(Some(Read {
+                raw,
+                session,
+                old_key,
+            })),
+            Err(e) => {
+                tracing::warn!(session = %id.log_tag(), error = %e, "session in Redis does not parse; treating it as logged out");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Replaces `old` with `new` if nothing changed in between: `Some(true)` replaced,
+    /// `Some(false)` gone, `None` changed by someone else.
+    async fn compare_and_set(
+        &self,
+        id: &SessionId,
+        old: &[u8],
+        new: &[u8],
+        ttl_ms: u64,
+    ) -> Result<Option<bool>, StoreError> {
+        let key = &self.redis_key(id);
+        let r: i64 = self
+            .call("did not answer a session update", |mut c| async move {
+                self.cas
+                    .key(key)
+                    .arg(old)
+                    .arg(new)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match r {
+            1 => Some(true),
+            0 => Some(false),
+            _ => None,
+        })
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        let key = &self.redis_key(id);
+        self.call("did not answer DEL", |mut c| async move {
+            ::redis::cmd("DEL")
+                .arg(key)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+}
+
+/// An error Redis answered to a command (the connection itself is fine).
+fn is_reply_error(e: &RedisError) -> bool {
+    use ::redis::ServerErrorKind as S;
+    matches!(
+        e.kind(),
+        ErrorKind::Server(S::ResponseError | S::NoScript | S::ExecAbort)
+            | ErrorKind::UnexpectedReturnType
+    )
+}
+
+fn describe(e: &RedisError) -> String {
+    if e.is_connection_refusal() {
+        "connection refused (is Redis running?)".into()
+    } else if e.is_connection_dropped() {
+        "connection lost (Redis restarted or the network dropped it); reconnecting".into()
+    } else if e.kind() == ErrorKind::AuthenticationFailed {
+        format!("authentication failed; check the password (session.redis_password_file or the one in session.redis_url) and the ACL user ({e})")
+    } else {
+        e.to_string()
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn insert(&self, id: &SessionId, session: GatewaySession) -> Result<(), StoreError> {
+        let Some(ttl) = self.ttl_ms(&session, SystemTime::now()) else {
+            return Ok(());
+        };
+        let value = &self.seal(id, &session)?;
+        let key = &self.redis_key(id);
+        self.call("did not store the new session", |mut c| async move {
+            ::redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        self.remember(id);
+        Ok(())
+    }
+
+    async fn get_and_touch(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let now = SystemTime::now();
+            let Some(Read {
+                raw,
+                mut session,
+                old_key,
+            }) = self.read(id).await?
+            else {
+                self.forget(id);
+                return Ok(None);
+            };
+            if session.is_expired(&self.timeouts, now) {
+                // Redis would delete it within milliseconds; the gateway's clock says it is over.
+                self.delete(id).await?;
+                self.forget(id);
+                return Ok(None);
+            }
+            self.remember(id);
+            let recent = now
+                .duration_since(session.last_seen)
+                .map(|d| d < self.touch_every)
+                .unwrap_or(true);
+            if recent && !old_key {
+                return Ok(Some(session));
+            }
+            session.last_seen = now.max(session.last_seen);
+            let Some(ttl) = self.ttl_ms(&session, now) else {
+                return Ok(None);
+            };
+            let value = self.seal(id, &session)?;
+            match self.compare_and_set(id, &raw, &value, ttl).await? {
+                Some(true) => return Ok(Some(session)),
+                Some(false) => {
+                    self.forget(id);
+                    return Ok(None);
+                }
+                // Someone else wrote it (a touch or a Qlik session): read again.
+                None => continue,
+            }
+        }
+        // Very busy session: every attempt lost the race to another writer, which touched it.
+        Ok(self.read(id).await?.map(|r| r.session))
+    }
+
+    async fn get(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError> {
+        match self.read(id).await? {
+            Some(r) if !r.session.is_expired(&self.timeouts, SystemTime::now()) => {
+                self.remember(id);
+                Ok(Some(r.session))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn set_qlik(
+        &self,
+        id: &SessionId,
+        qlik: Option<QlikSession>,
+    ) -> Result<bool, StoreError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(Read {
+                raw, mut session, ..
+            }) = self.read(id).await?
+            else {
+                return Ok(false);
+            };
+            let Some(ttl) = self.ttl_ms(&session, SystemTime::now()) else {
+                return Ok(false);
+            };
+            session.qlik = qlik.clone();
+            let value = self.seal(id, &session)?;
+            match self.compare_and_set(id, &raw, &value, ttl).await? {
+                Some(done) => return Ok(done),
+                None => continue,
+            }
+        }
+        Err(self.fail(
+            "kept changing the session",
+            &format!("{CAS_ATTEMPTS} concurrent updates in a row; try again"),
+        ))
+    }
+
+    async fn remove(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError> {
+        let key = &self.redis_key(id);
+        let raw: Option<Vec<u8>> = self
+            .call("did not answer a session removal", |mut c| async move {
+                self.take.key(key).invoke_async(&mut c).await
+            })
+            .await?;
+        self.forget(id);
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        match self.keys.open(id.storage_key().as_bytes(), &raw) {
+            Ok((plain, _)) => Ok(serde_json::from_slice(&plain).ok()),
+            Err(e) => {
+                tracing::warn!(session = %id.log_tag(), error = %e, "removed a session that cannot be opened");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn sweep(&self) -> Result<Vec<SessionId>, StoreError> {
+        let ids: Vec<SessionId> = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut gone = Vec::new();
+        for chunk in ids.chunks(SWEEP_BATCH) {
+            let keys = &chunk
+                .iter()
+                .map(|id| self.redis_key(id))
+                .collect::<Vec<_>>();
+            let exists: Vec<bool> = self
+                .call("did not answer the session sweep", |mut c| async move {
+                    let mut p = ::redis::pipe();
+                    for k in keys {
+                        p.exists(k);
+                    }
+                    p.query_async(&mut c).await
+                })
+                .await?;
+            for (id, live) in chunk.iter().zip(exists) {
+                if !live {
+                    self.forget(id);
+                    gone.push(id.clone());
+                }
+            }
+        }
+        Ok(gone)
+    }
+
+    async fn count(&self) -> Result<usize, StoreError> {
+        let pattern = format!("{}*", self.prefix);
+        let deadline = Instant::now() + self.timeout * 5;
+        let mut cursor = 0u64;
+        let mut n = 0usize;
+        loop {
+            let p = pattern.as_str();
+            let (next, keys): (u64, Vec<String>) = self
+                .call("did not answer SCAN", |mut c| async move {
+                    ::redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(p)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            n += keys.len();
+            cursor = next;
+            if cursor == 0 {
+                return Ok(n);
+            }
+            if Instant::now() > deadline {
+                return Err(self.fail("took too long to count sessions", &format!("{n} so far")));
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let pong: String = self
+            .call("is not reachable", |mut c| async move {
+                ::redis::cmd("PING").query_async(&mut c).await
+            })
+            .await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(self.fail("answered PING oddly", &pong))
+        }
+    }
+}

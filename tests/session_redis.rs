@@ -1,0 +1,1006 @@
+//! `session.store = "redis"` against a real redis-server (started per test on a free loopback
+//! port, killed on drop): sessions shared by replicas, sealed at rest, sliding idle and absolute
+//! expiry, key rotation, TLS with a password, fail-closed outages and recovery without restart,
+//! logout and expiry closing websockets on every replica.
+
+mod common;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::{config_toml, cookie_from, http_client, Setup};
+use futures_util::StreamExt;
+use qlik_gateway::config;
+use qlik_gateway::server::Server;
+use qlik_gateway::session::crypto::read_key_file;
+use qlik_gateway::state::AppState;
+use qlik_sim::{Sim, SimOptions, SALES_APP_ID};
+use rand::RngCore;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// A safety net so a broken gateway fails the test instead of hanging it; never a synchronisation.
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// redis-server
+
+/// A redis-server of this test: its own port, directory and log; killed on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    /// Extra arguments (TLS, password).
+    extra: Vec<String>,
+    tls: bool,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        Self::start_with(Vec::new(), false)
+    }
+
+    fn start_with(extra: Vec<String>, tls: bool) -> Self {
+        let mut s = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra,
+            tls,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let mut args: Vec<String> = vec!["--bind".into(), "127.0.0.1".into()];
+        if self.tls {
+            args.extend(["--port".into(), "0".into(), "--tls-port".into(), port]);
+        } else {
+            args.extend(["--port".into(), port]);
+        }
+        args.extend(
+            [
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
+            ]
+            .map(String::from),
+        );
+        args.extend(["--dir".into(), self.dir.path().display().to_string()]);
+        args.extend(self.extra.iter().cloned());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("redis.log"))
+            .expect("redis log");
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): these tests need a local Redis server. \
+                     Run ./scripts/test.sh, which installs it, or `apt-get install redis-server`"
+                )
+            });
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                panic!(
+                    "redis-server did not listen on {}:\n{}",
+                    self.port,
+                    self.log()
+                );
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("redis-server exited with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill {sig} {pid}");
+    }
+
+    /// Freezes the server: connections stay open, nothing answers (a hung or overloaded Redis).
+    fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Kills the server (its data is gone: no persistence in these tests).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// A plain client for looking at what the gateway stored (not through the gateway).
+    fn raw(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_connection()
+            .expect("raw connection")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            // A paused server must be woken to die promptly on some kernels; harmless otherwise.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// key files
+
+/// A fresh random key file (32 bytes, base64) in `dir`.
+fn key_file(dir: &Path, name: &str) -> PathBuf {
+    let mut k = [0u8; 32];
+    rand::rng().fill_bytes(&mut k);
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!("{}\n", base64::engine::general_purpose::STANDARD.encode(k)),
+    )
+    .expect("write key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    p
+}
+
+fn key_id(p: &Path) -> [u8; 4] {
+    read_key_file(p).expect("key").id()
+}
+
+fn toml_path(p: &Path) -> String {
+    format!("\"{}\"", p.display())
+}
+
+/// `[session]` lines for the Redis store.
+fn redis_session(url: &str, key: &Path, old: &[&Path], extra: &str) -> String {
+    let old: Vec<String> = old.iter().map(|p| toml_path(p)).collect();
+    format!(
+        "store = \"redis\"\nredis_url = \"{url}\"\nencryption_key_file = {}\nold_encryption_key_files = [{}]\n{extra}\n",
+        toml_path(key),
+        old.join(", ")
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// gateway
+
+/// One gateway replica (with its own qlik-sim), configured through `config_toml` with the
+/// `[session]` section of the test.
+struct Gw {
+    sim: Option<Sim>,
+    _dir: tempfile::TempDir,
+    addr: SocketAddr,
+    url: String,
+    state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Gw {
+    async fn start(session: String) -> Gw {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = Sim::start(SimOptions::default(), &dir.path().join("pki"))
+            .await
+            .expect("qlik-sim starts");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let toml = config_toml_for(&sim, &session, addr);
+        let cfg = config::load_str(&toml).unwrap_or_else(|e| panic!("config invalid: {e}\n{toml}"));
+        let state = AppState::new(cfg).expect("state");
+        let server = Server::with_listener(state.clone(), listener).expect("server");
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        Gw {
+            sim: Some(sim),
+            _dir: dir,
+            addr,
+            url: format!("http://{addr}"),
+            state,
+            shutdown: Some(tx),
+            server: Some(handle),
+        }
+    }
+
+    async fn login(&self) -> String {
+        let resp = http_client()
+            .get(format!("{}/_gateway/login", self.url))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(resp.status(), 302, "login should redirect");
+        cookie_from(&resp).expect("login sets the gateway cookie")
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> reqwest::Response {
+        http_client()
+            .get(format!("{}{}", self.url, path))
+            .header("cookie", cookie)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("request")
+    }
+
+    async fn me(&self, cookie: &str) -> u16 {
+        self.get("/_gateway/me", cookie).await.status().as_u16()
+    }
+
+    async fn logout(&self, cookie: &str) -> u16 {
+        http_client()
+            .post(format!("{}/_gateway/logout", self.url))
+            .header("origin", &self.url)
+            .header("cookie", cookie)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("logout")
+            .status()
+            .as_u16()
+    }
+
+    async fn readyz(&self) -> (u16, Value) {
+        let r = http_client()
+            .get(format!("{}/_gateway/readyz", self.url))
+            .send()
+            .await
+            .expect("readyz");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("readyz JSON"))
+    }
+
+    /// The engine websocket of the sales app, greeted and authenticated.
+    async fn engine_ws(
+        &self,
+        cookie: &str,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        tungstenite::Error,
+    > {
+        let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/mashup/app/{SALES_APP_ID}",
+            self.addr
+        ))?;
+        req.headers_mut()
+            .insert("cookie", cookie.parse().expect("cookie"));
+        req.headers_mut()
+            .insert("origin", self.url.parse().expect("origin"));
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(ws)
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn gateway_setup(session: String) -> Setup {
+    Setup {
+        session,
+        ..Setup::default()
+    }
+}
+
+/// `config_toml` writes `store = "memory"` before the test's lines; the test's own `store` wins.
+fn config_toml_for(sim: &Sim, session: &str, addr: SocketAddr) -> String {
+    config_toml(sim, &gateway_setup(session.to_string()), addr).replace("store = \"memory\"\n", "")
+}
+
+/// The cookie's value (the session id).
+fn cookie_value(cookie: &str) -> &str {
+    cookie.split_once('=').expect("name=value").1
+}
+
+/// The Redis key the gateway uses for a session (the SHA-256 of its id, never the id).
+fn redis_key(cookie: &str) -> String {
+    let d = Sha256::digest(cookie_value(cookie).as_bytes());
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!("qlik-gateway:session:{hex}")
+}
+
+/// Waits for the engine's greeting; fails if it asks to authenticate.
+async fn expect_authenticated(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) {
+    loop {
+        let m = within("engine greeting", ws.next())
+            .await
+            .expect("socket open")
+            .expect("frame");
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+            if v["method"] == "OnAuthenticationInformation" {
+                assert_eq!(v["params"]["mustAuthenticate"], false, "{v}");
+            }
+            if v["method"] == "OnConnected" {
+                return;
+            }
+        }
+    }
+}
+
+/// One request on an open engine socket; fails if the socket closed.
+async fn engine_version(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) {
+    use futures_util::SinkExt;
+    let req = serde_json::json!({"jsonrpc": "2.0", "id": 4242, "handle": -1, "method": "EngineVersion", "params": []});
+    ws.send(Message::text(req.to_string())).await.expect("send");
+    loop {
+        let m = within("EngineVersion", ws.next())
+            .await
+            .expect("socket still open")
+            .expect("frame");
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+            if v["id"] == 4242 {
+                assert!(v["result"]["qVersion"].is_object(), "{v}");
+                return;
+            }
+        }
+    }
+}
+
+/// Reads until the gateway closes the socket; returns the close frame's reason.
+async fn closed_by_gateway(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Option<String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(f))) => {
+                // Finish the closing handshake (the reply goes out while reading on), so the
+                // gateway's relay ends now rather than after its linger time.
+                while let Some(Ok(_)) = ws.next().await {}
+                return f.map(|f| f.reason.to_string());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// Closes the client side cleanly (so the relay ends now, not after its close grace period).
+async fn close(
+    mut ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) {
+    let _ = ws.close(None).await;
+    while let Some(Ok(_)) = ws.next().await {}
+}
+
+// ---------------------------------------------------------------------------------------------
+// tests
+
+#[tokio::test]
+async fn sessions_are_shared_by_replicas_and_sealed_at_rest() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = key_file(keys.path(), "session.key");
+    let session = redis_session(&redis.url(), &key, &[], "");
+    let a = Gw::start(session.clone()).await;
+    let b = Gw::start(session).await;
+
+    // Login on A, the session works on B.
+    let cookie = a.login().await;
+    let me = b.get("/_gateway/me", &cookie).await;
+    assert_eq!(me.status(), 200);
+    let me: Value = me.json().await.expect("me JSON");
+    assert_eq!(me["userId"], "alice", "{me}");
+    assert_eq!(me["userDirectory"], "DEV", "{me}");
+
+    // What Redis holds: a key derived from the id (not the id), a sealed value (no JSON, no
+    // user), with the current key's id, expiring by itself.
+    let mut raw = redis.raw();
+    let all: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw).expect("KEYS");
+    assert_eq!(all, vec![redis_key(&cookie)]);
+    assert!(!all[0].contains(cookie_value(&cookie)));
+    let value: Vec<u8> = redis::cmd("GET").arg(&all[0]).query(&mut raw).expect("GET");
+    for plain in [
+        &b"alice"[..],
+        b"DEV",
+        b"static",
+        b"identity",
+        b"created_at",
+        b"last_seen",
+    ] {
+        assert!(
+            !value.windows(plain.len()).any(|w| w == plain),
+            "the stored value shows {:?}",
+            String::from_utf8_lossy(plain)
+        );
+    }
+    assert_eq!(value[0], 1, "format version");
+    assert_eq!(value[1..5], key_id(&key), "sealed with the current key");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&all[0])
+        .query(&mut raw)
+        .expect("PTTL");
+    assert!(
+        pttl > 0 && pttl <= 30 * 60 * 1000,
+        "expires with the idle timeout: {pttl}"
+    );
+
+    // A value copied onto another session's key does not open there.
+    let other = a.login().await;
+    assert_eq!(b.me(&other).await, 200);
+    let _: () = redis::cmd("SET")
+        .arg(redis_key(&other))
+        .arg(&value)
+        .query(&mut raw)
+        .expect("SET");
+    assert_eq!(b.me(&other).await, 401, "a swapped value is no session");
+    assert_eq!(a.me(&cookie).await, 200, "the original is unaffected");
+
+    // Secrets stay out of Debug output.
+    let debug = format!("{:?}", a.state.cfg);
+    let key_text = std::fs::read_to_string(&key).expect("key");
+    assert!(!debug.contains(key_text.trim()), "{debug}");
+    assert!(debug.contains("redis://127.0.0.1"), "{debug}");
+
+    // Logout on B removes the key; A no longer knows the session.
+    assert_eq!(b.logout(&cookie).await, 200);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(redis_key(&cookie))
+        .query(&mut raw)
+        .expect("EXISTS");
+    assert_eq!(exists, 0, "logout deletes the session in Redis");
+    assert_eq!(a.me(&cookie).await, 401);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn logout_on_one_replica_closes_websockets_on_another() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = key_file(keys.path(), "session.key");
+    let session = redis_session(&redis.url(), &key, &[], "sweep_interval = \"200ms\"");
+    let a = Gw::start(session.clone()).await;
+    let b = Gw::start(session).await;
+    let cookie = a.login().await;
+    let bystander = a.login().await;
+    let mut ws = a.engine_ws(&cookie).await.expect("websocket on A");
+    let mut other_ws = a.engine_ws(&bystander).await.expect("bystander websocket");
+    expect_authenticated(&mut ws).await;
+    expect_authenticated(&mut other_ws).await;
+
+    assert_eq!(b.logout(&cookie).await, 200);
+    let started = Instant::now();
+    let reason = within(
+        "A closing the logged-out socket",
+        closed_by_gateway(&mut ws),
+    )
+    .await;
+    assert!(reason.is_some(), "a close frame, not a dropped connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed within a few sweep intervals, took {:?}",
+        started.elapsed()
+    );
+    // The other session's socket stays open and working.
+    engine_version(&mut other_ws).await;
+    assert_eq!(a.me(&bystander).await, 200);
+    close(other_ws).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn idle_expiry_slides_and_the_absolute_timeout_is_enforced() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = key_file(keys.path(), "session.key");
+    let gw = Gw::start(redis_session(
+        &redis.url(),
+        &key,
+        &[],
+        "idle_timeout = \"2s\"\nabsolute_timeout = \"5s\"",
+    ))
+    .await;
+    let before_login = Instant::now();
+    let busy = gw.login().await;
+    let idle = gw.login().await;
+    let login = Instant::now();
+    let mut raw = redis.raw();
+
+    // Touched every 500 ms: alive past twice the idle timeout, with Redis's TTL sliding along but
+    // never past the absolute limit. The pauses are the scenario (time passing).
+    while login.elapsed() < Duration::from_millis(4200) {
+        assert_eq!(gw.me(&busy).await, 200, "touched at {:?}", login.elapsed());
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(redis_key(&busy))
+            .query(&mut raw)
+            .expect("PTTL");
+        let left = 5000 - login.elapsed().as_millis() as i64;
+        assert!(
+            pttl > 0 && pttl <= 2000 && pttl <= left + 50,
+            "PTTL {pttl} with {left} ms of the absolute timeout left"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The untouched session ended at its idle timeout, and Redis deleted it by itself.
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(redis_key(&idle))
+        .query(&mut raw)
+        .expect("EXISTS");
+    assert_eq!(exists, 0, "Redis expired the idle session");
+    assert_eq!(gw.me(&idle).await, 401);
+
+    // Still touched, the busy session ends at the absolute timeout.
+    let ended = loop {
+        let s = gw.me(&busy).await;
+        if s == 401 {
+            break before_login.elapsed();
+        }
+        assert_eq!(s, 200);
+        assert!(
+            login.elapsed() < Duration::from_millis(6500),
+            "alive past the absolute timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        ended >= Duration::from_millis(5000),
+        "ended at {ended:?}, before the absolute timeout"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_websocket_is_closed_when_redis_expires_its_session() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = key_file(keys.path(), "session.key");
+    let gw = Gw::start(redis_session(
+        &redis.url(),
+        &key,
+        &[],
+        "idle_timeout = \"1s\"\nsweep_interval = \"100ms\"",
+    ))
+    .await;
+    let cookie = gw.login().await;
+    let mut ws = gw.engine_ws(&cookie).await.expect("websocket");
+    expect_authenticated(&mut ws).await;
+    let started = Instant::now();
+    let reason = within("the idle socket closing", closed_by_gateway(&mut ws)).await;
+    assert!(reason.is_some(), "a close frame");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed soon after the idle timeout, took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(gw.me(&cookie).await, 401);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_sessions_and_reseals_them_with_the_new_key() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let k1 = key_file(keys.path(), "k1.key");
+    let k2 = key_file(keys.path(), "k2.key");
+    let mut raw = redis.raw();
+    let sealed_with = |raw: &mut redis::Connection, cookie: &str| -> [u8; 4] {
+        let v: Vec<u8> = redis::cmd("GET")
+            .arg(redis_key(cookie))
+            .query(raw)
+            .expect("GET");
+        v[1..5].try_into().expect("key id")
+    };
+
+    let before = Gw::start(redis_session(&redis.url(), &k1, &[], "")).await;
+    let cookie = before.login().await;
+    assert_eq!(sealed_with(&mut raw, &cookie), key_id(&k1));
+
+    // The rotated replica: new key, old key accepted. The session stays readable and is
+    // re-sealed with the new key on its first touch.
+    let rotated = Gw::start(redis_session(&redis.url(), &k2, &[&k1], "")).await;
+    assert_eq!(rotated.me(&cookie).await, 200);
+    assert_eq!(sealed_with(&mut raw, &cookie), key_id(&k2));
+    let fresh = rotated.login().await;
+    assert_eq!(
+        sealed_with(&mut raw, &fresh),
+        key_id(&k2),
+        "new writes use the new key"
+    );
+
+    // Once every session was re-sealed, the old key can go.
+    let only_new = Gw::start(redis_session(&redis.url(), &k2, &[], "")).await;
+    assert_eq!(only_new.me(&cookie).await, 200);
+    assert_eq!(only_new.me(&fresh).await, 200);
+
+    // A replica without the new key cannot read them (and does not delete them).
+    assert_eq!(before.me(&cookie).await, 401);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(redis_key(&cookie))
+        .query(&mut raw)
+        .expect("EXISTS");
+    assert_eq!(exists, 1);
+    assert_eq!(rotated.me(&cookie).await, 200);
+    before.stop().await;
+    rotated.stop().await;
+    only_new.stop().await;
+}
+
+#[tokio::test]
+async fn redis_outage_fails_closed_and_the_gateway_recovers_without_restart() {
+    let mut redis = RedisServer::start();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = key_file(keys.path(), "session.key");
+    let gw = Gw::start(redis_session(
+        &redis.url(),
+        &key,
+        &[],
+        "redis_timeout = \"500ms\"",
+    ))
+    .await;
+    let cookie = gw.login().await;
+    assert_eq!(gw.me(&cookie).await, 200);
+    assert_eq!(gw.readyz().await.0, 200);
+    let target = format!("Redis at redis://127.0.0.1:{}/0", redis.port);
+
+    // 0. The connection is cut under the gateway (a restart with persistence, a failover, a
+    //    firewall dropping idle connections): the very next request still gets its session.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut redis.raw())
+        .expect("CLIENT KILL");
+    assert!(killed >= 1, "the gateway's connection was cut");
+    assert_eq!(gw.me(&cookie).await, 200, "first request after the cut");
+
+    let expect_503 = |what: &'static str| {
+        let target = target.clone();
+        move |status: u16, started: Instant| {
+            assert_eq!(status, 503, "{what} while Redis is down ({target})");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{what} answered within the Redis timeout, took {:?}",
+                started.elapsed()
+            );
+        }
+    };
+
+    // 1. Redis hangs (frozen process: connections open, no answers).
+    redis.pause();
+    let t = Instant::now();
+    let (status, body) = gw.readyz().await;
+    expect_503("readyz")(status, t);
+    let store = body["store"].as_str().expect("store field");
+    assert!(store.contains(&target), "{body}");
+    assert!(store.contains("session.redis_timeout"), "{body}");
+    let t = Instant::now();
+    let me = gw.get("/_gateway/me", &cookie).await;
+    expect_503("/_gateway/me")(me.status().as_u16(), t);
+    let me: Value = me.json().await.expect("JSON");
+    assert_eq!(me["error"], "session_store", "{me}");
+    let t = Instant::now();
+    let qlik = gw.get("/mashup/qrs/about", &cookie).await;
+    expect_503("a Qlik request")(qlik.status().as_u16(), t);
+    redis.resume();
+    // Back without a restart, and the session survived.
+    let t = Instant::now();
+    loop {
+        let s = gw.me(&cookie).await;
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 503, "never 401 while Redis recovers");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no recovery after resume"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 2. Redis is gone (connection refused).
+    redis.stop();
+    let t = Instant::now();
+    let (status, body) = gw.readyz().await;
+    expect_503("readyz")(status, t);
+    assert!(
+        body["store"].as_str().expect("store").contains(&target),
+        "{body}"
+    );
+    let t = Instant::now();
+    expect_503("/_gateway/me")(gw.me(&cookie).await, t);
+    let t = Instant::now();
+    let login = http_client()
+        .get(format!("{}/_gateway/login", gw.url))
+        .send()
+        .await
+        .expect("login");
+    expect_503("login")(login.status().as_u16(), t);
+    let t = Instant::now();
+    match gw.engine_ws(&cookie).await {
+        Err(tungstenite::Error::Http(r)) => {
+            expect_503("a websocket handshake")(r.status().as_u16(), t)
+        }
+        Err(e) => panic!("expected an HTTP answer to the handshake, got {e}"),
+        Ok(_) => panic!("the handshake should fail closed"),
+    }
+
+    // Started again on the same port (empty: these tests keep no data): the same gateway
+    // becomes ready and logs users in again.
+    redis.restart();
+    let t = Instant::now();
+    while gw.readyz().await.0 != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "not ready again after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        gw.me(&cookie).await,
+        401,
+        "the old session died with Redis's data"
+    );
+    let again = gw.login().await;
+    assert_eq!(gw.me(&again).await, 200);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn rediss_with_a_password_file_and_a_private_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("cert");
+    let (cert_pem, key_pem) = (
+        dir.path().join("redis.pem"),
+        dir.path().join("redis-key.pem"),
+    );
+    std::fs::write(&cert_pem, cert.cert.pem()).expect("write");
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).expect("write");
+    let password = "s3cret-Pa55word-for-redis";
+    let redis = RedisServer::start_with(
+        vec![
+            "--tls-cert-file".into(),
+            cert_pem.display().to_string(),
+            "--tls-key-file".into(),
+            key_pem.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            cert_pem.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--requirepass".into(),
+            password.into(),
+        ],
+        true,
+    );
+    let pw_file = dir.path().join("redis.password");
+    std::fs::write(&pw_file, format!("{password}\n")).expect("write");
+    let key = key_file(dir.path(), "session.key");
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    let extra = format!(
+        "redis_password_file = {}\nredis_ca_cert = {}",
+        toml_path(&pw_file),
+        toml_path(&cert_pem)
+    );
+    let gw = Gw::start(redis_session(&url, &key, &[], &extra)).await;
+    assert_eq!(gw.readyz().await.0, 200, "{:?}", gw.readyz().await.1);
+    let cookie = gw.login().await;
+    assert_eq!(gw.me(&cookie).await, 200);
+    let debug = format!("{:?} {:?}", gw.state.cfg, gw.state.cfg.session);
+    assert!(!debug.contains(password), "{debug}");
+
+    // A wrong password: not ready, and the message names the server, not the password.
+    let wrong_file = dir.path().join("wrong.password");
+    let wrong = "not-the-Right-one-42";
+    std::fs::write(&wrong_file, wrong).expect("write");
+    let extra = format!(
+        "redis_password_file = {}\nredis_ca_cert = {}",
+        toml_path(&wrong_file),
+        toml_path(&cert_pem)
+    );
+    let bad = Gw::start(redis_session(&url, &key, &[], &extra)).await;
+    let (status, body) = bad.readyz().await;
+    assert_eq!(status, 503);
+    let store = body["store"].as_str().expect("store");
+    assert!(
+        store.contains(&format!("rediss://127.0.0.1:{}/0", redis.port)),
+        "{body}"
+    );
+    assert!(
+        !store.contains(wrong) && !store.contains(password),
+        "{body}"
+    );
+    assert_eq!(bad.me(&cookie).await, 503);
+
+    // A password in the URL works too (and is not echoed either).
+    let url_pw = format!("rediss://:{password}@127.0.0.1:{}/0", redis.port);
+    let extra = format!("redis_ca_cert = {}", toml_path(&cert_pem));
+    let in_url = Gw::start(redis_session(&url_pw, &key, &[], &extra)).await;
+    assert_eq!(in_url.me(&cookie).await, 200);
+    assert!(!format!("{:?}", in_url.state.cfg).contains(password));
+    gw.stop().await;
+    bad.stop().await;
+    in_url.stop().await;
+}
+
+#[tokio::test]
+async fn check_config_validates_redis_settings_without_connecting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(SimOptions::default(), &dir.path().join("pki"))
+        .await
+        .expect("sim");
+    let addr: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+    let key = key_file(dir.path(), "session.key");
+    let closed = format!("redis://127.0.0.1:{}/0", free_port());
+    let load = |session: String| config::load_str(&config_toml_for(&sim, &session, addr));
+    let err = |session: String| {
+        let e = load(session).expect_err("should be refused");
+        (e.key_name().unwrap_or("").to_string(), e.to_string())
+    };
+
+    // Valid, with nothing listening: the configuration and the state are fine (no connection).
+    let cfg = load(redis_session(&closed, &key, &[], "")).expect("valid config");
+    AppState::new(cfg).expect("state without connecting");
+
+    let (k, m) = err(format!("store = \"redis\"\nredis_url = \"{closed}\"\n"));
+    assert_eq!(k, "session.encryption_key_file", "{m}");
+    assert!(m.contains("openssl rand -base64 32"), "{m}");
+
+    let (k, m) = err("store = \"redis\"\n".into());
+    assert_eq!(k, "session.redis_url", "{m}");
+
+    let short = dir.path().join("short.key");
+    std::fs::write(
+        &short,
+        base64::engine::general_purpose::STANDARD.encode([7u8; 16]),
+    )
+    .expect("write");
+    let (k, m) = err(redis_session(&closed, &short, &[], ""));
+    assert_eq!(k, "session.encryption_key_file", "{m}");
+    assert!(m.contains("16 bytes, not 32"), "{m}");
+
+    let binary = dir.path().join("binary.key");
+    std::fs::write(&binary, [0xffu8; 32]).expect("write");
+    let (k, m) = err(redis_session(&closed, &key, &[&binary], ""));
+    assert_eq!(k, "session.old_encryption_key_files", "{m}");
+    assert!(m.contains("not base64"), "{m}");
+
+    let missing = dir.path().join("missing.key");
+    let (k, _) = err(redis_session(&closed, &missing, &[], ""));
+    assert_eq!(k, "session.encryption_key_file");
+
+    let (k, m) = err(redis_session("http://127.0.0.1:6379", &key, &[], ""));
+    assert_eq!(k, "session.redis_url", "{m}");
+    assert!(m.contains("rediss://"), "{m}");
+
+    let (k, m) = err(redis_session("redis://:hunter2@[oops/0", &key, &[], ""));
+    assert_eq!(k, "session.redis_url", "{m}");
+    assert!(!m.contains("hunter2"), "the password is never echoed: {m}");
+
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "x\n").expect("write");
+    let (k, _) = err(redis_session(
+        "redis://:y@127.0.0.1:6379/0",
+        &key,
+        &[],
+        &format!("redis_password_file = {}", toml_path(&pw)),
+    ));
+    assert_eq!(k, "session.redis_password_file");
+
+    let (k, _) = err(redis_session(
+        &closed,
+        &key,
+        &[],
+        "redis_key_prefix = \"a*\"",
+    ));
+    assert_eq!(k, "session.redis_key_prefix");
+
+    // The real binary's check-config agrees, and does not try to reach Redis.
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        config_toml_for(&sim, &redis_session(&closed, &key, &[], ""), addr),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_qlik-gateway"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env_remove("QLIK_GATEWAY__SESSION__STORE")
+        .output()
+        .expect("check-config");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sim.shutdown().await;
+}

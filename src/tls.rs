@@ -115,10 +115,10 @@ pub fn client_config(
     Ok(cfg)
 }
 
-/// Server config for the HTTPS listener: h2 and http/1.1 by ALPN.
+/// Server config for the HTTPS listener: h2 and http/1.1 by ALPN, with the certificate pair
+/// reloaded when its files change (see [`crate::tls_reload`]).
 pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsFileError> {
-    let chain = load_certs(cert)?;
-    let key_der = load_key(key)?;
+    let resolver = crate::tls_reload::ReloadingCert::new(cert, key)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsFileError::Rejected {
@@ -126,11 +126,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Tl
             reason: e.to_string(),
         })?
         .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| TlsFileError::Rejected {
-            path: key.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }

@@ -26,8 +26,13 @@ struct Cli {
 enum Command {
     /// Validate the configuration and exit non-zero naming the offending key.
     CheckConfig,
-    /// Check a live deployment: configuration, certificates, QPS reachability.
-    Doctor,
+    /// Check a live deployment: certificates, QPS (mTLS, xrfkey), a probe session, the session
+    /// cookie name, the engine websocket, clock skew, keytab; each failure with its fix.
+    Doctor {
+        /// The probe user, DIRECTORY\userid.
+        #[arg(long, default_value = "QLIK-GATEWAY\\doctor")]
+        user: String,
+    },
     /// Start a simulated Qlik, the gateway with a static user and a demo page on 127.0.0.1:8080.
     Demo {
         /// Address for the gateway.
@@ -52,7 +57,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Demo { listen }) => qlik_gateway::demo::run(listen).await,
             Some(Command::CheckConfig) => check_config(cli.config),
-            Some(Command::Doctor) => doctor(cli.config).await,
+            Some(Command::Doctor { user }) => doctor(cli.config, &user).await,
             None => run(cli.config).await,
         }
     })
@@ -86,33 +91,25 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn doctor(path: Option<PathBuf>) -> ExitCode {
-    let cfg = match load(path) {
+async fn doctor(path: Option<PathBuf>, user: &str) -> ExitCode {
+    let opts = match qlik_gateway::doctor::Options::parse_user(user) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = match load(path.clone()) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    for w in &cfg.warnings {
-        println!("warn  {w}");
+    let path = path.unwrap_or_default();
+    let report = qlik_gateway::doctor::run(&cfg, &path, &opts, true).await;
+    if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
-    let state = match AppState::new(cfg) {
-        Ok(s) => s,
-        Err(e) => {
-            println!("FAIL  {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("ok    configuration and certificate files");
-    match state.qlik.probe().await {
-        Ok(()) => println!(
-            "ok    QPS API {} answers with the client certificate",
-            state.cfg.qlik.qps_api_url
-        ),
-        Err(e) => {
-            println!("FAIL  {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    ExitCode::SUCCESS
 }
 
 async fn run(path: Option<PathBuf>) -> ExitCode {

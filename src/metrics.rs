@@ -537,6 +537,16 @@ impl SessionStore for CountingStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.counted(self.inner.ping().await)
     }
+    async fn lock(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+    ) -> Result<Option<crate::session::LockGuard>, StoreError> {
+        self.counted(self.inner.lock(id, ttl).await)
+    }
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<crate::session::SessionEvent>> {
+        self.inner.events()
+    }
 }
 
 #[cfg(test)]

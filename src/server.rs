@@ -134,6 +134,14 @@ impl Server {
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
         let sweeper = tokio::spawn(sweep(state.clone()));
+        // Logouts on other replicas close this replica's websockets at once (a shared store).
+        let events = state.store.events().map(|rx| {
+            tokio::spawn(crate::proxy::registry::close_on_session_events(
+                rx,
+                state.store.clone(),
+                state.sockets.clone(),
+            ))
+        });
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = self.admin.map(|l| {
             tokio::spawn(serve_admin(
@@ -196,6 +204,9 @@ impl Server {
         drop(self.listener);
         let _ = stop_admin.send(());
         sweeper.abort();
+        if let Some(e) = events {
+            e.abort();
+        }
         let drain = state.cfg.server.drain_timeout;
         tracing::info!(websockets = state.sockets.len(), drain = ?drain, "shutting down: draining connections");
         state.sockets.close_all(CloseReason::Shutdown);

@@ -235,6 +235,7 @@ fn redis_session(url: &str, key: &Path, old: &[&Path], extra: &str) -> String {
 /// `[session]` section of the test.
 struct Gw {
     sim: Option<Sim>,
+    _sim_dir: Option<tempfile::TempDir>,
     _dir: tempfile::TempDir,
     addr: SocketAddr,
     url: String,
@@ -249,9 +250,18 @@ impl Gw {
         let sim = Sim::start(SimOptions::default(), &dir.path().join("pki"))
             .await
             .expect("qlik-sim starts");
+        let mut gw = Gw::start_on(&sim, session).await;
+        gw.sim = Some(sim);
+        gw._sim_dir = Some(dir);
+        gw
+    }
+
+    /// A replica in front of `sim`, which the caller owns (replicas of one site share one Qlik).
+    async fn start_on(sim: &Sim, session: String) -> Gw {
+        let dir = tempfile::tempdir().expect("tempdir");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let toml = config_toml_for(&sim, &session, addr);
+        let toml = config_toml_for(sim, &session, addr);
         let cfg = config::load_str(&toml).unwrap_or_else(|e| panic!("config invalid: {e}\n{toml}"));
         let state = AppState::new(cfg).expect("state");
         let server = Server::with_listener(state.clone(), listener).expect("server");
@@ -260,7 +270,8 @@ impl Gw {
             let _ = rx.await;
         }));
         Gw {
-            sim: Some(sim),
+            sim: None,
+            _sim_dir: None,
             _dir: dir,
             addr,
             url: format!("http://{addr}"),
@@ -1003,4 +1014,179 @@ async fn check_config_validates_redis_settings_without_connecting() {
         String::from_utf8_lossy(&out.stderr)
     );
     sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// replicas of one site: one Qlik (qlik-sim), one Redis, one key
+
+/// `[session]` of replicas sharing `redis` and `key`. The sweep runs once an hour, so whatever
+/// closes a socket promptly here is the pub/sub event, not the sweep.
+fn replica_session(redis: &RedisServer, key: &Path) -> String {
+    redis_session(&redis.url(), key, &[], "sweep_interval = \"1h\"")
+}
+
+/// Two replicas, each with its own qlik-sim: a Qlik session deleted at logout by one replica is
+/// unknown to the other's Qlik, so only the gateway's own event can close a socket on the other.
+async fn replicas(redis: &RedisServer, key: &Path) -> (Gw, Gw) {
+    let session = replica_session(redis, key);
+    (Gw::start(session.clone()).await, Gw::start(session).await)
+}
+
+/// Waits until `n` gateways are subscribed to the session events (`PUBSUB NUMSUB`).
+async fn subscribed(redis: &RedisServer, n: i64) {
+    within("the replicas subscribing to session events", async {
+        loop {
+            if let Ok(mut raw) = redis::Client::open(redis.url()).and_then(|c| c.get_connection()) {
+                let r: redis::RedisResult<(String, i64)> = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg("qlik-gateway:events")
+                    .query(&mut raw);
+                if matches!(r, Ok((_, m)) if m >= n) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Reads until the gateway closes the socket: whether `OnSessionLoggedOut` came first, and the
+/// close frame's code and reason.
+async fn logout_close(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> (bool, Option<(u16, String)>) {
+    let mut logged_out = false;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap_or_default();
+                if v["method"] == "OnSessionLoggedOut" {
+                    logged_out = true;
+                }
+            }
+            Some(Ok(Message::Close(f))) => {
+                while let Some(Ok(_)) = ws.next().await {}
+                return (
+                    logged_out,
+                    f.map(|f| (u16::from(f.code), f.reason.to_string())),
+                );
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (logged_out, None),
+        }
+    }
+}
+
+/// Logout on B closes A's socket of that session at once (well within the hour-long sweep
+/// interval), as a logout: `OnSessionLoggedOut`, then close 1000.
+async fn logout_on_b_closes_socket_on_a(a: &Gw, b: &Gw) {
+    let cookie = a.login().await;
+    let bystander = a.login().await;
+    let mut ws = a.engine_ws(&cookie).await.expect("websocket on A");
+    let mut other = a
+        .engine_ws(&bystander)
+        .await
+        .expect("bystander websocket on A");
+    expect_authenticated(&mut ws).await;
+    expect_authenticated(&mut other).await;
+    assert_eq!(b.logout(&cookie).await, 200);
+    let started = Instant::now();
+    let (notified, frame) = within("A closing the logged-out socket", logout_close(&mut ws)).await;
+    let took = started.elapsed();
+    assert!(notified, "OnSessionLoggedOut before the close");
+    assert_eq!(frame, Some((1000, "logged out".to_string())));
+    assert!(
+        took < Duration::from_secs(2),
+        "closed by the logout event, not a sweep: took {took:?}"
+    );
+    engine_version(&mut other).await;
+    close(other).await;
+}
+
+#[tokio::test]
+async fn replicas_share_logins_and_close_each_others_sockets_at_logout() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = key_file(keys.path(), "session.key");
+    let (a, b) = replicas(&redis, &key).await;
+    subscribed(&redis, 2).await;
+
+    // Login on A, websocket through B.
+    let cookie = a.login().await;
+    let mut ws = b.engine_ws(&cookie).await.expect("websocket on B");
+    expect_authenticated(&mut ws).await;
+    engine_version(&mut ws).await;
+    close(ws).await;
+
+    logout_on_b_closes_socket_on_a(&a, &b).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn first_requests_split_across_replicas_create_one_qlik_session() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = key_file(keys.path(), "session.key");
+    let sim_dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(SimOptions::default(), &sim_dir.path().join("pki"))
+        .await
+        .expect("qlik-sim starts");
+    let a = Gw::start_on(&sim, replica_session(&redis, &key)).await;
+    let b = Gw::start_on(&sim, replica_session(&redis, &key)).await;
+    // A slow QPS: every replica's first requests arrive while the creation is under way.
+    sim.control()
+        .set_fault(Some(qlik_sim::QpsFault::Delay(Duration::from_millis(300))));
+    let c = http_client();
+    for round in 0..3 {
+        let before = sim.control().counters().sessions_created;
+        let cookie = a.login().await;
+        let requests = (0..24).map(|i| {
+            let gw = if i % 2 == 0 { &a } else { &b };
+            c.get(format!("{}/mashup/sim/echo", gw.url))
+                .header("cookie", &cookie)
+                .header("accept", "application/json")
+                .send()
+        });
+        let responses = within(
+            "parallel first requests on both replicas",
+            futures_util::future::join_all(requests),
+        )
+        .await;
+        for r in responses {
+            let r = r.expect("request");
+            assert_eq!(r.status(), 200, "round {round}");
+            let v: Value = r.json().await.expect("JSON");
+            assert_eq!(v["user"]["userId"], "alice");
+        }
+        assert_eq!(
+            sim.control().counters().sessions_created - before,
+            1,
+            "round {round}: one Qlik session for one gateway session, whichever replica asked"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn logout_events_resume_after_a_redis_restart() {
+    let mut redis = RedisServer::start();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = key_file(keys.path(), "session.key");
+    let (a, b) = replicas(&redis, &key).await;
+    subscribed(&redis, 2).await;
+    logout_on_b_closes_socket_on_a(&a, &b).await;
+
+    // Restarted (sessions gone: no persistence here): both replicas subscribe again by
+    // themselves, and a logout on B still closes A's socket at once.
+    redis.restart();
+    subscribed(&redis, 2).await;
+    logout_on_b_closes_socket_on_a(&a, &b).await;
+    a.stop().await;
+    b.stop().await;
 }

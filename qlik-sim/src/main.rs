@@ -95,6 +95,7 @@ impl Args {
             http_cookie_suffix: self.http_cookie_suffix,
             inactivity_timeout: Duration::from_secs(self.inactivity_timeout_secs),
             host_allow_list: self.host_allow.clone(),
+            own_host_names: Vec::new(),
             header_auth: self.header_auth.as_ref().map(|header| HeaderAuth {
                 header: header.clone(),
                 dynamic_pattern: self.header_auth_pattern.clone(),

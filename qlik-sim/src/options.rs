@@ -88,6 +88,10 @@ pub struct SimOptions {
     pub inactivity_timeout: Duration,
     /// Extra Origin hosts allowed to open engine websockets (the proxy's own host always is).
     pub host_allow_list: Vec<String>,
+    /// The host names the node knows as its own (Qlik: the node's server name), allowed as
+    /// `Origin` without being in [`SimOptions::host_allow_list`]. Empty: whatever host the
+    /// request's `Host` header names, `localhost` and the loopback addresses.
+    pub own_host_names: Vec<String>,
     /// Make the virtual proxy a header-authentication one (`None`: ticket/session only).
     pub header_auth: Option<HeaderAuth>,
     /// Port of the direct engine listener (port 4747 on a real node: mutual TLS and
@@ -112,6 +116,7 @@ impl Default for SimOptions {
             http_cookie_suffix: false,
             inactivity_timeout: Duration::from_secs(30 * 60),
             host_allow_list: Vec::new(),
+            own_host_names: Vec::new(),
             header_auth: None,
             engine_port: None,
         }

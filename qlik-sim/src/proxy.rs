@@ -444,7 +444,16 @@ fn origin_allowed(shared: &Shared, req: &Request) -> bool {
         Some("::1".to_string()),
         host_header_host(req),
     ];
-    own.iter().flatten().any(|h| h.eq_ignore_ascii_case(&host))
+    let own_ok = if shared.opts.own_host_names.is_empty() {
+        own.iter().flatten().any(|h| h.eq_ignore_ascii_case(&host))
+    } else {
+        shared
+            .opts
+            .own_host_names
+            .iter()
+            .any(|h| h.trim().eq_ignore_ascii_case(&host))
+    };
+    own_ok
         || shared.opts.host_allow_list.iter().any(|allowed| {
             let allowed = allowed.trim().to_ascii_lowercase();
             allowed == host

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
+
+use crate::session::{SessionEvent, SessionStore};
 
 /// Why the gateway closes a websocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,14 +72,22 @@ impl SocketRegistry {
         self.inner.sockets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Asks every socket of one gateway session to close. Returns how many were asked.
+    /// Asks every socket of one gateway session to close. Returns how many were newly asked. A socket
+    /// already asked keeps the first reason (a logout's own event, echoed back by the shared
+    /// store, does not change what the socket is told).
     pub fn close_session(&self, session_key: &str, reason: CloseReason) -> usize {
         let map = self.lock();
         let mut n = 0;
         for (key, tx) in map.values() {
             if key.as_deref() == Some(session_key) {
-                let _ = tx.send(Some(reason));
-                n += 1;
+                let asked = tx.send_if_modified(|r| {
+                    let first = r.is_none();
+                    if first {
+                        *r = Some(reason);
+                    }
+                    first
+                });
+                n += usize::from(asked);
             }
         }
         n
@@ -111,6 +121,43 @@ impl SocketRegistry {
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.is_empty();
             }
+        }
+    }
+}
+
+/// Closes this replica's websockets of sessions that a shared store reports removed (a logout on
+/// any replica), until the store's events end. After a gap in the events (the store lost its
+/// subscription, or this listener fell behind) it sweeps at once instead of waiting for the
+/// periodic sweep.
+pub async fn close_on_session_events(
+    mut events: broadcast::Receiver<SessionEvent>,
+    store: Arc<dyn SessionStore>,
+    sockets: SocketRegistry,
+) {
+    loop {
+        match events.recv().await {
+            Ok(SessionEvent::LoggedOut(key)) => {
+                let n = sockets.close_session(&key, CloseReason::Logout);
+                if n > 0 {
+                    tracing::info!(
+                        websockets_closed = n,
+                        "session removed (shared store event); closing its websockets"
+                    );
+                }
+            }
+            Ok(SessionEvent::Resubscribed) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                match store.sweep().await {
+                    Ok(ended) => {
+                        for id in ended {
+                            sockets.close_session(&id.storage_key(), CloseReason::SessionEnded);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "session sweep after missed session events failed")
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }

@@ -113,19 +113,69 @@ impl QlikSessions {
         id: &SessionId,
         stale: Option<&str>,
     ) -> Result<QlikSession, LifecycleError> {
+        // One creation per gateway session in this process (no Redis round trips for the
+        // others), and one across replicas through the store's lock.
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
-        let current = self
-            .store
-            .get(id)
-            .await?
-            .ok_or(LifecycleError::SessionGone)?;
-        match (&current.qlik, stale) {
-            // Someone else created it while we waited.
-            (Some(q), None) => return Ok(q.clone()),
-            (Some(q), Some(old)) if q.cookie_value != old => return Ok(q.clone()),
-            _ => {}
+        let ttl = self.lock_ttl();
+        let give_up = tokio::time::Instant::now() + ttl + ttl / 2;
+        loop {
+            let current = self
+                .store
+                .get(id)
+                .await?
+                .ok_or(LifecycleError::SessionGone)?;
+            if let Some(q) = made_meanwhile(&current, stale) {
+                return Ok(q);
+            }
+            if let Some(held) = self.store.lock(id, ttl).await? {
+                // Another replica may have finished between the read and the lock.
+                let r = match self.store.get(id).await {
+                    Ok(Some(current)) => match made_meanwhile(&current, stale) {
+                        Some(q) => Ok(q),
+                        None => self.create(id, &current, stale).await,
+                    },
+                    Ok(None) => Err(LifecycleError::SessionGone),
+                    Err(e) => Err(e.into()),
+                };
+                held.release().await;
+                return r;
+            }
+            // Another replica is creating it: wait for its result (or for its lock to lapse,
+            // should it have died).
+            if tokio::time::Instant::now() >= give_up {
+                return Err(StoreError(format!(
+                    "another gateway replica held the Qlik session lock for longer than {}",
+                    humantime::format_duration(ttl)
+                ))
+                .into());
+            }
+            let pause = {
+                use rand::Rng;
+                rand::rng().random_range(50..=100)
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
         }
+    }
+
+    /// How long the cross-replica lock on a Qlik session creation lives: longer than the QPS
+    /// calls of one creation (ticket mode: a ticket and its redemption, tried twice), so that it
+    /// lapses only when its holder died.
+    fn lock_ttl(&self) -> std::time::Duration {
+        let calls = match self.cfg.mode {
+            QlikMode::Ticket => 4,
+            _ => 2,
+        };
+        self.cfg.qps_timeout * calls + std::time::Duration::from_secs(5)
+    }
+
+    /// Makes a Qlik session for `current` and stores it; the caller holds both locks.
+    async fn create(
+        &self,
+        id: &SessionId,
+        current: &GatewaySession,
+        stale: Option<&str>,
+    ) -> Result<QlikSession, LifecycleError> {
         let (node, cookie_value) = match self.make(&current.identity).await {
             Ok(made) => made,
             Err(e) => {
@@ -375,6 +425,16 @@ impl QlikSessions {
         let l = Arc::new(tokio::sync::Mutex::new(()));
         map.insert(key, Arc::downgrade(&l));
         l
+    }
+}
+
+/// The Qlik session someone else made while this caller waited: any, when there was none
+/// (`stale` = `None`); one other than `stale` otherwise.
+fn made_meanwhile(current: &GatewaySession, stale: Option<&str>) -> Option<QlikSession> {
+    match (&current.qlik, stale) {
+        (Some(q), None) => Some(q.clone()),
+        (Some(q), Some(old)) if q.cookie_value != old => Some(q.clone()),
+        _ => None,
     }
 }
 

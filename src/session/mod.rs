@@ -8,6 +8,8 @@ pub mod memory;
 pub mod redis;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -117,6 +119,70 @@ pub struct Timeouts {
 #[error("session store: {0}")]
 pub struct StoreError(pub String);
 
+/// Something that happened to a session on some replica, as a shared store reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The session with this storage key ([`SessionId::storage_key`]) was removed (logout, or a
+    /// login replacing it): its websockets on every replica are to be closed.
+    LoggedOut(String),
+    /// The event subscription was (re)established after a gap: events of the gap are lost, so
+    /// the listener should sweep now instead of waiting for the next interval.
+    Resubscribed,
+}
+
+type Release = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// A held [`SessionStore::lock`]. [`LockGuard::release`] it when done; a guard that is only
+/// dropped releases in the background (and the lock's own lifetime is the backstop).
+#[must_use = "a lock is released when its guard is released or dropped"]
+pub struct LockGuard {
+    release: Option<Release>,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("held", &self.release.is_some())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// A lock with nothing to release (a store within one process: the caller's in-process
+    /// lock is all the exclusion there is to have).
+    pub fn local() -> Self {
+        Self { release: None }
+    }
+
+    /// A lock released by running `release`.
+    pub fn new<F, Fut>(release: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self {
+            release: Some(Box::new(move || Box::pin(release()))),
+        }
+    }
+
+    /// Releases the lock now.
+    pub async fn release(mut self) {
+        if let Some(r) = self.release.take() {
+            r().await;
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(r) = self.release.take() {
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(r());
+            }
+        }
+    }
+}
+
 /// Where gateway sessions live: [`memory::MemoryStore`] for one replica, [`redis::RedisStore`] for several.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
@@ -137,4 +203,17 @@ pub trait SessionStore: Send + Sync {
     async fn count(&self) -> Result<usize, StoreError>;
     /// Whether the store answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Takes the lock `id` for at most `ttl` across every replica sharing the store: `Ok(None)`
+    /// when someone else holds it. A store of one process has nothing to add to the caller's
+    /// in-process lock and always grants it.
+    async fn lock(&self, _id: &SessionId, _ttl: Duration) -> Result<Option<LockGuard>, StoreError> {
+        Ok(Some(LockGuard::local()))
+    }
+
+    /// Session events published by other replicas (and this one), for a store shared by
+    /// several replicas; `None` for a store of one process (it has nothing to tell).
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<SessionEvent>> {
+        None
+    }
 }

@@ -27,6 +27,15 @@
 //!   websockets on this replica are closed. The store remembers the sessions it served (ids
 //!   live only in memory, as in the memory store) and the sweep asks Redis which of them are
 //!   gone: expired, or logged out on another replica.
+//! - **Events**: a removal (logout, a login replacing a session) publishes
+//!   `logout:{storage key}` on `{redis_key_prefix}events`, in the same script that deletes the
+//!   session. Every replica subscribes ([`SessionStore::events`]) and closes that session's
+//!   websockets at once; the subscription reconnects and resubscribes by itself, and whatever
+//!   was published while it was down is caught by the sweep (a resubscription triggers one).
+//! - **Qlik session lock**: `{redis_key_prefix}lock:qlik:{storage key}`, taken with `SET NX PX`
+//!   and a random token, released by compare-and-delete, so that one replica at a time creates a
+//!   session's Qlik session ([`crate::qlik::lifecycle`]). Its lifetime outlasts the QPS calls, so
+//!   it expires by itself only when its holder died.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -39,7 +48,10 @@ use ::redis::{Client, ErrorKind, IntoConnectionInfo, RedisError, RedisResult, Sc
 use async_trait::async_trait;
 
 use super::crypto::Keyring;
-use super::{GatewaySession, QlikSession, SessionId, SessionStore, StoreError, Timeouts};
+use super::{
+    GatewaySession, LockGuard, QlikSession, SessionEvent, SessionId, SessionStore, StoreError,
+    Timeouts,
+};
 use crate::config::RedisStoreConfig;
 
 /// Replaces `KEYS[1]` with `ARGV[2]` (expiring in `ARGV[3]` ms) only if it still holds exactly
@@ -52,12 +64,42 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 ";
 
-/// GET and DEL in one step (GETDEL needs Redis 6.2; this works on any version).
+/// GET and DEL in one step (GETDEL needs Redis 6.2; this works on any version); when there was
+/// a session, publishes `ARGV[2]` on channel `ARGV[1]` (its logout event).
 const TAKE: &str = r"
 local v = redis.call('GET', KEYS[1])
-if v then redis.call('DEL', KEYS[1]) end
+if v then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[1], ARGV[2])
+end
 return v
 ";
+
+/// Takes lock `KEYS[1]` with token `ARGV[1]` for `ARGV[2]` ms: 1 taken (or already ours: the
+/// call may run twice), 0 held by someone else.
+const LOCK: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then return 1 end
+if cur then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// Deletes lock `KEYS[1]` only if it still holds our token `ARGV[1]` (it may have expired and
+/// been taken by someone else).
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// Buffered events per listener before the slowest one starts missing some (the sweep is the
+/// backstop for those).
+const EVENT_BUFFER: usize = 1024;
+/// The event subscription is checked with a PING this often (a server that stopped answering
+/// leaves the socket open).
+const SUBSCRIPTION_PING: Duration = Duration::from_secs(10);
+/// The longest pause between attempts to get the event subscription back.
+const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// How often a read-modify-write is retried when another writer changed the value in between.
 const CAS_ATTEMPTS: usize = 5;
@@ -90,6 +132,19 @@ pub struct RedisStore {
     touch_every: Duration,
     cas: Script,
     take: Script,
+    lock: Script,
+    unlock: Script,
+    /// `{redis_key_prefix}`: the lock keys live next to the sessions.
+    key_prefix: String,
+    /// `{redis_key_prefix}events`: the pub/sub channel of session events.
+    channel: String,
+    /// The event fan-out and the task feeding it from the subscription, once someone listens.
+    events: Mutex<
+        Option<(
+            tokio::sync::broadcast::Sender<SessionEvent>,
+            tokio::task::JoinHandle<()>,
+        )>,
+    >,
 }
 
 impl fmt::Debug for RedisStore {
@@ -168,6 +223,11 @@ impl RedisStore {
             touch_every: (timeouts.idle / 10).min(Duration::from_secs(1)),
             cas: Script::new(CAS),
             take: Script::new(TAKE),
+            lock: Script::new(LOCK),
+            unlock: Script::new(UNLOCK),
+            key_prefix: cfg.key_prefix.clone(),
+            channel: format!("{}events", cfg.key_prefix),
+            events: Mutex::new(None),
         })
     }
 
@@ -491,9 +551,16 @@ impl SessionStore for RedisStore {
 
     async fn remove(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError> {
         let key = &self.redis_key(id);
+        let event = &format!("logout:{}", id.storage_key());
+        let channel = &self.channel;
         let raw: Option<Vec<u8>> = self
             .call("did not answer a session removal", |mut c| async move {
-                self.take.key(key).invoke_async(&mut c).await
+                self.take
+                    .key(key)
+                    .arg(channel)
+                    .arg(event)
+                    .invoke_async(&mut c)
+                    .await
             })
             .await?;
         self.forget(id);
@@ -583,5 +650,146 @@ impl SessionStore for RedisStore {
         } else {
             Err(self.fail("answered PING oddly", &pong))
         }
+    }
+
+    async fn lock(&self, id: &SessionId, ttl: Duration) -> Result<Option<LockGuard>, StoreError> {
+        let key = format!("{}lock:qlik:{}", self.key_prefix, id.storage_key());
+        let token = {
+            use rand::RngCore;
+            let mut b = [0u8; 16];
+            rand::rng().fill_bytes(&mut b);
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        };
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (k, t) = (&key, &token);
+        let taken: i64 = self
+            .call("did not answer a lock request", |mut c| async move {
+                self.lock
+                    .key(k)
+                    .arg(t)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if taken != 1 {
+            return Ok(None);
+        }
+        let mut conn = self.connection()?;
+        let unlock = self.unlock.clone();
+        let timeout = self.timeout;
+        let target = self.target.clone();
+        Ok(Some(LockGuard::new(move || async move {
+            let r = tokio::time::timeout(
+                timeout,
+                unlock.key(&key).arg(&token).invoke_async::<i64>(&mut conn),
+            )
+            .await;
+            if !matches!(r, Ok(Ok(_))) {
+                // It expires by itself; until then other replicas wait for it.
+                tracing::warn!(redis = %target, "could not release a Qlik session lock in Redis; it expires by itself");
+            }
+        })))
+    }
+
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<SessionEvent>> {
+        let mut ev = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((tx, task)) = ev.as_ref() {
+            // Reused only while someone listens: a task whose listeners are all gone ends.
+            if tx.receiver_count() > 0 && !task.is_finished() {
+                return Some(tx.subscribe());
+            }
+        }
+        let (tx, rx) = tokio::sync::broadcast::channel(EVENT_BUFFER);
+        let task = tokio::spawn(subscribe(
+            self.client.clone(),
+            self.channel.clone(),
+            self.timeout,
+            self.target.clone(),
+            tx.clone(),
+        ));
+        *ev = Some((tx, task));
+        Some(rx)
+    }
+}
+
+/// Feeds `tx` from the `channel` subscription until every receiver is gone, reconnecting and
+/// resubscribing whenever the subscription is lost (a [`SessionEvent::Resubscribed`] tells the
+/// listeners that events may have been missed meanwhile).
+async fn subscribe(
+    client: Client,
+    channel: String,
+    timeout: Duration,
+    target: String,
+    tx: tokio::sync::broadcast::Sender<SessionEvent>,
+) {
+    use futures_util::StreamExt;
+    let mut delay = Duration::from_millis(50);
+    let mut gap = false;
+    let mut failures = 0u32;
+    loop {
+        let connect = async {
+            let mut p = client.get_async_pubsub().await?;
+            p.subscribe(&channel).await?;
+            RedisResult::Ok(p)
+        };
+        let attempt = tokio::select! {
+            _ = tx.closed() => return,
+            r = tokio::time::timeout(timeout, connect) => r,
+        };
+        match attempt {
+            Ok(Ok(pubsub)) => {
+                if gap {
+                    tracing::info!(redis = %target, channel = %channel, "session events: subscribed again");
+                    let _ = tx.send(SessionEvent::Resubscribed);
+                }
+                gap = true;
+                failures = 0;
+                delay = Duration::from_millis(50);
+                let (mut sink, mut stream) = pubsub.split();
+                let mut ping = tokio::time::interval(SUBSCRIPTION_PING);
+                ping.reset();
+                let why = loop {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        m = stream.next() => match m {
+                            Some(m) => {
+                                let Ok(payload) = m.get_payload::<String>() else { continue };
+                                if let Some(key) = payload.strip_prefix("logout:") {
+                                    let _ = tx.send(SessionEvent::LoggedOut(key.to_string()));
+                                }
+                            }
+                            None => break "connection lost",
+                        },
+                        _ = ping.tick() => {
+                            let pong = tokio::time::timeout(timeout, sink.ping::<::redis::Value>()).await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                break "no answer to PING";
+                            }
+                        }
+                    }
+                };
+                tracing::warn!(redis = %target, channel = %channel, "session events: subscription lost ({why}); resubscribing (the sweep covers the gap)");
+            }
+            Ok(Err(e)) => {
+                gap = true;
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(redis = %target, error = %describe(&e), "session events: cannot subscribe; retrying");
+                }
+            }
+            Err(_) => {
+                gap = true;
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(redis = %target, "session events: no answer to SUBSCRIBE within {}; retrying", humantime::format_duration(timeout));
+                }
+            }
+        }
+        tokio::select! {
+            _ = tx.closed() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(RESUBSCRIBE_MAX_DELAY);
     }
 }

@@ -135,10 +135,12 @@ impl GatewayError {
 
     fn log(&self) {
         let status = self.status();
+        // Refused logins and refused requests are audit events (who tried what, and why not).
+        let audit = matches!(self, Self::Auth(_) | Self::Forbidden(_));
         match self {
             Self::Unauthenticated { .. } => {}
-            _ if status.is_server_error() => tracing::error!(code = self.code(), "{self}"),
-            _ => tracing::warn!(code = self.code(), "{self}"),
+            _ if status.is_server_error() => tracing::error!(code = self.code(), audit, "{self}"),
+            _ => tracing::warn!(code = self.code(), audit, "{self}"),
         }
     }
 

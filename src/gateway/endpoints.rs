@@ -136,6 +136,7 @@ async fn finish_login(
         user = %format_args!("{}\\{}", session.identity.user_directory, session.identity.user_id),
         provider = state.provider.name(),
         peer = %peer.ip(),
+        audit = true,
         "login"
     );
     if let Err(e) = state.store.insert(&id, session).await {
@@ -209,6 +210,7 @@ pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
                     session = %id.log_tag(),
                     user = %format_args!("{}\\{}", session.identity.user_directory, session.identity.user_id),
                     websockets_closed = closed,
+                    audit = true,
                     "logout"
                 );
             }

@@ -201,6 +201,8 @@ impl QlikSessions {
             user = %format_args!("{}\\{}", current.identity.user_directory, current.identity.user_id),
             replaced = stale.is_some(),
             node = %qlik.node,
+            // A replacement is a re-authentication at Qlik on the user's behalf.
+            audit = stale.is_some(),
             "created Qlik session"
         );
         self.metrics.qlik_session(if stale.is_some() {

@@ -2,47 +2,7 @@
 // qlik-sim, logs in and passes GATEWAY_URL, GATEWAY_COOKIE and SIM_CONTROL_URL).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import enigma from 'enigma.js';
-import WebSocket from 'ws';
-
-const require = createRequire(import.meta.url);
-const schema = require('enigma.js/schemas/12.2027.0.json');
-
-const GATEWAY_URL = need('GATEWAY_URL');
-const GATEWAY_COOKIE = need('GATEWAY_COOKIE');
-const SIM_CONTROL_URL = need('SIM_CONTROL_URL');
-// qlik-sim's "Sales" sample app.
-const SALES_APP_ID = process.env.SALES_APP_ID || '5a1e5000-5a1e-4000-8000-000000000001';
-
-function need(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set; run this through \`cargo test --test enigma_node\``);
-  return v;
-}
-
-function session(config = {}) {
-  const url = `${GATEWAY_URL.replace(/^http/, 'ws')}/mashup/app/${SALES_APP_ID}`;
-  const s = enigma.create({
-    schema,
-    url,
-    createSocket: (u) => new WebSocket(u, { headers: { Cookie: GATEWAY_COOKIE, Origin: GATEWAY_URL } }),
-    ...config,
-  });
-  // The gateway's promise: the client never sees Qlik asking for authentication.
-  s.authInfos = [];
-  s.on('notification:OnAuthenticationInformation', (p) => s.authInfos.push(p));
-  return s;
-}
-
-/// Rejects after `ms` so a broken gateway fails the test instead of hanging it.
-function within(ms, what, promise) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+import { GATEWAY_URL, GATEWAY_COOKIE, SIM_CONTROL_URL, SALES_APP_ID, session, within, once } from './gateway.mjs';
 
 const cube = {
   qInfo: { qType: 'enigma-test' },

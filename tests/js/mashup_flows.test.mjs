@@ -14,60 +14,10 @@
 // No test waits on a timer: every wait is for an event or a reply, bounded by within().
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import enigma from 'enigma.js';
-import WebSocket from 'ws';
-
-const require = createRequire(import.meta.url);
-const schema = require('enigma.js/schemas/12.2027.0.json');
-
-const GATEWAY_URL = need('GATEWAY_URL');
-const GATEWAY_COOKIE = need('GATEWAY_COOKIE');
-const SIM_CONTROL_URL = need('SIM_CONTROL_URL');
-// qlik-sim's "Sales" sample app: Region × Product, Sales, Quantity.
-const SALES_APP_ID = process.env.SALES_APP_ID || '5a1e5000-5a1e-4000-8000-000000000001';
-
-function need(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set; run this through \`cargo test --test enigma_node\``);
-  return v;
-}
-
-/// An enigma.js session through the gateway that records every OnAuthenticationInformation and
-/// every OnConnected state.
-function session(config = {}) {
-  const url = `${GATEWAY_URL.replace(/^http/, 'ws')}/mashup/app/${SALES_APP_ID}`;
-  const s = enigma.create({
-    schema,
-    url,
-    createSocket: (u) => new WebSocket(u, { headers: { Cookie: GATEWAY_COOKIE, Origin: GATEWAY_URL } }),
-    ...config,
-  });
-  s.authInfos = [];
-  s.on('notification:OnAuthenticationInformation', (p) => s.authInfos.push(p));
-  s.states = [];
-  s.on('notification:OnConnected', (p) => s.states.push(p.qSessionState));
-  return s;
-}
-
-/// The gateway's promise: the page never sees Qlik asking for a login.
-function noLoginPrompt(s) {
-  assert.ok(s.authInfos.length >= 1, 'OnAuthenticationInformation arrives');
-  assert.ok(s.authInfos.every((p) => p.mustAuthenticate === false), JSON.stringify(s.authInfos));
-}
-
-/// Rejects after `ms` so a broken gateway fails the test instead of hanging it.
-function within(ms, what, promise) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+import { SIM_CONTROL_URL, SALES_APP_ID, session, noLoginPrompt, within, once } from './gateway.mjs';
 
 /// The next `event` of `emitter` (listen *before* the call that causes it: enigma.js emits
 /// 'changed' before the call's promise resolves).
-const once = (emitter, event) => new Promise((resolve) => emitter.once(event, resolve));
 
 /// Leaves the Qlik session without selections even when a test failed half-way: the files here
 /// share one gateway session, and the next file expects the Sales app unfiltered.

@@ -197,9 +197,14 @@ pub async fn engine(
     Ok(resp)
 }
 
+/// Both legs of every relayed socket. The read buffer is allocated up front for each leg, and
+/// tungstenite's 128 KiB default made an idle proxied socket cost ~280 KiB; engine traffic is mostly
+/// small JSON frames, and large ones still grow the buffers as they arrive.
 fn ws_config(state: &AppState) -> WebSocketConfig {
     let max = state.cfg.security.max_websocket_message;
     WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
 }

@@ -1,0 +1,300 @@
+//! Load generator for bench/run.sh. Prints one JSON line per run.
+//!
+//!   bench-loadgen ws-echo URL ORIGIN COOKIE CONNS SIZE text|binary SECS
+//!   bench-loadgen ws-idle URL ORIGIN COOKIE CONNS      (holds the sockets until stdin closes)
+//!   bench-loadgen login BASE PATH CONNS SECS
+//!
+//! ws-echo: CONNS sockets, each sending one frame and waiting for its echo, in a loop (closed
+//! loop, one message in flight per socket). `text` sends a JSON-RPC `SimEcho` call padded to SIZE
+//! bytes and waits for the reply with its id; `binary` sends SIZE bytes and waits for the binary
+//! echo. The first second is warm-up and not counted.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn arg(args: &[String], i: usize) -> &str {
+    args.get(i).map(String::as_str).unwrap_or_else(|| {
+        eprintln!("missing argument {i}; see the header of bench/loadgen/src/main.rs");
+        std::process::exit(2)
+    })
+}
+
+fn num<T: std::str::FromStr>(args: &[String], i: usize) -> T {
+    arg(args, i).parse().unwrap_or_else(|_| {
+        eprintln!("argument {i} is not a number");
+        std::process::exit(2)
+    })
+}
+
+fn pct(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn open(url: &str, origin: &str, cookie: &str) -> Result<Ws, String> {
+    let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+    req.headers_mut()
+        .insert("origin", origin.parse().map_err(|_| "bad origin")?);
+    if !cookie.is_empty() {
+        req.headers_mut()
+            .insert("cookie", cookie.parse().map_err(|_| "bad cookie")?);
+    }
+    let cfg = WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(cfg), true)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match arg(&args, 1) {
+        "ws-echo" => ws_echo(&args).await,
+        "ws-idle" => ws_idle(&args).await,
+        "login" => login(&args).await,
+        other => {
+            eprintln!("unknown command {other}");
+            std::process::exit(2)
+        }
+    }
+}
+
+async fn ws_echo(args: &[String]) {
+    let url = arg(args, 2).to_string();
+    let origin = arg(args, 3).to_string();
+    let cookie = arg(args, 4).to_string();
+    let conns: usize = num(args, 5);
+    let size: usize = num(args, 6);
+    let binary = arg(args, 7) == "binary";
+    let secs: f64 = num(args, 8);
+
+    let mut sockets = Vec::new();
+    for _ in 0..conns {
+        match open(&url, &origin, &cookie).await {
+            Ok(ws) => sockets.push(ws),
+            Err(e) => {
+                println!("{{\"error\":{:?}}}", e);
+                std::process::exit(1)
+            }
+        }
+    }
+    let recording = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for mut ws in sockets {
+        let recording = recording.clone();
+        let stop = stop.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 16);
+            let payload = Bytes::from(vec![b'x'; size]);
+            let mut id: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                id += 1;
+                let msg = if binary {
+                    Message::Binary(payload.clone())
+                } else {
+                    let head = format!(
+                        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"SimEcho\",\"handle\":-1,\"params\":[\""
+                    );
+                    let pad = size.saturating_sub(head.len() + 3);
+                    Message::text(format!("{head}{}\"]}}", "x".repeat(pad)))
+                };
+                let want = format!("\"id\":{id},");
+                let t0 = Instant::now();
+                if ws.send(msg).await.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    return lat;
+                }
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Binary(_))) if binary => break,
+                        Some(Ok(Message::Text(t))) if !binary && t.as_str().contains(&want) => break,
+                        Some(Ok(_)) => continue,
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            return lat;
+                        }
+                    }
+                }
+                if recording.load(Ordering::Relaxed) {
+                    lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            let _ = ws.close(None).await;
+            lat
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    recording.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    recording.store(false, Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(Ok(l)) = tokio::time::timeout(Duration::from_secs(10), t).await {
+            all.extend(l);
+        }
+    }
+    all.sort_unstable();
+    println!(
+        "{{\"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"count\":{},\"errors\":{}}}",
+        all.len() as f64 / elapsed,
+        pct(&all, 0.50),
+        pct(&all, 0.99),
+        all.len(),
+        errors.load(Ordering::Relaxed)
+    );
+}
+
+async fn ws_idle(args: &[String]) {
+    let url = arg(args, 2).to_string();
+    let origin = arg(args, 3).to_string();
+    let cookie = arg(args, 4).to_string();
+    let conns: usize = num(args, 5);
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (url, origin, cookie, sem) = (url.clone(), origin.clone(), cookie.clone(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await.ok()?;
+            let mut ws = open(&url, &origin, &cookie).await.map_err(|e| eprintln!("{e}")).ok()?;
+            // Read the greeting so that both legs are fully established.
+            let _ = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+            Some(ws)
+        }));
+    }
+    let mut held = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Some(ws)) => held.push(ws),
+            _ => errors += 1,
+        }
+    }
+    // Each socket then reads in the background (answers pings; notices a close).
+    let closed = Arc::new(AtomicU64::new(0));
+    for mut ws in held.drain(..) {
+        let closed = closed.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(_)) = ws.next().await {}
+            closed.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    println!("{{\"open\":{},\"errors\":{errors}}}", conns - errors);
+    let mut buf = [0u8; 64];
+    let _ = tokio::io::stdin().read(&mut buf).await;
+    eprintln!("closed while held: {}", closed.load(Ordering::Relaxed));
+}
+
+async fn login(args: &[String]) {
+    let base = arg(args, 2).to_string();
+    let path = arg(args, 3).to_string();
+    let conns: usize = num(args, 4);
+    let secs: f64 = num(args, 5);
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(conns)
+            .build_http();
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (client, base, path, stop, errors, first_error) = (
+            client.clone(),
+            base.clone(),
+            path.clone(),
+            stop.clone(),
+            errors.clone(),
+            first_error.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let fail = |why: String| {
+                errors.fetch_add(1, Ordering::Relaxed);
+                first_error.lock().unwrap().get_or_insert(why);
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let req = http::Request::get(format!("{base}/_gateway/login"))
+                    .body(Empty::new())
+                    .unwrap();
+                let resp = match client.request(req).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        fail(format!("login: {e}"));
+                        continue;
+                    }
+                };
+                let cookie: Vec<String> = resp
+                    .headers()
+                    .get_all("set-cookie")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .map(|v| v.split(';').next().unwrap_or("").to_string())
+                    .collect();
+                let status = resp.status();
+                let _ = resp.into_body().collect().await;
+                if status.as_u16() != 302 || cookie.is_empty() {
+                    fail(format!("login answered {status}"));
+                    continue;
+                }
+                let req = http::Request::get(format!("{base}{path}"))
+                    .header("cookie", cookie.join("; "))
+                    .body(Empty::new())
+                    .unwrap();
+                match client.request(req).await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.into_body().collect().await;
+                        lat.push(t0.elapsed().as_micros() as u32);
+                    }
+                    Ok(r) => fail(format!("proxied request answered {}", r.status())),
+                    Err(e) => fail(format!("proxied request: {e}")),
+                }
+            }
+            lat
+        }));
+    }
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(l) = t.await {
+            all.extend(l);
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let fe = first_error.lock().unwrap().clone().unwrap_or_default();
+    println!(
+        "{{\"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"count\":{},\"errors\":{},\"first_error\":{:?}}}",
+        all.len() as f64 / elapsed,
+        pct(&all, 0.50),
+        pct(&all, 0.99),
+        all.len(),
+        errors.load(Ordering::Relaxed),
+        fe
+    );
+}

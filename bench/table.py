@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Reads bench/run.sh's raw outputs (OUT directory) and prints the Markdown tables with ratios."""
+import json
+import os
+import re
+import sys
+
+out = sys.argv[1]
+idle_counts = [int(n) for n in sys.argv[2].split()]
+
+
+def read(name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def dur_us(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)] if m else None
+
+
+def result(name):
+    """(rate, p50 us, p99 us, errors, proxy CPU %) of one measurement, or None."""
+    text = read(name + ".out")
+    cpu = read(name + ".cpu").strip()
+    cpu = int(cpu) if cpu else None
+    if "Requests/sec" in text:
+        rate = float(re.search(r"Requests/sec:\s*([\d.]+)", text).group(1))
+        p50 = dur_us(re.search(r"\s50%\s+(\S+)", text).group(1))
+        p99 = dur_us(re.search(r"\s99%\s+(\S+)", text).group(1))
+        errs = 0
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        if m:
+            errs += int(m.group(1))
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+        if m:
+            errs += sum(int(g) for g in m.groups())
+        return rate, p50, p99, errs, cpu
+    for line in text.splitlines():
+        if line.startswith("{"):
+            j = json.loads(line)
+            if "rate" in j:
+                return j["rate"], j["p50_us"], j["p99_us"], j["errors"], cpu
+    return None
+
+
+def fmt_rate(x):
+    return "—" if x is None else f"{x:,.0f}"
+
+
+def fmt_us(x):
+    if x is None:
+        return "—"
+    return f"{x / 1000:.2f} ms" if x >= 1000 else f"{x:.0f} µs"
+
+
+def ratio(a, b):
+    return "—" if a is None or not b else f"{a / b:.2f}"
+
+
+rows = [
+    ("HTTP 512 B, 32 conns", "http-small-c32"),
+    ("HTTP 512 B, 128 conns", "http-small-c128"),
+    ("HTTP 1 MiB, 32 conns", "http-big-c32"),
+    ("HTTP 1 MiB, 128 conns", "http-big-c128"),
+    ("WS 200 B JSON-RPC echo, 32 sockets", "ws-small"),
+    ("WS 1 MiB binary echo, 4 sockets", "ws-big"),
+]
+print()
+print("| figure | gateway | nginx | direct | gw/nginx | gw/direct | p50 / p99 gateway | p50 / p99 nginx "
+      "| p50 / p99 direct | p99 gw/nginx | proxy CPU gw / nginx | errors gw/nginx/direct |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for label, key in rows:
+    g, n, d = (result(f"{key}-{t}") for t in ("gateway", "nginx", "direct"))
+    if not (g or n or d):
+        continue
+    unit = "req/s" if key.startswith("http") else "msg/s"
+    gv, nv, dv = (x[0] if x else None for x in (g, n, d))
+
+    def lat(x):
+        return f"{fmt_us(x[1])} / {fmt_us(x[2])}" if x else "—"
+
+    def cpu(x):
+        return f"{x[4]}%" if x and x[4] is not None else "—"
+
+    def err(x):
+        return str(x[3]) if x else "—"
+
+    print(f"| {label} ({unit}) | {fmt_rate(gv)} | {fmt_rate(nv)} | {fmt_rate(dv)} | {ratio(gv, nv)} "
+          f"| {ratio(gv, dv)} | {lat(g)} | {lat(n)} | {lat(d)} | {ratio(g and g[2], n and n[2])} "
+          f"| {cpu(g)} / {cpu(n)} | {err(g)}/{err(n)}/{err(d)} |")
+
+login = result("login-gateway")
+if login:
+    print()
+    print("Logins + Qlik session creations (GET /_gateway/login, then a proxied GET with the new cookie, "
+          f"16 loops): **{login[0]:,.0f}/s**, p50 {fmt_us(login[1])}, p99 {fmt_us(login[2])}, "
+          f"errors {login[3]}, gateway CPU {login[4]}%")
+    fe = re.search(r'"first_error":"([^"]*)"', read("login-gateway.out"))
+    if fe and fe.group(1):
+        print(f"(first error: {fe.group(1)})")
+
+print()
+print("| idle proxied websockets | gateway RSS | nginx RSS (master + worker) | gateway open/errors | nginx open/errors |")
+print("|---|---|---|---|---|")
+rss = {}
+for n in idle_counts:
+    cells = []
+    for t in ("gateway", "nginx"):
+        r = read(f"idle-{t}-{n}.rss").strip()
+        rss[(t, n)] = int(r) if r else None
+        o = read(f"idle-{t}-{n}.out").strip().splitlines()
+        j = json.loads(o[-1]) if o and o[-1].startswith("{") else {}
+        cells.append((rss[(t, n)] or 0, f"{j.get('open', '?')}/{j.get('errors', '?')}"))
+    print(f"| {n:,} | {cells[0][0] / 1024:.1f} MiB | {cells[1][0] / 1024:.1f} MiB | {cells[0][1]} | {cells[1][1]} |")
+big = max(idle_counts)
+if big > 0:
+    per = {}
+    for t in ("gateway", "nginx"):
+        a, b = rss.get((t, 0)), rss.get((t, big))
+        per[t] = (b - a) / big if a is not None and b is not None else None
+    g, n = per["gateway"], per["nginx"]
+    print()
+    if g is not None and n is not None:
+        print(f"Per proxied websocket, (RSS at {big:,} − RSS at 0) / {big:,}: gateway **{g:.1f} KiB**, "
+              f"nginx **{n:.1f} KiB** (gw/nginx {ratio(g, n)})")

@@ -242,8 +242,14 @@ measure() { # measure NAME PIDS -- COMMAND...: runs COMMAND, saves its stdout an
 CONCS="32"; [ "$C128" = 1 ] && CONCS="32 128"
 for size in small big; do
   for c in $CONCS; do
+    if [ "${PROFILE:-0}" = 1 ] && [ "$size" = small ] && command -v perf >/dev/null; then
+      # A software-clock profile of the gateway during this run (no hardware counters in VMs).
+      perf record -q -F 999 -e cpu-clock -g -p "$GWH" -o "$OUT/gateway-http-small.perf" -- sleep "$DUR" 2>/dev/null &
+      PERF_PID=$!
+    fi
     measure "http-$size-c$c-gateway" "$GWH" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
       -H "Cookie: $GWH_COOKIE" "http://127.0.0.1:$P_GWH/mashup/$size.bin"
+    if [ -n "${PERF_PID:-}" ]; then wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
     measure "http-$size-c$c-nginx" "$(proxy_pids nginx)" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
       "http://127.0.0.1:$P_NGX/mashup/$size.bin"
     measure "http-$size-c$c-direct" "" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \

@@ -36,6 +36,7 @@ need_apt curl curl
 need_apt chromium chromium
 # Redis for the shared session store tests (tests/session_redis.rs start their own redis-server).
 need_apt redis-server redis-server
+need_apt redis-sentinel redis-sentinel
 # Kerberos: the KDC and client tools for the tests, headers and libclang to build the GSSAPI binding.
 need_pkg krb5-kdc krb5-admin-server krb5-user libkrb5-dev libclang-dev
 

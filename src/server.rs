@@ -322,8 +322,14 @@ fn request_id(headers: &http::HeaderMap) -> http::HeaderValue {
     use rand::RngCore;
     let mut raw = [0u8; 12];
     rand::rng().fill_bytes(&mut raw);
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    http::HeaderValue::from_str(&hex).unwrap_or_else(|_| http::HeaderValue::from_static("-"))
+    // On every request: no allocation per byte.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 24];
+    for (i, b) in raw.iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(b >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(b & 0x0f)];
+    }
+    http::HeaderValue::from_bytes(&hex).unwrap_or_else(|_| http::HeaderValue::from_static("-"))
 }
 
 /// Removes expired sessions and closes their websockets.

@@ -109,7 +109,10 @@ pub enum StoreKind {
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisStoreConfig {
     /// `session.redis_url` as written. May hold a password: never logged (see [`Self::target`]).
+    /// Empty with [`Self::sentinel`].
     pub url: String,
+    /// `session.redis_sentinels` / `redis_sentinel_master`: the master is found through these.
+    pub sentinel: Option<SentinelConfig>,
     /// From `session.redis_password_file`, trailing newline removed.
     pub password: Option<String>,
     /// `session.redis_ca_cert`.
@@ -125,10 +128,22 @@ pub struct RedisStoreConfig {
     pub target: String,
 }
 
+/// Redis behind Sentinel: where the sentinels are and which master they are asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// `redis://host:port` or `rediss://host:port` per sentinel (no credentials).
+    pub nodes: Vec<String>,
+    /// The monitored master's name.
+    pub master: String,
+    /// The master (and its replicas) speak TLS: `rediss+sentinel://` / `rediss://` sentinels.
+    pub tls: bool,
+}
+
 impl std::fmt::Debug for RedisStoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStoreConfig")
             .field("target", &self.target)
+            .field("sentinel", &self.sentinel)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("ca_cert", &self.ca_cert)
             .field("key_prefix", &self.key_prefix)

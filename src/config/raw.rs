@@ -59,6 +59,13 @@ pub struct RawSession {
     pub store: String,
     /// `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS).
     pub redis_url: Option<String>,
+    /// Redis Sentinel instead of `redis_url`: the sentinels' addresses
+    /// (`redis+sentinel://host:26379`, or `redis://` / `rediss://` for TLS to the sentinels). The
+    /// store asks them for the current master of `redis_sentinel_master` and follows failovers.
+    #[serde(default)]
+    pub redis_sentinels: Vec<String>,
+    /// The master name the sentinels monitor (`sentinel monitor <name> …`); with `redis_sentinels`.
+    pub redis_sentinel_master: Option<String>,
     /// A file holding the Redis password (instead of one in `redis_url`).
     pub redis_password_file: Option<PathBuf>,
     /// PEM CA certificate(s) that sign the Redis server's certificate (`rediss://`); default: the
@@ -88,6 +95,8 @@ impl Default for RawSession {
         Self {
             store: defaults::store(),
             redis_url: None,
+            redis_sentinels: Vec::new(),
+            redis_sentinel_master: None,
             redis_password_file: None,
             redis_ca_cert: None,
             redis_key_prefix: None,

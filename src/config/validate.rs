@@ -58,6 +58,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         "memory" => {
             let s = &raw.session;
             if s.redis_url.is_some()
+                || !s.redis_sentinels.is_empty()
                 || s.encryption_key_file.is_some()
                 || s.redis_password_file.is_some()
                 || !s.old_encryption_key_files.is_empty()
@@ -237,59 +238,82 @@ fn validate_redis(
     use crate::session::crypto::read_key_file;
     use redis::IntoConnectionInfo;
 
-    let url = s.redis_url.clone().ok_or_else(|| {
-        ConfigError::key(
-            "session.redis_url",
-            "missing: session.store = \"redis\" needs the server's URL, e.g. \"redis://127.0.0.1:6379/0\" or \"rediss://redis.example.com:6380/0\" for TLS",
-        )
-    })?;
-    // Never echo the URL itself back: it may hold a password.
-    let parsed = reqwest::Url::parse(&url).map_err(|e| {
-        ConfigError::key(
-            "session.redis_url",
-            format!(
-                "not a valid URL ({e}); expected redis://host:port/db or rediss://host:port/db"
-            ),
-        )
-    })?;
-    if !matches!(parsed.scheme(), "redis" | "rediss") {
-        return Err(ConfigError::key(
-            "session.redis_url",
-            format!(
-                "scheme {:?} is not supported; use redis:// (plain) or rediss:// (TLS)",
-                parsed.scheme()
-            ),
-        ));
+    if !s.redis_sentinels.is_empty() || s.redis_sentinel_master.is_some() {
+        if s.redis_url.is_some() {
+            return Err(ConfigError::key(
+                "session.redis_sentinels",
+                "session.redis_url is set too; use one: redis_url for a single server, redis_sentinels + redis_sentinel_master for a Sentinel-managed one",
+            ));
+        }
     }
-    if parsed.host_str().unwrap_or("").is_empty() {
-        return Err(ConfigError::key(
-            "session.redis_url",
-            "has no host; expected redis://host:port/db",
-        ));
-    }
-    if parsed.fragment().is_some() {
-        return Err(ConfigError::key(
-            "session.redis_url",
-            "fragments such as #insecure are not supported: certificate checks stay on (use session.redis_ca_cert for a private CA)",
-        ));
-    }
-    let info = url.as_str().into_connection_info().map_err(|e| {
-        ConfigError::key(
-            "session.redis_url",
-            format!(
-                "not a usable Redis URL ({}); expected redis://[user:password@]host[:port][/db]",
-                e.category()
-            ),
-        )
-    })?;
-    let tls = parsed.scheme() == "rediss";
-    let target = format!(
-        "{}://{}/{}",
-        parsed.scheme(),
-        info.addr(),
-        info.redis_settings().db()
-    );
-    let url_password = info.redis_settings().password().is_some();
+    let (url, sentinel, tls, target, url_password, local) = if !s.redis_sentinels.is_empty()
+        || s.redis_sentinel_master.is_some()
+    {
+        let sentinel = validate_sentinels(s)?;
+        let local = sentinel.nodes.iter().all(|n| {
+            reqwest::Url::parse(n)
+                .is_ok_and(|u| matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
+        });
+        let target = sentinel_target(&sentinel);
+        let tls = sentinel.tls;
+        (String::new(), Some(sentinel), tls, target, false, local)
+    } else {
+        let url = s.redis_url.clone().ok_or_else(|| {
+            ConfigError::key(
+                "session.redis_url",
+                "missing: session.store = \"redis\" needs the server's URL, e.g. \"redis://127.0.0.1:6379/0\" or \"rediss://redis.example.com:6380/0\" for TLS",
+            )
+        })?;
+        // Never echo the URL itself back: it may hold a password.
+        let parsed = reqwest::Url::parse(&url).map_err(|e| {
+            ConfigError::key(
+                "session.redis_url",
+                format!(
+                    "not a valid URL ({e}); expected redis://host:port/db or rediss://host:port/db"
+                ),
+            )
+        })?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err(ConfigError::key(
+                "session.redis_url",
+                format!(
+                    "scheme {:?} is not supported; use redis:// (plain) or rediss:// (TLS)",
+                    parsed.scheme()
+                ),
+            ));
+        }
+        if parsed.host_str().unwrap_or("").is_empty() {
+            return Err(ConfigError::key(
+                "session.redis_url",
+                "has no host; expected redis://host:port/db",
+            ));
+        }
+        if parsed.fragment().is_some() {
+            return Err(ConfigError::key(
+                "session.redis_url",
+                "fragments such as #insecure are not supported: certificate checks stay on (use session.redis_ca_cert for a private CA)",
+            ));
+        }
+        let info = url.as_str().into_connection_info().map_err(|e| {
+            ConfigError::key(
+                "session.redis_url",
+                format!(
+                    "not a usable Redis URL ({}); expected redis://[user:password@]host[:port][/db]",
+                    e.category()
+                ),
+            )
+        })?;
+        let tls = parsed.scheme() == "rediss";
+        let target = format!(
+            "{}://{}/{}",
+            parsed.scheme(),
+            info.addr(),
+            info.redis_settings().db()
+        );
+        let url_password = info.redis_settings().password().is_some();
+        let local = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        (url, None, tls, target, url_password, local)
+    };
     let password = match &s.redis_password_file {
         Some(p) => {
             if url_password {
@@ -324,12 +348,12 @@ fn validate_redis(
         readable("session.redis_ca_cert", ca)?;
         if !tls {
             warnings.push(
-                "session.redis_ca_cert is set but session.redis_url is not rediss://: it is ignored"
+                "session.redis_ca_cert is set but session.redis_url (or redis_sentinels) is not rediss://: it is ignored"
                     .into(),
             );
         }
     }
-    if !tls && !matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) {
+    if !tls && !local {
         warnings.push(format!(
             "session.redis_url is plain redis:// to {target}: the password (if any) and the (encrypted) sessions travel unprotected; use rediss:// across a network"
         ));
@@ -369,6 +393,7 @@ fn validate_redis(
     }
     Ok(RedisStoreConfig {
         url,
+        sentinel,
         password,
         ca_cert: s.redis_ca_cert.clone(),
         key_prefix,
@@ -377,6 +402,103 @@ fn validate_redis(
         old_encryption_keys,
         target,
     })
+}
+
+/// `session.redis_sentinels` + `redis_sentinel_master`: every address parses (to
+/// `redis://host:port`, port 26379 by default), without credentials or a path, all with TLS or
+/// all without. Nothing connects.
+fn validate_sentinels(s: &super::raw::RawSession) -> Result<SentinelConfig, ConfigError> {
+    const KEY: &str = "session.redis_sentinels";
+    let master = s
+        .redis_sentinel_master
+        .clone()
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| {
+            ConfigError::key(
+                "session.redis_sentinel_master",
+                "missing: with session.redis_sentinels, name the master the sentinels monitor (the <name> of `sentinel monitor <name> host port quorum`), e.g. \"mymaster\"",
+            )
+        })?;
+    if master.contains(char::is_whitespace) {
+        return Err(ConfigError::key(
+            "session.redis_sentinel_master",
+            "must not contain whitespace",
+        ));
+    }
+    if s.redis_sentinels.is_empty() {
+        return Err(ConfigError::key(
+            KEY,
+            "missing: with session.redis_sentinel_master, list the sentinels, e.g. [\"redis+sentinel://10.0.0.1:26379\", \"redis+sentinel://10.0.0.2:26379\"]",
+        ));
+    }
+    let mut nodes = Vec::new();
+    let mut tls_seen = None;
+    for (i, raw) in s.redis_sentinels.iter().enumerate() {
+        let bad = |why: String| ConfigError::key(KEY, format!("entry {}: {why}", i + 1));
+        let parsed = reqwest::Url::parse(raw).map_err(|e| {
+            bad(format!(
+                "not a valid URL ({e}); expected redis+sentinel://host:26379"
+            ))
+        })?;
+        let tls = match parsed.scheme() {
+            "redis+sentinel" | "redis" => false,
+            "rediss+sentinel" | "rediss" => true,
+            other => {
+                return Err(bad(format!(
+                    "scheme {other:?} is not supported; use redis+sentinel:// (or rediss+sentinel:// for TLS)"
+                )))
+            }
+        };
+        if *tls_seen.get_or_insert(tls) != tls {
+            return Err(bad(
+                "mixes TLS and plain sentinels; use rediss+sentinel:// for all or none".into(),
+            ));
+        }
+        let host = parsed.host_str().unwrap_or("");
+        if host.is_empty() {
+            return Err(bad(
+                "has no host; expected redis+sentinel://host:26379".into()
+            ));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(bad(
+                "credentials for the sentinels are not supported; the master's password goes in session.redis_password_file".into(),
+            ));
+        }
+        if !matches!(parsed.path(), "" | "/")
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
+        {
+            return Err(bad(
+                "only host and port are allowed (the master's name goes in session.redis_sentinel_master)".into(),
+            ));
+        }
+        let port = parsed.port().unwrap_or(26379);
+        nodes.push(format!(
+            "{}://{host}:{port}",
+            if tls { "rediss" } else { "redis" }
+        ));
+    }
+    Ok(SentinelConfig {
+        nodes,
+        master,
+        tls: tls_seen.unwrap_or(false),
+    })
+}
+
+/// `redis+sentinel://h1:26379,h2:26379/mymaster`: what messages name.
+fn sentinel_target(s: &SentinelConfig) -> String {
+    let hosts: Vec<&str> = s
+        .nodes
+        .iter()
+        .map(|n| n.split_once("://").map_or(n.as_str(), |(_, h)| h))
+        .collect();
+    format!(
+        "{}+sentinel://{}/{}",
+        if s.tls { "rediss" } else { "redis" },
+        hosts.join(","),
+        s.master
+    )
 }
 
 /// A key file that other local users can read is worth a warning (not an error: containers often

@@ -40,10 +40,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use ::redis::{Client, ErrorKind, IntoConnectionInfo, RedisError, RedisResult, Script};
 use async_trait::async_trait;
 
@@ -108,6 +109,30 @@ const SWEEP_BATCH: usize = 500;
 /// A connection that keeps failing is replaced at most this often.
 const REBUILD_EVERY: Duration = Duration::from_secs(1);
 
+/// Where connections go: one server, or whichever server the sentinels name master right now.
+#[derive(Clone)]
+enum Source {
+    Direct(Client),
+    /// Asked again for every new connection (the first, and each one after a failure), so a
+    /// failover is followed without a restart. Resolving needs `&mut`: one at a time.
+    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
+}
+
+impl Source {
+    /// A client for the current master. Through Sentinel this asks the sentinels and checks
+    /// with `ROLE` that the server named is a master (not one demoted a moment ago).
+    async fn client(&self) -> RedisResult<Client> {
+        match self {
+            Source::Direct(c) => Ok(c.clone()),
+            Source::Sentinel(s) => s.lock().await.async_get_client().await,
+        }
+    }
+
+    fn is_sentinel(&self) -> bool {
+        matches!(self, Source::Sentinel(_))
+    }
+}
+
 struct Manager {
     conn: ConnectionManager,
     built: Instant,
@@ -115,7 +140,7 @@ struct Manager {
 
 /// Sessions in Redis. Cheap to share (`Arc`); one multiplexed connection for everything.
 pub struct RedisStore {
-    client: Client,
+    source: Source,
     manager_config: ConnectionManagerConfig,
     manager: Mutex<Option<Manager>>,
     prefix: String,
@@ -173,36 +198,74 @@ impl RedisStore {
     pub fn new(cfg: &RedisStoreConfig, timeouts: Timeouts) -> Result<Self, StoreError> {
         let target = cfg.target.clone();
         let bad = |what: String| StoreError(format!("Redis at {target}: {what}"));
-        let mut info = cfg.url.as_str().into_connection_info().map_err(|e| {
-            bad(format!(
-                "session.redis_url is not usable ({})",
-                e.category()
-            ))
-        })?;
-        let url_password = info.redis_settings().password().map(str::to_string);
-        if let Some(pw) = &cfg.password {
-            let settings = info.redis_settings().clone().set_password(pw);
-            info = info.set_redis_settings(settings);
-        }
-        let client = match &cfg.ca_cert {
-            Some(ca) if cfg.url.starts_with("rediss:") => {
-                let pem = std::fs::read(ca).map_err(|e| {
+        let ca = match &cfg.ca_cert {
+            Some(ca)
+                if cfg.url.starts_with("rediss:")
+                    || cfg.sentinel.as_ref().is_some_and(|s| s.tls) =>
+            {
+                Some(std::fs::read(ca).map_err(|e| {
                     bad(format!(
                         "cannot read session.redis_ca_cert {}: {e}",
                         ca.display()
                     ))
-                })?;
-                Client::build_with_tls(
-                    info,
-                    ::redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
-                )
+                })?)
             }
-            _ => Client::open(info),
-        }
-        .map_err(|e| bad(format!("cannot set up the client: {}", e.category())))?;
+            _ => None,
+        };
+        let certs = |pem: &Vec<u8>| ::redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        };
+        let (source, url_password) = if let Some(sc) = &cfg.sentinel {
+            let mut addrs = Vec::new();
+            for n in &sc.nodes {
+                let info = n.as_str().into_connection_info().map_err(|e| {
+                    bad(format!(
+                        "session.redis_sentinels is not usable ({})",
+                        e.category()
+                    ))
+                })?;
+                addrs.push(info.addr().clone());
+            }
+            let mut b = SentinelClientBuilder::new(addrs, &sc.master, SentinelServerType::Master)
+                .map_err(|e| bad(format!("cannot set up Sentinel: {}", e.category())))?;
+            if let Some(pw) = &cfg.password {
+                b = b.set_client_to_redis_password(pw);
+            }
+            if sc.tls {
+                b = b.set_client_to_redis_tls_mode(::redis::TlsMode::Secure);
+                if let Some(pem) = &ca {
+                    b = b
+                        .set_client_to_redis_certificates(certs(pem))
+                        .set_client_to_sentinel_certificates(certs(pem));
+                }
+            }
+            let client = b
+                .build()
+                .map_err(|e| bad(format!("cannot set up Sentinel: {}", e.category())))?;
+            (
+                Source::Sentinel(Arc::new(tokio::sync::Mutex::new(client))),
+                None,
+            )
+        } else {
+            let mut info = cfg.url.as_str().into_connection_info().map_err(|e| {
+                bad(format!(
+                    "session.redis_url is not usable ({})",
+                    e.category()
+                ))
+            })?;
+            let url_password = info.redis_settings().password().map(str::to_string);
+            if let Some(pw) = &cfg.password {
+                let settings = info.redis_settings().clone().set_password(pw);
+                info = info.set_redis_settings(settings);
+            }
+            let client = match &ca {
+                Some(pem) => Client::build_with_tls(info, certs(pem)),
+                None => Client::open(info),
+            }
+            .map_err(|e| bad(format!("cannot set up the client: {}", e.category())))?;
+            (Source::Direct(client), url_password)
+        };
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.timeout))
             .set_response_timeout(Some(cfg.timeout))
@@ -210,7 +273,7 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(100))
             .set_max_delay(Duration::from_secs(1));
         Ok(Self {
-            client,
+            source,
             manager_config,
             manager: Mutex::new(None),
             prefix: format!("{}session:", cfg.key_prefix),
@@ -242,16 +305,28 @@ impl RedisStore {
         format!("{}{}", self.prefix, id.storage_key())
     }
 
-    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(m) = self
+            .manager
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Ok(m.conn.clone());
+        }
+        // Through Sentinel: the master of the moment (the manager then reconnects to that
+        // address only; a failure drops it, see `maybe_rebuild`, and the next call asks again).
+        let client = self
+            .source
+            .client()
+            .await
+            .map_err(|e| self.fail("has no reachable master", &describe(&e)))?;
         let mut m = self.manager.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = m.as_ref() {
             return Ok(m.conn.clone());
         }
-        let conn = ConnectionManager::new_lazy_with_config(
-            self.client.clone(),
-            self.manager_config.clone(),
-        )
-        .map_err(|e| self.fail("cannot set up a connection", &e.to_string()))?;
+        let conn = ConnectionManager::new_lazy_with_config(client, self.manager_config.clone())
+            .map_err(|e| self.fail("cannot set up a connection", &e.to_string()))?;
         *m = Some(Manager {
             conn: conn.clone(),
             built: Instant::now(),
@@ -301,10 +376,20 @@ impl RedisStore {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut retried = false;
         loop {
-            let conn = self.connection()?;
+            let conn = match tokio::time::timeout_at(deadline, self.connection()).await {
+                Ok(c) => c?,
+                Err(_) => return Err(self.fail(what, &self.no_answer())),
+            };
             match tokio::time::timeout_at(deadline, f(conn)).await {
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if e.is_connection_dropped() && !retried => retried = true,
+                Ok(Err(e)) if e.is_connection_dropped() && !retried => {
+                    // Through Sentinel the dropped server may be a master that is gone: ask the
+                    // sentinels again rather than reconnect to the same address.
+                    if self.source.is_sentinel() {
+                        self.maybe_rebuild();
+                    }
+                    retried = true;
+                }
                 Ok(Err(e)) => {
                     if !is_reply_error(&e) {
                         self.maybe_rebuild();
@@ -675,7 +760,7 @@ impl SessionStore for RedisStore {
         if taken != 1 {
             return Ok(None);
         }
-        let mut conn = self.connection()?;
+        let mut conn = self.connection().await?;
         let unlock = self.unlock.clone();
         let timeout = self.timeout;
         let target = self.target.clone();
@@ -702,7 +787,7 @@ impl SessionStore for RedisStore {
         }
         let (tx, rx) = tokio::sync::broadcast::channel(EVENT_BUFFER);
         let task = tokio::spawn(subscribe(
-            self.client.clone(),
+            self.source.clone(),
             self.channel.clone(),
             self.timeout,
             self.target.clone(),
@@ -717,7 +802,7 @@ impl SessionStore for RedisStore {
 /// resubscribing whenever the subscription is lost (a [`SessionEvent::Resubscribed`] tells the
 /// listeners that events may have been missed meanwhile).
 async fn subscribe(
-    client: Client,
+    source: Source,
     channel: String,
     timeout: Duration,
     target: String,
@@ -729,7 +814,8 @@ async fn subscribe(
     let mut failures = 0u32;
     loop {
         let connect = async {
-            let mut p = client.get_async_pubsub().await?;
+            // Through Sentinel, each (re)subscription goes to the master of the moment.
+            let mut p = source.client().await?.get_async_pubsub().await?;
             p.subscribe(&channel).await?;
             RedisResult::Ok(p)
         };

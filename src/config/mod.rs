@@ -112,7 +112,7 @@ pub struct RedisStoreConfig {
     /// Empty with [`Self::sentinel`].
     pub url: String,
     /// `session.redis_sentinels` / `redis_sentinel_master`: the master is found through these.
-    pub sentinel: Option<SentinelConfig>,
+    pub sentinel: Option<Box<SentinelConfig>>,
     /// From `session.redis_password_file`, trailing newline removed.
     pub password: Option<String>,
     /// `session.redis_ca_cert`.

@@ -238,13 +238,12 @@ fn validate_redis(
     use crate::session::crypto::read_key_file;
     use redis::IntoConnectionInfo;
 
-    if !s.redis_sentinels.is_empty() || s.redis_sentinel_master.is_some() {
-        if s.redis_url.is_some() {
-            return Err(ConfigError::key(
-                "session.redis_sentinels",
-                "session.redis_url is set too; use one: redis_url for a single server, redis_sentinels + redis_sentinel_master for a Sentinel-managed one",
-            ));
-        }
+    if (!s.redis_sentinels.is_empty() || s.redis_sentinel_master.is_some()) && s.redis_url.is_some()
+    {
+        return Err(ConfigError::key(
+            "session.redis_sentinels",
+            "session.redis_url is set too; use one: redis_url for a single server, redis_sentinels + redis_sentinel_master for a Sentinel-managed one",
+        ));
     }
     let (url, sentinel, tls, target, url_password, local) = if !s.redis_sentinels.is_empty()
         || s.redis_sentinel_master.is_some()
@@ -256,7 +255,14 @@ fn validate_redis(
         });
         let target = sentinel_target(&sentinel);
         let tls = sentinel.tls;
-        (String::new(), Some(sentinel), tls, target, false, local)
+        (
+            String::new(),
+            Some(Box::new(sentinel)),
+            tls,
+            target,
+            false,
+            local,
+        )
     } else {
         let url = s.redis_url.clone().ok_or_else(|| {
             ConfigError::key(

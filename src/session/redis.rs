@@ -22,6 +22,11 @@
 //!   503 (fail closed: never 401, never a login loop). The connection manager reconnects by
 //!   itself; a connection that keeps failing in a way it does not handle (a server stuck in
 //!   `LOADING`, an unanswered socket) is replaced, so the gateway recovers without restart.
+//! - **Sentinel** (`session.redis_sentinels`): the master is asked from the sentinels (and its
+//!   `ROLE` checked) when a connection is built: on the first call, and after every failure that
+//!   drops the connection (refused, dropped, timed out, `READONLY` from a demoted master), so a
+//!   failover is followed without a restart. The event subscription resolves the master at each
+//!   (re)subscription. No `WAIT`: writes not yet replicated when the master dies are lost.
 //! - **Sweep**: Redis expires keys itself, so there is nothing to delete. What the sweep still
 //!   does is what the memory store's sweep is for: report sessions that ended, so their open
 //!   websockets on this replica are closed. The store remembers the sessions it served (ids
@@ -112,7 +117,7 @@ const REBUILD_EVERY: Duration = Duration::from_secs(1);
 /// Where connections go: one server, or whichever server the sentinels name master right now.
 #[derive(Clone)]
 enum Source {
-    Direct(Client),
+    Direct(Box<Client>),
     /// Asked again for every new connection (the first, and each one after a failure), so a
     /// failover is followed without a restart. Resolving needs `&mut`: one at a time.
     Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
@@ -123,7 +128,7 @@ impl Source {
     /// with `ROLE` that the server named is a master (not one demoted a moment ago).
     async fn client(&self) -> RedisResult<Client> {
         match self {
-            Source::Direct(c) => Ok(c.clone()),
+            Source::Direct(c) => Ok(Client::clone(c)),
             Source::Sentinel(s) => s.lock().await.async_get_client().await,
         }
     }
@@ -264,7 +269,7 @@ impl RedisStore {
                 None => Client::open(info),
             }
             .map_err(|e| bad(format!("cannot set up the client: {}", e.category())))?;
-            (Source::Direct(client), url_password)
+            (Source::Direct(Box::new(client)), url_password)
         };
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.timeout))

@@ -9,6 +9,7 @@ use crate::config::{Config, StoreKind};
 use crate::mashup::Mashup;
 use crate::proxy::registry::SocketRegistry;
 use crate::proxy::upstream::{self, UpstreamClient};
+use crate::qlik::nodes::header_value;
 use crate::qlik::QlikSessions;
 use crate::session::cookie::CookieSettings;
 use crate::session::memory::MemoryStore;
@@ -52,8 +53,6 @@ pub struct AppState {
     pub qlik_host: HeaderValue,
     /// `Host` the browser used, as the gateway's public origin names it.
     pub public_host: HeaderValue,
-    /// `Origin` the Qlik proxy expects on websocket upgrades (its own).
-    pub qlik_origin: HeaderValue,
     /// `X-Forwarded-Proto`.
     pub public_proto: &'static str,
 }
@@ -117,7 +116,6 @@ impl AppState {
                 .map(crate::qlik::lifecycle::host_header)
                 .unwrap_or_default(),
         );
-        let qlik_origin = header_value(&cfg.qlik.proxy_url.origin().ascii_serialization());
         let public_proto = if cfg.server.public_https {
             "https"
         } else {
@@ -143,12 +141,7 @@ impl AppState {
             strip_headers,
             qlik_host,
             public_host,
-            qlik_origin,
             public_proto,
         }))
     }
-}
-
-fn header_value(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

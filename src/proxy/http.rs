@@ -64,7 +64,7 @@ pub async fn to_qlik(
             qlik = state.qlik.recreate(sid, &qlik).await?;
             continue;
         };
-        let target = format!("{}{path_q}", node.proxy_url.origin().ascii_serialization());
+        let target = format!("{}{path_q}", node.base);
         let mut h = base_headers.clone();
         headers::set_forwarding(
             &mut h,
@@ -216,7 +216,7 @@ fn rewrite_location_header(state: &AppState, h: &mut HeaderMap) {
     let rewritten = state.qlik.nodes().all().iter().find_map(|n| {
         headers::rewrite_location(
             loc,
-            &n.proxy_url.origin().ascii_serialization(),
+            &n.base,
             &state.cfg.qlik.upstream_prefix(),
             &state.cfg.server.public_origin,
             &state.cfg.qlik.mount,

@@ -148,8 +148,6 @@ pub async fn engine(
         &state.public_host,
         &state.qlik_host,
     );
-    // Qlik's host allow list checks Origin; the gateway has checked the browser's already.
-    fwd.insert(header::ORIGIN, state.qlik_origin.clone());
 
     let qlik = state.qlik.ensure(&sid, &gw).await?;
     let (upstream, qlik) = connect_with_session(&state, &sid, &path_q, &fwd, qlik).await?;

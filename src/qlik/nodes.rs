@@ -16,6 +16,8 @@ pub struct Node {
     /// Identifies the node in a stored Qlik session: its proxy URL as configured.
     pub key: String,
     pub proxy_url: reqwest::Url,
+    /// `https://host:port` of the proxy, serialised once (every proxied request starts with it).
+    pub base: String,
     pub qps: QpsClient,
     /// `Host` for requests to this proxy.
     pub host: HeaderValue,
@@ -44,12 +46,14 @@ impl Nodes {
     ) -> Result<Self, crate::tls::TlsFileError> {
         let mut list = Vec::new();
         for n in &cfg.nodes {
+            let base = n.proxy_url.origin().ascii_serialization();
             list.push(Arc::new(Node {
                 key: n.proxy_url.as_str().trim_end_matches('/').to_string(),
                 proxy_url: n.proxy_url.clone(),
                 qps: QpsClient::for_node(cfg, &n.qps_api_url)?.with_metrics(metrics.clone()),
                 host: header_value(&super::lifecycle::host_header(&n.proxy_url)),
-                origin: header_value(&n.proxy_url.origin().ascii_serialization()),
+                origin: header_value(&base),
+                base,
                 up: AtomicBool::new(true),
             }));
         }
@@ -131,6 +135,7 @@ impl Nodes {
     }
 }
 
-fn header_value(s: &str) -> HeaderValue {
+/// A header value from configuration-derived text (empty if it cannot be one).
+pub fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

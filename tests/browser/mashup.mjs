@@ -74,7 +74,8 @@ try {
   console.log(JSON.stringify({ phase: 'live' }));
   await nextLine();
   // The page recovers by itself (enigma.js resume on the gateway's 4002) and keeps working.
-  await alice.page.waitForFunction(() => document.querySelector('[data-testid="status"]')?.dataset.state === 'live', null, { timeout: STEP });
+  // Bounded by the page's own reconnect backoff (1, 2, 4, 8 s …) on a loaded machine, not by STEP.
+  await alice.page.waitForFunction(() => document.querySelector('[data-testid="status"]')?.dataset.state === 'live', null, { timeout: 60_000 });
   await alice.page.locator('[data-testid="cube-row"]').nth(1).click();
   await alice.page.waitForFunction(() => document.querySelectorAll('[data-testid="cube-row"][aria-selected="true"]').length === 1
     || document.querySelectorAll('[data-testid="cube-row"]').length === 1, null, { timeout: STEP });

@@ -244,7 +244,7 @@ for size in small big; do
   for c in $CONCS; do
     if [ "${PROFILE:-0}" = 1 ] && [ "$size" = small ] && command -v perf >/dev/null; then
       # A software-clock profile of the gateway during this run (no hardware counters in VMs).
-      perf record -q -F 999 -e cpu-clock -g -p "$GWH" -o "$OUT/gateway-http-small.perf" -- sleep "$DUR" 2>/dev/null &
+      perf record -q -F 999 -e cpu-clock --call-graph dwarf,16384 -p "$GWH" -o "$OUT/gateway-http-small.perf" -- sleep "$DUR" 2>/dev/null &
       PERF_PID=$!
     fi
     measure "http-$size-c$c-gateway" "$GWH" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \

@@ -124,8 +124,9 @@ impl Server {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(state.cfg.server.header_read_timeout)
-            .max_buf_size(state.cfg.server.max_header_bytes.max(8192))
-            .max_headers(256);
+            // hyper's default limit of 100 headers is kept: it parses into a stack array, while
+            // any explicit limit allocates and initialises an array of that size per request.
+            .max_buf_size(state.cfg.server.max_header_bytes.max(8192));
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -322,14 +323,13 @@ fn request_id(headers: &http::HeaderMap) -> http::HeaderValue {
     use rand::RngCore;
     let mut raw = [0u8; 12];
     rand::rng().fill_bytes(&mut raw);
-    // On every request: no allocation per byte.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // One allocation, no per-byte formatting: this runs on every request.
     let mut hex = [0u8; 24];
-    for (i, b) in raw.iter().enumerate() {
-        hex[2 * i] = HEX[usize::from(b >> 4)];
-        hex[2 * i + 1] = HEX[usize::from(b & 0x0f)];
+    match hex::encode_to_slice(raw, &mut hex) {
+        Ok(()) => http::HeaderValue::from_bytes(&hex)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("-")),
+        Err(_) => http::HeaderValue::from_static("-"),
     }
-    http::HeaderValue::from_bytes(&hex).unwrap_or_else(|_| http::HeaderValue::from_static("-"))
 }
 
 /// Removes expired sessions and closes their websockets.
@@ -343,7 +343,7 @@ async fn sweep(state: Arc<AppState>) {
                 for id in ended {
                     state
                         .sockets
-                        .close_session(&id.storage_key(), CloseReason::SessionEnded);
+                        .close_session(id.storage_key(), CloseReason::SessionEnded);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "session sweep failed"),

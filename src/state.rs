@@ -55,6 +55,8 @@ pub struct AppState {
     pub public_host: HeaderValue,
     /// `X-Forwarded-Proto`.
     pub public_proto: &'static str,
+    /// [`crate::config::QlikConfig::upstream_prefix`], built once (it is used on every request).
+    pub upstream_prefix: String,
 }
 
 impl AppState {
@@ -125,6 +127,7 @@ impl AppState {
             name: cfg.session.cookie_name.clone(),
             secure: cfg.server.public_https,
         };
+        let cfg_prefix = cfg.qlik.upstream_prefix();
         Ok(Arc::new(Self {
             cfg,
             provider,
@@ -142,6 +145,7 @@ impl AppState {
             qlik_host,
             public_host,
             public_proto,
+            upstream_prefix: cfg_prefix,
         }))
     }
 }

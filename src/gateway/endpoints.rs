@@ -124,7 +124,7 @@ async fn finish_login(
         if let Ok(Some(prev)) = state.store.remove(&old).await {
             state
                 .sockets
-                .close_session(&old.storage_key(), CloseReason::SessionEnded);
+                .close_session(old.storage_key(), CloseReason::SessionEnded);
             state.qlik.end(&prev).await;
         }
     }
@@ -203,7 +203,7 @@ pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
                 // pages it was logged out, and their relays would race to re-create it.
                 let closed = state
                     .sockets
-                    .close_session(&id.storage_key(), CloseReason::Logout);
+                    .close_session(id.storage_key(), CloseReason::Logout);
                 state.qlik.end(&session).await;
                 state.metrics.logout();
                 tracing::info!(

@@ -14,7 +14,8 @@ use crate::state::AppState;
 /// Whether the request is a browser navigation (gets a redirect or an HTML page) rather than a
 /// program (gets 401 JSON it can act on).
 pub fn wants_html(headers: &HeaderMap) -> bool {
-    if let Some(mode) = headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()) {
+    const SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
+    if let Some(mode) = headers.get(SEC_FETCH_MODE).and_then(|v| v.to_str().ok()) {
         return mode.eq_ignore_ascii_case("navigate");
     }
     let accept = headers

@@ -5,33 +5,49 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+// Header names as constants: a name given as a string is parsed again on every use, and these
+// are used on every request.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies still see.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
 ];
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    // One pass over the few headers there are, rather than a lookup per name: most messages
+    // carry none of these (and `Connection` is one of them, so listed names are covered).
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
     for name in HOP_BY_HOP {
-        headers.remove(*name);
+        headers.remove(name);
     }
 }
 
@@ -39,27 +55,24 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// header (X-Qlik-User, X-Qlik-Session, X-Qlik-Xrfkey, …), `Authorization` (a JWT virtual proxy
 /// would believe it), incoming forwarding headers, and the configured identity headers.
 pub fn remove_identity_headers(headers: &mut HeaderMap, extra: &[HeaderName]) {
-    let qlik: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-qlik-"))
-        .cloned()
-        .collect();
-    for k in qlik {
-        headers.remove(k);
+    let is_qlik = |k: &HeaderName| k.as_str().starts_with("x-qlik-");
+    if headers.keys().any(is_qlik) {
+        let qlik: Vec<HeaderName> = headers.keys().filter(|k| is_qlik(k)).cloned().collect();
+        for k in qlik {
+            headers.remove(k);
+        }
     }
     for k in extra {
         headers.remove(k);
     }
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::FORWARDED);
-    headers.remove("x-forwarded-for");
-    headers.remove("x-forwarded-host");
-    headers.remove("x-forwarded-proto");
-    headers.remove("x-real-ip");
+    headers.remove(X_FORWARDED_FOR);
+    headers.remove(X_FORWARDED_HOST);
+    headers.remove(X_FORWARDED_PROTO);
+    headers.remove(X_REAL_IP);
 }
 
-/// Rebuilds the `Cookie` header without the gateway's cookie and without any `X-Qlik-Session*`
-/// cookie, then appends `inject` (the user's Qlik session cookie) when given.
 /// The gateway's short-lived login cookies (`qlik-gateway-oidc`, `qlik-gateway-negotiate`, with
 /// or without `__Host-`): the gateway's business only, like its session cookie.
 fn is_gateway_aux_cookie(name: &str) -> bool {
@@ -68,12 +81,27 @@ fn is_gateway_aux_cookie(name: &str) -> bool {
         .starts_with("qlik-gateway-")
 }
 
+fn is_qlik_session_cookie(name: &str) -> bool {
+    const PREFIX: &str = "x-qlik-session";
+    name.get(..PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
+}
+
+/// Rebuilds the `Cookie` header without the gateway's cookie and without any `X-Qlik-Session*`
+/// cookie, then appends `inject` (the user's Qlik session cookie) when given. Runs on every
+/// proxied request, so it builds the one new value without allocating per cookie.
 pub fn rewrite_cookies(
     headers: &mut HeaderMap,
     gateway_cookie: &str,
     inject: Option<(&str, &str)>,
 ) {
-    let mut kept: Vec<String> = Vec::new();
+    let mut kept = String::new();
+    let mut push = |pair: &str| {
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(pair);
+    };
     for v in headers.get_all(header::COOKIE).iter() {
         let Ok(v) = v.to_str() else { continue };
         for pair in v.split(';') {
@@ -82,21 +110,21 @@ pub fn rewrite_cookies(
                 continue;
             }
             let name = pair.split('=').next().unwrap_or("").trim();
-            if name == gateway_cookie
-                || is_gateway_aux_cookie(name)
-                || name.to_ascii_lowercase().starts_with("x-qlik-session")
+            if name == gateway_cookie || is_gateway_aux_cookie(name) || is_qlik_session_cookie(name)
             {
                 continue;
             }
-            kept.push(pair.to_string());
+            push(pair);
         }
     }
     if let Some((name, value)) = inject {
-        kept.push(format!("{name}={value}"));
+        push(name);
+        kept.push('=');
+        kept.push_str(value);
     }
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
             headers.insert(header::COOKIE, v);
         }
     }
@@ -110,11 +138,17 @@ pub fn set_forwarding(
     public_host: &HeaderValue,
     upstream_host: &HeaderValue,
 ) {
-    if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
-        headers.insert("x-forwarded-for", v);
+    // An address is at most 45 characters: formatted on the stack, not into a new String.
+    let mut buf = [0u8; 64];
+    let mut w = &mut buf[..];
+    if std::io::Write::write_fmt(&mut w, format_args!("{peer}")).is_ok() {
+        let n = 64 - w.len();
+        if let Ok(v) = HeaderValue::from_bytes(&buf[..n]) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    headers.insert("x-forwarded-host", public_host.clone());
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_HOST, public_host.clone());
     headers.insert(header::HOST, upstream_host.clone());
 }
 
@@ -131,7 +165,7 @@ pub fn qlik_session_set_cookie<'a>(set_cookie: &'a str, name: &str) -> QlikSetCo
     let n = n.trim();
     if n == name {
         QlikSetCookie::Ours(v.trim())
-    } else if n.to_ascii_lowercase().starts_with("x-qlik-session") {
+    } else if is_qlik_session_cookie(n) {
         QlikSetCookie::Other(n)
     } else {
         QlikSetCookie::NotQlik

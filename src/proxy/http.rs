@@ -22,16 +22,22 @@ pub fn upstream_path_and_query(state: &AppState, uri: &Uri) -> String {
     let rest = path
         .strip_prefix(state.cfg.qlik.mount.as_str())
         .unwrap_or(path);
-    let prefix = state.cfg.qlik.upstream_prefix();
+    let prefix = state.upstream_prefix.as_str();
     let rest = if rest.is_empty() && prefix.is_empty() {
         "/"
     } else {
         rest
     };
-    match uri.query() {
-        Some(q) => format!("{prefix}{rest}?{q}"),
-        None => format!("{prefix}{rest}"),
+    let query = uri.query();
+    let mut out =
+        String::with_capacity(prefix.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+    out.push_str(prefix);
+    out.push_str(rest);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
     }
+    out
 }
 
 /// Forwards one request to the Qlik proxy as the session's user.
@@ -44,14 +50,18 @@ pub async fn to_qlik(
 ) -> Result<Response, GatewayError> {
     let mut qlik = state.qlik.ensure(sid, gw).await?;
     let (parts, body) = req.into_parts();
-    let bodyless = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
-        && !parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && parts
-            .headers
+    let http::request::Parts {
+        method,
+        uri,
+        headers: mut base_headers,
+        ..
+    } = parts;
+    let bodyless = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && !base_headers.contains_key(header::TRANSFER_ENCODING)
+        && base_headers
             .get(header::CONTENT_LENGTH)
             .is_none_or(|v| v.as_bytes() == b"0");
-    let path_q = upstream_path_and_query(state, &parts.uri);
-    let mut base_headers = parts.headers.clone();
+    let path_q = upstream_path_and_query(state, &uri);
     headers::remove_hop_by_hop(&mut base_headers);
     headers::remove_identity_headers(&mut base_headers, &state.strip_headers);
 
@@ -65,7 +75,12 @@ pub async fn to_qlik(
             continue;
         };
         let target = format!("{}{path_q}", node.base);
-        let mut h = base_headers.clone();
+        // Only a bodyless request is ever sent twice: only its headers are kept for that.
+        let mut h = if bodyless {
+            base_headers.clone()
+        } else {
+            std::mem::take(&mut base_headers)
+        };
         headers::set_forwarding(
             &mut h,
             peer.ip(),
@@ -79,7 +94,7 @@ pub async fn to_qlik(
         let b = body.take().unwrap_or_else(Body::empty);
         let sent = send(
             &state.upstream,
-            &parts.method,
+            &method,
             &target,
             h,
             b,
@@ -217,7 +232,7 @@ fn rewrite_location_header(state: &AppState, h: &mut HeaderMap) {
         headers::rewrite_location(
             loc,
             &n.base,
-            &state.cfg.qlik.upstream_prefix(),
+            &state.upstream_prefix,
             &state.cfg.server.public_origin,
             &state.cfg.qlik.mount,
         )

@@ -149,7 +149,7 @@ pub async fn close_on_session_events(
                 match store.sweep().await {
                     Ok(ended) => {
                         for id in ended {
-                            sockets.close_session(&id.storage_key(), CloseReason::SessionEnded);
+                            sockets.close_session(id.storage_key(), CloseReason::SessionEnded);
                         }
                     }
                     Err(e) => {

@@ -153,7 +153,7 @@ pub async fn engine(
     let (upstream, qlik) = connect_with_session(&state, &sid, &path_q, &fwd, qlik).await?;
 
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let guard = state.sockets.register(Some(sid.storage_key()));
+    let guard = state.sockets.register(Some(sid.storage_key().to_owned()));
     let cfg = ws_config(&state);
     let st = state.clone();
     let user = format!("{}\\{}", gw.identity.user_directory, gw.identity.user_id);
@@ -322,8 +322,9 @@ async fn connect_direct(
             upstream: "qlik engine",
             detail: "no TLS settings for qlik.engine_url".into(),
         })?;
-    let prefix = state.cfg.qlik.upstream_prefix();
-    let target = path_q.strip_prefix(prefix.as_str()).unwrap_or(path_q);
+    let target = path_q
+        .strip_prefix(state.upstream_prefix.as_str())
+        .unwrap_or(path_q);
     let mut h = fwd.clone();
     crate::proxy::headers::rewrite_cookies(&mut h, &state.cookies.name, None);
     h.remove(header::ORIGIN);

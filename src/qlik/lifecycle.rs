@@ -417,7 +417,7 @@ impl QlikSessions {
     fn lock_for(&self, id: &SessionId) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         let key = id.storage_key();
-        if let Some(l) = map.get(&key).and_then(Weak::upgrade) {
+        if let Some(l) = map.get(key).and_then(Weak::upgrade) {
             return l;
         }
         // Drop entries whose sessions no longer wait on anything, so the map stays small.
@@ -425,7 +425,7 @@ impl QlikSessions {
             map.retain(|_, w| w.strong_count() > 0);
         }
         let l = Arc::new(tokio::sync::Mutex::new(()));
-        map.insert(key, Arc::downgrade(&l));
+        map.insert(key.to_owned(), Arc::downgrade(&l));
         l
     }
 }
@@ -465,7 +465,7 @@ fn uuid_v4() -> String {
     rand::rng().fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = hex::encode(b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

@@ -38,25 +38,33 @@ impl CookieSettings {
 
     /// The session id the browser sent, if any well-formed one.
     pub fn read(&self, headers: &HeaderMap) -> Option<SessionId> {
-        headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| Cookie::split_parse(v).filter_map(Result::ok))
-            .filter(|c| c.name() == self.name)
-            .find_map(|c| SessionId::parse(c.value()))
+        request_cookies(headers)
+            .filter(|(n, _)| *n == self.name)
+            .find_map(|(_, v)| SessionId::parse(v))
     }
 }
 
-/// The value of the cookie `name` in a request's `Cookie` headers.
-pub fn read_named(headers: &HeaderMap, name: &str) -> Option<String> {
+/// The `name=value` pairs of a request's `Cookie` headers (RFC 6265 §4.2: `; `-separated, no
+/// attributes). Read on every request, so by splitting in place rather than with a cookie
+/// parser that allocates per cookie.
+pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| Cookie::split_parse(v).filter_map(Result::ok))
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_string())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (n, v) = pair.split_once('=')?;
+            let n = n.trim();
+            (!n.is_empty()).then(|| (n, v.trim()))
+        })
+}
+
+/// The value of the cookie `name` in a request's `Cookie` headers.
+pub fn read_named(headers: &HeaderMap, name: &str) -> Option<String> {
+    request_cookies(headers)
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string())
 }
 
 #[cfg(test)]
@@ -79,6 +87,35 @@ mod tests {
         h.insert(
             http::header::COOKIE,
             format!("a=b; __Host-qlik-gateway={}", id.as_cookie_value())
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(s.read(&h), Some(id));
+    }
+
+    #[test]
+    fn request_cookies_split_like_browsers_send_them() {
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::COOKIE,
+            " a=1;b = x=y== ;; novalue; =anon; c=".parse().unwrap(),
+        );
+        h.append(http::header::COOKIE, "d=4".parse().unwrap());
+        let got: Vec<_> = request_cookies(&h).collect();
+        assert_eq!(got, vec![("a", "1"), ("b", "x=y=="), ("c", ""), ("d", "4")]);
+        assert_eq!(read_named(&h, "d").as_deref(), Some("4"));
+        assert_eq!(read_named(&h, "novalue"), None);
+
+        // A malformed first copy of the gateway's cookie does not hide a good one.
+        let s = CookieSettings {
+            name: "qlik-gateway".into(),
+            secure: false,
+        };
+        let id = SessionId::generate();
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            format!("qlik-gateway=junk; qlik-gateway={}", id.as_cookie_value())
                 .parse()
                 .unwrap(),
         );

@@ -60,7 +60,7 @@ impl KeyMaterial {
 
     /// The fingerprint as hex, for logs and operators (which key is in use).
     pub fn id_hex(&self) -> String {
-        self.id().iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.id())
     }
 }
 
@@ -127,7 +127,7 @@ pub struct Keyring {
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = |id: &[u8; KEY_ID_LEN]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let hex = |id: &[u8; KEY_ID_LEN]| hex::encode(id);
         f.debug_struct("Keyring")
             .field("current", &hex(&self.current.id))
             .field(
@@ -209,9 +209,7 @@ impl Keyring {
         if any {
             Err(OpenError::Forged)
         } else {
-            Err(OpenError::UnknownKey(
-                id.iter().map(|b| format!("{b:02x}")).collect(),
-            ))
+            Err(OpenError::UnknownKey(hex::encode(id)))
         }
     }
 }

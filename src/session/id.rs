@@ -8,14 +8,23 @@ use sha2::{Digest, Sha256};
 
 /// An opaque gateway session id, as carried by the browser's cookie. A credential: Debug redacts it.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionId(String);
+pub struct SessionId {
+    id: String,
+    /// [`Self::storage_key`], computed once: every request needs it, some several times.
+    key: String,
+}
 
 impl SessionId {
+    fn new(id: String) -> Self {
+        let key = hex::encode(Sha256::digest(id.as_bytes()));
+        Self { id, key }
+    }
+
     /// A fresh id from the OS CSPRNG.
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
-        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+        Self::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
     }
 
     /// Accepts a cookie value only if it has the shape of an id we issue, so junk never reaches a store.
@@ -23,23 +32,22 @@ impl SessionId {
         let ok = s.len() == 43
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Self(s.to_string()))
+        ok.then(|| Self::new(s.to_string()))
     }
 
     /// The value for the cookie.
     pub fn as_cookie_value(&self) -> &str {
-        &self.0
+        &self.id
     }
 
     /// A stable, non-secret key for storage and logs (SHA-256 of the id, hex, first 16 chars for logs).
-    pub fn storage_key(&self) -> String {
-        let digest = Sha256::digest(self.0.as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+    pub fn storage_key(&self) -> &str {
+        &self.key
     }
 
     /// A short non-secret tag that lets operators correlate log lines of one session.
     pub fn log_tag(&self) -> String {
-        self.storage_key()[..12].to_string()
+        self.key[..12].to_string()
     }
 }
 

@@ -33,7 +33,8 @@ impl MemoryStore {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn insert(&self, id: &SessionId, session: GatewaySession) -> Result<(), StoreError> {
-        self.lock().insert(id.storage_key(), (id.clone(), session));
+        self.lock()
+            .insert(id.storage_key().to_owned(), (id.clone(), session));
         Ok(())
     }
 
@@ -41,9 +42,9 @@ impl SessionStore for MemoryStore {
         let key = id.storage_key();
         let now = SystemTime::now();
         let mut map = self.lock();
-        match map.get_mut(&key) {
+        match map.get_mut(key) {
             Some((_, s)) if s.is_expired(&self.timeouts, now) => {
-                map.remove(&key);
+                map.remove(key);
                 Ok(None)
             }
             Some((_, s)) => {
@@ -58,7 +59,7 @@ impl SessionStore for MemoryStore {
         let now = SystemTime::now();
         Ok(self
             .lock()
-            .get(&id.storage_key())
+            .get(id.storage_key())
             .filter(|(_, s)| !s.is_expired(&self.timeouts, now))
             .map(|(_, s)| s.clone()))
     }
@@ -68,7 +69,7 @@ impl SessionStore for MemoryStore {
         id: &SessionId,
         qlik: Option<QlikSession>,
     ) -> Result<bool, StoreError> {
-        match self.lock().get_mut(&id.storage_key()) {
+        match self.lock().get_mut(id.storage_key()) {
             Some((_, s)) => {
                 s.qlik = qlik;
                 Ok(true)
@@ -78,7 +79,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn remove(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError> {
-        Ok(self.lock().remove(&id.storage_key()).map(|(_, s)| s))
+        Ok(self.lock().remove(id.storage_key()).map(|(_, s)| s))
     }
 
     async fn sweep(&self) -> Result<Vec<SessionId>, StoreError> {

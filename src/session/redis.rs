@@ -416,14 +416,15 @@ impl RedisStore {
 
     fn remember(&self, id: &SessionId) {
         let mut k = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        k.entry(id.storage_key()).or_insert_with(|| id.clone());
+        k.entry(id.storage_key().to_owned())
+            .or_insert_with(|| id.clone());
     }
 
     fn forget(&self, id: &SessionId) {
         self.known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&id.storage_key());
+            .remove(id.storage_key());
     }
 
     /// What is left of a session at `now`, as a Redis `PX` (at least 1 ms); `None` when over.
@@ -748,7 +749,7 @@ impl SessionStore for RedisStore {
             use rand::RngCore;
             let mut b = [0u8; 16];
             rand::rng().fill_bytes(&mut b);
-            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            hex::encode(b)
         };
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let (k, t) = (&key, &token);

@@ -4,7 +4,9 @@
 #   DUR=5 IDLE_MAX=1000 bench/run.sh  # shorter
 # Environment: CARGO_TARGET_DIR (default /tmp/bench-target), DUR (seconds per measurement, 10),
 # IDLE_MAX (largest idle-websocket count, 9000), PIN (1 = proxy on CPU 0, load and upstreams on
-# CPU 1; 0 = no pinning), C128 (1 = also HTTP at 128 connections), OUT (results directory).
+# CPU 1; 0 = no pinning), C128 (1 = also HTTP at 128 connections), OUT (results directory),
+# ONLY (a comma-separated subset of http,ws,login,memory; the table then shows what was measured),
+# GW_WRAP (a command the websocket gateway runs under, e.g. "heaptrack -o /tmp/gw").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,6 +18,8 @@ PIN=${PIN:-1}
 C128=${C128:-0}
 OUT=${OUT:-/tmp/qlik-gateway-bench}
 BASE_PORT=${BASE_PORT:-19100}
+ONLY=${ONLY:-http,ws,login,memory}
+part() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -195,7 +199,7 @@ gw_config "$P_GWH" "http://127.0.0.1:$P_UP" > "$W/gw-http.toml"
 gw_config "$P_GWW" "http://127.0.0.1:$P_SIM" > "$W/gw-ws.toml"
 $PROXY_CPU "$BIN/qlik-gateway" --config "$W/gw-http.toml" 2>"$W/gw-http.log" &
 GWH=$!; PIDS+=($GWH)
-$PROXY_CPU "$BIN/qlik-gateway" --config "$W/gw-ws.toml" 2>"$W/gw-ws.log" &
+$PROXY_CPU ${GW_WRAP:-} "$BIN/qlik-gateway" --config "$W/gw-ws.toml" 2>"$W/gw-ws.log" &
 GWW=$!; PIDS+=($GWW)
 wait_port "$P_NGX"; wait_port "$P_GWH"; wait_port "$P_GWW"
 
@@ -240,6 +244,7 @@ measure() { # measure NAME PIDS -- COMMAND...: runs COMMAND, saves its stdout an
 
 # --- HTTP ----------------------------------------------------------------------------------------
 CONCS="32"; [ "$C128" = 1 ] && CONCS="32 128"
+part http || CONCS=""
 for size in small big; do
   for c in $CONCS; do
     if [ "${PROFILE:-0}" = 1 ] && [ "$size" = small ] && command -v perf >/dev/null; then
@@ -266,11 +271,13 @@ ws_run() { # ws_run NAME CONNS SIZE KIND
   measure "$1-direct" "" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:$P_SIM/mashup/app/$APP" \
     "http://127.0.0.1:$P_SIM" "$QCOOKIE" "$2" "$3" "$4" "$DUR"
 }
-ws_run ws-small 32 200 text
-ws_run ws-big 4 1048576 binary
+if part ws; then
+  ws_run ws-small 32 200 text
+  ws_run ws-big 4 1048576 binary
+fi
 
 # --- logins + Qlik session creations -------------------------------------------------------------
-measure "login-gateway" "$GWH" -- $LOAD_CPU "$LOADGEN" login "http://127.0.0.1:$P_GWH" /mashup/small.bin 16 "$DUR"
+part login && measure "login-gateway" "$GWH" -- $LOAD_CPU "$LOADGEN" login "http://127.0.0.1:$P_GWH" /mashup/small.bin 16 "$DUR"
 
 # --- memory with idle proxied websockets ---------------------------------------------------------
 idle() { # idle TARGET N: RSS of the proxy with N idle websockets open through it
@@ -293,7 +300,7 @@ idle() { # idle TARGET N: RSS of the proxy with N idle websockets open through i
   sleep 2   # let both sides tear the sockets down
 }
 IDLE_COUNTS="0 1000"; [ "$IDLE_MAX" -gt 1000 ] && IDLE_COUNTS="0 1000 $IDLE_MAX"
-for n in $IDLE_COUNTS; do
+for n in $(part memory && echo "$IDLE_COUNTS"); do
   if [ "$n" = 0 ]; then
     rss_kib "$GWW" > "$OUT/idle-gateway-0.rss"; rss_kib $(proxy_pids nginx) > "$OUT/idle-nginx-0.rss"
     echo '{"open":0,"errors":0}' | tee "$OUT/idle-gateway-0.out" > "$OUT/idle-nginx-0.out"
@@ -308,6 +315,6 @@ done
   echo "load average before/after: $(cat "$OUT/loadavg.before" 2>/dev/null || echo '?') / $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "pinning: $([ "$PIN" = 1 ] && echo 'proxy (gateway / nginx, 1 worker) on CPU 0; wrk, load generator, upstreams on CPU 1' || echo none)"
   echo "nginx $($NGINX -v 2>&1 | cut -d/ -f2), wrk -t1, ${DUR}s per figure; gateway $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
-  python3 "$ROOT/bench/table.py" "$OUT" "$IDLE_COUNTS"
+  python3 "$ROOT/bench/table.py" "$OUT" "$(part memory && echo "$IDLE_COUNTS")"
 } | tee "$OUT/table.md"
 log "raw outputs in $OUT"

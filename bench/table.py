@@ -103,27 +103,28 @@ if login:
     if fe and fe.group(1):
         print(f"(first error: {fe.group(1)})")
 
-print()
-print("| idle proxied websockets | gateway RSS | nginx RSS (master + worker) | gateway open/errors | nginx open/errors |")
-print("|---|---|---|---|---|")
-rss = {}
-for n in idle_counts:
-    cells = []
-    for t in ("gateway", "nginx"):
-        r = read(f"idle-{t}-{n}.rss").strip()
-        rss[(t, n)] = int(r) if r else None
-        o = read(f"idle-{t}-{n}.out").strip().splitlines()
-        j = json.loads(o[-1]) if o and o[-1].startswith("{") else {}
-        cells.append((rss[(t, n)] or 0, f"{j.get('open', '?')}/{j.get('errors', '?')}"))
-    print(f"| {n:,} | {cells[0][0] / 1024:.1f} MiB | {cells[1][0] / 1024:.1f} MiB | {cells[0][1]} | {cells[1][1]} |")
-big = max(idle_counts)
-if big > 0:
-    per = {}
-    for t in ("gateway", "nginx"):
-        a, b = rss.get((t, 0)), rss.get((t, big))
-        per[t] = (b - a) / big if a is not None and b is not None else None
-    g, n = per["gateway"], per["nginx"]
+if idle_counts:
     print()
-    if g is not None and n is not None:
-        print(f"Per proxied websocket, (RSS at {big:,} − RSS at 0) / {big:,}: gateway **{g:.1f} KiB**, "
-              f"nginx **{n:.1f} KiB** (gw/nginx {ratio(g, n)})")
+    print("| idle proxied websockets | gateway RSS | nginx RSS (master + worker) | gateway open/errors | nginx open/errors |")
+    print("|---|---|---|---|---|")
+    rss = {}
+    for n in idle_counts:
+        cells = []
+        for t in ("gateway", "nginx"):
+            r = read(f"idle-{t}-{n}.rss").strip()
+            rss[(t, n)] = int(r) if r else None
+            o = read(f"idle-{t}-{n}.out").strip().splitlines()
+            j = json.loads(o[-1]) if o and o[-1].startswith("{") else {}
+            cells.append((rss[(t, n)] or 0, f"{j.get('open', '?')}/{j.get('errors', '?')}"))
+        print(f"| {n:,} | {cells[0][0] / 1024:.1f} MiB | {cells[1][0] / 1024:.1f} MiB | {cells[0][1]} | {cells[1][1]} |")
+    big = max(idle_counts)
+    if big > 0:
+        per = {}
+        for t in ("gateway", "nginx"):
+            a, b = rss.get((t, 0)), rss.get((t, big))
+            per[t] = (b - a) / big if a is not None and b is not None else None
+        g, n = per["gateway"], per["nginx"]
+        print()
+        if g is not None and n is not None:
+            print(f"Per proxied websocket, (RSS at {big:,} − RSS at 0) / {big:,}: gateway **{g:.1f} KiB**, "
+                  f"nginx **{n:.1f} KiB** (gw/nginx {ratio(g, n)})")

@@ -12,7 +12,8 @@ use futures_util::{SinkExt, StreamExt};
 use qlik_sim::{AuthInfoTiming, SimOptions, SALES_APP_ID};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -587,6 +588,115 @@ async fn ping_gets_pong() {
     let v = within("EngineVersion", ws.call(-1, "EngineVersion", json!([]))).await;
     assert!(v["result"]["qVersion"].is_object(), "{v}");
     close(ws).await;
+    env.stop().await;
+}
+
+/// Writes `frames` (masked, as a client does) straight to the socket a few bytes at a time, so
+/// that the gateway's reads end inside headers and payloads.
+async fn write_in_pieces(ws: &mut Ws, frames: Vec<Frame>) {
+    use tokio::io::AsyncWriteExt;
+    let mut bytes = Vec::new();
+    for mut f in frames {
+        f.header_mut().mask = Some([0x11, 0x22, 0x33, 0x44]);
+        f.format(&mut bytes).expect("format");
+    }
+    let MaybeTlsStream::Plain(tcp) = ws.inner.get_mut() else {
+        panic!("plain TCP expected")
+    };
+    let mut at = 0;
+    for size in (1..=7).cycle() {
+        if at == bytes.len() {
+            break;
+        }
+        let end = (at + size).min(bytes.len());
+        tcp.write_all(&bytes[at..end]).await.expect("write");
+        tcp.flush().await.expect("flush");
+        at = end;
+    }
+}
+
+#[tokio::test]
+async fn split_and_fragmented_frames_cross_the_relay_intact() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
+    expect_authenticated(&mut ws).await;
+    // One request in three fragments with a ping between them (RFC 6455 allows control frames
+    // inside a fragmented message), a long one (16-bit length) after it.
+    let text = "fragmented ".repeat(20);
+    let req =
+        json!({"jsonrpc": "2.0", "id": 7, "handle": -1, "method": "SimEcho", "params": [text]})
+            .to_string();
+    let (a, rest) = req.split_at(10);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    let long = "z".repeat(70_000);
+    let req2 =
+        json!({"jsonrpc": "2.0", "id": 8, "handle": -1, "method": "SimEcho", "params": [long]})
+            .to_string();
+    write_in_pieces(
+        &mut ws,
+        vec![
+            Frame::message(a.to_owned(), OpCode::Data(Data::Text), false),
+            Frame::ping(b"mid".to_vec()),
+            Frame::message(b.to_owned(), OpCode::Data(Data::Continue), false),
+            Frame::message(c.to_owned(), OpCode::Data(Data::Continue), true),
+            Frame::message(req2, OpCode::Data(Data::Text), true),
+        ],
+    )
+    .await;
+    let (mut pong, mut echoed, mut echoed_long) = (None, None, None);
+    within("pong and echoes", async {
+        while pong.is_none() || echoed.is_none() || echoed_long.is_none() {
+            match ws.inner.next().await {
+                Some(Ok(Message::Pong(p))) => pong = Some(p),
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+                    let r = v["result"]["qReturn"][0].as_str().map(str::to_owned);
+                    match v["id"].as_u64() {
+                        Some(7) => echoed = r,
+                        Some(8) => echoed_long = r,
+                        _ => {}
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(pong.as_deref(), Some(&b"mid"[..]));
+    assert_eq!(echoed.as_deref(), Some(text.as_str()));
+    assert_eq!(echoed_long.map(|s| s.len()), Some(long.len()));
+    close(ws).await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn fragmented_message_over_max_websocket_message_closes_the_socket() {
+    let env = Env::with(Setup {
+        security: "max_websocket_message = 1048576".into(),
+        ..Setup::default()
+    })
+    .await;
+    let cookie = env.login().await;
+    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
+    expect_authenticated(&mut ws).await;
+    // Each fragment is under the limit; the message is not.
+    let half = "y".repeat(600 * 1024);
+    for (i, op) in [Data::Text, Data::Continue].into_iter().enumerate() {
+        let _ = ws
+            .inner
+            .send(Message::Frame(Frame::message(
+                half.clone(),
+                OpCode::Data(op),
+                i == 1,
+            )))
+            .await;
+    }
+    let (frames, close_frame) = within("close", read_until_close(&mut ws)).await;
+    assert!(frames.iter().all(|f| f.get("id").is_none()), "{frames:?}");
+    assert_eq!(close_frame.expect("a close frame").code, CloseCode::Size);
+    drop(ws);
     env.stop().await;
 }
 

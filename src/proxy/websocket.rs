@@ -26,11 +26,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
+use super::frames::{self, FrameTracker, Header, Step, Tap};
 use super::headers;
 use super::registry::{CloseReason, SocketGuard};
 use crate::error::GatewayError;
@@ -43,8 +45,8 @@ use crate::stats::FATAL_NOTIFICATIONS;
 /// Any byte stream (TCP or TLS) under a websocket.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-type Upstream = WebSocketStream<Pin<Box<dyn Io>>>;
-type Client = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Upstream = WebSocketStream<Tap<Pin<Box<dyn Io>>>>;
+type Client = WebSocketStream<Tap<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// How many client frames (and bytes) are kept for replay while Qlik has not yet confirmed the session.
 const REPLAY_FRAMES: usize = 64;
@@ -162,7 +164,7 @@ pub async fn engine(
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let client = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
+                        Tap::frames(TokioIo::new(upgraded), tap_limit(&st)),
                         Role::Server,
                         Some(cfg),
                     )
@@ -205,6 +207,16 @@ fn ws_config(state: &AppState) -> WebSocketConfig {
         .write_buffer_size(8 * 1024)
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
+}
+
+/// How much a [`Tap`] holds while it waits for the end of a message: beyond the message size
+/// limit, tungstenite refuses the message anyway.
+fn tap_limit(state: &AppState) -> usize {
+    state
+        .cfg
+        .security
+        .max_websocket_message
+        .saturating_add(64 * 1024)
 }
 
 /// Opens the upstream socket, renewing the CSRF token or the Qlik session once when Qlik refuses.
@@ -413,7 +425,11 @@ async fn dial(
     let cfg = ws_config(state);
     match tokio::time::timeout(
         state.cfg.qlik.response_timeout,
-        tokio_tungstenite::client_async_with_config(req, io, Some(cfg)),
+        tokio_tungstenite::client_async_with_config(
+            req,
+            Tap::after_head(io, tap_limit(state)),
+            Some(cfg),
+        ),
     )
     .await
     {
@@ -481,19 +497,25 @@ struct Relay {
 }
 
 enum Settle {
-    /// Authentication settled; relay plainly from now on.
-    Relay(Box<Upstream>),
+    /// Authentication settled; relay plainly from now on. `Some(side)`: that side's close frame
+    /// has been passed on already.
+    Relay(Box<Upstream>, Option<Side>),
     /// The socket is done.
     Done,
 }
 
 impl Relay {
     async fn run(mut self, mut client: Client, upstream: Upstream) {
-        let upstream = match self.settle(&mut client, upstream).await {
-            Settle::Relay(up) => *up,
+        let (upstream, closed) = match self.settle(&mut client, upstream).await {
+            Settle::Relay(up, closed) => (*up, closed),
             Settle::Done => return,
         };
-        self.relay(client, upstream).await;
+        // A task of its own: this one's future is sized for the settle phase (handshakes,
+        // reconnects, TLS), several KiB that an open socket would otherwise keep for its lifetime.
+        tokio::spawn(
+            self.relay(client, upstream, closed)
+                .instrument(tracing::Span::current()),
+        );
     }
 
     /// Phase one: watch Qlik's first frames and recover from a lost Qlik session.
@@ -586,7 +608,7 @@ impl Relay {
                             AuthSignal::Authenticated | AuthSignal::Response => {
                                 counted(&self.state, Direction::QlikToClient, &msg);
                                 if client.send(msg).await.is_err() { return Settle::Done; }
-                                return Settle::Relay(Box::new(upstream));
+                                return Settle::Relay(Box::new(upstream), None);
                             }
                             AuthSignal::Other => {
                                 self.fatal.observe(t.as_str(), &self.qlik);
@@ -602,7 +624,7 @@ impl Relay {
                                 }
                                 None => { let _ = client.send(msg).await; }
                             }
-                            return Settle::Relay(Box::new(upstream));
+                            return Settle::Relay(Box::new(upstream), Some(Side::Qlik));
                         }
                         _ => {
                             counted(&self.state, Direction::QlikToClient, &msg);
@@ -630,7 +652,7 @@ impl Relay {
                     };
                     if let Message::Close(_) = msg {
                         let _ = upstream.send(msg).await;
-                        return Settle::Relay(Box::new(upstream));
+                        return Settle::Relay(Box::new(upstream), Some(Side::Client));
                     }
                     if replay_ok {
                         replay_bytes += msg.len();
@@ -668,124 +690,382 @@ impl Relay {
         Ok(up)
     }
 
-    /// Phase two: frames both ways, untouched, until either side closes or the gateway closes it.
-    /// Two exceptions, both about closing: a client frame over `security.max_websocket_message`
-    /// closes the client with 1009, and Qlik's close after it ended the Qlik session becomes
-    /// [`CLOSE_QLIK_SESSION_LOST`] (or, if the gateway session is gone too, a login prompt; see
-    /// [`FatalWatch::ending`]).
-    async fn relay(mut self, client: Client, upstream: Upstream) {
-        let mut fatal = self.fatal;
-        let qlik = &self.qlik;
-        let (mut c_tx, mut c_rx) = client.split();
-        let (mut u_tx, mut u_rx) = upstream.split();
-        // The client's read half cannot write its close frame; the other direction does it.
-        let (too_big_tx, mut too_big_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut lingering = false;
-        {
-            let client_to_upstream = async {
-                let mut activity = Activity::new(&self.state, &self.sid);
-                while let Some(m) = c_rx.next().await {
-                    match m {
-                        Ok(m) => {
-                            if matches!(m, Message::Text(_) | Message::Binary(_)) {
-                                activity.seen();
-                                self.state
-                                    .metrics
-                                    .ws_frame(Direction::ClientToQlik, m.len());
+    /// Phase two: bytes both ways as they come, tungstenite gone; see [`relay_bytes`].
+    async fn relay(self, client: Client, upstream: Upstream, closed: Option<Side>) {
+        let Relay {
+            state,
+            sid,
+            qlik,
+            guard,
+            fatal,
+            path_q,
+            fwd,
+        } = self;
+        // Kept for reconnects, which only the settle phase makes. The header values share the
+        // buffer hyper read the upgrade request into (16 KiB): dropped now, not with the socket.
+        drop((path_q, fwd));
+        let (client, client_rest) = client.into_inner().into_parts();
+        let (upstream, upstream_rest) = upstream.into_inner().into_parts();
+        let legs = Legs {
+            client,
+            client_rest,
+            upstream,
+            upstream_rest,
+            closed,
+        };
+        relay_bytes(&state, &sid, &qlik, guard, fatal, legs).await;
+    }
+}
+
+/// Which side's close frame has already been passed on when the byte relay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Qlik,
+}
+
+/// Both legs of a settled engine socket, with the bytes each tap had read but not passed on.
+struct Legs {
+    client: TokioIo<hyper::upgrade::Upgraded>,
+    client_rest: Vec<u8>,
+    upstream: Pin<Box<dyn Io>>,
+    upstream_rest: Vec<u8>,
+    closed: Option<Side>,
+}
+
+/// Why the gateway ends a socket in the byte relay; acted on at the next frame boundary.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Gateway(CloseReason),
+    TooBig,
+}
+
+/// Phase two of an engine socket: bytes both ways as they come, with only the frame boundaries
+/// followed ([`FrameTracker`]). An idle socket holds no buffers, and a large frame streams
+/// through instead of being assembled. What still needs frames is done on the boundaries:
+///
+/// - client → Qlik: a message over `security.max_websocket_message` is not passed on; the client
+///   gets 1009 and Qlik a close. Data frames count as activity for the gateway session's idle
+///   timer and in the frame metrics.
+/// - Qlik → client: small text frames are read by the [`FatalWatch`]; Qlik's close frame is held
+///   back until the watch has decided whether it becomes [`CLOSE_QLIK_SESSION_LOST`] (or a
+///   login prompt); a gateway close (logout, session end, shutdown) is sent at the next boundary.
+async fn relay_bytes(
+    state: &Arc<AppState>,
+    sid: &SessionId,
+    qlik: &QlikSession,
+    mut guard: SocketGuard,
+    mut fatal: FatalWatch,
+    legs: Legs,
+) {
+    let max = state.cfg.security.max_websocket_message as u64;
+    let (mut c_rx, mut c_tx) = tokio::io::split(legs.client);
+    let (mut u_rx, mut u_tx) = tokio::io::split(legs.upstream);
+    let (client_rest, upstream_rest) = (legs.client_rest, legs.upstream_rest);
+    // The client's half cannot write its 1009; the other direction does it, on a boundary.
+    let (too_big_tx, mut too_big_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut lingering = false;
+    {
+        let client_to_upstream = async {
+            if legs.closed == Some(Side::Client) {
+                return;
+            }
+            let mut activity = Activity::new(state, sid);
+            let mut t = FrameTracker::default();
+            let mut pending = client_rest;
+            let mut message = 0u64;
+            let mut closing = false;
+            loop {
+                let chunk = if pending.is_empty() {
+                    match frames::read_chunk(&mut c_rx).await {
+                        Ok(Some(c)) => c,
+                        Ok(None) | Err(_) => {
+                            if t.at_boundary() {
+                                let f = Frame::close(Some(going_away("client connection failed")));
+                                let _ = write_flush(&mut u_tx, &frames::encode(f, true)).await;
                             }
-                            let closing = matches!(m, Message::Close(_));
-                            if u_tx.send(m).await.is_err() || closing {
-                                break;
+                            return;
+                        }
+                    }
+                } else {
+                    std::mem::take(&mut pending)
+                };
+                let (mut i, mut from) = (0, 0);
+                while i < chunk.len() {
+                    let step = match t.step(&chunk[i..]) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(session = %sid.log_tag(), error = %e, "client sent bytes that are not websocket frames; closing");
+                            return;
+                        }
+                    };
+                    match step {
+                        Step::Partial => {
+                            // Passed on once complete, from the tracker, so that a frame refused on its header never reaches Qlik.
+                            if write_all(&mut u_tx, &chunk[from..i]).await.is_err() {
+                                return;
+                            }
+                            i = chunk.len();
+                            from = i;
+                        }
+                        Step::Header { header, used } => {
+                            if header.is_data() {
+                                if header.opcode != frames::OP_CONTINUATION {
+                                    message = 0;
+                                }
+                                message += header.len;
+                                if message > max {
+                                    let _ = write_all(&mut u_tx, &chunk[from..i]).await;
+                                    warn_too_big("client", state);
+                                    let f =
+                                        Frame::close(Some(going_away("client connection failed")));
+                                    let _ = write_flush(&mut u_tx, &frames::encode(f, true)).await;
+                                    let _ = too_big_tx.send(());
+                                    return;
+                                }
+                                activity.seen();
+                                state
+                                    .metrics
+                                    .ws_frame(Direction::ClientToQlik, header.len as usize);
+                            }
+                            closing |= header.opcode == frames::OP_CLOSE;
+                            let hlen = t.header_bytes().len();
+                            if used < hlen {
+                                // The header began in an earlier read, which did not pass it on.
+                                if write_all(&mut u_tx, t.header_bytes()).await.is_err() {
+                                    return;
+                                }
+                                from = i + used;
+                            }
+                            i += used;
+                            if closing && header.len == 0 {
+                                let _ = write_flush(&mut u_tx, &chunk[from..i]).await;
+                                return;
                             }
                         }
-                        Err(e) => {
-                            if is_too_big(&e) {
-                                warn_too_big("client", &self.state);
-                                let _ = too_big_tx.send(());
+                        Step::Payload { n, end } => {
+                            i += n;
+                            if closing && end {
+                                let _ = write_flush(&mut u_tx, &chunk[from..i]).await;
+                                return;
                             }
-                            let _ = u_tx
-                                .send(Message::Close(Some(going_away("client connection failed"))))
-                                .await;
-                            break;
                         }
                     }
                 }
-            };
-            let upstream_to_client = async {
-                loop {
+                if write_flush(&mut u_tx, &chunk[from..]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let upstream_to_client = async {
+            if legs.closed == Some(Side::Qlik) {
+                return;
+            }
+            let mut t = FrameTracker::default();
+            let mut pending = upstream_rest;
+            // A frame being read rather than only passed on: Qlik's close (held back), or a
+            // small text frame for the fatal watch (passed on as it comes).
+            let mut close: Option<(Header, Vec<u8>)> = None;
+            let mut text: Option<Vec<u8>> = None;
+            let mut stop: Option<Stop> = None;
+            let mut give_up: Option<tokio::time::Instant> = None;
+            let mut watch_too_big = true;
+            loop {
+                if let Some(s) = stop {
+                    if t.at_boundary() {
+                        lingering = matches!(s, Stop::TooBig);
+                        let _ = write_flush(&mut c_tx, &stop_frames(s, state)).await;
+                        return;
+                    }
+                }
+                let chunk = if pending.is_empty() {
                     tokio::select! {
-                        m = u_rx.next() => match m {
-                            Some(Ok(m)) => {
-                                counted(&self.state, Direction::QlikToClient, &m);
-                                let m = match m {
-                                    // Passed on as is; only watched.
-                                    Message::Text(t) => {
-                                        fatal.observe(t.as_str(), qlik);
-                                        Message::Text(t)
-                                    }
-                                    Message::Close(f) => match fatal.ending(&f).await {
-                                        Some((notice, close)) => {
-                                            if let Some(n) = notice {
-                                                let _ = c_tx.send(n).await;
-                                            }
-                                            Message::Close(Some(close))
-                                        }
-                                        None => Message::Close(f),
-                                    },
-                                    m => m,
-                                };
-                                let closing = matches!(m, Message::Close(_));
-                                if c_tx.send(m).await.is_err() || closing {
-                                    break;
-                                }
-                            }
-                            Some(Err(e)) if is_too_big(&e) => {
-                                warn_too_big("Qlik", &self.state);
-                                let _ = c_tx.send(Message::Close(Some(too_big_frame()))).await;
-                                break;
-                            }
-                            Some(Err(_)) | None => {
-                                let (notice, close) = fatal.ending(&None).await
+                        r = frames::read_chunk(&mut u_rx) => match r {
+                            Ok(Some(c)) => c,
+                            Ok(None) | Err(_) => {
+                                // Qlik dropped the connection.
+                                let (notice, cf) = fatal.ending(&None).await
                                     .unwrap_or_else(|| (None, going_away("Qlik closed the connection")));
-                                if let Some(n) = notice {
-                                    let _ = c_tx.send(n).await;
+                                if t.at_boundary() {
+                                    let _ = write_flush(&mut c_tx, &ending_frames(notice, cf)).await;
                                 }
-                                let _ = c_tx.send(Message::Close(Some(close))).await;
-                                break;
+                                return;
                             }
                         },
-                        Ok(()) = &mut too_big_rx => {
-                            let _ = c_tx.send(Message::Close(Some(too_big_frame()))).await;
-                            lingering = true;
-                            break;
-                        }
-                        _ = self.guard.close.changed() => {
-                            let reason = *self.guard.close.borrow();
-                            if let Some(r) = reason {
-                                if let Some(n) = notification_for(r, &self.state) {
-                                    let _ = c_tx.send(n).await;
-                                }
-                                let _ = c_tx.send(Message::Close(Some(close_frame_for(r)))).await;
+                        r = &mut too_big_rx, if watch_too_big && stop.is_none() => {
+                            watch_too_big = false;
+                            if r.is_ok() {
+                                stop = Some(Stop::TooBig);
+                                give_up = Some(tokio::time::Instant::now() + Duration::from_secs(5));
                             }
-                            break;
+                            continue;
+                        }
+                        changed = guard.close.changed(), if stop.is_none() => {
+                            let reason = *guard.close.borrow();
+                            match (changed, reason) {
+                                (Ok(()), Some(r)) => {
+                                    stop = Some(Stop::Gateway(r));
+                                    give_up = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                                    continue;
+                                }
+                                (Ok(()), None) => continue,
+                                (Err(_), _) => return,
+                            }
+                        }
+                        // A frame boundary that does not come in time: the socket is dropped.
+                        _ = tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)), if give_up.is_some() => return,
+                    }
+                } else {
+                    std::mem::take(&mut pending)
+                };
+                let (mut i, mut from) = (0, 0);
+                while i < chunk.len() {
+                    let step = match t.step(&chunk[i..]) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(session = %sid.log_tag(), error = %e, "Qlik sent bytes that are not websocket frames; closing the socket");
+                            return;
+                        }
+                    };
+                    match step {
+                        Step::Partial => {
+                            if write_all(&mut c_tx, &chunk[from..i]).await.is_err() {
+                                return;
+                            }
+                            i = chunk.len();
+                            from = i;
+                        }
+                        Step::Header { header, used } => {
+                            let hlen = t.header_bytes().len();
+                            if header.opcode == frames::OP_CLOSE {
+                                if write_all(&mut c_tx, &chunk[from..i]).await.is_err() {
+                                    return;
+                                }
+                                let mut held = Vec::with_capacity(hlen + header.len as usize);
+                                held.extend_from_slice(t.header_bytes());
+                                close = Some((header, held));
+                                i += used;
+                                from = i;
+                            } else {
+                                if header.is_data() {
+                                    state
+                                        .metrics
+                                        .ws_frame(Direction::QlikToClient, header.len as usize);
+                                }
+                                if header.opcode == frames::OP_TEXT
+                                    && header.fin
+                                    && header.mask.is_none()
+                                    && (1..=FATAL_NOTICE_MAX as u64).contains(&header.len)
+                                {
+                                    text = Some(Vec::new());
+                                }
+                                if used < hlen {
+                                    if write_all(&mut c_tx, t.header_bytes()).await.is_err() {
+                                        return;
+                                    }
+                                    from = i + used;
+                                }
+                                i += used;
+                            }
+                            if header.len == 0 && close.is_some() {
+                                break;
+                            }
+                        }
+                        Step::Payload { n, end } => {
+                            let part = &chunk[i..i + n];
+                            i += n;
+                            if let Some((_, held)) = &mut close {
+                                held.extend_from_slice(part);
+                                from = i;
+                                if end {
+                                    break;
+                                }
+                            } else if let Some(buf) = &mut text {
+                                if end && buf.is_empty() {
+                                    // The whole payload is in this read: no copy.
+                                    observe_bytes(&mut fatal, part, qlik);
+                                    text = None;
+                                } else {
+                                    buf.extend_from_slice(part);
+                                    if end {
+                                        observe_bytes(&mut fatal, buf, qlik);
+                                        text = None;
+                                    }
+                                }
+                            }
                         }
                     }
                 }
-            };
-            // When one direction ends, give the other a moment to finish the close handshake.
-            tokio::pin!(client_to_upstream, upstream_to_client);
-            tokio::select! {
-                _ = &mut client_to_upstream => { let _ = tokio::time::timeout(Duration::from_secs(5), upstream_to_client).await; }
-                _ = &mut upstream_to_client => { let _ = tokio::time::timeout(Duration::from_secs(5), client_to_upstream).await; }
+                if let Some((header, held)) = close.take_if(|_| t.at_boundary()) {
+                    // Qlik's close, complete: passed on as is, or as the watch decides.
+                    let mut payload = held[held.len() - header.len as usize..].to_vec();
+                    if let Some(m) = header.mask {
+                        frames::apply_mask(&mut payload, m, 0);
+                    }
+                    let f = frames::parse_close(&payload);
+                    let out = match fatal.ending(&f).await {
+                        Some((notice, cf)) => ending_frames(notice, cf),
+                        None => held,
+                    };
+                    let _ = write_flush(&mut c_tx, &out).await;
+                    return;
+                }
+                if write_flush(&mut c_tx, &chunk[from..]).await.is_err() {
+                    return;
+                }
             }
-        }
-        if lingering {
-            drop((u_tx, u_rx));
-            if let Ok(mut client) = c_rx.reunite(c_tx) {
-                linger(client.get_mut()).await;
-            }
+        };
+        // When one direction ends, give the other a moment to finish the close handshake.
+        tokio::pin!(client_to_upstream, upstream_to_client);
+        tokio::select! {
+            _ = &mut client_to_upstream => { let _ = tokio::time::timeout(Duration::from_secs(5), upstream_to_client).await; }
+            _ = &mut upstream_to_client => { let _ = tokio::time::timeout(Duration::from_secs(5), client_to_upstream).await; }
         }
     }
+    if lingering {
+        drop((u_tx, u_rx));
+        let mut client = c_rx.unsplit(c_tx);
+        linger(&mut client).await;
+    }
+}
+
+/// Frames the client gets when the gateway ends its socket.
+fn stop_frames(s: Stop, state: &AppState) -> Vec<u8> {
+    match s {
+        Stop::TooBig => frames::encode(Frame::close(Some(too_big_frame())), false),
+        Stop::Gateway(r) => ending_frames(notification_for(r, state), close_frame_for(r)),
+    }
+}
+
+/// An optional notification, then a close frame, for the client.
+fn ending_frames(notice: Option<Message>, close: CloseFrame) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(n) = notice {
+        out.extend(frames::encode(frames::text_frame(n.into_data()), false));
+    }
+    out.extend(frames::encode(Frame::close(Some(close)), false));
+    out
+}
+
+fn observe_bytes(fatal: &mut FatalWatch, payload: &[u8], qlik: &QlikSession) {
+    if let Ok(text) = std::str::from_utf8(payload) {
+        fatal.observe(text, qlik);
+    }
+}
+
+async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    if b.is_empty() {
+        return Ok(());
+    }
+    w.write_all(b).await
+}
+
+/// Writes and flushes: a TLS leg keeps written bytes until flushed.
+async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    write_all(w, b).await?;
+    w.flush().await
 }
 
 /// Keeps the gateway session alive while its user works on an open page: a dashboard can run
@@ -851,6 +1131,10 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
     let _ = tokio::time::timeout(LINGER, tokio::io::copy(io, &mut tokio::io::sink())).await;
 }
 
+/// Text frames from Qlik up to this size are read for fatal notifications; larger ones are
+/// responses.
+const FATAL_NOTICE_MAX: usize = 4096;
+
 /// A fatal proxy notification from Qlik (§4); Qlik closes the socket after it.
 #[derive(Debug, PartialEq, Eq)]
 struct FatalNotice {
@@ -885,7 +1169,7 @@ impl FatalNotice {
 /// notification with `params.severity: "fatal"`. Notifications are small; bigger frames are
 /// responses and are not parsed, nor frames without a `"method"` key (most responses).
 fn fatal_notice(text: &str) -> Option<FatalNotice> {
-    if text.len() > 4096 || !text.contains("\"method\"") {
+    if text.len() > FATAL_NOTICE_MAX || !text.contains("\"method\"") {
         return None;
     }
     let v = serde_json::from_str::<serde_json::Value>(text).ok()?;

@@ -27,26 +27,39 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// Headers a browser may not send upstream, besides `X-Qlik-*` (see [`remove_identity_headers`]).
+const IDENTITY: [HeaderName; 6] = [
+    header::AUTHORIZATION,
+    header::FORWARDED,
+    X_FORWARDED_FOR,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
+    X_REAL_IP,
+];
+
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the few headers there are, rather than a lookup per name: most messages
-    // carry none of these (and `Connection` is one of them, so listed names are covered).
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // carry none of these, most of the rest only `Connection`.
+    let mut found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
+    if found.is_empty() {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
-            headers.remove(name);
-        }
+    if found.contains(&header::CONNECTION) {
+        found.extend(
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()),
+        );
     }
-    for name in HOP_BY_HOP {
+    for name in found {
         headers.remove(name);
     }
 }
@@ -55,22 +68,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// header (X-Qlik-User, X-Qlik-Session, X-Qlik-Xrfkey, …), `Authorization` (a JWT virtual proxy
 /// would believe it), incoming forwarding headers, and the configured identity headers.
 pub fn remove_identity_headers(headers: &mut HeaderMap, extra: &[HeaderName]) {
-    let is_qlik = |k: &HeaderName| k.as_str().starts_with("x-qlik-");
-    if headers.keys().any(is_qlik) {
-        let qlik: Vec<HeaderName> = headers.keys().filter(|k| is_qlik(k)).cloned().collect();
-        for k in qlik {
+    let refused = |k: &HeaderName| {
+        k.as_str().starts_with("x-qlik-") || IDENTITY.contains(k) || extra.contains(k)
+    };
+    // Found in one pass over the request's headers; removed (a lookup each) only when present.
+    if headers.keys().any(refused) {
+        let found: Vec<HeaderName> = headers.keys().filter(|k| refused(k)).cloned().collect();
+        for k in found {
             headers.remove(k);
         }
     }
-    for k in extra {
-        headers.remove(k);
-    }
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(header::FORWARDED);
-    headers.remove(X_FORWARDED_FOR);
-    headers.remove(X_FORWARDED_HOST);
-    headers.remove(X_FORWARDED_PROTO);
-    headers.remove(X_REAL_IP);
 }
 
 /// The gateway's short-lived login cookies (`qlik-gateway-oidc`, `qlik-gateway-negotiate`, with

@@ -8,10 +8,9 @@ use axum::body::Body;
 use axum::response::Response;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
-use hyper::body::Incoming;
 
 use super::headers::{self, QlikSetCookie};
-use super::upstream::UpstreamClient;
+use super::upstream::{PooledBody, UpstreamClient};
 use crate::error::GatewayError;
 use crate::session::{GatewaySession, QlikSession, SessionId};
 use crate::state::AppState;
@@ -156,7 +155,7 @@ pub async fn to_qlik(
 /// or `…/internal_forms_authentication/`, with `targetId`), or an external module
 /// (`authenticationModuleRedirectUri`, which Qlik always gives both `proxyRestUri` and `targetId`).
 /// An ordinary redirect that merely carries a `targetId` somewhere is not one.
-fn is_auth_redirect(resp: &http::Response<Incoming>) -> bool {
+fn is_auth_redirect<B>(resp: &http::Response<B>) -> bool {
     if !resp.status().is_redirection() {
         return false;
     }
@@ -187,7 +186,7 @@ async fn from_qlik(
     state: &AppState,
     sid: &SessionId,
     qlik: &QlikSession,
-    resp: http::Response<Incoming>,
+    resp: http::Response<PooledBody>,
 ) -> Response {
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
@@ -253,7 +252,7 @@ pub async fn send(
     body: Body,
     timeout: Duration,
     upstream: &'static str,
-) -> Result<http::Response<Incoming>, GatewayError> {
+) -> Result<http::Response<PooledBody>, GatewayError> {
     let mut req = Request::builder()
         .method(method.clone())
         .uri(target)

@@ -1,37 +1,486 @@
-//! The pooled HTTP client the gateway uses towards the Qlik proxy and a mashup dev server.
+//! The HTTP/1.1 client the gateway uses towards the Qlik proxy and a mashup dev server:
+//! keep-alive connections, pooled per origin.
+//!
+//! Written on hyper's connection API rather than taken from `hyper_util`'s pooled client, which
+//! spent a fifth of the gateway's time per proxied request on its own machinery: a hashed pool
+//! key, a task spawned per response to wait until its connection could be reused, and boxed and
+//! moved futures. Here a connection goes back to its pool when its response body has been read
+//! to the end, and the next request waits, if at all, in its own task for the connection to be
+//! ready.
 
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
+use super::websocket::Io;
 use crate::tls;
 
-/// Keep-alive HTTP/1.1 client over TLS or plain TCP.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+/// How long a connection may wait in the pool; Qlik's proxy closes idle keep-alive connections
+/// itself after a while, and a connection it closed is never handed out.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// Idle connections kept per origin; more are opened under load and closed afterwards.
+const MAX_IDLE_PER_ORIGIN: usize = 256;
 
-/// Builds a client trusting `roots`, with `connect_timeout` on TCP connect.
+/// Keep-alive HTTP/1.1 client over TLS or plain TCP. Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient").finish_non_exhaustive()
+    }
+}
+
+struct Pool {
+    tls: tokio_rustls::TlsConnector,
+    connect_timeout: Duration,
+    /// Per origin, idle connections, oldest first. Few origins (the Qlik nodes, a dev server):
+    /// a list is quicker to search than a map is to hash.
+    idle: Mutex<Vec<(Origin, Vec<Idle>)>>,
+}
+
+/// Where a connection goes: scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+struct Idle {
+    tx: SendRequest<Body>,
+    since: Instant,
+}
+
+/// A request that did not get a response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot send a request to {0}: not an http(s) URL with a host")]
+    Url(String),
+    #[error("connect to {origin}: {source}")]
+    Connect {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connect to {origin}: no connection within {after:?}")]
+    ConnectTimeout { origin: String, after: Duration },
+    #[error("TLS with {origin}: {source}; check qlik.ca_cert")]
+    Tls {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {source}")]
+    Http {
+        origin: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// Builds a client trusting `roots`, with `connect_timeout` on connect (TCP and TLS).
 pub fn client(
     roots: rustls::RootCertStore,
     connect_timeout: Duration,
 ) -> Result<UpstreamClient, tls::TlsFileError> {
+    let mut tls = tls::client_config(roots, None, &[])?;
     // Qlik's proxy speaks HTTP/1.1 for websockets; h1 only keeps one code path for upgrades.
-    let tls = tls::client_config(roots, None, &[])?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(50))
-        .pool_max_idle_per_host(256)
-        .build(connector))
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(UpstreamClient {
+        pool: Arc::new(Pool {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+        }),
+    })
+}
+
+impl UpstreamClient {
+    /// Sends `req` (absolute URI) on a pooled connection to its origin, or a new one. A request
+    /// that a pooled connection could not take (the server had just closed it) is sent again
+    /// on a new connection; once it may have reached the server, it never is.
+    pub async fn request(
+        &self,
+        mut req: Request<Body>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let origin = Origin::of(req.uri())?;
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = None;
+        parts.authority = None;
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|_| UpstreamError::Url(origin.to_string()))?;
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(h) = HeaderValue::from_str(&host_header(&origin)) {
+                req.headers_mut().insert(header::HOST, h);
+            }
+        }
+        let mut req = req;
+        let mut fresh = false;
+        loop {
+            let pooled = if fresh {
+                None
+            } else {
+                self.pool.checkout(&origin).await
+            };
+            let mut tx = match pooled {
+                Some(tx) => tx,
+                None => {
+                    fresh = true;
+                    self.pool.connect(&origin).await?
+                }
+            };
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok(self.pool.clone().wrap(resp, origin, tx)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !fresh => {
+                        tracing::debug!(%origin, error = %e.error(), "pooled connection was closed; sending on a new one");
+                        req = unsent;
+                        fresh = true;
+                    }
+                    _ => {
+                        return Err(UpstreamError::Http {
+                            origin: origin.to_string(),
+                            source: e.into_error(),
+                        })
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl Origin {
+    fn of(uri: &Uri) -> Result<Origin, UpstreamError> {
+        let bad = || UpstreamError::Url(uri.to_string());
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad()),
+        };
+        let host = uri.host().ok_or_else(bad)?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        Ok(Origin { tls, host, port })
+    }
+}
+
+fn host_header(o: &Origin) -> String {
+    let host = if o.host.contains(':') {
+        format!("[{}]", o.host)
+    } else {
+        o.host.clone()
+    };
+    match (o.tls, o.port) {
+        (true, 443) | (false, 80) => host,
+        (_, port) => format!("{host}:{port}"),
+    }
+}
+
+impl Pool {
+    /// The most recently used idle connection to `origin` that is still open, once it is ready.
+    async fn checkout(&self, origin: &Origin) -> Option<SendRequest<Body>> {
+        loop {
+            let idle = {
+                let mut all = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let (_, list) = all.iter_mut().find(|(o, _)| o == origin)?;
+                list.pop()?
+            };
+            if idle.tx.is_closed() || idle.since.elapsed() > IDLE_TIMEOUT {
+                continue;
+            }
+            let mut tx = idle.tx;
+            // Released when its last response ended; the connection may still be finishing it.
+            if tx.ready().await.is_ok() {
+                return Some(tx);
+            }
+        }
+    }
+
+    fn checkin(&self, origin: Origin, tx: SendRequest<Body>) {
+        if tx.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut all = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = match all.iter().position(|(o, _)| *o == origin) {
+            Some(i) => &mut all[i].1,
+            None => {
+                all.push((origin, Vec::new()));
+                let last = all.len() - 1;
+                &mut all[last].1
+            }
+        };
+        // The oldest are at the front: drop those that waited too long (closing them).
+        let stale = list
+            .iter()
+            .take_while(|i| now.duration_since(i.since) > IDLE_TIMEOUT)
+            .count();
+        list.drain(..stale);
+        if list.len() < MAX_IDLE_PER_ORIGIN {
+            list.push(Idle { tx, since: now });
+        }
+    }
+
+    async fn connect(&self, origin: &Origin) -> Result<SendRequest<Body>, UpstreamError> {
+        let timed_out = || UpstreamError::ConnectTimeout {
+            origin: origin.to_string(),
+            after: self.connect_timeout,
+        };
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((origin.host.as_str(), origin.port)),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|source| UpstreamError::Connect {
+            origin: origin.to_string(),
+            source,
+        })?;
+        let _ = tcp.set_nodelay(true);
+        let io: Pin<Box<dyn Io>> = if origin.tls {
+            let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
+                .map_err(|_| UpstreamError::Url(origin.to_string()))?;
+            let tls = tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|source| UpstreamError::Tls {
+                    origin: origin.to_string(),
+                    source,
+                })?;
+            Box::pin(tls)
+        } else {
+            Box::pin(tcp)
+        };
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| UpstreamError::Http {
+                origin: origin.to_string(),
+                source,
+            })?;
+        let o = origin.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(origin = %o, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(tx)
+    }
+
+    fn wrap(
+        self: Arc<Self>,
+        resp: Response<Incoming>,
+        origin: Origin,
+        tx: SendRequest<Body>,
+    ) -> Response<PooledBody> {
+        // An upgraded connection belongs to the upgrade from now on.
+        let checkin = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then_some(Checkin {
+            pool: self,
+            origin,
+            tx,
+        });
+        resp.map(|body| {
+            let mut b = PooledBody { body, checkin };
+            if b.body.is_end_stream() {
+                b.release();
+            }
+            b
+        })
+    }
+}
+
+struct Checkin {
+    pool: Arc<Pool>,
+    origin: Origin,
+    tx: SendRequest<Body>,
+}
+
+/// A response body from upstream. Read to its end, it returns its connection to the pool;
+/// dropped before, the connection is closed (what remains of the response is never read).
+pub struct PooledBody {
+    body: Incoming,
+    checkin: Option<Checkin>,
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody")
+            .field("pooled", &self.checkin.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(c) = self.checkin.take() {
+            c.pool.checkin(c.origin, c.tx);
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
+            Poll::Ready(Some(Err(_))) => this.checkin = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback HTTP/1.1 server answering every request with `body`; `close_after` requests
+    /// on a connection it closes it (without saying so). Returns its URL and its accept count.
+    async fn server(body: &'static str, close_after: usize) -> (String, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/x", l.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for _ in 0..close_after {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut b = [0u8; 1024];
+                            match s.read(&mut b).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&b[..n]),
+                            }
+                        }
+                        buf.clear();
+                        let r = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(r.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    fn test_client() -> UpstreamClient {
+        client(rustls::RootCertStore::empty(), Duration::from_secs(5)).unwrap()
+    }
+
+    async fn get(c: &UpstreamClient, url: &str) -> String {
+        let req = Request::get(url).body(Body::empty()).unwrap();
+        let resp = c.request(req).await.unwrap();
+        let body = axum::body::to_bytes(Body::new(resp.into_body()), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn connections_are_reused_once_a_response_was_read() {
+        let (url, accepted) = server("hello", usize::MAX).await;
+        let c = test_client();
+        for _ in 0..5 {
+            assert_eq!(get(&c, &url).await, "hello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // A response dropped unread takes its connection with it.
+        let req = Request::get(&url).body(Body::empty()).unwrap();
+        drop(c.request(req).await.unwrap());
+        assert_eq!(get(&c, &url).await, "hello");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_replaced_transparently() {
+        let (url, accepted) = server("again", 1).await;
+        let c = test_client();
+        for _ in 0..4 {
+            assert_eq!(get(&c, &url).await, "again");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn connect_failures_name_the_origin() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let c = test_client();
+        let req = Request::get(format!("http://{addr}/"))
+            .body(Body::empty())
+            .unwrap();
+        let e = c.request(req).await.unwrap_err();
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
+
+    #[test]
+    fn origins_and_host_headers() {
+        let o = Origin::of(&"https://qlik.example.com/mashup/x?y=1".parse().unwrap()).unwrap();
+        assert_eq!(
+            (o.tls, o.host.as_str(), o.port),
+            (true, "qlik.example.com", 443)
+        );
+        assert_eq!(host_header(&o), "qlik.example.com");
+        let o = Origin::of(&"http://[::1]:8080/".parse().unwrap()).unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("::1", 8080));
+        assert_eq!(host_header(&o), "[::1]:8080");
+        assert_eq!(o.to_string(), "http://[::1]:8080");
+        assert!(Origin::of(&"/relative".parse().unwrap()).is_err());
+        assert!(Origin::of(&"ftp://x/".parse().unwrap()).is_err());
+    }
 }

@@ -16,7 +16,10 @@ pub struct SessionId {
 
 impl SessionId {
     fn new(id: String) -> Self {
-        let key = hex::encode(Sha256::digest(id.as_bytes()));
+        let mut hex = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(Sha256::digest(id.as_bytes()), &mut hex);
+        let key = String::from_utf8_lossy(&hex).into_owned();
         Self { id, key }
     }
 

@@ -6,12 +6,15 @@
 # IDLE_MAX (largest idle-websocket count, 9000), PIN (1 = proxy on CPU 0, load and upstreams on
 # CPU 1; 0 = no pinning), C128 (1 = also HTTP at 128 connections), OUT (results directory),
 # ONLY (a comma-separated subset of http,ws,login,memory; the table then shows what was measured),
-# GW_WRAP (a command the websocket gateway runs under, e.g. "heaptrack -o /tmp/gw").
+# GW_WRAP (a command the websocket gateway runs under, e.g. "heaptrack -o /tmp/gw"),
+# SMOKE (1 = the test command's check that every figure is produced; see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/bench-target}
+SMOKE=${SMOKE:-0}
+if [ "$SMOKE" = 1 ]; then DUR=${DUR:-1}; IDLE_MAX=${IDLE_MAX:-50}; fi
 DUR=${DUR:-10}
 IDLE_MAX=${IDLE_MAX:-9000}
 PIN=${PIN:-1}
@@ -39,13 +42,21 @@ need_apt curl curl
 need_apt python3 python3
 NGINX=$(command -v nginx)
 
-BIN=$CARGO_TARGET_DIR/release
+# SMOKE=1: the test command's run. Debug binaries (the tests have just built them), a second per
+# figure, 50 idle sockets; then every figure is checked to have been produced (never its value).
+if [ "$SMOKE" = 1 ]; then
+  PROFILE_DIR=debug; RELEASE=""
+else
+  PROFILE_DIR=release; RELEASE="--release"
+fi
+BIN=$CARGO_TARGET_DIR/$PROFILE_DIR
 if [ "${SKIP_BUILD:-0}" = 1 ] && [ -x "$BIN/qlik-gateway" ] && [ -x "$BIN/qlik-sim" ] && [ -x "$BIN/bench-loadgen" ]; then
   log "SKIP_BUILD=1: using the binaries in $BIN"
 else
-  log "release build (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-  cargo build --release -q -p qlik-gateway -p qlik-sim
-  (cd bench/loadgen && { cargo build --release -q --offline 2>/dev/null || cargo build --release -q; })
+  log "$PROFILE_DIR build (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  # BENCH_CARGO_FLAGS: e.g. the test command's --all-features, so its binaries are reused.
+  cargo build $RELEASE -q -p qlik-gateway -p qlik-sim ${BENCH_CARGO_FLAGS:-}
+  (cd bench/loadgen && { cargo build $RELEASE -q --offline 2>/dev/null || cargo build $RELEASE -q; })
 fi
 LOADGEN=$BIN/bench-loadgen
 
@@ -300,6 +311,7 @@ idle() { # idle TARGET N: RSS of the proxy with N idle websockets open through i
   sleep 2   # let both sides tear the sockets down
 }
 IDLE_COUNTS="0 1000"; [ "$IDLE_MAX" -gt 1000 ] && IDLE_COUNTS="0 1000 $IDLE_MAX"
+[ "$IDLE_MAX" -lt 1000 ] && IDLE_COUNTS="0 $IDLE_MAX"
 for n in $(part memory && echo "$IDLE_COUNTS"); do
   if [ "$n" = 0 ]; then
     rss_kib "$GWW" > "$OUT/idle-gateway-0.rss"; rss_kib $(proxy_pids nginx) > "$OUT/idle-nginx-0.rss"
@@ -318,3 +330,6 @@ done
   python3 "$ROOT/bench/table.py" "$OUT" "$(part memory && echo "$IDLE_COUNTS")"
 } | tee "$OUT/table.md"
 log "raw outputs in $OUT"
+if [ "$SMOKE" = 1 ]; then
+  python3 "$ROOT/bench/table.py" "$OUT" "$(part memory && echo "$IDLE_COUNTS")" --check "$ONLY"
+fi

@@ -7,6 +7,8 @@ import sys
 
 out = sys.argv[1]
 idle_counts = [int(n) for n in sys.argv[2].split()]
+# --check PARTS: instead of the tables, exit 1 naming every figure of PARTS that was not produced.
+check = sys.argv[4].split(",") if len(sys.argv) > 4 and sys.argv[3] == "--check" else None
 
 
 def read(name):
@@ -60,6 +62,35 @@ def fmt_us(x):
 def ratio(a, b):
     return "—" if a is None or not b else f"{a / b:.2f}"
 
+
+def missing_figures(parts):
+    """The measurements of `parts` without a result (a rate, latencies, an error count)."""
+    want = []
+    if "http" in parts:
+        want += [f"http-{s}-c32-{t}" for s in ("small", "big") for t in ("gateway", "nginx", "direct")]
+    if "ws" in parts:
+        want += [f"ws-{s}-{t}" for s in ("small", "big") for t in ("gateway", "nginx", "direct")]
+    if "login" in parts:
+        want.append("login-gateway")
+    gone = [w for w in want if result(w) is None or any(v is None for v in result(w)[:4])]
+    if "memory" in parts:
+        for n in idle_counts:
+            for t in ("gateway", "nginx"):
+                r = read(f"idle-{t}-{n}.rss").strip()
+                o = read(f"idle-{t}-{n}.out").strip().splitlines()
+                j = json.loads(o[-1]) if o and o[-1].startswith("{") else {}
+                if not r.isdigit() or int(r) == 0 or "open" not in j or "errors" not in j:
+                    gone.append(f"idle-{t}-{n}")
+    return gone
+
+
+if check is not None:
+    gone = missing_figures(check)
+    if gone:
+        print("benchmark figures not produced: " + ", ".join(gone), file=sys.stderr)
+        sys.exit(1)
+    print("every benchmark figure was produced")
+    sys.exit(0)
 
 rows = [
     ("HTTP 512 B, 32 conns", "http-small-c32"),

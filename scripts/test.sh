@@ -37,6 +37,9 @@ need_apt chromium chromium
 # Redis for the shared session store tests (tests/session_redis.rs start their own redis-server).
 need_apt redis-server redis-server
 need_apt redis-sentinel redis-sentinel
+# nginx and wrk for the benchmark's smoke run (bench/run.sh compares the gateway with nginx).
+need_apt nginx nginx
+need_apt wrk wrk
 # Kerberos: the KDC and client tools for the tests, headers and libclang to build the GSSAPI binding.
 need_pkg krb5-kdc krb5-admin-server krb5-user libkrb5-dev libclang-dev
 
@@ -80,3 +83,8 @@ cargo clippy --workspace --all-targets --locked --all-features -- -D warnings
 
 log "cargo test (all features: Kerberos against a real KDC)"
 cargo test --workspace --locked --all-features
+
+# The benchmark, CI-sized (seconds): it must keep producing every figure; values are not checked.
+log "benchmark smoke run (bench/run.sh, SMOKE=1)"
+SMOKE=1 CARGO_TARGET_DIR="$PWD/target" BENCH_CARGO_FLAGS="--locked --all-features" \
+  OUT="$PWD/target/bench-smoke" BASE_PORT=19600 bench/run.sh >/dev/null

@@ -215,11 +215,26 @@ pub fn text_frame(text: impl Into<tokio_tungstenite::tungstenite::Bytes>) -> Fra
 
 /// How much one read takes at most. On the stack only while a read is being tried, so an idle
 /// socket pays nothing for it; large enough that a 1 MiB frame takes few system calls.
-const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 
 /// Reads what is there, into a buffer of just that size; `None` at the end of the stream.
 /// Cancel-safe: bytes are only taken from the stream when the call returns them.
-pub async fn read_chunk<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
+///
+/// `spare` is a buffer kept from the last read when that read filled a whole [`CHUNK`] (more
+/// is almost certainly waiting: a large frame is streaming): then the read goes straight into
+/// it, without the copy from the stack. See [`keep_for_next_read`].
+pub async fn read_chunk<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    spare: &mut Vec<u8>,
+) -> io::Result<Option<Vec<u8>>> {
+    if spare.capacity() >= CHUNK {
+        use tokio::io::AsyncReadExt;
+        spare.clear();
+        return match r.read_buf(spare).await? {
+            0 => Ok(None),
+            _ => Ok(Some(std::mem::take(spare))),
+        };
+    }
     std::future::poll_fn(|cx| {
         let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); CHUNK];
         let mut buf = ReadBuf::uninit(&mut scratch);
@@ -231,6 +246,14 @@ pub async fn read_chunk<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> io::Result<
         }
     })
     .await
+}
+
+/// After a chunk has been passed on: kept as the next read's buffer when it was a full one,
+/// dropped otherwise (an idle socket holds no buffer).
+pub fn keep_for_next_read(chunk: Vec<u8>, spare: &mut Vec<u8>) {
+    if chunk.len() >= CHUNK {
+        *spare = chunk;
+    }
 }
 
 /// What a [`Tap`] is reading.
@@ -578,6 +601,28 @@ mod tests {
         assert!(tap.read(&mut got).now_or_never().is_none());
         let (_, rest) = tap.into_parts();
         assert_eq!(rest, &next[..3]);
+    }
+
+    #[tokio::test]
+    async fn chunks_keep_a_buffer_only_while_full_reads_come() {
+        let (mut w, mut r) = tokio::io::duplex(1 << 20);
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        w.write_all(&data).await.unwrap();
+        drop(w);
+        let (mut spare, mut got, mut kept) = (Vec::new(), Vec::new(), 0);
+        while let Some(chunk) = read_chunk(&mut r, &mut spare).await.unwrap() {
+            got.extend_from_slice(&chunk);
+            keep_for_next_read(chunk, &mut spare);
+            kept += usize::from(spare.capacity() >= CHUNK);
+        }
+        assert_eq!(got, data);
+        assert!(kept >= 2, "full reads keep their buffer");
+        // The last, short read let it go: an idle socket holds nothing.
+        let (_w, mut r) = tokio::io::duplex(64);
+        let mut spare = Vec::new();
+        keep_for_next_read(vec![0u8; 10], &mut spare);
+        assert_eq!(spare.capacity(), 0);
+        assert!(futures_util::FutureExt::now_or_never(read_chunk(&mut r, &mut spare)).is_none());
     }
 
     #[tokio::test]

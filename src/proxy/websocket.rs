@@ -773,11 +773,12 @@ async fn relay_bytes(
             let mut activity = Activity::new(state, sid);
             let mut t = FrameTracker::default();
             let mut pending = client_rest;
+            let mut spare = Vec::new();
             let mut message = 0u64;
             let mut closing = false;
             loop {
                 let chunk = if pending.is_empty() {
-                    match frames::read_chunk(&mut c_rx).await {
+                    match frames::read_chunk(&mut c_rx, &mut spare).await {
                         Ok(Some(c)) => c,
                         Ok(None) | Err(_) => {
                             if t.at_boundary() {
@@ -855,6 +856,7 @@ async fn relay_bytes(
                 if write_flush(&mut u_tx, &chunk[from..]).await.is_err() {
                     return;
                 }
+                frames::keep_for_next_read(chunk, &mut spare);
             }
         };
         let upstream_to_client = async {
@@ -863,6 +865,7 @@ async fn relay_bytes(
             }
             let mut t = FrameTracker::default();
             let mut pending = upstream_rest;
+            let mut spare = Vec::new();
             // A frame being read rather than only passed on: Qlik's close (held back), or a
             // small text frame for the fatal watch (passed on as it comes).
             let mut close: Option<(Header, Vec<u8>)> = None;
@@ -880,7 +883,7 @@ async fn relay_bytes(
                 }
                 let chunk = if pending.is_empty() {
                     tokio::select! {
-                        r = frames::read_chunk(&mut u_rx) => match r {
+                        r = frames::read_chunk(&mut u_rx, &mut spare) => match r {
                             Ok(Some(c)) => c,
                             Ok(None) | Err(_) => {
                                 // Qlik dropped the connection.
@@ -1013,6 +1016,7 @@ async fn relay_bytes(
                 if write_flush(&mut c_tx, &chunk[from..]).await.is_err() {
                     return;
                 }
+                frames::keep_for_next_read(chunk, &mut spare);
             }
         };
         // When one direction ends, give the other a moment to finish the close handshake.

@@ -254,7 +254,7 @@ measure() { # measure NAME PIDS -- COMMAND...: runs COMMAND, saves its stdout an
 }
 
 # --- HTTP ----------------------------------------------------------------------------------------
-CONCS="32"; [ "$C128" = 1 ] && CONCS="32 128"
+CONCS="4 32"; [ "$C128" = 1 ] && CONCS="4 32 128"
 part http || CONCS=""
 for size in small big; do
   for c in $CONCS; do
@@ -331,5 +331,5 @@ done
 } | tee "$OUT/table.md"
 log "raw outputs in $OUT"
 if [ "$SMOKE" = 1 ]; then
-  python3 "$ROOT/bench/table.py" "$OUT" "$(part memory && echo "$IDLE_COUNTS")" --check "$ONLY"
+  python3 "$ROOT/bench/table.py" "$OUT" "$(part memory && echo "$IDLE_COUNTS")" --check "$ONLY" >&2
 fi

@@ -67,7 +67,8 @@ def missing_figures(parts):
     """The measurements of `parts` without a result (a rate, latencies, an error count)."""
     want = []
     if "http" in parts:
-        want += [f"http-{s}-c32-{t}" for s in ("small", "big") for t in ("gateway", "nginx", "direct")]
+        want += [f"http-{s}-c{c}-{t}" for s in ("small", "big") for c in (4, 32)
+                 for t in ("gateway", "nginx", "direct")]
     if "ws" in parts:
         want += [f"ws-{s}-{t}" for s in ("small", "big") for t in ("gateway", "nginx", "direct")]
     if "login" in parts:
@@ -93,8 +94,10 @@ if check is not None:
     sys.exit(0)
 
 rows = [
+    ("HTTP 512 B, 4 conns", "http-small-c4"),
     ("HTTP 512 B, 32 conns", "http-small-c32"),
     ("HTTP 512 B, 128 conns", "http-small-c128"),
+    ("HTTP 1 MiB, 4 conns", "http-big-c4"),
     ("HTTP 1 MiB, 32 conns", "http-big-c32"),
     ("HTTP 1 MiB, 128 conns", "http-big-c128"),
     ("WS 200 B JSON-RPC echo, 32 sockets", "ws-small"),

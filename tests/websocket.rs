@@ -723,6 +723,51 @@ async fn ten_mib_text_frame_round_trips_intact() {
     env.stop().await;
 }
 
+/// A logout while Qlik's answer is streaming through the relay: the answer arrives whole, then
+/// the logout notice and the close (a close injected mid-frame would corrupt the stream).
+#[tokio::test]
+async fn logout_while_a_large_frame_streams_closes_after_the_frame() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
+    expect_authenticated(&mut ws).await;
+    let big = "q".repeat(10 * 1024 * 1024);
+    let req =
+        json!({"jsonrpc": "2.0", "id": 5, "handle": -1, "method": "SimEcho", "params": [big]});
+    ws.inner
+        .send(Message::text(req.to_string()))
+        .await
+        .expect("send");
+    // The answer has begun to arrive (nothing else is pending on this socket); it is not read
+    // yet, so the gateway is in the middle of writing it.
+    let MaybeTlsStream::Plain(tcp) = ws.inner.get_ref() else {
+        panic!("plain TCP expected")
+    };
+    within("the answer's first bytes", tcp.readable())
+        .await
+        .expect("readable");
+    let r = http_client()
+        .post(format!("{}/_gateway/logout", env.url))
+        .header("origin", &env.url)
+        .header("cookie", &cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), 200);
+    let (frames, close_frame) = within("close", read_until_close(&mut ws)).await;
+    let answer = frames.iter().find(|f| f["id"] == 5).expect("the answer");
+    assert_eq!(
+        answer["result"]["qReturn"][0].as_str().map(str::len),
+        Some(big.len())
+    );
+    let last = frames.last().expect("frames");
+    assert_eq!(last["method"], "OnSessionLoggedOut", "{frames:?}");
+    assert_eq!(close_frame.expect("close frame").code, CloseCode::Normal);
+    drop(ws);
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn close_code_and_reason_from_qlik_are_relayed() {
     let mut env = Env::start().await;

@@ -6,6 +6,11 @@
 //! the session), the gateway makes a new Qlik session, reconnects and replays the client's frames:
 //! the browser never sees the notification that used to start the login loop.
 //!
+//! After that, the relay passes bytes through as they come and follows only frame boundaries
+//! ([`super::frames`]): an open socket holds no buffers, and large frames stream through. What
+//! still needs frames (the client's size limit, Qlik's close, closes the gateway makes) is done
+//! on a boundary (see `relay_bytes`).
+//!
 //! Qlik's fatal proxy notifications (`OnSessionTimedOut`, `OnNoEngineAvailable`, …) always reach
 //! the client unchanged, logged with the user and counted ([`crate::stats`]). When one says the
 //! Qlik session ended, the gateway renews it at once, so the client's `resume()` or reconnect

@@ -115,6 +115,27 @@ async fn expect_authenticated(ws: &mut Ws) -> String {
         .to_string()
 }
 
+/// Logs in and opens an engine socket that Qlik has greeted as authenticated.
+async fn authenticated_ws(env: &Env) -> (String, Ws) {
+    let cookie = env.login().await;
+    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
+    expect_authenticated(&mut ws).await;
+    (cookie, ws)
+}
+
+/// `POST /_gateway/logout` as a program would send it; the gateway answers 200.
+async fn logout(env: &Env, cookie: &str) {
+    let r = http_client()
+        .post(format!("{}/_gateway/logout", env.url))
+        .header("origin", &env.url)
+        .header("cookie", cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), 200);
+}
+
 /// Closes the client side cleanly (so the relay ends now, not after its close grace period).
 async fn close(mut ws: Ws) {
     let _ = ws.inner.close(None).await;
@@ -498,9 +519,7 @@ async fn expired_qlik_session_is_hidden_auth_info_after_first_frame_socket_kept(
 #[tokio::test]
 async fn qlik_timeout_on_an_open_socket_is_passed_on_and_a_reconnect_recovers() {
     let env = Env::start().await;
-    let cookie = env.login().await;
-    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
-    expect_authenticated(&mut ws).await;
+    let (cookie, mut ws) = authenticated_ws(&env).await;
     let v = within("OpenDoc", ws.call(-1, "OpenDoc", json!([SALES_APP_ID]))).await;
     assert_eq!(v["result"]["qReturn"]["qType"], "Doc", "{v}");
 
@@ -540,9 +559,7 @@ async fn qlik_timeout_on_an_open_socket_is_passed_on_and_a_reconnect_recovers() 
 #[tokio::test]
 async fn binary_frames_are_echoed_byte_for_byte() {
     let env = Env::start().await;
-    let cookie = env.login().await;
-    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
-    expect_authenticated(&mut ws).await;
+    let (_, mut ws) = authenticated_ws(&env).await;
     let payload: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 256) as u8).collect();
     ws.inner
         .send(Message::binary(payload.clone()))
@@ -566,9 +583,7 @@ async fn binary_frames_are_echoed_byte_for_byte() {
 #[tokio::test]
 async fn ping_gets_pong() {
     let env = Env::start().await;
-    let cookie = env.login().await;
-    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
-    expect_authenticated(&mut ws).await;
+    let (_, mut ws) = authenticated_ws(&env).await;
     ws.inner
         .send(Message::Ping(b"are-you-there".to_vec().into()))
         .await
@@ -618,9 +633,7 @@ async fn write_in_pieces(ws: &mut Ws, frames: Vec<Frame>) {
 #[tokio::test]
 async fn split_and_fragmented_frames_cross_the_relay_intact() {
     let env = Env::start().await;
-    let cookie = env.login().await;
-    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
-    expect_authenticated(&mut ws).await;
+    let (_, mut ws) = authenticated_ws(&env).await;
     // One request in three fragments with a ping between them (RFC 6455 allows control frames
     // inside a fragmented message), a long one (16-bit length) after it.
     let text = "fragmented ".repeat(20);
@@ -678,9 +691,7 @@ async fn fragmented_message_over_max_websocket_message_closes_the_socket() {
         ..Setup::default()
     })
     .await;
-    let cookie = env.login().await;
-    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
-    expect_authenticated(&mut ws).await;
+    let (_, mut ws) = authenticated_ws(&env).await;
     // Each fragment is under the limit; the message is not.
     let half = "y".repeat(600 * 1024);
     for (i, op) in [Data::Text, Data::Continue].into_iter().enumerate() {
@@ -703,9 +714,7 @@ async fn fragmented_message_over_max_websocket_message_closes_the_socket() {
 #[tokio::test]
 async fn ten_mib_text_frame_round_trips_intact() {
     let env = Env::start().await;
-    let cookie = env.login().await;
-    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
-    expect_authenticated(&mut ws).await;
+    let (_, mut ws) = authenticated_ws(&env).await;
     let big: String = (0..10 * 1024 * 1024)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
@@ -728,9 +737,7 @@ async fn ten_mib_text_frame_round_trips_intact() {
 #[tokio::test]
 async fn logout_while_a_large_frame_streams_closes_after_the_frame() {
     let env = Env::start().await;
-    let cookie = env.login().await;
-    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
-    expect_authenticated(&mut ws).await;
+    let (cookie, mut ws) = authenticated_ws(&env).await;
     let big = "q".repeat(10 * 1024 * 1024);
     let req =
         json!({"jsonrpc": "2.0", "id": 5, "handle": -1, "method": "SimEcho", "params": [big]});
@@ -746,15 +753,7 @@ async fn logout_while_a_large_frame_streams_closes_after_the_frame() {
     within("the answer's first bytes", tcp.readable())
         .await
         .expect("readable");
-    let r = http_client()
-        .post(format!("{}/_gateway/logout", env.url))
-        .header("origin", &env.url)
-        .header("cookie", &cookie)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(r.status(), 200);
+    logout(&env, &cookie).await;
     let (frames, close_frame) = within("close", read_until_close(&mut ws)).await;
     let answer = frames.iter().find(|f| f["id"] == 5).expect("the answer");
     assert_eq!(
@@ -771,9 +770,7 @@ async fn logout_while_a_large_frame_streams_closes_after_the_frame() {
 #[tokio::test]
 async fn close_code_and_reason_from_qlik_are_relayed() {
     let mut env = Env::start().await;
-    let cookie = env.login().await;
-    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
-    expect_authenticated(&mut ws).await;
+    let (_, mut ws) = authenticated_ws(&env).await;
     // The Qlik proxy going down closes with 1001 "Server shutting down".
     let sim = env.sim.take().expect("sim");
     let shutdown = tokio::spawn(sim.shutdown());
@@ -794,9 +791,7 @@ async fn frame_over_max_websocket_message_closes_the_socket() {
         ..Setup::default()
     })
     .await;
-    let cookie = env.login().await;
-    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
-    expect_authenticated(&mut ws).await;
+    let (_, mut ws) = authenticated_ws(&env).await;
     // Under the limit is fine.
     let half: String = "x".repeat(512 * 1024);
     let v = within("SimEcho", ws.call(-1, "SimEcho", json!([half]))).await;
@@ -829,15 +824,7 @@ async fn logout_closes_that_sessions_websockets_only() {
     expect_authenticated(&mut a).await;
     expect_authenticated(&mut b).await;
 
-    let r = http_client()
-        .post(format!("{}/_gateway/logout", env.url))
-        .header("origin", &env.url)
-        .header("cookie", &alice_a)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(r.status(), 200);
+    logout(&env, &alice_a).await;
 
     let (frames, close_frame) = within("close of a", read_until_close(&mut a)).await;
     let first = frames.first().expect("a notification before the close");
@@ -889,22 +876,12 @@ async fn parallel_first_websockets_create_one_qlik_session() {
 #[tokio::test]
 async fn logout_closes_websockets_even_when_qlik_keeps_the_session() {
     let env = Env::start().await;
-    let cookie = env.login().await;
-    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
-    expect_authenticated(&mut ws).await;
+    let (cookie, mut ws) = authenticated_ws(&env).await;
     // QPS cannot delete the Qlik session, so Qlik says nothing: the gateway closes the socket itself.
     env.sim()
         .control()
         .set_fault(Some(qlik_sim::QpsFault::Status(500)));
-    let r = http_client()
-        .post(format!("{}/_gateway/logout", env.url))
-        .header("origin", &env.url)
-        .header("cookie", &cookie)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(r.status(), 200);
+    logout(&env, &cookie).await;
     let (frames, close_frame) = within("close", read_until_close(&mut ws)).await;
     assert_eq!(frames.len(), 1, "{frames:?}");
     let n = &frames[0];

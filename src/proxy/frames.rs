@@ -22,8 +22,6 @@ pub const OP_TEXT: u8 = 0x1;
 pub const OP_BINARY: u8 = 0x2;
 pub const OP_CLOSE: u8 = 0x8;
 
-/// Largest frame header: 2 bytes, 8 of extended length, 4 of mask.
-const MAX_HEADER: usize = 14;
 /// Control frames carry at most 125 payload bytes (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: u64 = 125;
 
@@ -63,39 +61,27 @@ pub enum FrameError {
 /// What the next bytes of the stream are.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
-    /// A header is complete; `used` bytes of this input completed it (earlier bytes of it may
-    /// have come with earlier input, see [`FrameTracker::header_bytes`]). A frame with an empty
-    /// payload ends here.
+    /// A complete header, the first `used` bytes of the input. A frame with an empty payload ends
+    /// here.
     Header { header: Header, used: usize },
     /// `n` payload bytes of the current frame; `end`: the frame ends with them.
     Payload { n: usize, end: bool },
-    /// All of the input went into a header that is not complete yet.
+    /// The input starts with a header that is not complete: nothing was consumed. The caller keeps
+    /// these bytes and steps again once more have arrived behind them.
     Partial,
 }
 
 /// Follows frame boundaries through a byte stream, payloads unseen.
 #[derive(Debug, Default, Clone)]
 pub struct FrameTracker {
-    head: [u8; MAX_HEADER],
-    head_len: usize,
     /// Payload bytes of the current frame still to come.
     remaining: u64,
 }
 
 impl FrameTracker {
-    /// Between two frames: nothing of a header or payload is pending.
+    /// Between two frames (the next bytes start a header).
     pub fn at_boundary(&self) -> bool {
-        self.remaining == 0 && self.head_len == 0
-    }
-
-    /// The bytes of the header [`Step::Header`] just reported.
-    pub fn header_bytes(&self) -> &[u8] {
-        &self.head[..self.last_header_len()]
-    }
-
-    fn last_header_len(&self) -> usize {
-        // After a completed header `head_len` is reset; the length is derived from the bytes.
-        header_len(self.head[1])
+        self.remaining == 0
     }
 
     /// Advances over the start of `input` (not empty).
@@ -108,27 +94,11 @@ impl FrameTracker {
                 end: self.remaining == 0,
             });
         }
-        let mut used = 0;
-        loop {
-            let want = if self.head_len < 2 {
-                2
-            } else {
-                header_len(self.head[1])
-            };
-            if self.head_len == want {
-                break;
-            }
-            if used == input.len() {
-                return Ok(Step::Partial);
-            }
-            let take = (want - self.head_len).min(input.len() - used);
-            self.head[self.head_len..self.head_len + take]
-                .copy_from_slice(&input[used..used + take]);
-            self.head_len += take;
-            used += take;
+        if input.len() < 2 || input.len() < header_len(input[1]) {
+            return Ok(Step::Partial);
         }
-        let header = parse_header(&self.head[..self.head_len])?;
-        self.head_len = 0;
+        let used = header_len(input[1]);
+        let header = parse_header(&input[..used])?;
         self.remaining = header.len;
         Ok(Step::Header { header, used })
     }
@@ -355,7 +325,8 @@ impl<S> Tap<S> {
                 }
                 TapMode::Frames => match self.tracker.step(&self.buf[self.scanned..]) {
                     Err(_) => self.mode = TapMode::Plain,
-                    Ok(Step::Partial) => self.scanned = self.buf.len(),
+                    // Scanned again from the header's start once more bytes are in.
+                    Ok(Step::Partial) => break,
                     Ok(Step::Header { header, used }) => {
                         self.scanned += used;
                         if header.is_data() {
@@ -464,26 +435,28 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-    fn frames_of(mut bytes: &[u8]) -> Vec<Header> {
+    fn frames_of(bytes: &[u8]) -> Vec<Header> {
         let mut t = FrameTracker::default();
         let mut out = Vec::new();
-        // One byte at a time: every split point of every header is exercised.
-        while !bytes.is_empty() {
-            let take = 1.min(bytes.len());
-            let mut chunk = &bytes[..take];
-            while !chunk.is_empty() {
-                match t.step(chunk).unwrap() {
+        // One byte at a time, a partial header carried over as the relay does: every split
+        // point of every header is exercised.
+        let mut carry: Vec<u8> = Vec::new();
+        for b in bytes {
+            carry.push(*b);
+            let mut at = 0;
+            while at < carry.len() {
+                match t.step(&carry[at..]).unwrap() {
                     Step::Header { header, used } => {
                         out.push(header);
-                        chunk = &chunk[used..];
+                        at += used;
                     }
-                    Step::Payload { n, .. } => chunk = &chunk[n..],
-                    Step::Partial => chunk = &[],
+                    Step::Payload { n, .. } => at += n,
+                    Step::Partial => break,
                 }
             }
-            bytes = &bytes[take..];
+            carry.drain(..at);
         }
-        assert!(t.at_boundary());
+        assert!(carry.is_empty() && t.at_boundary());
         out
     }
 
@@ -512,18 +485,18 @@ mod tests {
     }
 
     #[test]
-    fn header_bytes_are_kept_across_splits() {
+    fn an_incomplete_header_is_not_consumed() {
         let s = encode(
             Frame::message(vec![0u8; 200], OpCode::Data(Data::Binary), true),
             true,
         );
         let mut t = FrameTracker::default();
         assert_eq!(t.step(&s[..3]).unwrap(), Step::Partial);
-        match t.step(&s[3..]).unwrap() {
-            Step::Header { used, .. } => assert_eq!(used, 8 - 3),
+        assert!(t.at_boundary());
+        match t.step(&s).unwrap() {
+            Step::Header { header, used } => assert_eq!((used, header.len), (8, 200)),
             other => panic!("{other:?}"),
         }
-        assert_eq!(t.header_bytes(), &s[..8]);
     }
 
     #[test]

@@ -779,6 +779,7 @@ async fn relay_bytes(
             let mut t = FrameTracker::default();
             let mut pending = client_rest;
             let mut spare = Vec::new();
+            let mut carry = Vec::new();
             let mut message = 0u64;
             let mut closing = false;
             loop {
@@ -796,7 +797,8 @@ async fn relay_bytes(
                 } else {
                     std::mem::take(&mut pending)
                 };
-                let (mut i, mut from) = (0, 0);
+                let chunk = after_carry(&mut carry, chunk);
+                let mut i = 0;
                 while i < chunk.len() {
                     let step = match t.step(&chunk[i..]) {
                         Ok(s) => s,
@@ -807,12 +809,10 @@ async fn relay_bytes(
                     };
                     match step {
                         Step::Partial => {
-                            // Passed on once complete, from the tracker, so that a frame refused on its header never reaches Qlik.
-                            if write_all(&mut u_tx, &chunk[from..i]).await.is_err() {
-                                return;
-                            }
-                            i = chunk.len();
-                            from = i;
+                            // Passed on once complete, so that a frame refused on its header
+                            // never reaches Qlik.
+                            carry.extend_from_slice(&chunk[i..]);
+                            break;
                         }
                         Step::Header { header, used } => {
                             if header.is_data() {
@@ -821,7 +821,7 @@ async fn relay_bytes(
                                 }
                                 message += header.len;
                                 if message > max {
-                                    let _ = write_all(&mut u_tx, &chunk[from..i]).await;
+                                    let _ = write_all(&mut u_tx, &chunk[..i]).await;
                                     warn_too_big("client", state);
                                     let f =
                                         Frame::close(Some(going_away("client connection failed")));
@@ -835,30 +835,22 @@ async fn relay_bytes(
                                     .ws_frame(Direction::ClientToQlik, header.len as usize);
                             }
                             closing |= header.opcode == frames::OP_CLOSE;
-                            let hlen = t.header_bytes().len();
-                            if used < hlen {
-                                // The header began in an earlier read, which did not pass it on.
-                                if write_all(&mut u_tx, t.header_bytes()).await.is_err() {
-                                    return;
-                                }
-                                from = i + used;
-                            }
                             i += used;
                             if closing && header.len == 0 {
-                                let _ = write_flush(&mut u_tx, &chunk[from..i]).await;
+                                let _ = write_flush(&mut u_tx, &chunk[..i]).await;
                                 return;
                             }
                         }
                         Step::Payload { n, end } => {
                             i += n;
                             if closing && end {
-                                let _ = write_flush(&mut u_tx, &chunk[from..i]).await;
+                                let _ = write_flush(&mut u_tx, &chunk[..i]).await;
                                 return;
                             }
                         }
                     }
                 }
-                if write_flush(&mut u_tx, &chunk[from..]).await.is_err() {
+                if write_flush(&mut u_tx, &chunk[..i]).await.is_err() {
                     return;
                 }
                 frames::keep_for_next_read(chunk, &mut spare);
@@ -871,6 +863,7 @@ async fn relay_bytes(
             let mut t = FrameTracker::default();
             let mut pending = upstream_rest;
             let mut spare = Vec::new();
+            let mut carry = Vec::new();
             // A frame being read rather than only passed on: Qlik's close (held back), or a
             // small text frame for the fatal watch (passed on as it comes).
             let mut close: Option<(Header, Vec<u8>)> = None;
@@ -926,6 +919,7 @@ async fn relay_bytes(
                 } else {
                     std::mem::take(&mut pending)
                 };
+                let chunk = after_carry(&mut carry, chunk);
                 let (mut i, mut from) = (0, 0);
                 while i < chunk.len() {
                     let step = match t.step(&chunk[i..]) {
@@ -937,20 +931,16 @@ async fn relay_bytes(
                     };
                     match step {
                         Step::Partial => {
-                            if write_all(&mut c_tx, &chunk[from..i]).await.is_err() {
-                                return;
-                            }
-                            i = chunk.len();
-                            from = i;
+                            carry.extend_from_slice(&chunk[i..]);
+                            break;
                         }
                         Step::Header { header, used } => {
-                            let hlen = t.header_bytes().len();
                             if header.opcode == frames::OP_CLOSE {
                                 if write_all(&mut c_tx, &chunk[from..i]).await.is_err() {
                                     return;
                                 }
-                                let mut held = Vec::with_capacity(hlen + header.len as usize);
-                                held.extend_from_slice(t.header_bytes());
+                                let mut held = Vec::with_capacity(used + header.len as usize);
+                                held.extend_from_slice(&chunk[i..i + used]);
                                 close = Some((header, held));
                                 i += used;
                                 from = i;
@@ -966,12 +956,6 @@ async fn relay_bytes(
                                     && (1..=FATAL_NOTICE_MAX as u64).contains(&header.len)
                                 {
                                     text = Some(Vec::new());
-                                }
-                                if used < hlen {
-                                    if write_all(&mut c_tx, t.header_bytes()).await.is_err() {
-                                        return;
-                                    }
-                                    from = i + used;
                                 }
                                 i += used;
                             }
@@ -1018,7 +1002,7 @@ async fn relay_bytes(
                     let _ = write_flush(&mut c_tx, &out).await;
                     return;
                 }
-                if write_flush(&mut c_tx, &chunk[from..]).await.is_err() {
+                if write_flush(&mut c_tx, &chunk[from..i]).await.is_err() {
                     return;
                 }
                 frames::keep_for_next_read(chunk, &mut spare);
@@ -1036,6 +1020,16 @@ async fn relay_bytes(
         let mut client = c_rx.unsplit(c_tx);
         linger(&mut client).await;
     }
+}
+
+/// `chunk` behind the start of a header the previous chunk ended with (rare: a copy then).
+fn after_carry(carry: &mut Vec<u8>, chunk: Vec<u8>) -> Vec<u8> {
+    if carry.is_empty() {
+        return chunk;
+    }
+    let mut joined = std::mem::take(carry);
+    joined.extend_from_slice(&chunk);
+    joined
 }
 
 /// Frames the client gets when the gateway ends its socket.

@@ -512,7 +512,10 @@ impl SessionStore for CountingStore {
     async fn insert(&self, id: &SessionId, session: GatewaySession) -> Result<(), StoreError> {
         self.counted(self.inner.insert(id, session).await)
     }
-    async fn get_and_touch(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError> {
+    async fn get_and_touch(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<Arc<GatewaySession>>, StoreError> {
         self.counted(self.inner.get_and_touch(id).await)
     }
     async fn get(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError> {
@@ -646,7 +649,10 @@ mod tests {
         async fn insert(&self, _: &SessionId, _: GatewaySession) -> Result<(), StoreError> {
             Err(StoreError("down".into()))
         }
-        async fn get_and_touch(&self, _: &SessionId) -> Result<Option<GatewaySession>, StoreError> {
+        async fn get_and_touch(
+            &self,
+            _: &SessionId,
+        ) -> Result<Option<Arc<GatewaySession>>, StoreError> {
             Err(StoreError("down".into()))
         }
         async fn get(&self, _: &SessionId) -> Result<Option<GatewaySession>, StoreError> {

@@ -2,6 +2,7 @@
 //! websocket), everything else → the mashup. Every path needs a session unless listed public.
 //! With `server.admin_listen`, the admin listener has a router of its own ([`admin_router`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -35,8 +36,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_gateway/healthz", get(endpoints::healthz))
         .route("/_gateway/readyz", get(endpoints::readyz))
         .route("/_gateway/{*rest}", any(not_found))
-        .fallback(dispatch)
+        .fallback(dispatch_fallback)
         .with_state(state)
+}
+
+/// Whether [`router`] has a route of its own for `path`. Everything else goes to [`dispatch`],
+/// which the server calls directly: the proxied requests skip the router's matching and its
+/// per-request extensions map, the largest part of axum's cost on that path.
+pub fn routed(state: &AppState, path: &str) -> bool {
+    path.starts_with("/_gateway/") || state.provider.callback_path() == Some(path)
 }
 
 /// The admin listener's router (`server.admin_listen`): metrics and the health checks, nothing
@@ -77,11 +85,17 @@ pub(crate) fn under_mount(path: &str, mount: &str) -> bool {
     path == mount || path.strip_prefix(mount).is_some_and(|r| r.starts_with('/'))
 }
 
-async fn dispatch(
+async fn dispatch_fallback(
     State(state): State<Arc<AppState>>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
     req: Request<Body>,
 ) -> Response {
+    dispatch(state, peer, req).await
+}
+
+/// Everything outside `/_gateway/`: Qlik under the mount (HTTP or engine websocket), else the
+/// mashup; a session is needed unless the path is public.
+pub async fn dispatch(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Response {
     let path = req.uri().path();
     let html = wants_html(req.headers());
     let websocket = proxy::websocket::is_upgrade(req.headers());
@@ -101,7 +115,9 @@ async fn dispatch(
             return unauthenticated(req.uri(), req.headers(), websocket);
         };
         let result = if websocket {
-            proxy::websocket::engine(state.clone(), req, peer, sid, gw).await
+            // Boxed: the relay's setup future is large, and unboxed it would be moved along
+            // with every plain HTTP request's future.
+            Box::pin(proxy::websocket::engine(state.clone(), req, peer, sid, gw)).await
         } else {
             proxy::http::to_qlik(&state, req, peer, &sid, &gw).await
         };
@@ -133,7 +149,7 @@ async fn dispatch(
         Mashup::Upstream(base) => {
             let base = base.clone();
             let r = if websocket {
-                proxy::tunnel::upgrade(state.clone(), &base, req, peer).await
+                Box::pin(proxy::tunnel::upgrade(state.clone(), &base, req, peer)).await
             } else {
                 proxy::http::to_mashup_upstream(&state, &base, req, peer).await
             };

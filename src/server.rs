@@ -279,7 +279,6 @@ fn service(
 > {
     TowerToHyperService::new(tower::service_fn(
         move |mut req: http::Request<Incoming>| {
-            req.extensions_mut().insert(PeerAddr(peer));
             let id = request_id(req.headers());
             req.headers_mut().insert(REQUEST_ID, id.clone());
             // Every log line of this request (and of its websocket relay) carries the id, and
@@ -292,9 +291,18 @@ fn service(
             let class = RouteClass::of(req.uri().path(), &state.cfg.qlik.mount, req.headers());
             let metrics = state.metrics.clone();
             let start = Instant::now();
-            let fut = router.clone().oneshot(req.map(axum::body::Body::new));
+            let routed = crate::routes::routed(&state, req.uri().path());
+            let router = router.clone();
+            let state = state.clone();
             async move {
-                let mut resp = fut.await?;
+                let req = req.map(axum::body::Body::new);
+                let mut resp = if routed {
+                    let mut req = req;
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    router.oneshot(req).await?
+                } else {
+                    crate::routes::dispatch(state, peer, req).await
+                };
                 // Time to the response head: a streamed body is not waited for.
                 metrics.http_request(class, resp.status(), start.elapsed());
                 resp.headers_mut().insert(REQUEST_ID, id);

@@ -3,6 +3,8 @@
 pub mod endpoints;
 pub mod return_to;
 
+use std::sync::Arc;
+
 use axum::response::{IntoResponse, Redirect, Response};
 use http::{header, HeaderMap, Uri};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -60,7 +62,7 @@ pub fn found(location: &str) -> Response {
 pub async fn current_session(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<Option<(SessionId, GatewaySession)>, GatewayError> {
+) -> Result<Option<(SessionId, Arc<GatewaySession>)>, GatewayError> {
     let Some(id) = state.cookies.read(headers) else {
         return Ok(None);
     };

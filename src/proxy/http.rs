@@ -1,6 +1,7 @@
 //! HTTP requests to the Qlik proxy under `qlik.mount`, and to a mashup dev server: bodies streamed
 //! both ways, headers cleaned, the user's Qlik session injected and Qlik's cookies kept server-side.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 
 use super::headers::{self, QlikSetCookie};
-use super::upstream::{PooledBody, UpstreamClient};
+use super::upstream::{Origin, PooledBody, UpstreamClient};
 use crate::error::GatewayError;
 use crate::session::{GatewaySession, QlikSession, SessionId};
 use crate::state::AppState;
@@ -61,6 +62,9 @@ pub async fn to_qlik(
             .get(header::CONTENT_LENGTH)
             .is_none_or(|v| v.as_bytes() == b"0");
     let path_q = upstream_path_and_query(state, &uri);
+    let uri = http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_q))
+        .map(Uri::from)
+        .map_err(|e| GatewayError::BadRequest(format!("cannot forward this request: {e}")))?;
     headers::remove_hop_by_hop(&mut base_headers);
     headers::remove_identity_headers(&mut base_headers, &state.strip_headers);
 
@@ -70,10 +74,9 @@ pub async fn to_qlik(
         attempt += 1;
         let Some(node) = state.qlik.node_of(&qlik) else {
             // The configuration no longer lists the session's node.
-            qlik = state.qlik.recreate(sid, &qlik).await?;
+            qlik = Cow::Owned(state.qlik.recreate(sid, &qlik).await?);
             continue;
         };
-        let target = format!("{}{path_q}", node.base);
         // Only a bodyless request is ever sent twice: only its headers are kept for that.
         let mut h = if bodyless {
             base_headers.clone()
@@ -93,8 +96,9 @@ pub async fn to_qlik(
         let b = body.take().unwrap_or_else(Body::empty);
         let sent = send(
             &state.upstream,
+            &node.upstream,
             &method,
-            &target,
+            uri.clone(),
             h,
             b,
             state.cfg.qlik.response_timeout,
@@ -117,7 +121,7 @@ pub async fn to_qlik(
                     return Err(e);
                 }
                 tracing::info!(session = %sid.log_tag(), node = %node.key, "moving the user's Qlik session to another node");
-                qlik = state.qlik.recreate(sid, &qlik).await?;
+                qlik = Cow::Owned(state.qlik.recreate(sid, &qlik).await?);
                 continue;
             }
             Err(e) => return Err(e),
@@ -125,7 +129,7 @@ pub async fn to_qlik(
         if is_auth_redirect(&resp) {
             // Qlik no longer knows the session (timed out, QPS restarted): make a new one.
             tracing::info!(session = %sid.log_tag(), "Qlik answered with its login redirect; re-creating the Qlik session");
-            qlik = state.qlik.recreate(sid, &qlik).await?;
+            qlik = Cow::Owned(state.qlik.recreate(sid, &qlik).await?);
             if bodyless && attempt == 1 {
                 continue;
             }
@@ -243,23 +247,24 @@ fn rewrite_location_header(state: &AppState, h: &mut HeaderMap) {
     }
 }
 
-/// Sends one request upstream with a response-header timeout, mapping failures to gateway errors.
+/// Sends one request (`uri`: path and query) to `origin` with a response-header timeout,
+/// mapping failures to gateway errors.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     client: &UpstreamClient,
+    origin: &Origin,
     method: &Method,
-    target: &str,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
     timeout: Duration,
     upstream: &'static str,
 ) -> Result<http::Response<PooledBody>, GatewayError> {
-    let mut req = Request::builder()
-        .method(method.clone())
-        .uri(target)
-        .body(body)
-        .map_err(|e| GatewayError::BadRequest(format!("cannot forward this request: {e}")))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    match tokio::time::timeout(timeout, client.request(req)).await {
+    match tokio::time::timeout(timeout, client.send(origin, req)).await {
         Err(_) => Err(GatewayError::UpstreamTimeout {
             upstream,
             after: timeout,
@@ -272,20 +277,20 @@ pub async fn send(
     }
 }
 
-/// The dev server's URL for `uri` and the headers to send it: the client's, without hop-by-hop
-/// headers, identity headers or the gateway's cookie, with forwarding headers and its own Host.
+/// Where a request for `uri` goes on the dev server, and the headers to send it: the client's,
+/// without hop-by-hop headers, identity headers or the gateway's cookie, with forwarding headers
+/// and its own Host.
 pub(super) fn to_mashup_parts(
     state: &AppState,
     base: &reqwest::Url,
     uri: &Uri,
     mut h: HeaderMap,
     peer: SocketAddr,
-) -> (String, HeaderMap) {
-    let target = format!(
-        "{}{}",
-        base.origin().ascii_serialization(),
-        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-    );
+) -> (Origin, Uri, HeaderMap) {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
     headers::remove_hop_by_hop(&mut h);
     headers::remove_identity_headers(&mut h, &state.strip_headers);
     headers::rewrite_cookies(&mut h, &state.cookies.name, None);
@@ -298,7 +303,7 @@ pub(super) fn to_mashup_parts(
         &state.public_host,
         &host,
     );
-    (target, h)
+    (Origin::of_url(base), path, h)
 }
 
 /// Forwards a request to the mashup dev server (no Qlik credentials involved).
@@ -309,11 +314,12 @@ pub async fn to_mashup_upstream(
     peer: SocketAddr,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = req.into_parts();
-    let (target, h) = to_mashup_parts(state, base, &parts.uri, parts.headers, peer);
+    let (origin, uri, h) = to_mashup_parts(state, base, &parts.uri, parts.headers, peer);
     let resp = send(
         &state.upstream,
+        &origin,
         &parts.method,
-        &target,
+        uri,
         h,
         body,
         state.cfg.qlik.response_timeout,

@@ -25,7 +25,7 @@ pub async fn upgrade(
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
-    let (target, mut h) =
+    let (origin, uri, mut h) =
         super::http::to_mashup_parts(&state, base, &parts.uri, parts.headers, peer);
     // The dev server checks Origin against its own host; present it as itself.
     if h.contains_key(header::ORIGIN) {
@@ -39,8 +39,9 @@ pub async fn upgrade(
     }
     let mut resp = super::http::send(
         &state.upstream,
+        &origin,
         &parts.method,
-        &target,
+        uri,
         h,
         Body::empty(),
         state.cfg.qlik.connect_timeout * 4,

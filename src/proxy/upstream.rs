@@ -51,11 +51,13 @@ struct Pool {
     idle: Mutex<Vec<(Origin, Vec<Idle>)>>,
 }
 
-/// Where a connection goes: scheme, host and port.
+/// Where a connection goes: scheme, host and port. Cheap to clone: every response body carries
+/// its origin back to the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Origin {
+pub struct Origin {
     tls: bool,
-    host: String,
+    /// Without IPv6 brackets.
+    host: Arc<str>,
     port: u16,
 }
 
@@ -136,28 +138,37 @@ impl UpstreamClient {
         }
         *req.uri_mut() =
             Uri::from_parts(parts).map_err(|_| UpstreamError::Url(origin.to_string()))?;
+        self.send(&origin, req).await
+    }
+
+    /// Sends `req`, whose URI is a path and query, to `origin`, as [`Self::request`] does.
+    /// For callers that know their origin in advance (a Qlik node): nothing to parse per request.
+    pub async fn send(
+        &self,
+        origin: &Origin,
+        mut req: Request<Body>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
         if !req.headers().contains_key(header::HOST) {
-            if let Ok(h) = HeaderValue::from_str(&host_header(&origin)) {
+            if let Ok(h) = HeaderValue::from_str(&origin.host_header()) {
                 req.headers_mut().insert(header::HOST, h);
             }
         }
-        let mut req = req;
         let mut fresh = false;
         loop {
             let pooled = if fresh {
                 None
             } else {
-                self.pool.checkout(&origin).await
+                self.pool.checkout(origin).await
             };
             let mut tx = match pooled {
                 Some(tx) => tx,
                 None => {
                     fresh = true;
-                    self.pool.connect(&origin).await?
+                    self.pool.connect(origin).await?
                 }
             };
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok(self.pool.clone().wrap(resp, origin, tx)),
+                Ok(resp) => return Ok(self.pool.clone().wrap(resp, origin.clone(), tx)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if !fresh => {
                         tracing::debug!(%origin, error = %e.error(), "pooled connection was closed; sending on a new one");
@@ -177,7 +188,8 @@ impl UpstreamClient {
 }
 
 impl Origin {
-    fn of(uri: &Uri) -> Result<Origin, UpstreamError> {
+    /// The origin of an absolute `http(s)` URI.
+    pub fn of(uri: &Uri) -> Result<Origin, UpstreamError> {
         let bad = || UpstreamError::Url(uri.to_string());
         let tls = match uri.scheme_str() {
             Some("https") => true,
@@ -185,24 +197,38 @@ impl Origin {
             _ => return Err(bad()),
         };
         let host = uri.host().ok_or_else(bad)?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        Ok(Origin { tls, host, port })
+        Ok(Origin {
+            tls,
+            host: host.into(),
+            port,
+        })
     }
-}
 
-fn host_header(o: &Origin) -> String {
-    let host = if o.host.contains(':') {
-        format!("[{}]", o.host)
-    } else {
-        o.host.clone()
-    };
-    match (o.tls, o.port) {
-        (true, 443) | (false, 80) => host,
-        (_, port) => format!("{host}:{port}"),
+    /// The origin of a configured URL, which validation has checked to be `http(s)` with a host.
+    pub fn of_url(url: &reqwest::Url) -> Origin {
+        let tls = url.scheme() == "https";
+        let host = url.host_str().unwrap_or_default();
+        Origin {
+            tls,
+            host: host.trim_start_matches('[').trim_end_matches(']').into(),
+            port: url
+                .port_or_known_default()
+                .unwrap_or(if tls { 443 } else { 80 }),
+        }
+    }
+
+    fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.to_string()
+        };
+        match (self.tls, self.port) {
+            (true, 443) | (false, 80) => host,
+            (_, port) => format!("{host}:{port}"),
+        }
     }
 }
 
@@ -258,7 +284,7 @@ impl Pool {
         };
         let tcp = tokio::time::timeout(
             self.connect_timeout,
-            TcpStream::connect((origin.host.as_str(), origin.port)),
+            TcpStream::connect((&*origin.host, origin.port)),
         )
         .await
         .map_err(|_| timed_out())?
@@ -268,7 +294,7 @@ impl Pool {
         })?;
         let _ = tcp.set_nodelay(true);
         let io: Pin<Box<dyn Io>> = if origin.tls {
-            let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
+            let name = rustls::pki_types::ServerName::try_from(origin.host.to_string())
                 .map_err(|_| UpstreamError::Url(origin.to_string()))?;
             let tls = tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
                 .await
@@ -471,16 +497,25 @@ mod tests {
     #[test]
     fn origins_and_host_headers() {
         let o = Origin::of(&"https://qlik.example.com/mashup/x?y=1".parse().unwrap()).unwrap();
-        assert_eq!(
-            (o.tls, o.host.as_str(), o.port),
-            (true, "qlik.example.com", 443)
-        );
-        assert_eq!(host_header(&o), "qlik.example.com");
+        assert_eq!((o.tls, &*o.host, o.port), (true, "qlik.example.com", 443));
+        assert_eq!(o.host_header(), "qlik.example.com");
         let o = Origin::of(&"http://[::1]:8080/".parse().unwrap()).unwrap();
-        assert_eq!((o.host.as_str(), o.port), ("::1", 8080));
-        assert_eq!(host_header(&o), "[::1]:8080");
+        assert_eq!((&*o.host, o.port), ("::1", 8080));
+        assert_eq!(o.host_header(), "[::1]:8080");
         assert_eq!(o.to_string(), "http://[::1]:8080");
         assert!(Origin::of(&"/relative".parse().unwrap()).is_err());
         assert!(Origin::of(&"ftp://x/".parse().unwrap()).is_err());
+        for url in [
+            "https://qlik.example.com/",
+            "http://[::1]:8080/",
+            "http://q:80/",
+        ] {
+            let parsed = reqwest::Url::parse(url).unwrap();
+            assert_eq!(
+                Origin::of_url(&parsed),
+                Origin::of(&url.parse().unwrap()).unwrap(),
+                "{url}"
+            );
+        }
     }
 }

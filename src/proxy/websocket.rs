@@ -117,7 +117,7 @@ pub async fn engine(
     mut req: Request<Body>,
     peer: SocketAddr,
     sid: SessionId,
-    gw: GatewaySession,
+    gw: Arc<GatewaySession>,
 ) -> Result<Response, GatewayError> {
     let key = req
         .headers()
@@ -157,7 +157,8 @@ pub async fn engine(
     );
 
     let qlik = state.qlik.ensure(&sid, &gw).await?;
-    let (upstream, qlik) = connect_with_session(&state, &sid, &path_q, &fwd, qlik).await?;
+    let (upstream, qlik) =
+        connect_with_session(&state, &sid, &path_q, &fwd, qlik.into_owned()).await?;
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let guard = state.sockets.register(Some(sid.storage_key().to_owned()));

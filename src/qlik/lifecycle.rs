@@ -1,6 +1,7 @@
 //! Each gateway session's Qlik session: created on first need, re-created when Qlik loses it, one
 //! creation at a time per gateway session, ended at logout.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
@@ -84,17 +85,17 @@ impl QlikSessions {
 
     /// The session's Qlik session, creating it if there is none. N parallel callers for one
     /// gateway session cause exactly one QPS call.
-    pub async fn ensure(
+    pub async fn ensure<'a>(
         &self,
         id: &SessionId,
-        gw: &GatewaySession,
-    ) -> Result<QlikSession, LifecycleError> {
+        gw: &'a GatewaySession,
+    ) -> Result<Cow<'a, QlikSession>, LifecycleError> {
         match &gw.qlik {
             // A node taken out of rotation: move the user to a healthy one now, instead of
             // letting the request fail against the dead node first.
-            Some(q) if self.node_of(q).is_some_and(|n| n.is_up()) => Ok(q.clone()),
-            Some(q) => self.recreate(id, q).await,
-            None => self.replace(id, None).await,
+            Some(q) if self.node_of(q).is_some_and(|n| n.is_up()) => Ok(Cow::Borrowed(q)),
+            Some(q) => self.recreate(id, q).await.map(Cow::Owned),
+            None => self.replace(id, None).await.map(Cow::Owned),
         }
     }
 

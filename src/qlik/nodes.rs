@@ -23,6 +23,8 @@ pub struct Node {
     pub host: HeaderValue,
     /// `Origin` this proxy expects on websocket upgrades (its own).
     pub origin: HeaderValue,
+    /// Where the gateway's HTTP client connects for this proxy.
+    pub upstream: crate::proxy::upstream::Origin,
     up: AtomicBool,
 }
 
@@ -53,6 +55,7 @@ impl Nodes {
                 qps: QpsClient::for_node(cfg, &n.qps_api_url)?.with_metrics(metrics.clone()),
                 host: header_value(&super::lifecycle::host_header(&n.proxy_url)),
                 origin: header_value(&base),
+                upstream: crate::proxy::upstream::Origin::of_url(&n.proxy_url),
                 base,
                 up: AtomicBool::new(true),
             }));

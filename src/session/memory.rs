@@ -1,29 +1,37 @@
 //! The in-process store: one replica, sessions lost on restart.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 use super::{GatewaySession, QlikSession, SessionId, SessionStore, StoreError, Timeouts};
 
+type Map = HashMap<String, (SessionId, Arc<GatewaySession>)>;
+
 /// Sessions in a mutex-guarded map, keyed by the id's hash so a heap dump does not hold usable ids.
+/// Each session is shared with the requests using it; a change copies it if any request still
+/// holds it (copy on write), which keeps the per-request lookup free of copies.
 pub struct MemoryStore {
     timeouts: Timeouts,
-    sessions: Mutex<HashMap<String, (SessionId, GatewaySession)>>,
+    /// Touches closer together than this are not written (as in the Redis store): a write may
+    /// copy the session, and the idle timeout does not need more precision.
+    touch_every: Duration,
+    sessions: Mutex<Map>,
 }
 
 impl MemoryStore {
     /// An empty store enforcing `timeouts`.
     pub fn new(timeouts: Timeouts) -> Self {
         Self {
+            touch_every: (timeouts.idle / 10).min(Duration::from_secs(1)),
             timeouts,
             sessions: Mutex::new(HashMap::new()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (SessionId, GatewaySession)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
         // A panic while holding the lock cannot leave a half-written session (every write is one
         // insert or field assignment), so a poisoned map is still consistent.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
@@ -34,11 +42,14 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     async fn insert(&self, id: &SessionId, session: GatewaySession) -> Result<(), StoreError> {
         self.lock()
-            .insert(id.storage_key().to_owned(), (id.clone(), session));
+            .insert(id.storage_key().to_owned(), (id.clone(), Arc::new(session)));
         Ok(())
     }
 
-    async fn get_and_touch(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError> {
+    async fn get_and_touch(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<Arc<GatewaySession>>, StoreError> {
         let key = id.storage_key();
         let now = SystemTime::now();
         let mut map = self.lock();
@@ -48,7 +59,12 @@ impl SessionStore for MemoryStore {
                 Ok(None)
             }
             Some((_, s)) => {
-                s.last_seen = now;
+                let stale = now
+                    .duration_since(s.last_seen)
+                    .is_ok_and(|d| d >= self.touch_every);
+                if stale {
+                    Arc::make_mut(s).last_seen = now;
+                }
                 Ok(Some(s.clone()))
             }
             None => Ok(None),
@@ -61,7 +77,7 @@ impl SessionStore for MemoryStore {
             .lock()
             .get(id.storage_key())
             .filter(|(_, s)| !s.is_expired(&self.timeouts, now))
-            .map(|(_, s)| s.clone()))
+            .map(|(_, s)| GatewaySession::clone(s)))
     }
 
     async fn set_qlik(
@@ -71,7 +87,7 @@ impl SessionStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         match self.lock().get_mut(id.storage_key()) {
             Some((_, s)) => {
-                s.qlik = qlik;
+                Arc::make_mut(s).qlik = qlik;
                 Ok(true)
             }
             None => Ok(false),
@@ -79,7 +95,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn remove(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError> {
-        Ok(self.lock().remove(id.storage_key()).map(|(_, s)| s))
+        Ok(self
+            .lock()
+            .remove(id.storage_key())
+            .map(|(_, s)| Arc::unwrap_or_clone(s)))
     }
 
     async fn sweep(&self) -> Result<Vec<SessionId>, StoreError> {
@@ -143,5 +162,48 @@ mod tests {
             .await
             .unwrap();
         assert!(store.get_and_touch(&id3).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn touches_slide_the_idle_timeout_without_disturbing_sessions_in_use() {
+        let store = MemoryStore::new(Timeouts {
+            idle: Duration::from_secs(60),
+            absolute: Duration::from_secs(3600),
+        });
+        let id = SessionId::generate();
+        let mut s = GatewaySession::new(identity(), "static");
+        s.last_seen -= Duration::from_secs(59);
+        store.insert(&id, s).await.unwrap();
+
+        // A request holds the session while it is touched and its Qlik session replaced.
+        let held = store.get_and_touch(&id).await.unwrap().unwrap();
+        let qlik = QlikSession {
+            cookie_value: "q".into(),
+            csrf_token: None,
+            created_at: SystemTime::now(),
+            node: String::new(),
+        };
+        assert!(store.set_qlik(&id, Some(qlik)).await.unwrap());
+        assert!(
+            held.qlik.is_none(),
+            "a session in use changed under its request"
+        );
+
+        let now = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(
+            now.qlik.as_ref().map(|q| q.cookie_value.as_str()),
+            Some("q")
+        );
+        // The touch moved the idle expiry: 59 s idle plus this touch is not 60 s idle.
+        let left = now
+            .expires_at(&store.timeouts)
+            .duration_since(SystemTime::now())
+            .unwrap();
+        assert!(left > Duration::from_secs(58), "{left:?}");
+
+        // Touches closer together than a second are not written.
+        let seen = now.last_seen;
+        let again = store.get_and_touch(&id).await.unwrap().unwrap();
+        assert_eq!(again.last_seen, seen);
     }
 }

@@ -10,6 +10,7 @@ pub mod redis;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -188,8 +189,14 @@ impl Drop for LockGuard {
 pub trait SessionStore: Send + Sync {
     /// Stores a new session.
     async fn insert(&self, id: &SessionId, session: GatewaySession) -> Result<(), StoreError>;
-    /// Returns the live session and marks it as seen now; expired sessions are removed and not returned.
-    async fn get_and_touch(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError>;
+    /// Returns the live session and marks it as seen now; expired sessions are removed and not
+    /// returned. Shared, not copied: this runs on every request, and a session can be large (an
+    /// ID token, group attributes). Its `last_seen` may lag by up to a second: touches are
+    /// written at most once a second per session.
+    async fn get_and_touch(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<Arc<GatewaySession>>, StoreError>;
     /// Returns the live session without touching it.
     async fn get(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError>;
     /// Replaces the session's Qlik session. Returns false when the gateway session is gone.

@@ -198,6 +198,55 @@ struct Read {
 }
 
 impl RedisStore {
+    /// [`SessionStore::get_and_touch`], before it is shared.
+    async fn get_and_touch_owned(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<GatewaySession>, StoreError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let now = SystemTime::now();
+            let Some(Read {
+                raw,
+                mut session,
+                old_key,
+            }) = self.read(id).await?
+            else {
+                self.forget(id);
+                return Ok(None);
+            };
+            if session.is_expired(&self.timeouts, now) {
+                // Redis would delete it within milliseconds; the gateway's clock says it is over.
+                self.delete(id).await?;
+                self.forget(id);
+                return Ok(None);
+            }
+            self.remember(id);
+            let recent = now
+                .duration_since(session.last_seen)
+                .map(|d| d < self.touch_every)
+                .unwrap_or(true);
+            if recent && !old_key {
+                return Ok(Some(session));
+            }
+            session.last_seen = now.max(session.last_seen);
+            let Some(ttl) = self.ttl_ms(&session, now) else {
+                return Ok(None);
+            };
+            let value = self.seal(id, &session)?;
+            match self.compare_and_set(id, &raw, &value, ttl).await? {
+                Some(true) => return Ok(Some(session)),
+                Some(false) => {
+                    self.forget(id);
+                    return Ok(None);
+                }
+                // Someone else wrote it (a touch or a Qlik session): read again.
+                None => continue,
+            }
+        }
+        // Very busy session: every attempt lost the race to another writer, which touched it.
+        Ok(self.read(id).await?.map(|r| r.session))
+    }
+
     /// Builds the client. Does not connect: the first call does (so the gateway starts, not
     /// ready, while Redis is down, and `check-config` never needs Redis).
     pub fn new(cfg: &RedisStoreConfig, timeouts: Timeouts) -> Result<Self, StoreError> {
@@ -557,49 +606,11 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
-    async fn get_and_touch(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let now = SystemTime::now();
-            let Some(Read {
-                raw,
-                mut session,
-                old_key,
-            }) = self.read(id).await?
-            else {
-                self.forget(id);
-                return Ok(None);
-            };
-            if session.is_expired(&self.timeouts, now) {
-                // Redis would delete it within milliseconds; the gateway's clock says it is over.
-                self.delete(id).await?;
-                self.forget(id);
-                return Ok(None);
-            }
-            self.remember(id);
-            let recent = now
-                .duration_since(session.last_seen)
-                .map(|d| d < self.touch_every)
-                .unwrap_or(true);
-            if recent && !old_key {
-                return Ok(Some(session));
-            }
-            session.last_seen = now.max(session.last_seen);
-            let Some(ttl) = self.ttl_ms(&session, now) else {
-                return Ok(None);
-            };
-            let value = self.seal(id, &session)?;
-            match self.compare_and_set(id, &raw, &value, ttl).await? {
-                Some(true) => return Ok(Some(session)),
-                Some(false) => {
-                    self.forget(id);
-                    return Ok(None);
-                }
-                // Someone else wrote it (a touch or a Qlik session): read again.
-                None => continue,
-            }
-        }
-        // Very busy session: every attempt lost the race to another writer, which touched it.
-        Ok(self.read(id).await?.map(|r| r.session))
+    async fn get_and_touch(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<Arc<GatewaySession>>, StoreError> {
+        self.get_and_touch_owned(id).await.map(|s| s.map(Arc::new))
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError> {

@@ -43,8 +43,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// Whether [`router`] has a route of its own for `path`. Everything else goes to [`dispatch`],
 /// which the server calls directly: the proxied requests skip the router's matching and its
 /// per-request extensions map, the largest part of axum's cost on that path.
-pub fn routed(state: &AppState, path: &str) -> bool {
-    path.starts_with("/_gateway/") || state.provider.callback_path() == Some(path)
+///
+/// `callback` is the identity provider's callback path (`auth.oidc.redirect_path`), which may lie
+/// outside `/_gateway/`.
+pub fn routed(path: &str, callback: Option<&str>) -> bool {
+    path.starts_with("/_gateway/") || callback == Some(path)
 }
 
 /// The admin listener's router (`server.admin_listen`): metrics and the health checks, nothing
@@ -161,6 +164,32 @@ pub async fn dispatch(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>
             } else {
                 (StatusCode::NOT_FOUND, "not found\n").into_response()
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::routed;
+
+    #[test]
+    fn the_router_gets_gateway_endpoints_and_the_login_callback_only() {
+        for (path, callback) in [
+            ("/_gateway/login", None),
+            ("/_gateway/nope", None),
+            ("/_gateway/callback", Some("/_gateway/callback")),
+            ("/signin-oidc", Some("/signin-oidc")),
+        ] {
+            assert!(routed(path, callback), "{path}");
+        }
+        for (path, callback) in [
+            ("/_gateway", None),
+            ("/_gatewayx/login", None),
+            ("/mashup/hub/", None),
+            ("/", Some("/signin-oidc")),
+            ("/signin-oidc/x", Some("/signin-oidc")),
+        ] {
+            assert!(!routed(path, callback), "{path}");
         }
     }
 }

@@ -291,7 +291,7 @@ fn service(
             let class = RouteClass::of(req.uri().path(), &state.cfg.qlik.mount, req.headers());
             let metrics = state.metrics.clone();
             let start = Instant::now();
-            let routed = crate::routes::routed(&state, req.uri().path());
+            let routed = crate::routes::routed(req.uri().path(), state.provider.callback_path());
             let router = router.clone();
             let state = state.clone();
             async move {

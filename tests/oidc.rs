@@ -16,6 +16,11 @@ struct Site {
 /// The IdP, then the gateway (it needs the issuer), then the gateway registered at the IdP (it
 /// needs the gateway's redirect URI).
 async fn site(secret: bool, extra: &str) -> Site {
+    site_with_callback(secret, extra, "/_gateway/callback").await
+}
+
+/// [`site`] with the gateway registered at the IdP under `callback` (`auth.oidc.redirect_path`).
+async fn site_with_callback(secret: bool, extra: &str, callback: &str) -> Site {
     let idp = Idp::start(json!([])).await;
     let dir = tempfile::tempdir().unwrap();
     let secret_line = if secret {
@@ -36,7 +41,7 @@ async fn site(secret: bool, extra: &str) -> Site {
     idp.add_clients(Idp::client(
         "gw",
         secret.then_some("gw-secret"),
-        &format!("{}/_gateway/callback", env.url),
+        &format!("{}{callback}", env.url),
         &format!("{}/_gateway/logged-out", env.url),
     ))
     .await;
@@ -117,6 +122,31 @@ async fn a_public_client_with_pkce_and_a_split_user_id() {
         v.to_string().contains("\"CORP\"") && v.to_string().contains("\"bob\""),
         "{v}"
     );
+    s.env.stop().await;
+}
+
+#[tokio::test]
+async fn a_callback_path_outside_the_gateway_prefix_completes_the_login() {
+    // Relying parties registered at ADFS or Entra often use a path such as /signin-oidc; every
+    // path outside /_gateway/ is otherwise the mashup's or Qlik's.
+    let s = site_with_callback(
+        false,
+        "split_user_id = true\nredirect_path = \"/signin-oidc\"",
+        "/signin-oidc",
+    )
+    .await;
+    let mut b = Browser::new();
+    let flow = b
+        .login_flow(
+            &format!("{}/_gateway/login", s.env.url),
+            Act::login(BOB.0, BOB.1),
+            &Stop::after(&format!("{}/signin-oidc", s.env.url)),
+        )
+        .await;
+    assert_eq!(flow.status(), 302, "{flow}");
+    let (status, v) = me(&mut b, &s.env).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v.to_string().contains("\"bob\""), "{v}");
     s.env.stop().await;
 }
 

@@ -149,12 +149,11 @@ pub async fn dispatch(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>
             let (parts, _) = req.into_parts();
             files.serve(&parts).await
         }
-        Mashup::Upstream(base) => {
-            let base = base.clone();
+        Mashup::Upstream(dev) => {
             let r = if websocket {
-                Box::pin(proxy::tunnel::upgrade(state.clone(), &base, req, peer)).await
+                Box::pin(proxy::tunnel::upgrade(state.clone(), dev, req, peer)).await
             } else {
-                proxy::http::to_mashup_upstream(&state, &base, req, peer).await
+                proxy::http::to_mashup_upstream(&state, dev, req, peer).await
             };
             r.unwrap_or_else(|e| e.respond(html))
         }

@@ -295,9 +295,8 @@ fn service(
             let router = router.clone();
             let state = state.clone();
             async move {
-                let req = req.map(axum::body::Body::new);
+                let mut req = req.map(axum::body::Body::new);
                 let mut resp = if routed {
-                    let mut req = req;
                     req.extensions_mut().insert(PeerAddr(peer));
                     router.oneshot(req).await?
                 } else {

@@ -9,8 +9,31 @@ use crate::tls::TlsFileError;
 /// Where mashup requests go.
 pub enum Mashup {
     Dir(static_files::StaticFiles),
-    Upstream(reqwest::Url),
+    Upstream(DevServer),
     Builtin,
+}
+
+/// A mashup dev server (`mashup.upstream`), with what every request to it needs worked out once.
+pub struct DevServer {
+    pub url: reqwest::Url,
+    /// Where the gateway's HTTP client connects.
+    pub upstream: crate::proxy::upstream::Origin,
+    /// `Host` for requests to it.
+    pub host: http::HeaderValue,
+    /// Its own origin (`http://localhost:5173`), which it expects as `Origin` on upgrades.
+    pub origin: http::HeaderValue,
+}
+
+impl DevServer {
+    fn new(url: &reqwest::Url) -> Self {
+        use crate::qlik::nodes::header_value;
+        Self {
+            upstream: crate::proxy::upstream::Origin::of_url(url),
+            host: header_value(&crate::qlik::lifecycle::host_header(url)),
+            origin: header_value(&url.origin().ascii_serialization()),
+            url: url.clone(),
+        }
+    }
 }
 
 impl Mashup {
@@ -25,7 +48,7 @@ impl Mashup {
                     }
                 })?)
             }
-            MashupSource::Upstream(u) => Mashup::Upstream(u.clone()),
+            MashupSource::Upstream(u) => Mashup::Upstream(DevServer::new(u)),
             MashupSource::Builtin => Mashup::Builtin,
         })
     }

@@ -13,6 +13,7 @@ use http::{Method, Request, StatusCode, Uri};
 use super::headers::{self, QlikSetCookie};
 use super::upstream::{Origin, PooledBody, UpstreamClient};
 use crate::error::GatewayError;
+use crate::mashup::DevServer;
 use crate::session::{GatewaySession, QlikSession, SessionId};
 use crate::state::AppState;
 
@@ -282,11 +283,11 @@ pub async fn send(
 /// and its own Host.
 pub(super) fn to_mashup_parts(
     state: &AppState,
-    base: &reqwest::Url,
+    dev: &DevServer,
     uri: &Uri,
     mut h: HeaderMap,
     peer: SocketAddr,
-) -> (Origin, Uri, HeaderMap) {
+) -> (Uri, HeaderMap) {
     let path = uri
         .path_and_query()
         .cloned()
@@ -294,30 +295,28 @@ pub(super) fn to_mashup_parts(
     headers::remove_hop_by_hop(&mut h);
     headers::remove_identity_headers(&mut h, &state.strip_headers);
     headers::rewrite_cookies(&mut h, &state.cookies.name, None);
-    let host = HeaderValue::from_str(&crate::qlik::lifecycle::host_header(base))
-        .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
     headers::set_forwarding(
         &mut h,
         peer.ip(),
         state.public_proto,
         &state.public_host,
-        &host,
+        &dev.host,
     );
-    (Origin::of_url(base), path, h)
+    (path, h)
 }
 
 /// Forwards a request to the mashup dev server (no Qlik credentials involved).
 pub async fn to_mashup_upstream(
     state: &AppState,
-    base: &reqwest::Url,
+    dev: &DevServer,
     req: Request<Body>,
     peer: SocketAddr,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = req.into_parts();
-    let (origin, uri, h) = to_mashup_parts(state, base, &parts.uri, parts.headers, peer);
+    let (uri, h) = to_mashup_parts(state, dev, &parts.uri, parts.headers, peer);
     let resp = send(
         &state.upstream,
-        &origin,
+        &dev.upstream,
         &parts.method,
         uri,
         h,

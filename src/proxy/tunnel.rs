@@ -13,25 +13,23 @@ use hyper_util::rt::TokioIo;
 use super::headers;
 use super::registry::CloseReason;
 use crate::error::GatewayError;
+use crate::mashup::DevServer;
 use crate::state::AppState;
 
-/// Forwards an upgrade request to `base` and splices the two connections after a 101.
+/// Forwards an upgrade request to the dev server and splices the two connections after a 101.
 pub async fn upgrade(
     state: Arc<AppState>,
-    base: &reqwest::Url,
+    dev: &DevServer,
     mut req: Request<Body>,
     peer: SocketAddr,
 ) -> Result<Response, GatewayError> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
-    let (origin, uri, mut h) =
-        super::http::to_mashup_parts(&state, base, &parts.uri, parts.headers, peer);
+    let (uri, mut h) = super::http::to_mashup_parts(&state, dev, &parts.uri, parts.headers, peer);
     // The dev server checks Origin against its own host; present it as itself.
     if h.contains_key(header::ORIGIN) {
-        if let Ok(o) = HeaderValue::from_str(&base.origin().ascii_serialization()) {
-            h.insert(header::ORIGIN, o);
-        }
+        h.insert(header::ORIGIN, dev.origin.clone());
     }
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     if let Some(u) = upgrade_to {
@@ -39,7 +37,7 @@ pub async fn upgrade(
     }
     let mut resp = super::http::send(
         &state.upstream,
-        &origin,
+        &dev.upstream,
         &parts.method,
         uri,
         h,

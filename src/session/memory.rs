@@ -25,7 +25,7 @@ impl MemoryStore {
     /// An empty store enforcing `timeouts`.
     pub fn new(timeouts: Timeouts) -> Self {
         Self {
-            touch_every: (timeouts.idle / 10).min(Duration::from_secs(1)),
+            touch_every: timeouts.touch_every(),
             timeouts,
             sessions: Mutex::new(HashMap::new()),
         }

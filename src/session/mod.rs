@@ -115,6 +115,15 @@ pub struct Timeouts {
     pub absolute: Duration,
 }
 
+impl Timeouts {
+    /// How close together two touches of a session may be before the second is not written:
+    /// a tenth of the idle timeout, at most a second. A burst of requests costs one write, and
+    /// the idle timeout needs no more precision.
+    pub fn touch_every(&self) -> Duration {
+        (self.idle / 10).min(Duration::from_secs(1))
+    }
+}
+
 /// A store failure (only a networked store can fail; the memory store never does).
 #[derive(Debug, thiserror::Error)]
 #[error("session store: {0}")]

@@ -337,7 +337,7 @@ impl RedisStore {
             target,
             password: cfg.password.clone().or(url_password),
             known: Mutex::new(HashMap::new()),
-            touch_every: (timeouts.idle / 10).min(Duration::from_secs(1)),
+            touch_every: timeouts.touch_every(),
             cas: Script::new(CAS),
             take: Script::new(TAKE),
             lock: Script::new(LOCK),

@@ -219,7 +219,8 @@ impl Origin {
         }
     }
 
-    fn host_header(&self) -> String {
+    /// The `Host` header for this origin: the port only when it is not the scheme's default.
+    pub fn host_header(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
@@ -505,17 +506,17 @@ mod tests {
         assert_eq!(o.to_string(), "http://[::1]:8080");
         assert!(Origin::of(&"/relative".parse().unwrap()).is_err());
         assert!(Origin::of(&"ftp://x/".parse().unwrap()).is_err());
-        for url in [
-            "https://qlik.example.com/",
-            "http://[::1]:8080/",
-            "http://q:80/",
+        for (url, host) in [
+            ("https://qlik.example.com/", "qlik.example.com"),
+            ("http://[::1]:8080/", "[::1]:8080"),
+            ("http://q:80/", "q"),
+            ("https://q:4243/", "q:4243"),
         ] {
             let parsed = reqwest::Url::parse(url).unwrap();
-            assert_eq!(
-                Origin::of_url(&parsed),
-                Origin::of(&url.parse().unwrap()).unwrap(),
-                "{url}"
-            );
+            let o = Origin::of_url(&parsed);
+            assert_eq!(o, Origin::of(&url.parse().unwrap()).unwrap(), "{url}");
+            // The Host header of a configured URL (Qlik nodes, the dev server) comes from here.
+            assert_eq!(crate::qlik::lifecycle::host_header(&parsed), host, "{url}");
         }
     }
 }

@@ -450,13 +450,9 @@ pub enum CsrfError {
     Upstream(String),
 }
 
-/// `Host` header value for a URL (port only when not the scheme's default).
+/// `Host` header value for an `http(s)` URL (port only when not the scheme's default).
 pub fn host_header(url: &reqwest::Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        _ => String::new(),
-    }
+    crate::proxy::upstream::Origin::of_url(url).host_header()
 }
 
 /// A GUID-shaped session id, like the ones Qlik makes itself.

@@ -42,6 +42,9 @@ pub enum GatewayError {
         upstream: &'static str,
         after: std::time::Duration,
     },
+    /// The request's path would mean another path to the upstream than it does here.
+    #[error("refused path: {0}")]
+    PathRefused(#[from] crate::request_target::PathRefusal),
     /// Qlik refused the websocket upgrade.
     #[error("the Qlik proxy refused the websocket upgrade with HTTP {status}")]
     UpgradeRefused { status: u16 },
@@ -65,6 +68,7 @@ impl GatewayError {
             Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PathRefused(_) => StatusCode::BAD_REQUEST,
             Self::Auth(AuthError::UntrustedPeer { .. }) => StatusCode::BAD_REQUEST,
             Self::Auth(AuthError::BadHeaderValue { .. }) => StatusCode::BAD_REQUEST,
             Self::Auth(AuthError::MissingHeader { .. }) => StatusCode::UNAUTHORIZED,
@@ -87,6 +91,7 @@ impl GatewayError {
             Self::Unauthenticated { .. } => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
             Self::BadRequest(_) => "bad_request",
+            Self::PathRefused(_) => "path_refused",
             Self::Auth(AuthError::UntrustedPeer { .. }) => "untrusted_identity_header",
             Self::Auth(AuthError::BadHeaderValue { .. }) => "bad_identity_header",
             Self::Auth(AuthError::MissingHeader { .. }) => "missing_identity_header",
@@ -107,6 +112,7 @@ impl GatewayError {
         match self {
             Self::Unauthenticated { .. } => "You are not logged in.".into(),
             Self::Forbidden(m) | Self::BadRequest(m) => m.clone(),
+            Self::PathRefused(r) => format!("This address is not accepted: {r}."),
             Self::Auth(AuthError::UntrustedPeer { header, .. }) => {
                 format!("The {header} header is not accepted from your address.")
             }

@@ -14,6 +14,7 @@ pub mod mashup;
 pub mod metrics;
 pub mod proxy;
 pub mod qlik;
+pub mod request_target;
 pub mod routes;
 pub mod server;
 pub mod session;

@@ -12,6 +12,7 @@ use axum::routing::{any, get};
 use axum::{Extension, Router};
 use http::{header, HeaderValue, Method, StatusCode};
 
+use crate::error::GatewayError;
 use crate::gateway::endpoints::{self, PeerAddr};
 use crate::gateway::{current_session, unauthenticated, wants_html};
 use crate::mashup::Mashup;
@@ -104,6 +105,10 @@ pub async fn dispatch(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>
     let websocket = proxy::websocket::is_upgrade(req.headers());
 
     if under_mount(path, &state.cfg.qlik.mount) {
+        let rest = &path[state.cfg.qlik.mount.len()..];
+        if let Err(r) = crate::request_target::confine(rest, "the virtual proxy") {
+            return GatewayError::from(r).respond(html);
+        }
         if websocket {
             // Origin first: a foreign page learns nothing, not even whether the user is logged in.
             if let Err(e) = proxy::websocket::origin_allowed(&state, req.headers()) {
@@ -150,6 +155,9 @@ pub async fn dispatch(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>
             files.serve(&parts).await
         }
         Mashup::Upstream(dev) => {
+            if let Err(r) = crate::request_target::confine(path, "the dev server's root") {
+                return GatewayError::from(r).respond(html);
+            }
             let r = if websocket {
                 Box::pin(proxy::tunnel::upgrade(state.clone(), dev, req, peer)).await
             } else {

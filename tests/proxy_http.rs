@@ -406,3 +406,86 @@ async fn a_request_body_sent_into_a_lost_qlik_session_is_asked_for_again() {
     assert_eq!(env.sim().control().counters().sessions_created, 2);
     env.stop().await;
 }
+
+/// Sends `GET {target}` byte for byte over a raw socket (reqwest would normalise the path) and
+/// returns the status and body.
+async fn raw_get(env: &Env, target: &str, cookie: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = env.url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn paths_that_would_leave_the_virtual_proxy_at_qlik_are_refused_before_qlik() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    // Log in and make one request, so the Qlik session exists and the counter is settled.
+    let _ = echo(&env, "/mashup/sim/echo", &cookie).await;
+    let before = env.sim().control().counters();
+    for target in [
+        "/mashup/%2e%2e/secret",
+        "/mashup/.%2E/x",
+        "/mashup/%2e%2e%5cx",
+        "/mashup/..\\x",
+        "/mashup/..%2f..%2fadmin",
+        "/mashup/../hub/",
+        "/mashup/sim/%252e%252e/x",
+        "/mashup/sim/a%00b",
+        "/mashup/%c0%ae%c0%ae/x",
+        "/mashup/%u002e%u002e/x",
+    ] {
+        let (status, body) = raw_get(&env, target, &cookie).await;
+        assert_eq!(status, 400, "{target}: {body}");
+        assert!(body.contains("path_refused"), "{target}: {body}");
+    }
+    let after = env.sim().control().counters();
+    assert_eq!(
+        serde_json::to_value(&before).unwrap(),
+        serde_json::to_value(&after).unwrap(),
+        "a refused path must not reach Qlik"
+    );
+    // Plain paths pass, and an escape in the query is not a path.
+    let (status, body) = raw_get(&env, "/mashup/sim/echo?a=%2e%2e", &cookie).await;
+    assert_eq!(status, 200, "{body}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_sent_qlik_ticket_never_reaches_qlik() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    for q in [
+        "qlikTicket=abc",
+        "QlikTicket=abc&keep=1",
+        "keep=1&QLIKTICKET=abc",
+        "qlik%54icket=abc&keep=1",
+    ] {
+        let v = echo(&env, &format!("/mashup/sim/echo?{q}"), &cookie).await;
+        let query = v["query"].as_str().unwrap_or("");
+        assert!(
+            !query.to_ascii_lowercase().contains("ticket"),
+            "{q} reached Qlik as {query:?}"
+        );
+        if q.contains("keep") {
+            assert_eq!(query, "keep=1", "{q}");
+        }
+    }
+    env.stop().await;
+}

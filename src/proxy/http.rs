@@ -29,7 +29,8 @@ pub fn upstream_path_and_query(state: &AppState, uri: &Uri) -> String {
     } else {
         rest
     };
-    let query = uri.query();
+    let query = uri.query().map(crate::request_target::strip_tickets);
+    let query = query.as_deref().filter(|q| !q.is_empty());
     let mut out =
         String::with_capacity(prefix.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
     out.push_str(prefix);

@@ -1,0 +1,308 @@
+//! What of a request's target may reach an upstream: the path only when it stays under the
+//! upstream's prefix after the decoding Qlik's proxy applies, the query without Qlik tickets.
+//!
+//! Qlik's proxy runs on Windows http.sys, which percent-decodes the path, treats `\` (and `%5c`)
+//! as `/`, decodes `%uNNNN`, and resolves dot segments before the proxy routes by virtual proxy
+//! prefix. A path that looks like `/mashup/…` here can therefore be `/hub/…` or `/qrs/…` there.
+//! Rather than re-encode such paths (and guess which of Qlik's layers decodes what), the gateway
+//! refuses every path whose meaning depends on that decoding: an encoded separator, an encoded or
+//! double-encoded dot segment, a backslash, a NUL or other control character, invalid or overlong
+//! UTF-8, `%u` escapes. Plain paths, including raw dot segments that stay under the prefix, are
+//! forwarded byte for byte.
+
+use std::borrow::Cow;
+
+/// Why a path may not be forwarded. Each names the construct, for the log line and the 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathRefusal {
+    #[error("the path contains an encoded slash or backslash (%2F, %5C), which Qlik's proxy would read as a separator")]
+    EncodedSeparator,
+    #[error("the path contains a backslash, which Qlik's proxy reads as a separator")]
+    Backslash,
+    #[error("the path contains a percent-encoded dot segment (like %2e%2e), which Qlik's proxy would resolve")]
+    EncodedDotSegment,
+    #[error("the path contains a double-encoded dot segment or separator (like %252e%252e)")]
+    DoubleEncoded,
+    #[error("the path's dot segments lead outside {0}")]
+    Escapes(&'static str),
+    #[error("the path contains a NUL or another control character")]
+    ControlCharacter,
+    #[error("the path decodes to invalid or overlong UTF-8")]
+    InvalidUtf8,
+    #[error("the path contains a %u escape, which Qlik's proxy would decode")]
+    PercentU,
+    #[error("the path contains a % that does not start an escape (%XX)")]
+    MalformedEscape,
+}
+
+/// How many rounds of decoding are looked through for a double-encoded dot segment or separator.
+/// Two cover every layer that decodes once more than http.sys; more cost nothing on plain paths.
+const DECODE_ROUNDS: usize = 4;
+
+/// Checks `rest`, the part of a path below an upstream prefix (`""` or starting with `/`), where
+/// `below` names that prefix for the refusal (`"the virtual proxy"`, `"the dev server's root"`).
+///
+/// Runs on every proxied request: a path without `%`, `\` or a segment starting with `.` is
+/// accepted after one scan.
+pub fn confine(rest: &str, below: &'static str) -> Result<(), PathRefusal> {
+    let b = rest.as_bytes();
+    let mut suspicious = false;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'\\' => return Err(PathRefusal::Backslash),
+            0..=0x1f | 0x7f => return Err(PathRefusal::ControlCharacter),
+            b'%' => suspicious = true,
+            b'.' if i == 0 || b[i - 1] == b'/' => suspicious = true,
+            _ => {}
+        }
+    }
+    if !suspicious {
+        return Ok(());
+    }
+    let decoded = decode_strict(b)?;
+    let text = std::str::from_utf8(&decoded.bytes).map_err(|_| PathRefusal::InvalidUtf8)?;
+    let mut depth = 0usize;
+    for (seg, encoded) in text.split('/').zip(decoded.segment_encoded.iter()) {
+        match seg {
+            "." | ".." if *encoded => return Err(PathRefusal::EncodedDotSegment),
+            "." | "" => {}
+            ".." => {
+                depth = depth.checked_sub(1).ok_or(PathRefusal::Escapes(below))?;
+            }
+            _ => depth += 1,
+        }
+    }
+    // A further decoding round (a .NET layer behind http.sys, an extension's own unescape) must
+    // not produce a separator, a control character or a new dot segment either.
+    let mut level: Cow<'_, str> = Cow::Borrowed(text);
+    for _ in 1..DECODE_ROUNDS {
+        if !level.contains('%') {
+            break;
+        }
+        let next = decode_lenient(level.as_bytes());
+        if next.as_slice() == level.as_bytes() {
+            break;
+        }
+        let before_dots = dot_segments(&level);
+        let Ok(next) = String::from_utf8(next) else {
+            return Err(PathRefusal::InvalidUtf8);
+        };
+        if next.bytes().any(|c| c == b'\\' || c < 0x20 || c == 0x7f)
+            || next.matches('/').count() != level.matches('/').count()
+            || dot_segments(&next) != before_dots
+        {
+            return Err(PathRefusal::DoubleEncoded);
+        }
+        level = Cow::Owned(next);
+    }
+    Ok(())
+}
+
+fn dot_segments(s: &str) -> usize {
+    s.split('/').filter(|p| *p == "." || *p == "..").count()
+}
+
+struct Decoded {
+    bytes: Vec<u8>,
+    /// Per `/`-separated segment of `bytes`: whether any of its bytes came from an escape.
+    segment_encoded: Vec<bool>,
+}
+
+/// One round of http.sys-style decoding, refusing what makes the result ambiguous.
+fn decode_strict(b: &[u8]) -> Result<Decoded, PathRefusal> {
+    let mut bytes = Vec::with_capacity(b.len());
+    let mut segment_encoded = vec![false];
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'/' {
+            segment_encoded.push(false);
+            bytes.push(c);
+            i += 1;
+            continue;
+        }
+        if c != b'%' {
+            bytes.push(c);
+            i += 1;
+            continue;
+        }
+        if matches!(b.get(i + 1), Some(b'u' | b'U')) {
+            return Err(PathRefusal::PercentU);
+        }
+        let (Some(h), Some(l)) = (
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) else {
+            return Err(PathRefusal::MalformedEscape);
+        };
+        let v = h << 4 | l;
+        match v {
+            b'/' | b'\\' => return Err(PathRefusal::EncodedSeparator),
+            0..=0x1f | 0x7f => return Err(PathRefusal::ControlCharacter),
+            _ => {}
+        }
+        bytes.push(v);
+        if let Some(last) = segment_encoded.last_mut() {
+            *last = true;
+        }
+        i += 3;
+    }
+    Ok(Decoded {
+        bytes,
+        segment_encoded,
+    })
+}
+
+/// One round of decoding for the look-through: a `%` that starts no escape is kept as it is.
+fn decode_lenient(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Query parameters that carry a Qlik ticket. Qlik redeems a ticket on any proxied URL and sets its
+/// session cookie, so a ticket from the browser would swap the Qlik user behind a gateway session.
+/// The older documentation's spelling is refused too.
+const TICKET_PARAMS: [&str; 2] = ["qlikticket", "x-qlik-ticket"];
+
+/// `query` without Qlik ticket parameters (any case, any percent-encoding of the name). Borrowed
+/// when there is nothing to remove, which is every request a client library makes.
+pub fn strip_tickets(query: &str) -> Cow<'_, str> {
+    if !query
+        .split('&')
+        .any(|p| is_ticket_param(p.split('=').next().unwrap_or("")))
+    {
+        return Cow::Borrowed(query);
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !is_ticket_param(p.split('=').next().unwrap_or("")))
+        .collect();
+    Cow::Owned(kept.join("&"))
+}
+
+fn is_ticket_param(name: &str) -> bool {
+    // Fast exit for the names seen on every request: a ticket name is at least 10 bytes long.
+    if name.len() < 10 {
+        return false;
+    }
+    let decoded = decode_lenient(name.replace('+', " ").as_bytes());
+    let decoded = String::from_utf8_lossy(&decoded);
+    let decoded = decoded.trim();
+    TICKET_PARAMS
+        .iter()
+        .any(|t| decoded.eq_ignore_ascii_case(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VP: &str = "the virtual proxy";
+
+    #[test]
+    fn plain_paths_pass() {
+        for p in [
+            "",
+            "/",
+            "/app/engineData",
+            "/resources/assets/external/requirejs/require.js",
+            "/sense/app/3f2a/sheet/x/state/analysis",
+            "/content/Default/R%C3%A9sum%C3%A9%20(1).png",
+            "/api/v1/x;y=1",
+            "/a/./b",
+            "/a/../b",
+            "/a/b/..",
+            "/file.name/.hidden",
+            "/100%25",
+            "/a%2Eb",
+            "/%41%42",
+        ] {
+            assert_eq!(confine(p, VP), Ok(()), "{p}");
+        }
+    }
+
+    #[test]
+    fn the_issues_escapes_are_refused() {
+        for (p, why) in [
+            ("/%2e%2e/secret", PathRefusal::EncodedDotSegment),
+            ("/.%2E/x", PathRefusal::EncodedDotSegment),
+            ("/%2e%2e%5cx", PathRefusal::EncodedSeparator),
+            ("/..\\x", PathRefusal::Backslash),
+            ("/..%2f..%2fadmin", PathRefusal::EncodedSeparator),
+        ] {
+            assert_eq!(confine(p, VP), Err(why), "{p}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        for (p, why) in [
+            ("/../hub", PathRefusal::Escapes(VP)),
+            ("/a/../../qrs/about", PathRefusal::Escapes(VP)),
+            ("/a//../../x", PathRefusal::Escapes(VP)),
+            ("/..", PathRefusal::Escapes(VP)),
+            ("/%2e", PathRefusal::EncodedDotSegment),
+            ("/a%2fb", PathRefusal::EncodedSeparator),
+            ("/a%5Cb", PathRefusal::EncodedSeparator),
+            ("/a%00b", PathRefusal::ControlCharacter),
+            ("/a%0d%0aX-Qlik-User:x", PathRefusal::ControlCharacter),
+            ("/%c0%ae%c0%ae/x", PathRefusal::InvalidUtf8),
+            ("/%e0%80%ae/x", PathRefusal::InvalidUtf8),
+            ("/%ff", PathRefusal::InvalidUtf8),
+            ("/%u002e%u002e/x", PathRefusal::PercentU),
+            ("/%U2216", PathRefusal::PercentU),
+            ("/%252e%252e/x", PathRefusal::DoubleEncoded),
+            ("/%25252e%25252e/x", PathRefusal::DoubleEncoded),
+            ("/a%252fb", PathRefusal::DoubleEncoded),
+            ("/a%255cb", PathRefusal::DoubleEncoded),
+            ("/a%2500", PathRefusal::DoubleEncoded),
+            ("/a%zz", PathRefusal::MalformedEscape),
+            ("/a%2", PathRefusal::MalformedEscape),
+        ] {
+            assert_eq!(confine(p, VP), Err(why), "{p}");
+        }
+    }
+
+    #[test]
+    fn tickets_are_stripped_from_queries_in_any_spelling() {
+        for (q, want) in [
+            ("reloadUri=x&ttl=60", "reloadUri=x&ttl=60"),
+            ("qlikTicket=abc", ""),
+            ("a=1&QlikTicket=abc&b=2", "a=1&b=2"),
+            ("QLIKTICKET=abc&qlikticket=def", ""),
+            ("qlik%54icket=abc&a=1", "a=1"),
+            ("%71likTicket=abc", ""),
+            ("X-Qlik-Ticket=abc", ""),
+            ("qlikTicket", ""),
+            ("qlikTicketX=1", "qlikTicketX=1"),
+            ("", ""),
+        ] {
+            assert_eq!(strip_tickets(q), want, "{q}");
+        }
+        assert!(matches!(strip_tickets("a=1&b=2"), Cow::Borrowed(_)));
+    }
+}

@@ -153,25 +153,10 @@ fn decode_strict(b: &[u8]) -> Result<Decoded, PathRefusal> {
     })
 }
 
-/// One round of decoding for the look-through: a `%` that starts no escape is kept as it is.
+/// One round of decoding for the look-through: a `%` that starts no escape is kept as it is
+/// (percent-encoding's decoder, which is lenient in exactly that way).
 fn decode_lenient(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            ) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
+    percent_encoding::percent_decode(b).collect()
 }
 
 fn hex(c: u8) -> Option<u8> {

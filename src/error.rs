@@ -48,6 +48,9 @@ pub enum GatewayError {
     /// Qlik refused the websocket upgrade.
     #[error("the Qlik proxy refused the websocket upgrade with HTTP {status}")]
     UpgradeRefused { status: u16 },
+    /// The session already has `limit` open websockets (`security.max_websockets_per_session`).
+    #[error("websocket refused: the session of {user} already has {limit} open websockets (security.max_websockets_per_session)")]
+    TooManyWebsockets { user: String, limit: usize },
 }
 
 impl From<LifecycleError> for GatewayError {
@@ -82,6 +85,7 @@ impl GatewayError {
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::UpgradeRefused { .. } => StatusCode::BAD_GATEWAY,
+            Self::TooManyWebsockets { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -104,6 +108,7 @@ impl GatewayError {
             Self::Upstream { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpgradeRefused { .. } => "websocket_refused",
+            Self::TooManyWebsockets { .. } => "too_many_websockets",
         }
     }
 
@@ -136,6 +141,9 @@ impl GatewayError {
                 "The gateway could not reach the service behind it.".into()
             }
             Self::UpstreamTimeout { .. } => "The service behind the gateway did not answer in time.".into(),
+            Self::TooManyWebsockets { limit, .. } => format!(
+                "This login already has {limit} open connections to Qlik Sense, the most allowed. Close some tabs or apps and try again."
+            ),
         }
     }
 

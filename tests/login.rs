@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use qlik_sim::SALES_APP_ID;
 
 use std::io::{Read, Write};
 
@@ -84,7 +85,19 @@ async fn login_issues_a_safe_cookie_and_rotates_the_id() {
     let value = old.split_once('=').unwrap().1;
     assert!(value.len() >= 22, "id has at least 128 bits: {value}");
 
-    // Logging in again with the old cookie gives a new id and ends the old one.
+    // After a logout, a login with the old cookie gives a new id, never the old one back.
+    let out = c
+        .post(format!("{}/_gateway/logout", env.url))
+        .header("cookie", &old)
+        .header("origin", &env.url)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        out.status().is_success() || out.status().is_redirection(),
+        "{}",
+        out.status()
+    );
     let second = c
         .get(format!("{}/_gateway/login", env.url))
         .header("cookie", &old)
@@ -393,5 +406,37 @@ async fn public_paths_need_no_session_and_gateway_paths_404() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    env.stop().await;
+}
+
+/// A link to the login from another site (the Lax cookie goes along) ends nothing: a user who is
+/// logged in is sent back to `return_to` with their session, and its websockets, untouched.
+#[tokio::test]
+async fn login_with_a_live_session_goes_back_and_ends_nothing() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let mut ws = env
+        .ws(&format!("/mashup/app/{}", SALES_APP_ID), Some(&cookie))
+        .await
+        .expect("ws");
+    let v = ws.call(-1, "EngineVersion", serde_json::json!([])).await;
+    assert!(v["result"]["qVersion"].is_object(), "{v}");
+
+    let again = http_client()
+        .get(format!("{}/_gateway/login?return_to=/app/y", env.url))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 302);
+    assert_eq!(again.headers()["location"], "/app/y");
+    assert!(cookie_from(&again).is_none(), "no new session was made");
+    assert_eq!(env.get("/_gateway/me", &cookie).await.status(), 200);
+    let v = ws.call(-1, "EngineVersion", serde_json::json!([])).await;
+    assert!(
+        v["result"]["qVersion"].is_object(),
+        "the socket still relays: {v}"
+    );
     env.stop().await;
 }

@@ -678,6 +678,40 @@ async fn an_idle_websocket_is_closed_when_redis_expires_its_session() {
 }
 
 #[tokio::test]
+async fn a_session_found_expired_by_a_request_still_closes_its_websockets() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = key_file(keys.path(), "session.key");
+    // The sweep is rare next to the polling below, so a request is what finds the session over.
+    let gw = Gw::start(redis_session(
+        &redis.url(),
+        &key,
+        &[],
+        "idle_timeout = \"1h\"\nabsolute_timeout = \"2s\"\nsweep_interval = \"3s\"",
+    ))
+    .await;
+    let cookie = gw.login().await;
+    let mut ws = gw.engine_ws(&cookie).await.expect("websocket");
+    expect_authenticated(&mut ws).await;
+    within("the session to end", async {
+        while gw.me(&cookie).await != 401 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let reason = within(
+        "the expired session's socket closing",
+        closed_by_gateway(&mut ws),
+    )
+    .await;
+    assert!(
+        reason.is_some(),
+        "the socket gets the gateway's close frame"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn key_rotation_keeps_sessions_and_reseals_them_with_the_new_key() {
     let redis = RedisServer::start();
     let keys = tempfile::tempdir().expect("tempdir");

@@ -969,3 +969,88 @@ async fn engine_activity_keeps_the_gateway_session_alive() {
     drop(idle_ws);
     env.stop().await;
 }
+
+/// A busy socket outlives nothing: once its session passes the absolute timeout and a request
+/// finds it over (and drops it), the socket is still closed with the gateway's close frame.
+#[tokio::test]
+async fn a_session_found_expired_by_a_request_still_closes_its_websockets() {
+    let env = Env::with(Setup {
+        // The sweep is rare next to the polling below, so the request is what finds the expiry.
+        session: "idle_timeout = \"1h\"\nabsolute_timeout = \"2s\"\nsweep_interval = \"3s\"\n"
+            .into(),
+        ..Setup::default()
+    })
+    .await;
+    let cookie = env.login().await;
+    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
+    expect_authenticated(&mut ws).await;
+    within("the session to end", async {
+        while env.get("/_gateway/me", &cookie).await.status() != 401 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let (_, close_frame) = within(
+        "close of the expired session's socket",
+        read_until_close(&mut ws),
+    )
+    .await;
+    assert!(
+        close_frame.is_some(),
+        "the socket gets the gateway's close frame"
+    );
+    drop(ws);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn websockets_beyond_the_per_session_limit_get_429_before_qlik_is_contacted() {
+    let env = Env::with(Setup {
+        security: "max_websockets_per_session = 2".into(),
+        ..Setup::default()
+    })
+    .await;
+    let cookie = env.login().await;
+    let other = env.login().await;
+    let mut a = env.ws(&app_path(), Some(&cookie)).await.expect("first ws");
+    let mut b = env.ws(&app_path(), Some(&cookie)).await.expect("second ws");
+    expect_authenticated(&mut a).await;
+    expect_authenticated(&mut b).await;
+    let at_qlik = ws_requests_at_qlik(&env);
+
+    assert_eq!(
+        refused_status(env.ws(&app_path(), Some(&cookie)).await),
+        429
+    );
+    assert_eq!(
+        ws_requests_at_qlik(&env),
+        at_qlik,
+        "Qlik was never contacted"
+    );
+    // The limit is per session: another login still connects.
+    let mut c = env
+        .ws(&app_path(), Some(&other))
+        .await
+        .expect("another session's ws");
+    expect_authenticated(&mut c).await;
+
+    // A closed socket frees its place.
+    close(a).await;
+    let mut again = within("a place to free up", async {
+        loop {
+            match env.ws(&app_path(), Some(&cookie)).await {
+                Ok(ws) => return ws,
+                Err(tungstenite::Error::Http(r)) if r.status() == 429 => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    expect_authenticated(&mut again).await;
+    for ws in [b, c, again] {
+        close(ws).await;
+    }
+    env.stop().await;
+}

@@ -343,6 +343,8 @@ pub struct SecurityConfig {
     /// Origins (scheme://host[:port]) besides the public one that may open websockets.
     pub allowed_origins: Vec<String>,
     pub max_websocket_message: usize,
+    /// Open engine websockets one gateway session may hold; one more is refused with 429.
+    pub max_websockets_per_session: usize,
 }
 
 /// Logging.

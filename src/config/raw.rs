@@ -246,6 +246,8 @@ pub struct RawSecurity {
     pub allowed_origins: Vec<String>,
     #[serde(default = "defaults::max_websocket_message")]
     pub max_websocket_message: usize,
+    #[serde(default = "defaults::max_websockets_per_session")]
+    pub max_websockets_per_session: usize,
 }
 
 impl Default for RawSecurity {
@@ -253,6 +255,7 @@ impl Default for RawSecurity {
         Self {
             allowed_origins: Vec::new(),
             max_websocket_message: defaults::max_websocket_message(),
+            max_websockets_per_session: defaults::max_websockets_per_session(),
         }
     }
 }
@@ -315,6 +318,11 @@ pub(crate) mod defaults {
     }
     pub fn max_websocket_message() -> usize {
         64 * 1024 * 1024
+    }
+    /// A mashup opens one engine socket per app; a user with a dozen tabs of several apps stays
+    /// well below this, a script opening sockets in a loop does not.
+    pub fn max_websockets_per_session() -> usize {
+        64
     }
     pub fn log_format() -> String {
         "text".into()

@@ -83,6 +83,12 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "timeouts must be greater than zero",
         ));
     }
+    if raw.security.max_websockets_per_session == 0 {
+        return Err(ConfigError::key(
+            "security.max_websockets_per_session",
+            "must be at least 1 (0 would refuse every websocket)",
+        ));
+    }
     if raw.session.absolute_timeout < raw.session.idle_timeout {
         warnings.push("session.absolute_timeout is shorter than session.idle_timeout: sessions end at the absolute timeout".into());
     }
@@ -220,6 +226,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         security: SecurityConfig {
             allowed_origins,
             max_websocket_message: raw.security.max_websocket_message,
+            max_websockets_per_session: raw.security.max_websockets_per_session,
         },
         log: LogConfig {
             json,

@@ -28,8 +28,9 @@ pub struct LoginParams {
     return_to: Option<String>,
 }
 
-/// `GET /_gateway/login`: authenticate with the configured provider, start a fresh gateway session
-/// (a new id: the old one, if any, is dropped) and go back to `return_to`.
+/// `GET /_gateway/login`: with a live gateway session, straight back to `return_to`; otherwise
+/// authenticate with the configured provider, start a fresh gateway session (a new id: an ended
+/// one's, if any, is never reused) and go back to `return_to`.
 pub async fn login(
     State(state): State<Arc<AppState>>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
@@ -51,6 +52,19 @@ pub async fn login(
             }
         },
     };
+    // Already logged in: nothing to do but go back. Logging in again here would end the session
+    // (and its websockets) on any cross-site link to this URL (the cookie is SameSite=Lax), with
+    // nothing gained; the session is only replaced where a new identity is established.
+    match current_session(&state, &headers).await {
+        Ok(Some(_)) => {
+            let mut resp = super::found(&target);
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return resp;
+        }
+        Ok(None) => {}
+        Err(e) => return refused(&state, e, html),
+    }
     let outcome = state
         .provider
         .login(&LoginRequest {

@@ -68,6 +68,28 @@ impl SocketRegistry {
         }
     }
 
+    /// Registers a socket of the gateway session with `session_key` unless that session already
+    /// has `max` open sockets; `None` at the limit. Counted and inserted under one lock, so
+    /// parallel upgrades cannot overshoot it.
+    pub fn try_register(&self, session_key: &str, max: usize) -> Option<SocketGuard> {
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(None);
+        let mut map = self.lock();
+        let open = map
+            .values()
+            .filter(|(k, _)| k.as_deref() == Some(session_key))
+            .count();
+        if open >= max {
+            return None;
+        }
+        map.insert(id, (Some(session_key.to_owned()), tx));
+        Some(SocketGuard {
+            id,
+            inner: self.inner.clone(),
+            close: rx,
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Sockets> {
         self.inner.sockets.lock().unwrap_or_else(|p| p.into_inner())
     }

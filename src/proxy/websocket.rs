@@ -156,12 +156,20 @@ pub async fn engine(
         &state.qlik_host,
     );
 
+    // Counted before Qlik is contacted: a refused socket costs no upstream connection.
+    let max = state.cfg.security.max_websockets_per_session;
+    let guard = state
+        .sockets
+        .try_register(sid.storage_key(), max)
+        .ok_or_else(|| GatewayError::TooManyWebsockets {
+            user: format!("{}\\{}", gw.identity.user_directory, gw.identity.user_id),
+            limit: max,
+        })?;
     let qlik = state.qlik.ensure(&sid, &gw).await?;
     let (upstream, qlik) =
         connect_with_session(&state, &sid, &path_q, &fwd, qlik.into_owned()).await?;
 
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let guard = state.sockets.register(Some(sid.storage_key().to_owned()));
     let cfg = ws_config(&state);
     let st = state.clone();
     let user = format!("{}\\{}", gw.identity.user_directory, gw.identity.user_id);

@@ -54,10 +54,9 @@ impl SessionStore for MemoryStore {
         let now = SystemTime::now();
         let mut map = self.lock();
         match map.get_mut(key) {
-            Some((_, s)) if s.is_expired(&self.timeouts, now) => {
-                map.remove(key);
-                Ok(None)
-            }
+            // Left in place for the sweep: removing it here would end the session without
+            // anyone closing its websockets (only the sweep reports what ended).
+            Some((_, s)) if s.is_expired(&self.timeouts, now) => Ok(None),
             Some((_, s)) => {
                 let stale = now
                     .duration_since(s.last_seen)
@@ -148,6 +147,8 @@ mod tests {
         s.last_seen -= Duration::from_secs(61);
         store.insert(&id, s).await.unwrap();
         assert!(store.get_and_touch(&id).await.unwrap().is_none());
+        // Found expired by a request, it is still reported by the sweep (its sockets get closed).
+        assert_eq!(store.sweep().await.unwrap(), vec![id.clone()]);
 
         let id2 = SessionId::generate();
         let mut s = GatewaySession::new(identity(), "static");

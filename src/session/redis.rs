@@ -211,13 +211,14 @@ impl RedisStore {
                 old_key,
             }) = self.read(id).await?
             else {
-                self.forget(id);
+                // Not forgotten: if this replica knew it, the sweep reports it as ended and its
+                // websockets here are closed (forgetting would leave them open for good).
                 return Ok(None);
             };
             if session.is_expired(&self.timeouts, now) {
                 // Redis would delete it within milliseconds; the gateway's clock says it is over.
+                // Kept known for the sweep, as above.
                 self.delete(id).await?;
-                self.forget(id);
                 return Ok(None);
             }
             self.remember(id);
@@ -235,10 +236,8 @@ impl RedisStore {
             let value = self.seal(id, &session)?;
             match self.compare_and_set(id, &raw, &value, ttl).await? {
                 Some(true) => return Ok(Some(session)),
-                Some(false) => {
-                    self.forget(id);
-                    return Ok(None);
-                }
+                // Gone meanwhile: left known for the sweep, as above.
+                Some(false) => return Ok(None),
                 // Someone else wrote it (a touch or a Qlik session): read again.
                 None => continue,
             }

@@ -514,3 +514,51 @@ async fn a_forged_callback_does_not_cancel_the_login_in_progress() {
     assert!(cookie_from(&real).is_some());
     env.stop().await;
 }
+
+/// A flood of logins started by others (more than any server-side table of logins in progress
+/// would hold) cannot push out a user's login: their answer from the IdP still completes it,
+/// once.
+#[tokio::test]
+async fn a_flood_of_other_logins_does_not_evict_a_login_in_progress_and_a_replay_is_refused() {
+    let idp = FakeIdp::start().await;
+    let env = gateway(&idp.issuer, "").await;
+    let c = no_redirects();
+    let r = c
+        .get(format!("{}/_gateway/login", env.url))
+        .send()
+        .await
+        .unwrap();
+    let cookie = set_cookie(&r, "qlik-gateway-oidc")
+        .pop()
+        .expect("login cookie");
+    let back = location(&c.get(location(&r)).send().await.unwrap());
+
+    let url = format!("{}/_gateway/login", env.url);
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (c, url) = (c.clone(), url.clone());
+        flood.spawn(async move {
+            for _ in 0..650 {
+                let r = c.get(&url).send().await.expect("flood login");
+                assert_eq!(r.status(), 302);
+            }
+        });
+    }
+    while let Some(done) = flood.join_next().await {
+        done.expect("flood task");
+    }
+
+    let real = c.get(&back).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(real.status(), 302, "the user's login completes");
+    assert!(cookie_from(&real).is_some());
+    // The same answer again (a replayed callback) is refused.
+    let replay = c
+        .get(&back)
+        .header("cookie", &cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused(replay, 400).await.0, "oidc_state");
+    env.stop().await;
+}

@@ -51,6 +51,9 @@ pub enum GatewayError {
     /// The session already has `limit` open websockets (`security.max_websockets_per_session`).
     #[error("websocket refused: the session of {user} already has {limit} open websockets (security.max_websockets_per_session)")]
     TooManyWebsockets { user: String, limit: usize },
+    /// The user already has `limit` live gateway sessions (`session.max_sessions_per_user`).
+    #[error("login refused: {user} already has {limit} live sessions (session.max_sessions_per_user); they end at logout or their idle timeout")]
+    TooManySessions { user: String, limit: usize },
 }
 
 impl From<LifecycleError> for GatewayError {
@@ -85,7 +88,9 @@ impl GatewayError {
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::UpgradeRefused { .. } => StatusCode::BAD_GATEWAY,
-            Self::TooManyWebsockets { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyWebsockets { .. } | Self::TooManySessions { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -109,6 +114,7 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpgradeRefused { .. } => "websocket_refused",
             Self::TooManyWebsockets { .. } => "too_many_websockets",
+            Self::TooManySessions { .. } => "too_many_sessions",
         }
     }
 
@@ -143,6 +149,9 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => "The service behind the gateway did not answer in time.".into(),
             Self::TooManyWebsockets { limit, .. } => format!(
                 "This login already has {limit} open connections to Qlik Sense, the most allowed. Close some tabs or apps and try again."
+            ),
+            Self::TooManySessions { limit, .. } => format!(
+                "You are already signed in {limit} times, the most allowed. Sign out in another browser, or wait for an unused sign-in to expire, and try again."
             ),
         }
     }

@@ -509,8 +509,13 @@ impl CountingStore {
 
 #[async_trait]
 impl SessionStore for CountingStore {
-    async fn insert(&self, id: &SessionId, session: GatewaySession) -> Result<(), StoreError> {
-        self.counted(self.inner.insert(id, session).await)
+    async fn insert(
+        &self,
+        id: &SessionId,
+        session: GatewaySession,
+        max_per_user: usize,
+    ) -> Result<bool, StoreError> {
+        self.counted(self.inner.insert(id, session, max_per_user).await)
     }
     async fn get_and_touch(
         &self,
@@ -646,7 +651,12 @@ mod tests {
 
     #[async_trait]
     impl SessionStore for Down {
-        async fn insert(&self, _: &SessionId, _: GatewaySession) -> Result<(), StoreError> {
+        async fn insert(
+            &self,
+            _: &SessionId,
+            _: GatewaySession,
+            _: usize,
+        ) -> Result<bool, StoreError> {
             Err(StoreError("down".into()))
         }
         async fn get_and_touch(

@@ -440,3 +440,45 @@ async fn login_with_a_live_session_goes_back_and_ends_nothing() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn logins_beyond_the_limit_per_user_are_refused_until_one_ends() {
+    let env = Env::with(Setup {
+        session: "max_sessions_per_user = 2".into(),
+        ..Setup::default()
+    })
+    .await;
+    let first = env.login().await;
+    let _second = env.login().await;
+    let c = http_client();
+    let refused = c
+        .get(format!("{}/_gateway/login", env.url))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(cookie_from(&refused).is_none(), "no session was made");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_sessions", "{body}");
+    let page = c
+        .get(format!("{}/_gateway/login", env.url))
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 429, "a browser gets the page, not a loop");
+
+    let out = c
+        .post(format!("{}/_gateway/logout", env.url))
+        .header("cookie", &first)
+        .header("origin", &env.url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 200);
+    let again = env.login().await;
+    assert_eq!(env.get("/_gateway/me", &again).await.status(), 200);
+    env.stop().await;
+}

@@ -495,8 +495,18 @@ async fn sessions_are_shared_by_replicas_and_sealed_at_rest() {
     // What Redis holds: a key derived from the id (not the id), a sealed value (no JSON, no
     // user), with the current key's id, expiring by itself.
     let mut raw = redis.raw();
-    let all: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw).expect("KEYS");
+    let (all, users): (Vec<String>, Vec<String>) = redis::cmd("KEYS")
+        .arg("*")
+        .query::<Vec<String>>(&mut raw)
+        .expect("KEYS")
+        .into_iter()
+        .partition(|k| !k.starts_with("qlik-gateway:user:"));
     assert_eq!(all, vec![redis_key(&cookie)]);
+    assert_eq!(users.len(), 1, "one set of alice's sessions: {users:?}");
+    assert!(
+        !users[0].to_lowercase().contains("alice"),
+        "user names are hashed in key names: {users:?}"
+    );
     assert!(!all[0].contains(cookie_value(&cookie)));
     let value: Vec<u8> = redis::cmd("GET").arg(&all[0]).query(&mut raw).expect("GET");
     for plain in [
@@ -1221,6 +1231,36 @@ async fn logout_events_resume_after_a_redis_restart() {
     redis.restart();
     subscribed(&redis, 2).await;
     logout_on_b_closes_socket_on_a(&a, &b).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn the_session_limit_per_user_holds_across_replicas() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = key_file(keys.path(), "session.key");
+    let session = redis_session(&redis.url(), &key, &[], "max_sessions_per_user = 2");
+    let a = Gw::start(session.clone()).await;
+    let b = Gw::start(session).await;
+
+    let first = a.login().await;
+    let _second = b.login().await;
+    let refused = http_client()
+        .get(format!("{}/_gateway/login", a.url))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(refused.status(), 429, "the third login, on either replica");
+    assert!(cookie_from(&refused).is_none(), "no session was made");
+    let body: Value = refused.json().await.expect("JSON");
+    assert_eq!(body["error"], "too_many_sessions", "{body}");
+
+    // A logout on one replica frees a place for a login on the other.
+    assert_eq!(a.logout(&first).await, 200);
+    let third = b.login().await;
+    assert_eq!(a.me(&third).await, 200);
     a.stop().await;
     b.stop().await;
 }

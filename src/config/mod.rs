@@ -95,6 +95,9 @@ pub struct SessionConfig {
     pub sweep_interval: Duration,
     /// `__Host-qlik-gateway` on https, `qlik-gateway` on http, unless configured.
     pub cookie_name: String,
+    /// Live sessions one user (directory and id, any case) may hold; one more login is refused
+    /// with 429.
+    pub max_sessions_per_user: usize,
 }
 
 /// Where gateway sessions live.

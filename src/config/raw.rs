@@ -88,6 +88,8 @@ pub struct RawSession {
     #[serde(default = "defaults::sweep_interval", with = "humantime_serde")]
     pub sweep_interval: Duration,
     pub cookie_name: Option<String>,
+    #[serde(default = "defaults::max_sessions_per_user")]
+    pub max_sessions_per_user: usize,
 }
 
 impl Default for RawSession {
@@ -107,6 +109,7 @@ impl Default for RawSession {
             absolute_timeout: defaults::absolute_timeout(),
             sweep_interval: defaults::sweep_interval(),
             cookie_name: None,
+            max_sessions_per_user: defaults::max_sessions_per_user(),
         }
     }
 }
@@ -323,6 +326,11 @@ pub(crate) mod defaults {
     /// well below this, a script opening sockets in a loop does not.
     pub fn max_websockets_per_session() -> usize {
         64
+    }
+    /// Browsers, devices and a lost cookie now and then stay well below this; a script logging
+    /// in without keeping the cookie does not.
+    pub fn max_sessions_per_user() -> usize {
+        100
     }
     pub fn log_format() -> String {
         "text".into()

@@ -83,6 +83,12 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "timeouts must be greater than zero",
         ));
     }
+    if raw.session.max_sessions_per_user == 0 {
+        return Err(ConfigError::key(
+            "session.max_sessions_per_user",
+            "must be at least 1 (0 would refuse every login)",
+        ));
+    }
     if raw.security.max_websockets_per_session == 0 {
         return Err(ConfigError::key(
             "security.max_websockets_per_session",
@@ -216,6 +222,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             absolute_timeout: raw.session.absolute_timeout,
             sweep_interval: raw.session.sweep_interval,
             cookie_name,
+            max_sessions_per_user: raw.session.max_sessions_per_user,
         },
         auth,
         qlik,

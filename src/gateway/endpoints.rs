@@ -153,8 +153,21 @@ async fn finish_login(
         audit = true,
         "login"
     );
-    if let Err(e) = state.store.insert(&id, session).await {
-        return refused(state, GatewayError::Store(e), html);
+    let max = state.cfg.session.max_sessions_per_user;
+    let user = format!(
+        "{}\\{}",
+        session.identity.user_directory, session.identity.user_id
+    );
+    match state.store.insert(&id, session, max).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return refused(
+                state,
+                GatewayError::TooManySessions { user, limit: max },
+                html,
+            )
+        }
+        Err(e) => return refused(state, GatewayError::Store(e), html),
     }
     state
         .metrics

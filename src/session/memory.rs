@@ -40,10 +40,27 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn insert(&self, id: &SessionId, session: GatewaySession) -> Result<(), StoreError> {
-        self.lock()
-            .insert(id.storage_key().to_owned(), (id.clone(), Arc::new(session)));
-        Ok(())
+    async fn insert(
+        &self,
+        id: &SessionId,
+        session: GatewaySession,
+        max_per_user: usize,
+    ) -> Result<bool, StoreError> {
+        let now = SystemTime::now();
+        let user = session.user_key();
+        let mut map = self.lock();
+        // A scan, once per login: cheaper overall than an index kept up to date on every
+        // removal, and bounded by the number of sessions the process holds anyway.
+        let live = map
+            .values()
+            .filter(|(_, s)| !s.is_expired(&self.timeouts, now) && s.user_key() == user)
+            .take(max_per_user)
+            .count();
+        if live >= max_per_user {
+            return Ok(false);
+        }
+        map.insert(id.storage_key().to_owned(), (id.clone(), Arc::new(session)));
+        Ok(true)
     }
 
     async fn get_and_touch(
@@ -145,7 +162,7 @@ mod tests {
         let id = SessionId::generate();
         let mut s = GatewaySession::new(identity(), "static");
         s.last_seen -= Duration::from_secs(61);
-        store.insert(&id, s).await.unwrap();
+        assert!(store.insert(&id, s, 10).await.unwrap());
         assert!(store.get_and_touch(&id).await.unwrap().is_none());
         // Found expired by a request, it is still reported by the sweep (its sockets get closed).
         assert_eq!(store.sweep().await.unwrap(), vec![id.clone()]);
@@ -153,13 +170,13 @@ mod tests {
         let id2 = SessionId::generate();
         let mut s = GatewaySession::new(identity(), "static");
         s.created_at -= Duration::from_secs(3601);
-        store.insert(&id2, s).await.unwrap();
+        assert!(store.insert(&id2, s, 10).await.unwrap());
         assert_eq!(store.sweep().await.unwrap(), vec![id2.clone()]);
         assert_eq!(store.count().await.unwrap(), 0);
 
         let id3 = SessionId::generate();
         store
-            .insert(&id3, GatewaySession::new(identity(), "static"))
+            .insert(&id3, GatewaySession::new(identity(), "static"), 10)
             .await
             .unwrap();
         assert!(store.get_and_touch(&id3).await.unwrap().is_some());
@@ -174,7 +191,7 @@ mod tests {
         let id = SessionId::generate();
         let mut s = GatewaySession::new(identity(), "static");
         s.last_seen -= Duration::from_secs(59);
-        store.insert(&id, s).await.unwrap();
+        assert!(store.insert(&id, s, 10).await.unwrap());
 
         // A request holds the session while it is touched and its Qlik session replaced.
         let held = store.get_and_touch(&id).await.unwrap().unwrap();
@@ -206,5 +223,47 @@ mod tests {
         let seen = now.last_seen;
         let again = store.get_and_touch(&id).await.unwrap().unwrap();
         assert_eq!(again.last_seen, seen);
+    }
+
+    #[tokio::test]
+    async fn a_user_at_the_session_limit_gets_no_more_until_one_ends() {
+        let store = MemoryStore::new(Timeouts {
+            idle: Duration::from_secs(60),
+            absolute: Duration::from_secs(3600),
+        });
+        let ids: Vec<_> = (0..3).map(|_| SessionId::generate()).collect();
+        for id in &ids {
+            assert!(store
+                .insert(id, GatewaySession::new(identity(), "static"), 3)
+                .await
+                .unwrap());
+        }
+        // Case does not make another user.
+        let mut shouty = identity();
+        shouty.user_id = "ALICE".into();
+        shouty.user_directory = "dev".into();
+        let extra = SessionId::generate();
+        assert!(!store
+            .insert(&extra, GatewaySession::new(shouty, "static"), 3)
+            .await
+            .unwrap());
+        assert!(store.get(&extra).await.unwrap().is_none(), "nothing stored");
+        // Another user is not affected.
+        let mut bob = identity();
+        bob.user_id = "bob".into();
+        assert!(store
+            .insert(
+                &SessionId::generate(),
+                GatewaySession::new(bob, "static"),
+                3
+            )
+            .await
+            .unwrap());
+        // An ended session frees its place.
+        store.remove(&ids[0]).await.unwrap();
+        assert!(store
+            .insert(&extra, GatewaySession::new(identity(), "static"), 3)
+            .await
+            .unwrap());
     }
 }

@@ -106,6 +106,16 @@ impl GatewaySession {
     pub fn is_expired(&self, timeouts: &Timeouts, now: SystemTime) -> bool {
         now >= self.expires_at(timeouts)
     }
+
+    /// Who the session counts against for `session.max_sessions_per_user`: Qlik compares user
+    /// directories and ids without regard to case, so `CORP\Alice` and `corp\alice` are one user.
+    pub fn user_key(&self) -> String {
+        format!(
+            "{}\\{}",
+            self.identity.user_directory.to_lowercase(),
+            self.identity.user_id.to_lowercase()
+        )
+    }
 }
 
 /// Idle and absolute session lifetimes.
@@ -196,8 +206,15 @@ impl Drop for LockGuard {
 /// Where gateway sessions live: [`memory::MemoryStore`] for one replica, [`redis::RedisStore`] for several.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Stores a new session.
-    async fn insert(&self, id: &SessionId, session: GatewaySession) -> Result<(), StoreError>;
+    /// Stores a new session unless its user already has `max_per_user` live sessions: `Ok(false)`,
+    /// and nothing is stored. Counted and stored in one step, so parallel logins of one user
+    /// cannot overshoot the limit (on every replica sharing the store).
+    async fn insert(
+        &self,
+        id: &SessionId,
+        session: GatewaySession,
+        max_per_user: usize,
+    ) -> Result<bool, StoreError>;
     /// Returns the live session and marks it as seen now; expired sessions are removed and not
     /// returned. Shared, not copied: this runs on every request, and a session can be large (an
     /// ID token, group attributes). Its `last_seen` may lag by up to a second: touches are

@@ -37,6 +37,13 @@
 //!   session. Every replica subscribes ([`SessionStore::events`]) and closes that session's
 //!   websockets at once; the subscription reconnects and resubscribes by itself, and whatever
 //!   was published while it was down is caught by the sweep (a resubscription triggers one).
+//! - **Sessions per user**: `{redis_key_prefix}user:{SHA-256 of directory\\id, lowercased}`, a
+//!   sorted set of the user's sessions' storage keys, each scored with the last moment it can
+//!   live (its absolute timeout). A login counts the live ones and stores the new session in
+//!   one script, so `session.max_sessions_per_user` holds across replicas; sessions that ended
+//!   are dropped from the set as they are counted, and the set expires with its last session.
+//!   The script reads session keys it is not given as `KEYS`: fine on one server or Sentinel,
+//!   not on Redis Cluster (which the store does not support).
 //! - **Qlik session lock**: `{redis_key_prefix}lock:qlik:{storage key}`, taken with `SET NX PX`
 //!   and a random token, released by compare-and-delete, so that one replica at a time creates a
 //!   session's Qlik session ([`crate::qlik::lifecycle`]). Its lifetime outlasts the QPS calls, so
@@ -59,6 +66,30 @@ use super::{
     Timeouts,
 };
 use crate::config::RedisStoreConfig;
+
+/// Stores a new session `KEYS[1]` = `ARGV[1]` (expiring in `ARGV[2]` ms) unless the user's set of
+/// sessions `KEYS[2]` already holds `ARGV[4]` live ones; then returns 0 and stores nothing.
+/// Members are storage keys scored with the latest time they can be alive (`ARGV[3]`, ms since the
+/// epoch: the absolute timeout); members past it, or whose session is gone (logout, idle expiry),
+/// are removed as they are counted. `ARGV[5]` is the storage key, `ARGV[6]` the sessions' key
+/// prefix, `ARGV[7]` now (ms).
+const INSERT: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[7])
+local live = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if redis.call('EXISTS', ARGV[6] .. m) == 1 then
+    live = live + 1
+  else
+    redis.call('ZREM', KEYS[2], m)
+  end
+end
+if live >= tonumber(ARGV[4]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[2], last[2])
+return 1
+";
 
 /// Replaces `KEYS[1]` with `ARGV[2]` (expiring in `ARGV[3]` ms) only if it still holds exactly
 /// `ARGV[1]`. Returns 1 when replaced, 0 when the key is gone, -1 when it holds another value.
@@ -161,6 +192,7 @@ pub struct RedisStore {
     /// A touch within this time of the last one is not written (see the module docs).
     touch_every: Duration,
     cas: Script,
+    insert: Script,
     take: Script,
     lock: Script,
     unlock: Script,
@@ -338,6 +370,7 @@ impl RedisStore {
             known: Mutex::new(HashMap::new()),
             touch_every: timeouts.touch_every(),
             cas: Script::new(CAS),
+            insert: Script::new(INSERT),
             take: Script::new(TAKE),
             lock: Script::new(LOCK),
             unlock: Script::new(UNLOCK),
@@ -356,6 +389,14 @@ impl RedisStore {
     /// The Redis key of a session.
     pub fn redis_key(&self, id: &SessionId) -> String {
         format!("{}{}", self.prefix, id.storage_key())
+    }
+
+    /// The Redis key of the set of a user's sessions. Hashed like session ids, so that Redis
+    /// does not hold user names in the clear either.
+    fn user_key(&self, s: &GatewaySession) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(s.user_key().as_bytes());
+        format!("{}user:{}", self.key_prefix, hex::encode(digest))
     }
 
     async fn connection(&self) -> Result<ConnectionManager, StoreError> {
@@ -585,24 +626,46 @@ fn describe(e: &RedisError) -> String {
 
 #[async_trait]
 impl SessionStore for RedisStore {
-    async fn insert(&self, id: &SessionId, session: GatewaySession) -> Result<(), StoreError> {
-        let Some(ttl) = self.ttl_ms(&session, SystemTime::now()) else {
-            return Ok(());
+    async fn insert(
+        &self,
+        id: &SessionId,
+        session: GatewaySession,
+        max_per_user: usize,
+    ) -> Result<bool, StoreError> {
+        let now = SystemTime::now();
+        let Some(ttl) = self.ttl_ms(&session, now) else {
+            return Ok(true);
         };
+        let ms = |t: SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        };
+        let last_alive = ms(session.created_at + self.timeouts.absolute);
         let value = &self.seal(id, &session)?;
         let key = &self.redis_key(id);
-        self.call("did not store the new session", |mut c| async move {
-            ::redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(ttl)
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await?;
+        let user = &self.user_key(&session);
+        let prefix = &self.prefix;
+        let stored: i64 = self
+            .call("did not store the new session", |mut c| async move {
+                self.insert
+                    .key(key)
+                    .key(user)
+                    .arg(value)
+                    .arg(ttl)
+                    .arg(last_alive)
+                    .arg(max_per_user)
+                    .arg(id.storage_key())
+                    .arg(prefix)
+                    .arg(ms(now))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if stored == 0 {
+            return Ok(false);
+        }
         self.remember(id);
-        Ok(())
+        Ok(true)
     }
 
     async fn get_and_touch(

@@ -2,6 +2,7 @@
 //!
 //! Nothing here knows about Qlik; providers only answer "who is this" (or ask the browser for more).
 
+pub mod identity_rules;
 pub mod negotiate;
 pub mod oidc;
 pub mod static_user;
@@ -80,6 +81,9 @@ pub enum AuthError {
     /// An OpenID Connect login failed.
     #[error(transparent)]
     Oidc(oidc::OidcError),
+    /// The provider named a user Qlik cannot take as is (see [`identity_rules`]).
+    #[error("the {field} from the identity provider breaks Qlik's rules: it {rule}; fix the name at the identity provider or its mapping")]
+    UnacceptableIdentity { field: &'static str, rule: String },
 }
 
 /// A provider that cannot start (its keytab, its identity provider's metadata).
@@ -124,11 +128,17 @@ pub trait IdentityProvider: Send + Sync {
 }
 
 /// Builds the configured provider; `secure` when the public origin is https (cookie flags).
+/// Every identity it yields is checked against `rules` before anything else sees it.
 pub fn from_config(
     cfg: &AuthConfig,
     secure: bool,
+    rules: identity_rules::IdentityRules,
 ) -> Result<Arc<dyn IdentityProvider>, SetupError> {
-    let _ = secure;
+    let inner = provider(cfg, secure)?;
+    Ok(Arc::new(identity_rules::Checked::new(inner, rules)))
+}
+
+fn provider(cfg: &AuthConfig, secure: bool) -> Result<Arc<dyn IdentityProvider>, SetupError> {
     Ok(match cfg {
         AuthConfig::Static {
             user_directory,

@@ -35,21 +35,33 @@ impl TrustedHeader {
         self.trusted.iter().any(|n| n.contains(&ip))
     }
 
+    /// The directory comes from the value, never a shortened form of it: `DOMAIN\\user` and
+    /// `user@domain` keep the full domain (so `corp.attacker.example` never becomes `CORP`). With
+    /// `user_directory` set, a bare name gets it and any other domain is refused, so a value
+    /// naming a foreign domain cannot be folded into the operator's directory.
     fn identity_from(&self, value: &str) -> Result<Identity, String> {
-        let value = value.trim();
+        if value.contains(',') {
+            return Err("the value holds a comma-joined list; exactly one user is required".into());
+        }
+        if value != value.trim() {
+            return Err("the value has leading or trailing spaces".into());
+        }
         let (dir, user) = if let Some((d, u)) = value.split_once('\\') {
-            (Some(d.to_string()), u.to_string())
+            (Some(d), u)
         } else if let Some((u, d)) = value.rsplit_once('@') {
-            // user@corp.example.com: Qlik directories are short names; use the first DNS label,
-            // uppercased, as Windows does for NetBIOS names.
-            let short = d.split('.').next().unwrap_or(d).to_ascii_uppercase();
-            (Some(short), u.to_string())
+            (Some(d), u)
         } else {
-            (None, value.to_string())
+            (None, value)
         };
         let dir = match (dir, &self.user_directory) {
-            (_, Some(fixed)) => fixed.clone(),
-            (Some(d), None) => d,
+            (None, Some(fixed)) => fixed.clone(),
+            (Some(d), Some(fixed)) if d.eq_ignore_ascii_case(fixed) => fixed.clone(),
+            (Some(d), Some(fixed)) => {
+                return Err(format!(
+                    "the value names domain {d:?}, not auth.trusted_header.user_directory {fixed:?}"
+                ))
+            }
+            (Some(d), None) => d.to_string(),
             (None, None) => {
                 return Err("the value has no directory (DOMAIN\\user or user@domain) and auth.trusted_header.user_directory is not set".into())
             }
@@ -59,7 +71,7 @@ impl TrustedHeader {
         }
         Ok(Identity {
             user_directory: dir,
-            user_id: user,
+            user_id: user.to_string(),
             attributes: Vec::new(),
         })
     }
@@ -100,6 +112,14 @@ impl IdentityProvider for TrustedHeader {
                 peer,
             });
         };
+        // A browser can add its own copy before the front proxy's; believing either one lets
+        // the client choose the user, so two copies are refused outright.
+        if req.headers.get_all(&self.header).iter().nth(1).is_some() {
+            return Err(AuthError::BadHeaderValue {
+                header: self.header.to_string(),
+                reason: "the header was sent more than once; exactly one value is required".into(),
+            });
+        }
         let value = value.to_str().map_err(|_| AuthError::BadHeaderValue {
             header: self.header.to_string(),
             reason: "not visible ASCII".into(),
@@ -135,6 +155,16 @@ mod tests {
         )
     }
 
+    fn test_request(headers: &http::HeaderMap) -> LoginRequest<'_> {
+        LoginRequest {
+            headers,
+            peer: "10.0.0.7:40000".parse().unwrap(),
+            host: None,
+            return_to: "/",
+            query: None,
+        }
+    }
+
     #[test]
     fn parses_domain_forms() {
         let p = provider(None);
@@ -143,14 +173,55 @@ mod tests {
             (id.user_directory.as_str(), id.user_id.as_str()),
             ("CORP", "alice")
         );
-        let id = p.identity_from("bob@corp.example.com").unwrap();
-        assert_eq!(
-            (id.user_directory.as_str(), id.user_id.as_str()),
-            ("CORP", "bob")
-        );
         assert!(p.identity_from("carol").is_err());
         let fixed = provider(Some("DEV"));
         assert_eq!(fixed.identity_from("carol").unwrap().user_directory, "DEV");
+        assert_eq!(
+            fixed.identity_from("dev\\carol").unwrap().user_directory,
+            "DEV"
+        );
+    }
+
+    #[test]
+    fn domains_are_never_cut_to_a_first_label() {
+        let id = provider(None)
+            .identity_from("alice@corp.attacker.example")
+            .unwrap();
+        assert_eq!(id.user_directory, "corp.attacker.example");
+    }
+
+    #[test]
+    fn a_fixed_directory_refuses_other_domains() {
+        let p = provider(Some("CORP"));
+        for v in [
+            "EVIL\\alice",
+            "alice@evil.example.net",
+            "alice@CORP.attacker.example",
+        ] {
+            assert!(p.identity_from(v).is_err(), "{v} must be refused");
+        }
+        assert_eq!(p.identity_from("alice").unwrap().user_directory, "CORP");
+    }
+
+    #[test]
+    fn lists_are_refused() {
+        let p = provider(Some("CORP"));
+        assert!(p.identity_from("EVIL\\administrator, CORP\\bob").is_err());
+        assert!(p.identity_from(" alice").is_err());
+    }
+
+    #[tokio::test]
+    async fn two_copies_of_the_header_are_refused() {
+        let p = provider(Some("CORP"));
+        let mut headers = http::HeaderMap::new();
+        headers.append("x-remote-user", "EVIL\\administrator".parse().unwrap());
+        headers.append("x-remote-user", "CORP\\bob".parse().unwrap());
+        let req = test_request(&headers);
+        let err = p.login(&req).await.err().expect("refused");
+        assert!(
+            matches!(err, AuthError::BadHeaderValue { ref reason, .. } if reason.contains("more than once")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -316,7 +316,7 @@ impl QlikSessions {
                     // Without the header Qlik sends its login redirect; the user is told there.
                     tracing::warn!(
                         user = %format_args!("{}\\{}", identity.user_directory, identity.user_id),
-                        "the user name cannot be sent in the {} header (US-ASCII only, no ; or = in the static form)",
+                        "the user name cannot be sent in the {} header (empty or with control characters)",
                         h.name
                     );
                 }

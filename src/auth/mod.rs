@@ -2,6 +2,7 @@
 //!
 //! Nothing here knows about Qlik; providers only answer "who is this" (or ask the browser for more).
 
+pub mod domain_map;
 pub mod identity_rules;
 pub mod negotiate;
 pub mod oidc;
@@ -81,6 +82,13 @@ pub enum AuthError {
     /// An OpenID Connect login failed.
     #[error(transparent)]
     Oidc(oidc::OidcError),
+    /// The user's domain (or realm) is not one the configuration maps to a user directory.
+    #[error("the user's domain {domain:?} is not accepted (accepted: {known}); add it to {key} if its users should get in")]
+    UnknownDomain {
+        domain: String,
+        key: &'static str,
+        known: String,
+    },
     /// The provider named a user Qlik cannot take as is (see [`identity_rules`]).
     #[error("the {field} from the identity provider breaks Qlik's rules: it {rule}; fix the name at the identity provider or its mapping")]
     UnacceptableIdentity { field: &'static str, rule: String },
@@ -153,10 +161,12 @@ fn provider(cfg: &AuthConfig, secure: bool) -> Result<Arc<dyn IdentityProvider>,
             header,
             trusted_proxies,
             user_directory,
+            domain_map,
         } => Arc::new(trusted_header::TrustedHeader::new(
             header.clone(),
             trusted_proxies.clone(),
             user_directory.clone(),
+            domain_map.clone(),
         )),
         #[cfg(feature = "kerberos")]
         AuthConfig::Negotiate(n) => Arc::new(negotiate::Negotiate::new(n, secure)?),

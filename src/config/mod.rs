@@ -165,10 +165,14 @@ pub enum AuthConfig {
     TrustedHeader {
         header: http::HeaderName,
         trusted_proxies: Vec<ipnet::IpNet>,
+        /// For bare user names, and the one domain accepted without `domain_map`.
         user_directory: Option<String>,
+        /// `auth.trusted_header.domain_map`: full domain name → user directory.
+        domain_map: Option<crate::auth::domain_map::DomainMap>,
     },
     Negotiate(NegotiateConfig),
-    Oidc(OidcConfig),
+    /// Boxed: by far the largest variant.
+    Oidc(Box<OidcConfig>),
 }
 
 /// `[auth.oidc]`, checked: the gateway as an OpenID Connect relying party.

@@ -81,6 +81,8 @@ impl GatewayError {
             Self::Auth(AuthError::Negotiate(n)) => n.status(),
             Self::Auth(AuthError::Oidc(o)) => o.status(),
             Self::Auth(AuthError::NoCallback) => StatusCode::NOT_FOUND,
+            Self::Auth(AuthError::UnacceptableIdentity { .. }) => StatusCode::FORBIDDEN,
+            Self::Auth(AuthError::UnknownDomain { .. }) => StatusCode::FORBIDDEN,
             Self::Qlik(q) if q.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Qlik(_) => StatusCode::BAD_GATEWAY,
             Self::Csrf(_) => StatusCode::BAD_GATEWAY,
@@ -107,6 +109,8 @@ impl GatewayError {
             Self::Auth(AuthError::Negotiate(n)) => n.code(),
             Self::Auth(AuthError::Oidc(o)) => o.code(),
             Self::Auth(AuthError::NoCallback) => "not_found",
+            Self::Auth(AuthError::UnacceptableIdentity { .. }) => "unacceptable_identity",
+            Self::Auth(AuthError::UnknownDomain { .. }) => "unknown_domain",
             Self::Qlik(q) => q.code(),
             Self::Csrf(_) => "qlik_csrf_token",
             Self::Store(_) => "session_store",
@@ -130,6 +134,12 @@ impl GatewayError {
             Self::Auth(AuthError::Negotiate(n)) => n.public_message().into(),
             Self::Auth(AuthError::Oidc(o)) => o.public_message().into(),
             Self::Auth(AuthError::NoCallback) => "No such page.".into(),
+            Self::Auth(AuthError::UnacceptableIdentity { field, rule }) => {
+                format!("Your {field} cannot be used with Qlik Sense: it {rule}. Ask your administrator.")
+            }
+            Self::Auth(AuthError::UnknownDomain { domain, .. }) => {
+                format!("Users of the domain {domain} are not allowed to use this site.")
+            }
             Self::Auth(AuthError::MissingHeader { .. }) => {
                 "The front proxy did not say who you are.".into()
             }

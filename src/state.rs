@@ -77,7 +77,10 @@ impl AppState {
         let sockets = SocketRegistry::default();
         let metrics = Arc::new(crate::metrics::Metrics::new(stats.clone(), sockets.clone()));
         let store = metrics.count_store_errors(store);
-        let provider = auth::from_config(&cfg.auth, cfg.server.public_https)?;
+        let rules = auth::identity_rules::IdentityRules {
+            header_safe: matches!(cfg.qlik.mode, crate::config::QlikMode::Header(_)),
+        };
+        let provider = auth::from_config(&cfg.auth, cfg.server.public_https, rules)?;
         let roots = crate::tls::root_store(&cfg.qlik.ca_cert, true)?;
         let ws_tls = Arc::new(crate::tls::client_config(
             roots.clone(),

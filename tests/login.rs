@@ -273,7 +273,7 @@ async fn https_listener_speaks_h2_and_uses_a_host_prefixed_secure_cookie() {
 
 fn trusted_header_auth(trusted: &str) -> String {
     format!(
-        "[auth]\nprovider = \"trusted_header\"\n[auth.trusted_header]\nheader = \"X-Remote-User\"\ntrusted_proxies = [\"{trusted}\"]\n"
+        "[auth]\nprovider = \"trusted_header\"\n[auth.trusted_header]\nheader = \"X-Remote-User\"\ntrusted_proxies = [\"{trusted}\"]\nuser_directory = \"CORP\"\n"
     )
 }
 

@@ -27,7 +27,7 @@ async fn the_react_mashup_works_end_to_end_in_chromium() {
     );
     let env = Env::with(Setup {
         auth: Some(
-            "[auth]\nprovider = \"trusted_header\"\n[auth.trusted_header]\nheader = \"X-Remote-User\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
+            "[auth]\nprovider = \"trusted_header\"\n[auth.trusted_header]\nheader = \"X-Remote-User\"\ntrusted_proxies = [\"127.0.0.1/32\"]\nuser_directory = \"CORP\"\n"
                 .into(),
         ),
         mashup: format!("dir = \"{}\"", dist.display()),

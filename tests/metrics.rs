@@ -176,7 +176,7 @@ async fn scrape(url: &str) -> Scrape {
 }
 
 fn trusted_header_auth() -> String {
-    "[auth]\nprovider = \"trusted_header\"\n[auth.trusted_header]\nheader = \"X-Remote-User\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n".into()
+    "[auth]\nprovider = \"trusted_header\"\n[auth.trusted_header]\nheader = \"X-Remote-User\"\ntrusted_proxies = [\"127.0.0.1/32\"]\nuser_directory = \"CORP\"\n".into()
 }
 
 const REQUESTS: &str = "qlik_gateway_http_requests_total";

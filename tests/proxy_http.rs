@@ -165,7 +165,7 @@ async fn the_browser_cannot_choose_its_qlik_identity_or_see_hop_headers_forwarde
 async fn the_trusted_identity_header_never_reaches_qlik() {
     let env = Env::with(Setup {
         auth: Some(
-            "[auth]\nprovider = \"trusted_header\"\n[auth.trusted_header]\nheader = \"X-Remote-User\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
+            "[auth]\nprovider = \"trusted_header\"\n[auth.trusted_header]\nheader = \"X-Remote-User\"\ntrusted_proxies = [\"127.0.0.1/32\"]\nuser_directory = \"CORP\"\n"
                 .into(),
         ),
         ..Default::default()

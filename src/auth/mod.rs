@@ -2,6 +2,8 @@
 //!
 //! Nothing here knows about Qlik; providers only answer "who is this" (or ask the browser for more).
 
+pub mod domain_map;
+pub mod identity_rules;
 pub mod negotiate;
 pub mod oidc;
 pub mod static_user;
@@ -80,6 +82,16 @@ pub enum AuthError {
     /// An OpenID Connect login failed.
     #[error(transparent)]
     Oidc(oidc::OidcError),
+    /// The user's domain (or realm) is not one the configuration maps to a user directory.
+    #[error("the user's domain {domain:?} is not accepted (accepted: {known}); add it to {key} if its users should get in")]
+    UnknownDomain {
+        domain: String,
+        key: &'static str,
+        known: String,
+    },
+    /// The provider named a user Qlik cannot take as is (see [`identity_rules`]).
+    #[error("the {field} from the identity provider breaks Qlik's rules: it {rule}; fix the name at the identity provider or its mapping")]
+    UnacceptableIdentity { field: &'static str, rule: String },
 }
 
 /// A provider that cannot start (its keytab, its identity provider's metadata).
@@ -124,11 +136,17 @@ pub trait IdentityProvider: Send + Sync {
 }
 
 /// Builds the configured provider; `secure` when the public origin is https (cookie flags).
+/// Every identity it yields is checked against `rules` before anything else sees it.
 pub fn from_config(
     cfg: &AuthConfig,
     secure: bool,
+    rules: identity_rules::IdentityRules,
 ) -> Result<Arc<dyn IdentityProvider>, SetupError> {
-    let _ = secure;
+    let inner = provider(cfg, secure)?;
+    Ok(Arc::new(identity_rules::Checked::new(inner, rules)))
+}
+
+fn provider(cfg: &AuthConfig, secure: bool) -> Result<Arc<dyn IdentityProvider>, SetupError> {
     Ok(match cfg {
         AuthConfig::Static {
             user_directory,
@@ -143,10 +161,12 @@ pub fn from_config(
             header,
             trusted_proxies,
             user_directory,
+            domain_map,
         } => Arc::new(trusted_header::TrustedHeader::new(
             header.clone(),
             trusted_proxies.clone(),
             user_directory.clone(),
+            domain_map.clone(),
         )),
         #[cfg(feature = "kerberos")]
         AuthConfig::Negotiate(n) => Arc::new(negotiate::Negotiate::new(n, secure)?),

@@ -168,10 +168,14 @@ pub enum AuthConfig {
     TrustedHeader {
         header: http::HeaderName,
         trusted_proxies: Vec<ipnet::IpNet>,
+        /// For bare user names, and the one domain accepted without `domain_map`.
         user_directory: Option<String>,
+        /// `auth.trusted_header.domain_map`: full domain name → user directory.
+        domain_map: Option<crate::auth::domain_map::DomainMap>,
     },
     Negotiate(NegotiateConfig),
-    Oidc(OidcConfig),
+    /// Boxed: by far the largest variant.
+    Oidc(Box<OidcConfig>),
 }
 
 /// `[auth.oidc]`, checked: the gateway as an OpenID Connect relying party.
@@ -297,32 +301,49 @@ pub struct HeaderAuth {
 }
 
 impl HeaderAuth {
-    /// The header value for a user; `None` when it cannot be sent (not US-ASCII, control
-    /// characters, or a separator of the static form inside a name).
+    /// The header value for a user; `None` when it cannot be sent (empty, control characters).
+    ///
+    /// Both values are percent-encoded, as the direct-engine path does: Qlik URL-decodes the
+    /// header, so a raw `adm%69n` would be served as `admin` and a `;` or `=` would add fields.
+    /// The pattern is substituted in one pass, so a directory containing `$id` stays literal.
     pub fn value(&self, user_directory: &str, user_id: &str) -> Option<http::HeaderValue> {
-        let ok =
-            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii() && !b.is_ascii_control());
+        let ok = |s: &str| !s.is_empty() && !s.chars().any(char::is_control);
         if !ok(user_directory) || !ok(user_id) {
             return None;
         }
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let (ud, id) = (enc(user_directory), enc(user_id));
         let v = match &self.pattern {
-            None => {
-                if [user_directory, user_id]
-                    .iter()
-                    .any(|s| s.contains(';') || s.contains('='))
-                {
-                    return None;
-                }
-                format!("UserDirectory={user_directory}; UserId={user_id}")
-            }
+            None => format!("UserDirectory={ud}; UserId={id}"),
             // Qlik documents the pattern as `$ud\\$id`, the doubled backslash meaning one.
-            Some(p) => p
-                .replace("\\\\", "\\")
-                .replace("$ud", user_directory)
-                .replace("$id", user_id),
+            Some(p) => substitute(&p.replace("\\\\", "\\"), &ud, &id),
         };
         http::HeaderValue::from_str(&v).ok()
     }
+}
+
+/// Replaces `$ud` and `$id` in one left-to-right pass over `pattern`.
+fn substitute(pattern: &str, ud: &str, id: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + ud.len() + id.len());
+    let mut rest = pattern;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("$ud") {
+            out.push_str(ud);
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix("$id") {
+            out.push_str(id);
+            rest = t;
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Where the mashup comes from.
@@ -457,12 +478,31 @@ mod header_auth_tests {
             Some("alice"),
             "static user directory"
         );
-        assert_eq!(v(None, "DEV", "ålice"), None, "US-ASCII only");
         assert_eq!(
-            v(None, "DEV", "a;UserId=admin"),
-            None,
+            v(None, "DEV", "ålice").as_deref(),
+            Some("UserDirectory=DEV; UserId=%C3%A5lice"),
+            "non-ASCII is percent-encoded"
+        );
+        assert_eq!(
+            v(None, "DEV", "a;UserId=admin").as_deref(),
+            Some("UserDirectory=DEV; UserId=a%3BUserId%3Dadmin"),
             "no smuggling in the static form"
         );
+        assert_eq!(
+            v(None, "CORP", "adm%69n").as_deref(),
+            Some("UserDirectory=CORP; UserId=adm%2569n"),
+            "a percent-escape in a name is not decoded into another user by Qlik"
+        );
+        assert_eq!(
+            v(None, "CORP", " admin").as_deref(),
+            Some("UserDirectory=CORP; UserId=%20admin")
+        );
+        assert_eq!(
+            v(Some("$ud\\\\$id"), "X$idY", "bob").as_deref(),
+            Some("X%24idY\\bob"),
+            "one pass over the pattern: a directory containing $id is not substituted again"
+        );
+        assert_eq!(super::substitute("$ud/$id/$x", "D", "U"), "D/U/$x");
         assert_eq!(v(Some("$id"), "DEV", "a\nb"), None);
     }
 }

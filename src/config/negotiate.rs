@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::raw::RawNegotiate;
-use super::validate::check_qlik_name;
+use super::validate::{check_qlik_name, domain_map};
 use super::{ConfigError, NegotiateConfig};
 use crate::auth::negotiate::keytab::{self, KeytabEntry};
 use crate::auth::negotiate::mapping::{DirectoryRule, PrincipalMap, UserIdCase};
@@ -61,21 +61,8 @@ pub fn validate(
             check_qlik_name("auth.negotiate.user_directory", &d)?;
             DirectoryRule::Fixed(d)
         }
-        (None, Some(map)) => {
-            if map.is_empty() {
-                return Err(ConfigError::key(
-                    "auth.negotiate.realm_map",
-                    "is empty: it would refuse every user; list realms like { \"CORP.EXAMPLE.COM\" = \"CORP\" } or remove it",
-                ));
-            }
-            let mut out = std::collections::BTreeMap::new();
-            for (realm, dir) in map {
-                check_qlik_name(&format!("auth.negotiate.realm_map.{realm}"), &dir)?;
-                out.insert(realm.to_uppercase(), dir);
-            }
-            DirectoryRule::PerRealm(out)
-        }
-        (None, None) => DirectoryRule::FirstRealmLabel,
+        (None, Some(map)) => DirectoryRule::PerRealm(domain_map("auth.negotiate.realm_map", map)?),
+        (None, None) => own_realms(&keys, service_principal.as_deref(), &public_host)?,
     };
     let case = match raw.user_id_case.as_deref() {
         None | Some("lower") => UserIdCase::Lower,
@@ -111,6 +98,49 @@ pub fn validate(
         public_host,
         keys,
     })
+}
+
+/// The default directory rule: the realms of the gateway's own service principal, each by its
+/// full name, to its first label upper-cased (`CORP.EXAMPLE.COM` → `CORP`, as Windows shows
+/// it). Principals of any other realm, even one with the same first label, are refused.
+fn own_realms(
+    keys: &[KeytabEntry],
+    service_principal: Option<&str>,
+    public_host: &str,
+) -> Result<DirectoryRule, ConfigError> {
+    let mut realms: Vec<String> = match service_principal {
+        Some(sp) => sp
+            .rsplit_once('@')
+            .map(|(_, r)| r.to_string())
+            .into_iter()
+            .collect(),
+        None => keys
+            .iter()
+            .filter(|k| is_http_key_for(k, public_host))
+            .filter_map(|k| k.service_host_realm().map(|(_, _, r)| r.to_uppercase()))
+            .collect(),
+    };
+    realms.sort();
+    realms.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    let mut dirs = std::collections::BTreeMap::<String, String>::new();
+    let mut entries = Vec::new();
+    for realm in realms {
+        let dir = realm.split('.').next().unwrap_or(&realm).to_uppercase();
+        if let Some(other) = dirs.insert(dir.clone(), realm.clone()) {
+            return Err(ConfigError::key(
+                "auth.negotiate.realm_map",
+                format!("the keytab's realms {other} and {realm} would both be directory {dir}; set realm_map to say which directory each realm's users get"),
+            ));
+        }
+        entries.push((realm, dir));
+    }
+    let map = crate::auth::domain_map::DomainMap::new(entries).map_err(|(realm, why)| {
+        ConfigError::key(
+            "auth.negotiate.realm_map",
+            format!("the service principal's realm {realm:?} {why}; set realm_map"),
+        )
+    })?;
+    Ok(DirectoryRule::OwnRealms(map))
 }
 
 /// An `HTTP/<host>@…` key (service and host compared without case, as AD does).

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::raw::RawOidc;
-use super::validate::check_qlik_name;
+use super::validate::{check_qlik_name, domain_map};
 use super::{ConfigError, OidcConfig};
 use crate::auth::oidc::claims::{ClaimMap, DirectorySource};
 use crate::auth::oidc::client_auth::{AssertionSigner, ClientAuth};
@@ -102,6 +102,16 @@ pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, C
             ))
         }
     };
+    let domain_map = match raw.domain_map {
+        None => None,
+        Some(_) if directory != DirectorySource::FromUserId => {
+            return Err(ConfigError::key(
+                "auth.oidc.domain_map",
+                "maps the domain of a split user id: it needs split_user_id = true and neither user_directory nor user_directory_claim",
+            ))
+        }
+        Some(m) => Some(domain_map("auth.oidc.domain_map", m)?),
+    };
     for (claim, attr) in &raw.attributes {
         if attr.trim().is_empty() || claim.trim().is_empty() {
             return Err(ConfigError::key(
@@ -129,6 +139,7 @@ pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, C
                 .unwrap_or_else(|| "preferred_username".into()),
             split_user_id: raw.split_user_id,
             directory,
+            domain_map,
             attributes: raw.attributes.into_iter().collect(),
         },
         ca_cert: raw.ca_cert,

@@ -143,6 +143,7 @@ pub struct RawTrustedHeader {
     pub header: String,
     pub trusted_proxies: Vec<String>,
     pub user_directory: Option<String>,
+    pub domain_map: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `[auth.negotiate]`
@@ -175,6 +176,7 @@ pub struct RawOidc {
     pub user_id_claim: Option<String>,
     #[serde(default)]
     pub split_user_id: bool,
+    pub domain_map: Option<std::collections::BTreeMap<String, String>>,
     pub user_directory: Option<String>,
     pub user_directory_claim: Option<String>,
     #[serde(default)]

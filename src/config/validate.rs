@@ -597,10 +597,21 @@ fn validate_auth(
             if let Some(d) = &t.user_directory {
                 check_qlik_name("auth.trusted_header.user_directory", d)?;
             }
+            let domain_map = t
+                .domain_map
+                .map(|m| domain_map("auth.trusted_header.domain_map", m))
+                .transpose()?;
+            if t.user_directory.is_none() && domain_map.is_none() {
+                return Err(ConfigError::key(
+                    "auth.trusted_header.user_directory",
+                    "missing: set user_directory (the directory of bare names and the one domain accepted, e.g. \"CORP\"), domain_map (full domain name to directory, e.g. { \"CORP.EXAMPLE.COM\" = \"CORP\" }), or both; without them no user could log in",
+                ));
+            }
             Ok(AuthConfig::TrustedHeader {
                 header,
                 trusted_proxies: trusted,
                 user_directory: t.user_directory,
+                domain_map,
             })
         }
         "negotiate" => {
@@ -619,7 +630,7 @@ fn validate_auth(
                     "missing: provider \"oidc\" needs [auth.oidc] with issuer and client_id",
                 )
             })?;
-            super::oidc::validate(o, public_url).map(AuthConfig::Oidc)
+            super::oidc::validate(o, public_url).map(|o| AuthConfig::Oidc(Box::new(o)))
         }
         other => Err(ConfigError::key(
             "auth.provider",
@@ -845,6 +856,24 @@ pub(super) fn check_qlik_name(key: &str, v: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// A `{ "FULL.DOMAIN" = "DIRECTORY" }` table (`realm_map`, `domain_map`) under `key`.
+pub(super) fn domain_map(
+    key: &str,
+    raw: std::collections::BTreeMap<String, String>,
+) -> Result<crate::auth::domain_map::DomainMap, ConfigError> {
+    for (domain, dir) in &raw {
+        check_qlik_name(&format!("{key}.{domain}"), dir)?;
+    }
+    crate::auth::domain_map::DomainMap::new(raw).map_err(|(domain, why)| {
+        let at = if domain.is_empty() {
+            key.to_string()
+        } else {
+            format!("{key}.{domain}")
+        };
+        ConfigError::key(&at, why)
+    })
 }
 
 fn is_token_char(b: u8) -> bool {

@@ -313,10 +313,11 @@ impl QlikSessions {
                     headers.insert(h.name.clone(), v);
                 }
                 None => {
-                    // Without the header Qlik sends its login redirect; the user is told there.
+                    // Login refuses such names (auth::identity_rules), so only a session stored
+                    // by an older version gets here; without the header Qlik asks for a login.
                     tracing::warn!(
                         user = %format_args!("{}\\{}", identity.user_directory, identity.user_id),
-                        "the user name cannot be sent in the {} header (US-ASCII only, no ; or = in the static form)",
+                        "the user name cannot be sent in the {} header (empty or with control characters); the session predates the login check, the user must log in again",
                         h.name
                     );
                 }

@@ -25,6 +25,8 @@ pub enum Failure {
     Replay,
     /// Authenticated, but the principal's realm is not in `realm_map`.
     UnmappedRealm,
+    /// Authenticated, but as a principal that is not a plain user (`alice/admin@R`).
+    UnusablePrincipal,
     /// The second leg of a multi-leg exchange came after its context was gone.
     ExchangeLost,
     /// The keytab cannot be used at all (server-side).
@@ -70,6 +72,7 @@ impl NegotiateError {
             Failure::ClockSkew => "negotiate_clock_skew",
             Failure::Replay => "negotiate_replay",
             Failure::UnmappedRealm => "negotiate_unmapped_realm",
+            Failure::UnusablePrincipal => "negotiate_unusable_principal",
             Failure::ExchangeLost => "negotiate_exchange_lost",
             Failure::Keytab => "negotiate_keytab",
             Failure::Other => "negotiate_failed",
@@ -100,6 +103,9 @@ impl NegotiateError {
             Failure::UnmappedRealm => {
                 "Your account's domain is not allowed to use this site."
             }
+            Failure::UnusablePrincipal => {
+                "You signed in with an account that is not a user account (a service or admin instance). Sign in with your own user account."
+            }
             Failure::ExchangeLost => "The sign-in took too long. Please try again.",
             Failure::Keytab => {
                 "Windows sign-in is not available right now. Your administrator can find the cause in the gateway log."
@@ -124,6 +130,7 @@ impl NegotiateError {
             Failure::ClockSkew => "the clocks of the client, the KDC and the gateway differ by more than the allowed skew: sync them (NTP)",
             Failure::Replay => "an authenticator was presented twice (a replay, or a client that repeats tokens)",
             Failure::UnmappedRealm => "add the realm to auth.negotiate.realm_map if its users should get in",
+            Failure::UnusablePrincipal => "only name@REALM principals become Qlik users; the client used a name/instance principal",
             Failure::ExchangeLost => "the client's next leg arrived after the gateway dropped the unfinished exchange (restart or timeout)",
             Failure::Keytab => "the keytab cannot be read or used: check auth.negotiate.keytab, its permissions and format",
             Failure::Other => "see the GSSAPI detail",

@@ -15,7 +15,7 @@ use super::acceptor::{Acceptor, LoadError, Required};
 use super::error::{Failure, NegotiateError};
 use super::gss::{self, Step};
 use super::keytab;
-use super::mapping::PrincipalMap;
+use super::mapping::{MappingError, PrincipalMap};
 use super::token;
 use crate::auth::{AuthError, IdentityProvider, LoginOutcome, LoginRequest};
 use crate::config::NegotiateConfig;
@@ -180,10 +180,15 @@ impl IdentityProvider for Negotiate {
                 reply,
             } => {
                 self.check_service(&service, req.host)?;
-                let identity = self
-                    .map
-                    .identity(&client)
-                    .map_err(|e| NegotiateError::new(Failure::UnmappedRealm, e.to_string()))?;
+                let identity = self.map.identity(&client).map_err(|e| {
+                    let kind = match e {
+                        MappingError::UnmappedRealm { .. } => Failure::UnmappedRealm,
+                        MappingError::Malformed(_) | MappingError::Instance(_) => {
+                            Failure::UnusablePrincipal
+                        }
+                    };
+                    NegotiateError::new(kind, e.to_string())
+                })?;
                 tracing::debug!(principal = %client, service = %service, "Kerberos login accepted");
                 let mut extra = HeaderMap::new();
                 if let Some(r) = reply {

@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::auth::domain_map::{self, DomainMap, Qualified};
 use crate::auth::Identity;
 
 /// Where the Qlik user directory comes from.
@@ -9,7 +10,8 @@ use crate::auth::Identity;
 pub enum DirectorySource {
     Fixed(String),
     Claim(String),
-    /// The domain part of a `DOMAIN\user` or `user@domain` user id.
+    /// The domain part of a `DOMAIN\user` or `user@domain` user id: through `domain_map`
+    /// when set; without it only a `DOMAIN\user` domain, taken as written.
     FromUserId,
 }
 
@@ -20,6 +22,8 @@ pub struct ClaimMap {
     /// Split `DOMAIN\user` / `user@domain` into directory and id.
     pub split_user_id: bool,
     pub directory: DirectorySource,
+    /// `auth.oidc.domain_map`: full domain name → user directory (with `FromUserId`).
+    pub domain_map: Option<DomainMap>,
     /// Claim name → Qlik attribute name; array claims give one attribute per element.
     pub attributes: Vec<(String, String)>,
 }
@@ -39,6 +43,13 @@ pub enum ClaimError {
         value: String,
         what: &'static str,
     },
+    #[error("claim {claim:?} = {value:?} names domain {domain:?}, which auth.oidc.domain_map does not list{known}; add the full domain name to auth.oidc.domain_map if its users should get in")]
+    UnknownDomain {
+        claim: String,
+        value: String,
+        domain: String,
+        known: String,
+    },
 }
 
 impl ClaimMap {
@@ -56,11 +67,15 @@ impl ClaimMap {
                 key: "user_id_claim",
                 present: present(),
             })?;
-        let (split_dir, user_id) = if self.split_user_id {
-            split(&raw_id)
+        let q = if self.split_user_id {
+            domain_map::split(&raw_id)
         } else {
-            (None, raw_id.clone())
+            Qualified {
+                domain: None,
+                user: &raw_id,
+            }
         };
+        let user_id = q.user.to_string();
         let user_directory = match &self.directory {
             DirectorySource::Fixed(d) => d.clone(),
             DirectorySource::Claim(c) => {
@@ -73,11 +88,7 @@ impl ClaimMap {
                         present: present(),
                     })?
             }
-            DirectorySource::FromUserId => split_dir.ok_or_else(|| ClaimError::Unusable {
-                claim: self.user_id_claim.clone(),
-                value: raw_id.clone(),
-                what: "DOMAIN\\user or user@domain (split_user_id is set)",
-            })?,
+            DirectorySource::FromUserId => self.directory_of(&raw_id, q.domain)?,
         };
         let directory_source = match &self.directory {
             DirectorySource::Fixed(_) => "auth.oidc.user_directory".to_string(),
@@ -118,24 +129,39 @@ impl ClaimMap {
     }
 }
 
+impl ClaimMap {
+    /// The directory for a split user id's domain: its full name in `domain_map`, never a
+    /// shortened form (`alice@corp.attacker.example` is not `CORP`).
+    fn directory_of(&self, raw_id: &str, domain: Option<&str>) -> Result<String, ClaimError> {
+        let unknown = |domain: &str, known: String| ClaimError::UnknownDomain {
+            claim: self.user_id_claim.clone(),
+            value: raw_id.to_string(),
+            domain: domain.to_string(),
+            known,
+        };
+        match (domain, &self.domain_map) {
+            (None, _) => Err(ClaimError::Unusable {
+                claim: self.user_id_claim.clone(),
+                value: raw_id.to_string(),
+                what: "DOMAIN\\user or user@domain (split_user_id is set)",
+            }),
+            (Some(d), Some(map)) => map
+                .get(d)
+                .map(str::to_string)
+                .ok_or_else(|| unknown(d, format!(" (it lists {})", map.names()))),
+            // A NetBIOS name is a directory as it is; a DNS domain needs the table.
+            (Some(d), None) if raw_id.contains('\\') => Ok(d.to_string()),
+            (Some(d), None) => Err(unknown(d, " (it is not set)".into())),
+        }
+    }
+}
+
 fn scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
-    }
-}
-
-/// `CORP\alice` → (CORP, alice); `alice@corp.example.com` → (CORP, alice); else no directory.
-fn split(v: &str) -> (Option<String>, String) {
-    if let Some((d, u)) = v.split_once('\\') {
-        (Some(d.to_string()), u.to_string())
-    } else if let Some((u, d)) = v.rsplit_once('@') {
-        let short = d.split('.').next().unwrap_or(d).to_ascii_uppercase();
-        (Some(short), u.to_string())
-    } else {
-        (None, v.to_string())
     }
 }
 
@@ -153,6 +179,13 @@ mod tests {
             user_id_claim: "upn".into(),
             split_user_id,
             directory,
+            domain_map: Some(
+                DomainMap::new([
+                    ("corp.example.com".to_string(), "CORP".to_string()),
+                    ("CORP".to_string(), "CORP".to_string()),
+                ])
+                .unwrap(),
+            ),
             attributes: vec![
                 ("groups".into(), "Group".into()),
                 ("email".into(), "Email".into()),
@@ -195,6 +228,32 @@ mod tests {
             .identity(&claims(json!({"upn": "dave", "tenant": "T1"})))
             .unwrap();
         assert_eq!(i.user_directory, "T1");
+    }
+
+    #[test]
+    fn split_domains_map_by_their_full_name() {
+        let m = map(DirectorySource::FromUserId, true);
+        let e = m
+            .identity(&claims(json!({"upn": "alice@corp.attacker.example"})))
+            .unwrap_err();
+        assert!(
+            matches!(e, ClaimError::UnknownDomain { ref domain, .. } if domain == "corp.attacker.example"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("auth.oidc.domain_map"), "{e}");
+        let mut no_table = m.clone();
+        no_table.domain_map = None;
+        assert!(
+            no_table
+                .identity(&claims(json!({"upn": "alice@corp.example.com"})))
+                .is_err(),
+            "without a table a DNS domain is not guessed"
+        );
+        let i = no_table
+            .identity(&claims(json!({"upn": "CORP\\bob"})))
+            .unwrap();
+        assert_eq!(i.user_directory, "CORP");
+        assert!(m.identity(&claims(json!({"upn": "EVIL\\bob"}))).is_err());
     }
 
     #[test]

@@ -159,3 +159,6 @@ pub fn from_config(
         }
     })
 }
+
+#[cfg(test)]
+mod trusted_header_proptests;

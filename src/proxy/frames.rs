@@ -707,7 +707,10 @@ mod proptests {
     /// What the relay sees of a stream read in `chunks`, driven as the relay drives the tracker
     /// (a partial header carried over to the next read): every header and payload byte count,
     /// or the error and how many headers came before it.
-    fn track(chunks: &[Vec<u8>]) -> (Vec<(Header, u64)>, Option<(String, usize)>) {
+    /// Every header with its payload byte count; the error and the headers before it.
+    type Tracked = (Vec<(Header, u64)>, Option<(String, usize)>);
+
+    fn track(chunks: &[Vec<u8>]) -> Tracked {
         let mut t = FrameTracker::default();
         let mut seen: Vec<(Header, u64)> = Vec::new();
         let mut carry: Vec<u8> = Vec::new();

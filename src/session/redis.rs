@@ -925,7 +925,7 @@ mod proptests {
     fn keys() -> (Keyring, Keyring) {
         let (current, old) = (KeyMaterial::new([7; 32]), KeyMaterial::new([9; 32]));
         (
-            Keyring::new(&current, &[old.clone()]),
+            Keyring::new(&current, std::slice::from_ref(&old)),
             Keyring::new(&old, &[]),
         )
     }

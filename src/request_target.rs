@@ -79,6 +79,10 @@ pub fn confine(rest: &str, below: &'static str) -> Result<(), PathRefusal> {
         if !level.contains('%') {
             break;
         }
+        // Escaped once (`%25u002f`), a %u escape is one decoding round away from its meaning.
+        if has_percent_u(&level) {
+            return Err(PathRefusal::DoubleEncoded);
+        }
         let next = decode_lenient(level.as_bytes());
         if next.as_slice() == level.as_bytes() {
             break;
@@ -96,6 +100,13 @@ pub fn confine(rest: &str, below: &'static str) -> Result<(), PathRefusal> {
         level = Cow::Owned(next);
     }
     Ok(())
+}
+
+/// A `%uNNNN` escape (the `%u` form http.sys and .NET decode).
+fn has_percent_u(s: &str) -> bool {
+    s.as_bytes().windows(6).any(|w| {
+        w[0] == b'%' && matches!(w[1], b'u' | b'U') && w[2..].iter().all(u8::is_ascii_hexdigit)
+    })
 }
 
 fn dot_segments(s: &str) -> usize {
@@ -194,12 +205,51 @@ fn is_ticket_param(name: &str) -> bool {
     if name.len() < 10 {
         return false;
     }
-    let decoded = decode_lenient(name.replace('+', " ").as_bytes());
+    let decoded = decode_query_name(name.as_bytes());
     let decoded = String::from_utf8_lossy(&decoded);
     let decoded = decoded.trim();
     TICKET_PARAMS
         .iter()
         .any(|t| decoded.eq_ignore_ascii_case(t))
+}
+
+/// A parameter name as Qlik's proxy (.NET's `UrlDecode`) reads it, in one pass: `+` is a space,
+/// `%XX` a byte and `%uNNNN` a UTF-16 code unit; a `%` that starts neither stays as it is.
+fn decode_query_name(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                if matches!(b.get(i + 1), Some(b'u' | b'U')) {
+                    let unit = b.get(i + 2..i + 6).and_then(|h| {
+                        h.iter()
+                            .try_fold(0u32, |v, &c| Some(v << 4 | u32::from(hex(c)?)))
+                    });
+                    if let Some(c) = unit.and_then(char::from_u32) {
+                        out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                        i += 6;
+                        continue;
+                    }
+                }
+                match (
+                    b.get(i + 1).and_then(|&c| hex(c)),
+                    b.get(i + 2).and_then(|&c| hex(c)),
+                ) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -225,6 +275,7 @@ mod tests {
             "/100%25",
             "/a%2Eb",
             "/%41%42",
+            "/100%25user",
         ] {
             assert_eq!(confine(p, VP), Ok(()), "{p}");
         }
@@ -265,6 +316,10 @@ mod tests {
             ("/a%252fb", PathRefusal::DoubleEncoded),
             ("/a%255cb", PathRefusal::DoubleEncoded),
             ("/a%2500", PathRefusal::DoubleEncoded),
+            // A double-encoded %u escape (found by the property tests).
+            ("/.%2e%25u002f", PathRefusal::DoubleEncoded),
+            ("/%25u002e%25u002e/x", PathRefusal::DoubleEncoded),
+            ("/a%2525U005Cb", PathRefusal::DoubleEncoded),
             ("/a%zz", PathRefusal::MalformedEscape),
             ("/a%2", PathRefusal::MalformedEscape),
         ] {
@@ -284,10 +339,250 @@ mod tests {
             ("X-Qlik-Ticket=abc", ""),
             ("qlikTicket", ""),
             ("qlikTicketX=1", "qlikTicketX=1"),
+            // Qlik's proxy decodes %uNNNN in names too (found by the property tests).
+            ("QLI%u006bTICKET=abc&a=1", "a=1"),
+            ("%u0071likTicket=abc", ""),
+            ("x%u002Dqlik%U002dticket=abc", ""),
+            ("qlik%u00", "qlik%u00"),
             ("", ""),
         ] {
             assert_eq!(strip_tickets(q), want, "{q}");
         }
         assert!(matches!(strip_tickets("a=1&b=2"), Cow::Borrowed(_)));
+    }
+}
+
+/// Property tests (`PROPTEST_CASES` sets the case count; see the README's long run).
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const VP: &str = "the virtual proxy";
+    const PREFIX: &str = "/mashup";
+
+    /// Pieces that mean something to some decoder, so that random paths hit the interesting cases.
+    const TOKENS: &[&str] = &[
+        "/",
+        "/",
+        "/",
+        ".",
+        "..",
+        "a",
+        "b",
+        "~",
+        "-",
+        "_",
+        "é",
+        "+",
+        ";",
+        "%",
+        "%%",
+        "%2e",
+        "%2E",
+        "%252e",
+        "%25",
+        "%2525",
+        "%2f",
+        "%2F",
+        "%5c",
+        "%5C",
+        "%252f",
+        "%255c",
+        "\\",
+        "%41",
+        "%C3%A9",
+        "%u002e",
+        "%U002F",
+        "%c0%ae",
+        "%c0%af",
+        "%e0%80%ae",
+        "%00",
+        "%0a",
+        "%7f",
+        "\u{0}",
+        "\t",
+        "%g1",
+        "%2",
+        "%%2e",
+        "%2%65",
+        ".%2e",
+        "%2e.",
+        "u002e",
+        "u002f",
+        "u005c",
+        "%25u",
+        "%2525u",
+    ];
+
+    fn tokens() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(TOKENS), 0..14).prop_map(|t| t.concat())
+    }
+
+    fn any_rest() -> impl Strategy<Value = String> {
+        prop_oneof![
+            tokens().prop_map(|t| format!("/{t}")),
+            tokens(),
+            any::<String>(),
+            "[ -~]{0,40}",
+        ]
+    }
+
+    /// One round of decoding as http.sys and .NET do it: `%XX` and `%uNNNN`; a `%` that starts
+    /// no escape stays. `None` when the bytes are not UTF-8 (the decoder's meaning is unknown).
+    fn model_decode(s: &str) -> Option<String> {
+        String::from_utf8(model_decode_bytes(s)).ok()
+    }
+
+    fn model_decode_bytes(s: &str) -> Vec<u8> {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                if matches!(b.get(i + 1), Some(b'u' | b'U')) {
+                    let h = s
+                        .get(i + 2..i + 6)
+                        .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+                        .and_then(|h| u32::from_str_radix(h, 16).ok());
+                    if let Some(c) = h.and_then(char::from_u32) {
+                        out.extend_from_slice(c.to_string().as_bytes());
+                        i += 6;
+                        continue;
+                    }
+                }
+                let h = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                if let (Some(v), false) = (h, s[i + 1..].starts_with(['+', '-'])) {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+            }
+            out.push(b[i]);
+            i += 1;
+        }
+        out
+    }
+
+    /// Whether `path`, with `\` read as `/` and dot segments resolved, stays under `PREFIX`;
+    /// `keep_empty`: empty segments are segments (RFC 3986) rather than collapsed.
+    fn model_under_prefix(path: &str, keep_empty: bool) -> bool {
+        let path = path.replace('\\', "/");
+        let mut stack: Vec<&str> = Vec::new();
+        for seg in path.split('/').skip(1) {
+            match seg {
+                "." => {}
+                ".." => {
+                    if stack.pop().is_none() {
+                        return false;
+                    }
+                }
+                "" if !keep_empty => {}
+                s => stack.push(s),
+            }
+        }
+        stack.first() == Some(&&PREFIX[1..])
+    }
+
+    fn plain_path() -> impl Strategy<Value = String> {
+        prop::collection::vec("[A-Za-z0-9._~-]{0,8}", 0..8).prop_map(|segs| {
+            segs.into_iter()
+                .filter(|s| s != "." && s != "..")
+                .map(|s| format!("/{s}"))
+                .collect()
+        })
+    }
+
+    /// A query parameter name: ticket spellings in any case and encoding, and others.
+    fn param_name() -> impl Strategy<Value = String> {
+        let ticket = prop::sample::select(vec!["qlikTicket", "X-Qlik-Ticket"]);
+        let encoded = (ticket, prop::collection::vec(0u8..6, 13), " ?", " ?").prop_map(
+            |(t, how, pre, post): (&str, Vec<u8>, String, String)| {
+                let mut out = pre;
+                for (c, h) in t.chars().zip(how) {
+                    match h {
+                        0 => out.push(c.to_ascii_uppercase()),
+                        1 => out.push(c.to_ascii_lowercase()),
+                        2 => out.push_str(&format!("%{:02X}", c as u32)),
+                        3 => out.push_str(&format!("%{:02x}", c as u32)),
+                        4 => out.push_str(&format!("%u{:04x}", c as u32)),
+                        _ => out.push(c),
+                    }
+                }
+                out.push_str(&post);
+                out
+            },
+        );
+        prop_oneof![
+            encoded,
+            "[a-zA-Z%+ -]{0,14}",
+            Just("qlikTicketX".to_string()),
+            Just("reloadUri".to_string()),
+        ]
+    }
+
+    /// How Qlik's proxy (.NET) reads a parameter name: `+` is a space, `%XX` and `%uNNNN`
+    /// decoded, compared without case. Surrounding spaces are ignored too (stricter than .NET).
+    fn model_is_ticket(param: &str) -> bool {
+        let name = param.split('=').next().unwrap_or("").replace('+', " ");
+        let name = String::from_utf8_lossy(&model_decode_bytes(&name)).into_owned();
+        ["qlikticket", "x-qlik-ticket"]
+            .iter()
+            .any(|t| name.trim().eq_ignore_ascii_case(t))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn confine_never_panics(rest in any_rest()) {
+            let _ = confine(&rest, VP);
+        }
+
+        /// What confine accepts stays under the prefix whichever number of decoding rounds
+        /// (one for http.sys, more for layers behind it) and whichever empty-segment rule.
+        #[test]
+        fn accepted_paths_stay_under_the_prefix(rest in any_rest()) {
+            // What confine is given: empty, or from a `/` on (the path below the mount).
+            let rest = if rest.is_empty() || rest.starts_with('/') { rest } else { format!("/{rest}") };
+            if confine(&rest, VP).is_ok() {
+                let mut path = format!("{PREFIX}{rest}");
+                for round in 1..=DECODE_ROUNDS {
+                    let decoded = model_decode(&path);
+                    prop_assert!(decoded.is_some(), "{rest:?}: round {round} is not UTF-8");
+                    path = decoded.unwrap_or_default();
+                    prop_assert!(!path.chars().any(|c| c.is_control()), "{rest:?}: control character after round {round}");
+                    for keep_empty in [false, true] {
+                        prop_assert!(model_under_prefix(&path, keep_empty), "{rest:?} leaves {PREFIX} as {path:?} after round {round}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn plain_paths_are_accepted(rest in plain_path()) {
+            prop_assert_eq!(confine(&rest, VP), Ok(()));
+        }
+
+        #[test]
+        fn no_ticket_survives_and_the_rest_keeps_its_order(
+            params in prop::collection::vec((param_name(), prop::option::of("[a-zA-Z0-9%=.-]{0,8}")), 0..6)
+        ) {
+            let params: Vec<String> = params
+                .into_iter()
+                .map(|(n, v)| v.map_or(n.clone(), |v| format!("{n}={v}")))
+                .collect();
+            let query = params.join("&");
+            let out = strip_tickets(&query);
+            let want: Vec<&str> = params.iter().map(String::as_str).filter(|p| !model_is_ticket(p)).collect();
+            prop_assert_eq!(out.as_ref(), want.join("&"), "from {:?}", query);
+        }
+
+        #[test]
+        fn strip_tickets_never_panics(query in any::<String>()) {
+            let _ = strip_tickets(&query);
+        }
     }
 }

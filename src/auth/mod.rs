@@ -179,3 +179,6 @@ fn provider(cfg: &AuthConfig, secure: bool) -> Result<Arc<dyn IdentityProvider>,
         }
     })
 }
+
+#[cfg(test)]
+mod trusted_header_proptests;

@@ -76,3 +76,89 @@ mod tests {
         }
     }
 }
+
+/// Property tests (`PROPTEST_CASES` sets the case count; see the README's long run).
+#[cfg(test)]
+mod proptests {
+    use super::sanitize;
+    use proptest::prelude::*;
+
+    const TOKENS: &[&str] = &[
+        "/",
+        "/",
+        "\\",
+        "a",
+        ".",
+        "..",
+        ":",
+        "@",
+        "?",
+        "#",
+        "%",
+        "%2F",
+        "%2f",
+        "%5C",
+        "%5c",
+        "%25",
+        "%252F",
+        "%09",
+        "%0a",
+        "%00",
+        "\t",
+        "\n",
+        "\r",
+        " ",
+        "evil.example",
+        "https:",
+        "javascript:",
+        "%68ttps:",
+        "\u{0}",
+        "é",
+        "%C3%A9",
+        "%e2%80%ae",
+        "\u{3000}",
+    ];
+
+    fn raw() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::collection::vec(prop::sample::select(TOKENS), 0..10).prop_map(|t| t.concat()),
+            any::<String>(),
+            "/[ -~]{0,30}",
+        ]
+    }
+
+    /// Where a browser goes when it follows `location` from a page of the gateway's origin.
+    fn browser_origin(location: &str) -> Option<String> {
+        let base = url::Url::parse("https://gw.example/mashup/page").ok()?;
+        Some(base.join(location).ok()?.origin().ascii_serialization())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Accepted values are same-origin paths, as they are and after every decoding a browser
+        /// or server may apply.
+        #[test]
+        fn accepted_values_stay_on_the_origin(raw in raw()) {
+            let Some(ok) = sanitize(&raw) else { return Ok(()) };
+            prop_assert_eq!(&ok, &raw);
+            let mut cur = ok;
+            for _ in 0..3 {
+                let b = cur.as_bytes();
+                prop_assert!(b.first() == Some(&b'/') && !matches!(b.get(1), Some(b'/' | b'\\')), "{raw:?} as {cur:?}");
+                prop_assert!(!cur.chars().any(char::is_control), "{raw:?} as {cur:?}");
+                prop_assert!(url::Url::parse(&cur).is_err(), "{raw:?} as {cur:?} has a scheme");
+                let origin = browser_origin(&cur);
+                prop_assert_eq!(origin.as_deref(), Some("https://gw.example"), "{:?} as {:?}", raw, cur);
+                let Ok(next) = percent_encoding::percent_decode_str(&cur).decode_utf8() else { break };
+                cur = next.into_owned();
+            }
+        }
+
+        #[test]
+        fn plain_paths_are_accepted(p in "(/[A-Za-z0-9._~-]{1,8}){1,6}(\\?[a-z0-9=&]{0,10})?") {
+            let got = sanitize(&p);
+            prop_assert_eq!(got.as_deref(), Some(p.as_str()));
+        }
+    }
+}

@@ -611,3 +611,300 @@ mod tests {
         assert!(all.ends_with(b"GET nop"));
     }
 }
+
+/// Property tests (`PROPTEST_CASES` sets the case count; see the README's long run).
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use futures_util::FutureExt;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+    use tokio::io::AsyncReadExt;
+
+    /// The longest header: 2 bytes, a 64-bit length, a mask.
+    const MAX_HEADER: usize = 14;
+
+    /// A frame as a test writes it, with the length in its shortest or any longer form.
+    #[derive(Debug, Clone)]
+    struct F {
+        fin: bool,
+        opcode: u8,
+        mask: Option<[u8; 4]>,
+        len: usize,
+        /// 0: shortest length form; 1: 16-bit; 2: 64-bit (where the length fits).
+        form: u8,
+    }
+
+    fn write(f: &F, out: &mut Vec<u8>) {
+        out.push(u8::from(f.fin) << 7 | f.opcode);
+        let m = if f.mask.is_some() { 0x80 } else { 0 };
+        match (f.form, f.len) {
+            (0, n @ 0..=125) => out.push(m | n as u8),
+            (0 | 1, n @ 0..=0xffff) => {
+                out.push(m | 126);
+                out.extend((n as u16).to_be_bytes());
+            }
+            (_, n) => {
+                out.push(m | 127);
+                out.extend((n as u64).to_be_bytes());
+            }
+        }
+        if let Some(k) = f.mask {
+            out.extend(k);
+        }
+        out.extend((0..f.len).map(|i| (i % 251) as u8));
+    }
+
+    /// A valid frame; `masked`: client → Qlik (every frame masked), else Qlik → client.
+    fn frame(masked: bool) -> impl Strategy<Value = F> {
+        let data = (
+            prop::sample::select(vec![OP_CONTINUATION, OP_TEXT, OP_BINARY]),
+            prop_oneof![0usize..130, 120usize..300, 65_530usize..65_540],
+        );
+        let control = (prop::sample::select(vec![OP_CLOSE, 0x9, 0xa]), 0usize..=125);
+        (
+            prop_oneof![data, control],
+            any::<bool>(),
+            any::<[u8; 4]>(),
+            0u8..3,
+        )
+            .prop_map(move |((opcode, len), fin, key, form)| F {
+                fin: fin || opcode & 0x8 != 0,
+                opcode,
+                mask: masked.then_some(key),
+                len,
+                form,
+            })
+    }
+
+    fn frames() -> impl Strategy<Value = (bool, Vec<F>)> {
+        any::<bool>()
+            .prop_flat_map(|masked| (Just(masked), prop::collection::vec(frame(masked), 0..8)))
+    }
+
+    /// Where a byte stream is cut into reads.
+    fn splits() -> impl Strategy<Value = Vec<usize>> {
+        prop::collection::vec(prop_oneof![1usize..4, 1usize..20, 1usize..70_000], 0..30)
+    }
+
+    fn chunks(bytes: &[u8], splits: &[usize]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for s in splits {
+            if at >= bytes.len() {
+                break;
+            }
+            let end = (at + s).min(bytes.len());
+            out.push(bytes[at..end].to_vec());
+            at = end;
+        }
+        if at < bytes.len() {
+            out.push(bytes[at..].to_vec());
+        }
+        out
+    }
+
+    /// What the relay sees of a stream read in `chunks`, driven as the relay drives the tracker
+    /// (a partial header carried over to the next read): every header and payload byte count,
+    /// or the error and how many headers came before it.
+    /// Every header with its payload byte count; the error and the headers before it.
+    type Tracked = (Vec<(Header, u64)>, Option<(String, usize)>);
+
+    fn track(chunks: &[Vec<u8>]) -> Tracked {
+        let mut t = FrameTracker::default();
+        let mut seen: Vec<(Header, u64)> = Vec::new();
+        let mut carry: Vec<u8> = Vec::new();
+        for chunk in chunks {
+            let mut joined = std::mem::take(&mut carry);
+            joined.extend_from_slice(chunk);
+            let mut i = 0;
+            while i < joined.len() {
+                match t.step(&joined[i..]) {
+                    Err(e) => return (seen.clone(), Some((e.to_string(), seen.len()))),
+                    Ok(Step::Partial) => {
+                        carry.extend_from_slice(&joined[i..]);
+                        break;
+                    }
+                    Ok(Step::Header { header, used }) => {
+                        seen.push((header, 0));
+                        i += used;
+                    }
+                    Ok(Step::Payload { n, .. }) => {
+                        assert!(n > 0);
+                        if let Some(last) = seen.last_mut() {
+                            last.1 += n as u64;
+                        }
+                        i += n;
+                    }
+                }
+            }
+            // The only state kept between reads: less than one header.
+            assert!(carry.len() < MAX_HEADER, "carry of {} bytes", carry.len());
+        }
+        (seen, None)
+    }
+
+    /// A stream that hands out `chunks` one read at a time, then waits (or ends).
+    struct Chunks {
+        chunks: VecDeque<Vec<u8>>,
+        eof: bool,
+    }
+
+    impl AsyncRead for Chunks {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            out: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let Some(front) = self.chunks.front_mut() else {
+                return if self.eof {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                };
+            };
+            let n = front.len().min(out.remaining());
+            out.put_slice(&front[..n]);
+            front.drain(..n);
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Complete messages: data frames from a first (text or binary) to a final one, control
+    /// frames between fragments.
+    fn messages(masked: bool, fs: &[F]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut open = false;
+        for f in fs {
+            let mut f = f.clone();
+            if f.opcode & 0x8 == 0 {
+                f.opcode = if open {
+                    OP_CONTINUATION
+                } else {
+                    OP_TEXT.max(f.opcode)
+                };
+                open = !f.fin;
+            }
+            write(&f, &mut out);
+        }
+        if open {
+            let end = F {
+                fin: true,
+                opcode: OP_CONTINUATION,
+                mask: masked.then_some([1, 2, 3, 4]),
+                len: 3,
+                form: 0,
+            };
+            write(&end, &mut out);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Valid frames, both directions: every split gives what one read gives.
+        #[test]
+        fn splits_do_not_change_what_is_tracked((_, fs) in frames(), splits in splits()) {
+            let mut bytes = Vec::new();
+            for f in &fs {
+                write(f, &mut bytes);
+            }
+            let whole = track(&[bytes.clone()]);
+            prop_assert!(whole.1.is_none());
+            prop_assert_eq!(whole.0.len(), fs.len());
+            for ((h, n), f) in whole.0.iter().zip(&fs) {
+                prop_assert_eq!((h.fin, h.opcode, h.mask, h.len), (f.fin, f.opcode, f.mask, f.len as u64));
+                prop_assert_eq!(*n, f.len as u64);
+            }
+            prop_assert_eq!(track(&chunks(&bytes, &splits)), whole);
+        }
+
+        /// An invalid header after valid frames is found at the same frame whatever the split.
+        #[test]
+        fn invalid_frames_are_found_whatever_the_split(
+            (masked, fs) in frames(),
+            bad in prop_oneof![
+                (prop::sample::select(vec![3u8, 4, 5, 6, 7, 0xb, 0xc, 0xf]), 0usize..10).prop_map(|(op, len)| (op, len as u64, 0u8)),
+                (prop::sample::select(vec![OP_CLOSE, 0x9, 0xa]), 126usize..70_000).prop_map(|(op, len)| (op, len as u64, 1)),
+                (1u64 << 63..u64::MAX).prop_map(|len| (OP_BINARY, len, 2)),
+            ],
+            tail in prop::collection::vec(any::<u8>(), 0..20),
+            splits in splits(),
+        ) {
+            let mut bytes = Vec::new();
+            for f in &fs {
+                write(f, &mut bytes);
+            }
+            let (op, len, form) = bad;
+            let m = if masked { 0x80 } else { 0 };
+            bytes.push(0x80 | op);
+            match form {
+                0 => bytes.push(m | len as u8),
+                1 if len <= 0xffff => {
+                    bytes.push(m | 126);
+                    bytes.extend((len as u16).to_be_bytes());
+                }
+                _ => {
+                    bytes.push(m | 127);
+                    bytes.extend(len.to_be_bytes());
+                }
+            }
+            if masked {
+                bytes.extend([9, 9, 9, 9]);
+            }
+            bytes.extend(&tail);
+            let whole = track(&[bytes.clone()]);
+            prop_assert_eq!(whole.1.as_ref().map(|e| e.1), Some(fs.len()));
+            prop_assert_eq!(track(&chunks(&bytes, &splits)), whole);
+        }
+
+        /// Arbitrary bytes in arbitrary reads: no panic, less than a header kept between reads.
+        #[test]
+        fn arbitrary_bytes_are_tracked_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..400), splits in splits()) {
+            let _ = track(&chunks(&bytes, &splits));
+        }
+
+        /// The tap, both sides of the settle phase: a reader gets the handshake head, then whole
+        /// messages, however the bytes arrive and whatever its buffer; the incomplete rest is
+        /// what `into_parts` hands back; the tap never holds more than its limit and one read.
+        #[test]
+        fn the_tap_passes_whole_messages((masked, fs) in frames(), cut in any::<prop::sample::Index>(),
+            splits in splits(), reads in prop::collection::vec(1usize..5000, 1..20), head in any::<bool>(), limit in prop_oneof![Just(1usize << 20), 1usize..200]) {
+            let complete = messages(masked, &fs);
+            let next = messages(masked, &[F { fin: true, opcode: OP_BINARY, mask: masked.then_some([5, 6, 7, 8]), len: 40, form: 0 }]);
+            let partial = &next[..cut.index(next.len())];
+            let head_bytes: &[u8] = if head { b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n" } else { b"" };
+            let mut wire = head_bytes.to_vec();
+            wire.extend(&complete);
+            wire.extend(partial);
+            let source = Chunks { chunks: chunks(&wire, &splits).into(), eof: false };
+            let mut tap = if head { Tap::after_head(source, limit) } else { Tap::frames(source, limit) };
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 5000];
+            let mut r = 0;
+            let mut head_seen = !head;
+            while let Some(n) = tap.read(&mut buf[..reads[r % reads.len()]]).now_or_never() {
+                let n = n.unwrap();
+                prop_assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+                if !head_seen && got.len() >= head_bytes.len() {
+                    prop_assert_eq!(&got[..head_bytes.len()], head_bytes);
+                    head_seen = true;
+                }
+                prop_assert!(tap.buf.len() - tap.pos <= limit + 8192, "tap holds {} bytes", tap.buf.len() - tap.pos);
+                r += 1;
+            }
+            let (_, rest) = tap.into_parts();
+            let mut all = got.clone();
+            all.extend(&rest);
+            prop_assert_eq!(&all, &wire);
+            if limit >= wire.len() {
+                prop_assert_eq!(got.len(), head_bytes.len() + complete.len());
+            }
+        }
+    }
+}

@@ -1524,3 +1524,97 @@ mod tests {
         }
     }
 }
+
+/// Property tests (`PROPTEST_CASES` sets the case count; see the README's long run).
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    /// JSON shaped like Qlik's frames: the methods and keys the classifiers look for, nested.
+    fn qlik_json() -> impl Strategy<Value = Value> {
+        let key = prop::sample::select(vec![
+            "jsonrpc",
+            "method",
+            "params",
+            "id",
+            "mustAuthenticate",
+            "severity",
+            "message",
+            "result",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            prop::sample::select(vec![
+                "OnAuthenticationInformation",
+                "OnSessionTimedOut",
+                "OnSessionClosed",
+                "OnNoEngineAvailable",
+                "fatal",
+                "warning",
+                "",
+                "\"id\"",
+            ])
+            .prop_map(|s| json!(s)),
+        ];
+        leaf.prop_recursive(4, 32, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..5).prop_map(|kv| {
+                    Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn classifiers_never_panic_on_text(text in any::<String>()) {
+            let _ = classify(&text);
+            let _ = fatal_notice(&text);
+        }
+
+        #[test]
+        fn classifiers_never_panic_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = classify(&text);
+            let _ = fatal_notice(&text);
+        }
+
+        /// The login prompt is recognised only where Qlik puts it, and a fatal notice only on a
+        /// notification (no `id`) small enough to be one.
+        #[test]
+        fn classification_follows_the_json(v in qlik_json(), pad in 0usize..5000) {
+            let text = v.to_string();
+            let method = v.get("method").and_then(Value::as_str);
+            let must = method == Some("OnAuthenticationInformation")
+                && v.pointer("/params/mustAuthenticate") == Some(&Value::Bool(true));
+            prop_assert_eq!(classify(&text) == AuthSignal::MustAuthenticate, must, "{}", text);
+            if let Some(n) = fatal_notice(&text) {
+                prop_assert!(v.get("id").is_none() && method == Some(n.method.as_str()));
+            }
+            let padded = format!("{text}{}", " ".repeat(pad));
+            if padded.len() > FATAL_NOTICE_MAX {
+                prop_assert!(fatal_notice(&padded).is_none());
+            }
+        }
+
+        /// Deep nesting is refused by the JSON parser's depth limit, not by a stack overflow.
+        #[test]
+        fn deep_nesting_does_not_overflow(depth in 100usize..20_000) {
+            let text = format!(
+                "{}\"OnAuthenticationInformation\"{}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            prop_assert_eq!(classify(&text), AuthSignal::Other);
+            let text = format!("{{\"method\":{}1{}", "[".repeat(depth), "]".repeat(depth));
+            prop_assert!(fatal_notice(&text).is_none());
+        }
+    }
+}

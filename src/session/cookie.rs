@@ -122,3 +122,87 @@ mod tests {
         assert_eq!(s.read(&h), Some(id));
     }
 }
+
+/// Property tests (`PROPTEST_CASES` sets the case count; see the README's long run).
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAME: &str = "__Host-qlik-gateway";
+
+    fn headers(values: &[Vec<u8>]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            if let Ok(v) = http::HeaderValue::from_bytes(v) {
+                h.append(http::header::COOKIE, v);
+            }
+        }
+        h
+    }
+
+    /// Names that look like the gateway's but are not it.
+    fn near_name() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "__host-qlik-gateway",
+            "__Host-Qlik-Gateway",
+            "qlik-gateway",
+            "__Secure-qlik-gateway",
+            "__Host-qlik-gateway2",
+            "x__Host-qlik-gateway",
+            "__Host-qlik-gatewa",
+            "__Host-qlik%2Dgateway",
+            "__Host-qlik-gateway\"",
+        ])
+        .prop_map(String::from)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_cookie_headers_do_not_panic(values in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..80), 0..4)) {
+            let s = CookieSettings { name: NAME.into(), secure: true };
+            let h = headers(&values);
+            let _ = s.read(&h);
+            let _ = read_named(&h, NAME);
+            let _ = read_named(&h, "");
+            for (n, v) in request_cookies(&h) {
+                prop_assert!(!n.is_empty() && n == n.trim() && v == v.trim());
+            }
+        }
+
+        /// Only a cookie of exactly the gateway's name is read, whatever surrounds it; the first
+        /// well-formed one wins.
+        #[test]
+        fn the_gateway_cookie_is_picked_by_its_exact_name(
+            others in prop::collection::vec(near_name(), 0..5),
+            exact_at in prop::option::of(0usize..6),
+            junk_first in any::<bool>(),
+            split in any::<bool>(),
+        ) {
+            let s = CookieSettings { name: NAME.into(), secure: true };
+            let decoys: Vec<SessionId> = others.iter().map(|_| SessionId::generate()).collect();
+            let mut pairs: Vec<String> = others
+                .iter()
+                .zip(&decoys)
+                .map(|(n, id)| format!("{n}={}", id.as_cookie_value()))
+                .collect();
+            let real = SessionId::generate();
+            if let Some(at) = exact_at {
+                let at = at.min(pairs.len());
+                pairs.insert(at, format!("{NAME}={}", real.as_cookie_value()));
+                if junk_first {
+                    pairs.insert(at, format!("{NAME}=junk"));
+                }
+            }
+            let values: Vec<Vec<u8>> = if split {
+                pairs.iter().map(|p| p.clone().into_bytes()).collect()
+            } else {
+                vec![pairs.join("; ").into_bytes()]
+            };
+            let got = s.read(&headers(&values));
+            prop_assert_eq!(got, exact_at.map(|_| real));
+        }
+    }
+}

@@ -541,21 +541,14 @@ impl RedisStore {
         let Some(raw) = raw else {
             return Ok(None);
         };
-        let (plain, old_key) = match self.keys.open(id.storage_key().as_bytes(), &raw) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(session = %id.log_tag(), error = %e, "session in Redis cannot be opened; treating it as logged out");
-                return Ok(None);
-            }
-        };
-        match serde_json::from_slice::<GatewaySession>(&plain) {
-            Ok(session) => Ok(Some(Read {
+        match decode(&self.keys, id, &raw) {
+            Ok((session, old_key)) => Ok(Some(Read {
                 raw,
                 session,
                 old_key,
             })),
             Err(e) => {
-                tracing::warn!(session = %id.log_tag(), error = %e, "session in Redis does not parse; treating it as logged out");
+                tracing::warn!(session = %id.log_tag(), error = %e, "session in Redis cannot be used; treating it as logged out");
                 Ok(None)
             }
         }
@@ -603,6 +596,29 @@ impl RedisStore {
 }
 
 /// An error Redis answered to a command (the connection itself is fine).
+/// Why a value read from Redis is no session.
+#[derive(Debug, thiserror::Error)]
+enum DecodeError {
+    #[error("cannot be opened: {0}")]
+    Open(super::crypto::OpenError),
+    #[error("does not parse: {0}")]
+    Parse(serde_json::Error),
+}
+
+/// A session record as read from Redis: opened with `keys` for `id`, parsed. Also says whether
+/// an old key sealed it. Pure, so that the decoding of what Redis holds is tested on its own.
+fn decode(
+    keys: &Keyring,
+    id: &SessionId,
+    raw: &[u8],
+) -> Result<(GatewaySession, bool), DecodeError> {
+    let (plain, old_key) = keys
+        .open(id.storage_key().as_bytes(), raw)
+        .map_err(DecodeError::Open)?;
+    let session = serde_json::from_slice(&plain).map_err(DecodeError::Parse)?;
+    Ok((session, old_key))
+}
+
 fn is_reply_error(e: &RedisError) -> bool {
     use ::redis::ServerErrorKind as S;
     matches!(
@@ -956,5 +972,113 @@ async fn subscribe(
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(RESUBSCRIBE_MAX_DELAY);
+    }
+}
+
+/// Property tests (`PROPTEST_CASES` sets the case count; see the README's long run).
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::auth::Identity;
+    use crate::session::crypto::KeyMaterial;
+    use crate::session::{QlikSession, Secret};
+    use proptest::prelude::*;
+
+    fn keys() -> (Keyring, Keyring) {
+        let (current, old) = (KeyMaterial::new([7; 32]), KeyMaterial::new([9; 32]));
+        (
+            Keyring::new(&current, std::slice::from_ref(&old)),
+            Keyring::new(&old, &[]),
+        )
+    }
+
+    fn time() -> impl Strategy<Value = SystemTime> {
+        (0u64..4_000_000_000, 0u32..1_000_000_000)
+            .prop_map(|(s, n)| SystemTime::UNIX_EPOCH + Duration::new(s, n))
+    }
+
+    fn session() -> impl Strategy<Value = GatewaySession> {
+        let qlik = (
+            any::<String>(),
+            prop::option::of(any::<String>()),
+            time(),
+            any::<String>(),
+        )
+            .prop_map(|(cookie_value, csrf_token, created_at, node)| QlikSession {
+                cookie_value,
+                csrf_token,
+                created_at,
+                node,
+            });
+        (
+            (
+                any::<String>(),
+                any::<String>(),
+                prop::collection::vec((any::<String>(), any::<String>()), 0..3),
+            ),
+            any::<String>(),
+            (time(), time()),
+            prop::option::of(qlik),
+            prop::option::of(any::<String>()),
+        )
+            .prop_map(
+                |(
+                    (user_directory, user_id, attributes),
+                    provider,
+                    (created_at, last_seen),
+                    qlik,
+                    id_token,
+                )| GatewaySession {
+                    identity: Identity {
+                        user_directory,
+                        user_id,
+                        attributes,
+                    },
+                    provider,
+                    created_at,
+                    last_seen,
+                    qlik,
+                    id_token: id_token.map(Secret::new),
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever Redis hands back (another writer, corruption, an attacker with Redis
+        /// access): no panic, and nothing that was not sealed for this session opens.
+        #[test]
+        fn arbitrary_values_do_not_decode(raw in prop::collection::vec(any::<u8>(), 0..200)) {
+            let (keys, _) = keys();
+            prop_assert!(decode(&keys, &SessionId::generate(), &raw).is_err());
+        }
+
+        /// Sealed plaintext that is not a session (a bug, an old format): an error, no panic.
+        #[test]
+        fn sealed_junk_does_not_panic(plain in prop::collection::vec(any::<u8>(), 0..200), json in "\\{[ -~]{0,60}\\}") {
+            let (keys, _) = keys();
+            let id = SessionId::generate();
+            let _ = decode(&keys, &id, &keys.seal(id.storage_key().as_bytes(), &plain));
+            let _ = decode(&keys, &id, &keys.seal(id.storage_key().as_bytes(), json.as_bytes()));
+        }
+
+        /// Every session comes back as it was written, under the current key or an old one, and
+        /// only for the session it was sealed for; a flipped byte never opens.
+        #[test]
+        fn sessions_round_trip(s in session(), old in any::<bool>(), flip in any::<prop::sample::Index>()) {
+            let (keys, old_keys) = keys();
+            let id = SessionId::generate();
+            let json = serde_json::to_vec(&s).unwrap();
+            let sealer = if old { &old_keys } else { &keys };
+            let raw = sealer.seal(id.storage_key().as_bytes(), &json);
+            let (back, was_old) = decode(&keys, &id, &raw).unwrap();
+            prop_assert_eq!(was_old, old);
+            prop_assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&s).unwrap());
+            prop_assert!(decode(&keys, &SessionId::generate(), &raw).is_err());
+            let mut bad = raw.clone();
+            bad[flip.index(raw.len())] ^= 0x01;
+            prop_assert!(decode(&keys, &id, &bad).is_err());
+        }
     }
 }

@@ -144,3 +144,75 @@ mod tests {
         );
     }
 }
+
+/// Property tests (`PROPTEST_CASES` sets the case count; see the README's long run).
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    fn header_value() -> impl Strategy<Value = Vec<u8>> {
+        let scheme = prop::sample::select(vec![
+            "Negotiate",
+            "negotiate",
+            "NTLM",
+            "Basic",
+            "Bearer",
+            "",
+        ]);
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..120),
+            (scheme.clone(), " {0,3}", "[A-Za-z0-9+/=%_ -]{0,60}")
+                .prop_map(|(s, sp, t)| format!("{s}{sp}{t}").into_bytes()),
+            (scheme, prop::collection::vec(any::<u8>(), 0..90)).prop_map(|(s, b)| {
+                format!(
+                    "{s} {}",
+                    base64::engine::general_purpose::STANDARD.encode(b)
+                )
+                .into_bytes()
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any Authorization headers: no panic, and a token never bigger than its base64.
+        #[test]
+        fn any_authorization_is_read_without_panic(values in prop::collection::vec(header_value(), 0..3)) {
+            let mut h = http::HeaderMap::new();
+            let mut total = 0;
+            for v in &values {
+                if let Ok(v) = http::HeaderValue::from_bytes(v) {
+                    total += v.len();
+                    h.append(http::header::AUTHORIZATION, v);
+                }
+            }
+            if let Ok(Some(token)) = read(&h) {
+                prop_assert!(!token.is_empty() && token.len() <= total * 3 / 4);
+                prop_assert!(!is_ntlm_token(&token));
+            }
+        }
+
+        /// A Kerberos-looking token comes back as sent, whatever the scheme's case and padding.
+        #[test]
+        fn tokens_round_trip(token in prop::collection::vec(any::<u8>(), 1..200), upper in any::<bool>(), pad in any::<bool>()) {
+            prop_assume!(!is_ntlm_token(&token));
+            let b64 = if pad {
+                base64::engine::general_purpose::STANDARD.encode(&token)
+            } else {
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(&token)
+            };
+            let scheme = if upper { "NEGOTIATE" } else { "Negotiate" };
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_str(&format!("{scheme} {b64}")).unwrap());
+            prop_assert_eq!(read(&h).ok().flatten(), Some(token));
+        }
+
+        #[test]
+        fn ntlm_detection_never_panics(token in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = is_ntlm_token(&token);
+        }
+    }
+}

@@ -170,6 +170,12 @@ engine image inspect --format '{{json .Config.Healthcheck}}' "$GATEWAY_IMAGE" | 
 
 # --- the gateway image on its own ----------------------------------------------------------
 NAME=qlik-gateway-test-$$
+COMPOSE_FILE=$WORK/compose.yaml
+compose() {
+  if [ "$ENGINE" = docker ]; then docker compose -f "$COMPOSE_FILE" "$@"
+  else $SUDO env CONTAINERS_CONF="$CONTAINERS_CONF" podman-compose -f "$COMPOSE_FILE" "$@"
+  fi
+}
 cleanup() {
   engine rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
   compose down -v >/dev/null 2>&1 || true
@@ -233,12 +239,6 @@ echo "SIGTERM: exit status 0"
 engine rm "$NAME" >/dev/null
 
 # --- compose -------------------------------------------------------------------------------
-COMPOSE_FILE=$WORK/compose.yaml
-compose() {
-  if [ "$ENGINE" = docker ]; then docker compose -f "$COMPOSE_FILE" "$@"
-  else $SUDO env CONTAINERS_CONF="$CONTAINERS_CONF" podman-compose -f "$COMPOSE_FILE" "$@"
-  fi
-}
 if [ "$ENGINE" = podman ] && ! command -v podman-compose >/dev/null; then
   log "installing podman-compose (PyPI)"
   pip install -q podman-compose

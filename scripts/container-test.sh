@@ -207,7 +207,7 @@ check_health() { # check_health URL
 
 log "running $GATEWAY_IMAGE demo: read-only, no capabilities, no new privileges"
 engine run -d --name "$NAME" --read-only --tmpfs /tmp \
-  --tmpfs /var/lib/qlik-gateway:uid=10001,gid=10001,mode=0700 --cap-drop ALL \
+  --tmpfs /var/lib/qlik-gateway:mode=1777 --cap-drop ALL \
   --security-opt no-new-privileges -p "127.0.0.1:$HOST_PORT:8080" \
   "$GATEWAY_IMAGE" demo --listen 0.0.0.0:8080 >/dev/null
 URL=http://127.0.0.1:$HOST_PORT

@@ -74,6 +74,9 @@ if [ ! -f examples/react-mashup/node_modules/.package-lock.json ] || [ examples/
 fi
 npm --prefix examples/react-mashup run build --silent >/dev/null
 
+log "deploy files: hadolint, kubectl kustomize + kubernetes-validate, systemd-analyze verify"
+bash scripts/deploy-lint.sh
+
 log "cargo fmt --check"
 cargo fmt --all --check
 

@@ -39,8 +39,11 @@ pub async fn run(listen: SocketAddr) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The configured public URL, not the listen address: `0.0.0.0:8080` is no address a browser
+    // can open, and QLIK_GATEWAY__SERVER__PUBLIC_URL may have replaced it.
     eprintln!(
-        "\n  qlik-gateway demo\n  open http://{listen}/  (user DEV\\alice, simulated Qlik at {}, control API {})\n",
+        "\n  qlik-gateway demo\n  open {}/  (user DEV\\alice, simulated Qlik at {}, control API {})\n",
+        cfg.server.public_origin,
         sim.proxy_url(),
         sim.control_url()
     );
@@ -56,6 +59,32 @@ pub async fn run(listen: SocketAddr) -> ExitCode {
     }
 }
 
+/// The URL a browser on this machine opens: the listen address itself, or `localhost` when the
+/// gateway listens on every interface (`--listen 0.0.0.0:8080` in a container with its port
+/// published), because `http://0.0.0.0:8080` opens nowhere and the engine websocket's Origin must
+/// match the public URL.
+fn public_url(listen: SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        format!("http://localhost:{}", listen.port())
+    } else {
+        format!("http://{listen}")
+    }
+}
+
+/// When listening on every interface, the loopback addresses also reach the gateway: let pages
+/// opened as `http://127.0.0.1:PORT` or `http://[::1]:PORT` open the engine websocket too.
+fn loopback_origins(listen: SocketAddr) -> Vec<String> {
+    if listen.ip().is_unspecified() {
+        let port = listen.port();
+        vec![
+            format!("http://127.0.0.1:{port}"),
+            format!("http://[::1]:{port}"),
+        ]
+    } else {
+        Vec::new()
+    }
+}
+
 /// The configuration the demo runs with: the same keys an operator writes.
 pub fn demo_config(sim: &Sim, listen: SocketAddr) -> String {
     let pki = sim.pki();
@@ -63,7 +92,7 @@ pub fn demo_config(sim: &Sim, listen: SocketAddr) -> String {
         r#"
 [server]
 listen = "{listen}"
-public_url = "http://{listen}"
+public_url = "{public_url}"
 
 [session]
 store = "memory"
@@ -82,11 +111,45 @@ session_cookie = "X-Qlik-Session-mashup"
 client_cert = {cert:?}
 client_key = {key:?}
 ca_cert = {ca:?}
+
+[security]
+allowed_origins = {allowed_origins:?}
 "#,
+        public_url = public_url(listen),
+        allowed_origins = loopback_origins(listen),
         proxy = sim.proxy_url(),
         qps = sim.qps_api_url(),
         cert = pki.client_cert.display().to_string(),
         key = pki.client_key.display().to_string(),
         ca = pki.ca_cert.display().to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn demo_public_origin(listen: &str) -> (String, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Sim::start(SimOptions::default(), dir.path()).await.unwrap();
+        let cfg = config::load_str(&demo_config(&sim, listen.parse().unwrap())).unwrap();
+        sim.shutdown().await;
+        (cfg.server.public_origin, cfg.security.allowed_origins)
+    }
+
+    #[tokio::test]
+    async fn listening_on_every_interface_gives_a_url_a_browser_can_open() {
+        let (public, allowed) = demo_public_origin("0.0.0.0:8080").await;
+        assert_eq!(public, "http://localhost:8080");
+        assert_eq!(allowed, ["http://127.0.0.1:8080", "http://[::1]:8080"]);
+        let (public, _) = demo_public_origin("[::]:8081").await;
+        assert_eq!(public, "http://localhost:8081");
+    }
+
+    #[tokio::test]
+    async fn a_specific_address_is_its_own_url() {
+        let (public, allowed) = demo_public_origin("127.0.0.1:8080").await;
+        assert_eq!(public, "http://127.0.0.1:8080");
+        assert!(allowed.is_empty());
+    }
 }

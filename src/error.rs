@@ -48,6 +48,9 @@ pub enum GatewayError {
     /// Qlik refused the websocket upgrade.
     #[error("the Qlik proxy refused the websocket upgrade with HTTP {status}")]
     UpgradeRefused { status: u16 },
+    /// A size limit (`server.max_*`) refused the request or the upstream's answer.
+    #[error(transparent)]
+    Limit(#[from] crate::server::limits::LimitError),
 }
 
 impl From<LifecycleError> for GatewayError {
@@ -82,6 +85,7 @@ impl GatewayError {
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::UpgradeRefused { .. } => StatusCode::BAD_GATEWAY,
+            Self::Limit(l) => l.status(),
         }
     }
 
@@ -104,6 +108,7 @@ impl GatewayError {
             Self::Upstream { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpgradeRefused { .. } => "websocket_refused",
+            Self::Limit(l) => l.code(),
         }
     }
 
@@ -136,6 +141,7 @@ impl GatewayError {
                 "The gateway could not reach the service behind it.".into()
             }
             Self::UpstreamTimeout { .. } => "The service behind the gateway did not answer in time.".into(),
+            Self::Limit(l) => l.public_message(),
         }
     }
 

@@ -54,6 +54,9 @@ pub enum GatewayError {
     /// The user already has `limit` live gateway sessions (`session.max_sessions_per_user`).
     #[error("login refused: {user} already has {limit} live sessions (session.max_sessions_per_user); they end at logout or their idle timeout")]
     TooManySessions { user: String, limit: usize },
+    /// A size limit (`server.max_*`) refused the request or the upstream's answer.
+    #[error(transparent)]
+    Limit(#[from] crate::server::limits::LimitError),
 }
 
 impl From<LifecycleError> for GatewayError {
@@ -93,6 +96,7 @@ impl GatewayError {
             Self::TooManyWebsockets { .. } | Self::TooManySessions { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            Self::Limit(l) => l.status(),
         }
     }
 
@@ -119,6 +123,7 @@ impl GatewayError {
             Self::UpgradeRefused { .. } => "websocket_refused",
             Self::TooManyWebsockets { .. } => "too_many_websockets",
             Self::TooManySessions { .. } => "too_many_sessions",
+            Self::Limit(l) => l.code(),
         }
     }
 
@@ -163,6 +168,7 @@ impl GatewayError {
             Self::TooManySessions { limit, .. } => format!(
                 "You are already signed in {limit} times, the most allowed. Sign out in another browser, or wait for an unused sign-in to expire, and try again."
             ),
+            Self::Limit(l) => l.public_message(),
         }
     }
 

@@ -38,6 +38,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_gateway/readyz", get(endpoints::readyz))
         .route("/_gateway/{*rest}", any(not_found))
         .fallback(dispatch_fallback)
+        // Gateway endpoints take small forms at most; the fallback (proxied requests) is exempt.
+        .route_layer(axum::middleware::from_fn({
+            let limit = state.cfg.server.max_gateway_body_bytes;
+            move |req, next| crate::server::limits::bounded_gateway_body(limit, req, next)
+        }))
         .with_state(state)
 }
 

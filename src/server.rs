@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,6 +18,14 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tracing::Instrument;
+
+pub mod body_timeout;
+pub mod first_request;
+pub mod limits;
+
+use body_timeout::TimedBody;
+use first_request::{Arrived, FirstRequestDeadline};
+use limits::HeadLimits;
 
 use crate::gateway::endpoints::PeerAddr;
 use crate::metrics::RouteClass;
@@ -119,20 +128,29 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let state = self.state;
         let router = crate::routes::router(state.clone());
+        let limits = HeadLimits::of(&state.cfg.server);
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper only refuses a head when its buffer fills first, which depends on how the bytes
+        // arrive; with room above the limit, every head the limit concerns is parsed and
+        // measured exactly in `service`. hyper also times each head, from the end of the
+        // previous response on a kept-alive connection.
         builder
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(state.cfg.server.header_read_timeout)
-            // hyper's default limit of 100 headers is kept: it parses into a stack array, while
-            // any explicit limit allocates and initialises an array of that size per request.
-            .max_buf_size(state.cfg.server.max_header_bytes.max(8192));
+            .max_buf_size(limits.parser_cap());
+        // hyper's default of 100 headers parses into a stack array, while an explicit count
+        // allocates an array of that size per request: only set when more are allowed.
+        if let Some(n) = limits.parser_max_headers() {
+            builder.http1().max_headers(n);
+        }
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(state.cfg.server.max_header_bytes as u32)
+            .max_header_list_size(u32::try_from(limits.parser_cap()).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(Duration::from_secs(30)));
         let builder = Arc::new(builder);
+        let first_request_timeout = state.cfg.server.header_read_timeout;
         let graceful = GracefulShutdown::new();
         let sweeper = tokio::spawn(sweep(state.clone()));
         // Logouts on other replicas close this replica's websockets at once (a shared store).
@@ -151,6 +169,7 @@ impl Server {
                 builder.clone(),
                 admin_stopped,
                 state.cfg.server.drain_timeout,
+                first_request_timeout,
             ))
         });
         tokio::pin!(shutdown);
@@ -168,16 +187,20 @@ impl Server {
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let svc = service(router.clone(), peer, state.clone());
+            let arrived = Arrived::default();
+            let svc = service(router.clone(), peer, state.clone(), limits, arrived.clone());
             let builder = builder.clone();
             match &self.tls {
                 None => {
+                    let io = FirstRequestDeadline::new(tcp, first_request_timeout, arrived);
                     let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(io), svc)
                         .into_owned();
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
-                        let _ = conn.await;
+                        if let Err(e) = conn.await {
+                            log_connection_error(peer, &*e);
+                        }
                     });
                 }
                 Some(acceptor) => {
@@ -192,12 +215,19 @@ impl Server {
                                 tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                                 return;
                             }
-                            Err(_) => return,
+                            Err(_) => {
+                                tracing::debug!(peer = %peer, "TLS handshake not finished within server.header_read_timeout; closing");
+                                return;
+                            }
                         };
+                        // The clock for the first request starts after the handshake.
+                        let io = FirstRequestDeadline::new(stream, timeout, arrived);
                         let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                            .serve_connection_with_upgrades(TokioIo::new(io), svc)
                             .into_owned();
-                        let _ = watcher.watch(conn).await;
+                        if let Err(e) = watcher.watch(conn).await {
+                            log_connection_error(peer, &*e);
+                        }
                     });
                 }
             }
@@ -232,10 +262,11 @@ async fn serve_admin(
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     drain: Duration,
+    first_request_timeout: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -247,13 +278,19 @@ async fn serve_admin(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let svc = TowerToHyperService::new(router.clone());
-        let conn = builder
-            .serve_connection(TokioIo::new(tcp), svc)
-            .into_owned();
+        let arrived = Arrived::default();
+        let io = FirstRequestDeadline::new(tcp, first_request_timeout, arrived.clone());
+        let router = router.clone();
+        let svc = TowerToHyperService::new(tower::service_fn(move |req| {
+            arrived.mark();
+            router.clone().oneshot(req)
+        }));
+        let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let _ = conn.await;
+            if let Err(e) = conn.await {
+                log_connection_error(peer, &*e);
+            }
         });
     }
     drop(listener);
@@ -265,10 +302,38 @@ async fn serve_admin(
     }
 }
 
+/// One line per connection that hyper ended with an error: malformed or oversized heads at info
+/// (a client or a proxy in front is misbehaving), timeouts and resets at debug (routine).
+fn log_connection_error(peer: SocketAddr, e: &(dyn std::error::Error + 'static)) {
+    let Some(h) = e.downcast_ref::<hyper::Error>() else {
+        tracing::debug!(peer = %peer.ip(), error = %e, "connection ended with an error");
+        return;
+    };
+    if h.is_parse_too_large() {
+        tracing::info!(peer = %peer.ip(), error = %h, "request head refused by the parser: far above server.max_header_bytes (or more than server.max_headers headers); answered 431");
+    } else if h.is_parse() || h.is_parse_status() {
+        tracing::info!(peer = %peer.ip(), error = %h, "malformed request head; answered 400 and closed the connection");
+    } else if h.is_timeout() {
+        tracing::debug!(peer = %peer.ip(), "no complete request head within server.header_read_timeout; connection closed");
+    } else if is_first_request_timeout(h) {
+        tracing::debug!(peer = %peer.ip(), "no request within server.header_read_timeout of the connection's start; connection closed");
+    } else {
+        tracing::debug!(peer = %peer.ip(), error = %h, "connection ended with an error");
+    }
+}
+
+fn is_first_request_timeout(e: &hyper::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+}
+
 fn service(
     router: Router,
     peer: SocketAddr,
     state: Arc<AppState>,
+    limits: HeadLimits,
+    arrived: Arrived,
 ) -> TowerToHyperService<
     impl tower::Service<
             http::Request<Incoming>,
@@ -279,6 +344,10 @@ fn service(
 > {
     TowerToHyperService::new(tower::service_fn(
         move |mut req: http::Request<Incoming>| {
+            arrived.mark();
+            // Measured before the gateway adds its own headers (X-Request-Id).
+            let refused = limits.check(&req).err();
+            let http1 = req.version() < http::Version::HTTP_2;
             let id = request_id(req.headers());
             req.headers_mut().insert(REQUEST_ID, id.clone());
             // Every log line of this request (and of its websocket relay) carries the id, and
@@ -295,7 +364,29 @@ fn service(
             let router = router.clone();
             let state = state.clone();
             async move {
-                let mut req = req.map(axum::body::Body::new);
+                if let Some(e) = refused {
+                    let mut resp = crate::error::GatewayError::from(e).into_response();
+                    metrics.http_request(class, resp.status(), start.elapsed());
+                    resp.headers_mut().insert(REQUEST_ID, id);
+                    // The rest of an oversized head's request is not worth reading (HTTP/2 has
+                    // no Connection header: the stream ends with the response).
+                    if http1 {
+                        resp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    return Ok(resp);
+                }
+                let body_timeout = state.cfg.server.body_timeout;
+                let mut req = req.map(|b| {
+                    // Bodyless requests (most of them, and every websocket upgrade) skip the timer.
+                    if http_body::Body::is_end_stream(&b) {
+                        axum::body::Body::new(b)
+                    } else {
+                        axum::body::Body::new(TimedBody::new(b, body_timeout))
+                    }
+                });
                 let mut resp = if routed {
                     req.extensions_mut().insert(PeerAddr(peer));
                     router.oneshot(req).await?

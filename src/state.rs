@@ -95,7 +95,8 @@ impl AppState {
             )?)),
             None => None,
         };
-        let upstream = upstream::client(roots, cfg.qlik.connect_timeout)?;
+        let upstream = upstream::client(roots, cfg.qlik.connect_timeout)?
+            .max_response_header_bytes(cfg.server.max_upstream_header_bytes);
         let nodes = Arc::new(crate::qlik::nodes::Nodes::new(
             &cfg.qlik,
             Some(metrics.qps()),

@@ -28,6 +28,13 @@ proptest! {
             http::HeaderName::from_static(HEADER),
             vec!["10.0.0.0/24".parse().unwrap()],
             fixed.then(|| "CORP".to_string()),
+            (!fixed).then(|| {
+                super::domain_map::DomainMap::new([
+                    ("corp".to_string(), "CORP".to_string()),
+                    ("corp.example.com".to_string(), "CORP".to_string()),
+                ])
+                .unwrap()
+            }),
         );
         let mut headers = http::HeaderMap::new();
         if let Ok(v) = http::HeaderValue::from_bytes(&v) {

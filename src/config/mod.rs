@@ -74,8 +74,21 @@ pub struct ServerConfig {
     pub public_https: bool,
     pub admin_listen: Option<SocketAddr>,
     pub tls: Option<TlsFiles>,
+    /// The first request head of a connection (from accept, or the end of the TLS handshake)
+    /// and every later head must arrive within this.
     pub header_read_timeout: Duration,
+    /// The request head: request line + `name: value\r\n` per header + `\r\n`, as parsed.
     pub max_header_bytes: usize,
+    /// Header lines per request.
+    pub max_headers: usize,
+    /// `METHOD SP target SP HTTP/1.1\r\n`; above it: 414.
+    pub max_request_line_bytes: usize,
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout: Duration,
+    /// Request bodies to `/_gateway/` endpoints (and the login callback); above it: 413.
+    pub max_gateway_body_bytes: usize,
+    /// Response heads from Qlik and the mashup dev server; above it: 502.
+    pub max_upstream_header_bytes: usize,
     pub drain_timeout: Duration,
 }
 

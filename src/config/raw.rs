@@ -39,6 +39,16 @@ pub struct RawServer {
     pub header_read_timeout: Duration,
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
+    #[serde(default = "defaults::max_headers")]
+    pub max_headers: usize,
+    #[serde(default = "defaults::max_request_line_bytes")]
+    pub max_request_line_bytes: usize,
+    #[serde(default = "defaults::body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    #[serde(default = "defaults::max_gateway_body_bytes")]
+    pub max_gateway_body_bytes: usize,
+    #[serde(default = "defaults::max_upstream_header_bytes")]
+    pub max_upstream_header_bytes: usize,
     #[serde(default = "defaults::drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
 }
@@ -293,6 +303,26 @@ pub(crate) mod defaults {
     /// Kerberos tokens with a large PAC exceed 8 KiB; 64 KiB is the documented floor.
     pub fn max_header_bytes() -> usize {
         96 * 1024
+    }
+    /// hyper's default header count, which it parses into a stack array.
+    pub fn max_headers() -> usize {
+        100
+    }
+    /// Twice nginx's 8 KiB buffer: Qlik's single-integration URLs carry selections in the query.
+    pub fn max_request_line_bytes() -> usize {
+        16 * 1024
+    }
+    /// nginx's `client_body_timeout`.
+    pub fn body_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    /// Gateway endpoints take forms at most (an OIDC form_post carries an ID token).
+    pub fn max_gateway_body_bytes() -> usize {
+        64 * 1024
+    }
+    /// Envoy's default for response headers is 60 KiB; Qlik's are a few KiB.
+    pub fn max_upstream_header_bytes() -> usize {
+        64 * 1024
     }
     pub fn drain_timeout() -> Duration {
         Duration::from_secs(20)

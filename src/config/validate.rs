@@ -50,6 +50,47 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "must be at least 65536: Kerberos tickets with a large PAC need it",
         ));
     }
+    // hyper refuses request targets above 64 KiB itself, with a bare 414.
+    if raw.server.max_request_line_bytes < 1024
+        || raw.server.max_request_line_bytes > 65536
+        || raw.server.max_request_line_bytes > raw.server.max_header_bytes
+    {
+        return Err(ConfigError::key(
+            "server.max_request_line_bytes",
+            "must be between 1024 and 65536, and not above server.max_header_bytes",
+        ));
+    }
+    if raw.server.max_headers < 16 || raw.server.max_headers > 1000 {
+        return Err(ConfigError::key(
+            "server.max_headers",
+            "must be between 16 and 1000 (browsers send about 20 headers)",
+        ));
+    }
+    if raw.server.header_read_timeout.is_zero() || raw.server.body_timeout.is_zero() {
+        return Err(ConfigError::key(
+            if raw.server.body_timeout.is_zero() {
+                "server.body_timeout"
+            } else {
+                "server.header_read_timeout"
+            },
+            "must be greater than zero: a client that stops sending would hold its connection for ever",
+        ));
+    }
+    if raw.server.max_gateway_body_bytes > 1024 * 1024 {
+        return Err(ConfigError::key(
+            "server.max_gateway_body_bytes",
+            "must be at most 1048576: gateway endpoints take small forms only",
+        ));
+    }
+    // hyper's response read buffer holds at most 400 KiB by default.
+    if raw.server.max_upstream_header_bytes < 8192
+        || raw.server.max_upstream_header_bytes > 256 * 1024
+    {
+        return Err(ConfigError::key(
+            "server.max_upstream_header_bytes",
+            "must be between 8192 and 262144",
+        ));
+    }
     if let Some(admin) = raw.server.admin_listen {
         check_admin_listen(admin, raw.server.listen)?;
     }
@@ -214,6 +255,11 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             tls,
             header_read_timeout: raw.server.header_read_timeout,
             max_header_bytes: raw.server.max_header_bytes,
+            max_headers: raw.server.max_headers,
+            max_request_line_bytes: raw.server.max_request_line_bytes,
+            body_timeout: raw.server.body_timeout,
+            max_gateway_body_bytes: raw.server.max_gateway_body_bytes,
+            max_upstream_header_bytes: raw.server.max_upstream_header_bytes,
             drain_timeout: raw.server.drain_timeout,
         },
         session: SessionConfig {

@@ -271,6 +271,9 @@ pub async fn send(
             upstream,
             after: timeout,
         }),
+        Ok(Err(super::upstream::UpstreamError::HeadTooLarge { origin, limit })) => {
+            Err(crate::server::limits::LimitError::UpstreamHeaders { origin, limit }.into())
+        }
         Ok(Err(e)) => Err(GatewayError::Upstream {
             upstream,
             detail: crate::qlik::qps::root_cause(&e),

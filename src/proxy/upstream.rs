@@ -30,6 +30,9 @@ use crate::tls;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Idle connections kept per origin; more are opened under load and closed afterwards.
 const MAX_IDLE_PER_ORIGIN: usize = 256;
+/// `server.max_upstream_header_bytes` unless [`UpstreamClient::max_response_header_bytes`] says
+/// otherwise.
+const DEFAULT_MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// Keep-alive HTTP/1.1 client over TLS or plain TCP. Cheap to clone: clones share the pool.
 #[derive(Clone)]
@@ -46,6 +49,9 @@ impl std::fmt::Debug for UpstreamClient {
 struct Pool {
     tls: tokio_rustls::TlsConnector,
     connect_timeout: Duration,
+    /// The largest response head read (status line, headers, final CRLF, as received): hyper
+    /// stops reading there, so a huge or endless header block costs at most this much memory.
+    max_response_head: usize,
     /// Per origin, idle connections, oldest first. Few origins (the Qlik nodes, a dev server):
     /// a list is quicker to search than a map is to hash.
     idle: Mutex<Vec<(Origin, Vec<Idle>)>>,
@@ -96,6 +102,8 @@ pub enum UpstreamError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{origin} answered with a response head larger than {limit} bytes (server.max_upstream_header_bytes)")]
+    HeadTooLarge { origin: String, limit: usize },
     #[error("{origin}: {source}")]
     Http {
         origin: String,
@@ -116,12 +124,26 @@ pub fn client(
         pool: Arc::new(Pool {
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             connect_timeout,
+            max_response_head: DEFAULT_MAX_RESPONSE_HEAD,
             idle: Mutex::new(Vec::new()),
         }),
     })
 }
 
 impl UpstreamClient {
+    /// Limits response heads to `n` bytes (`server.max_upstream_header_bytes`); a larger one
+    /// fails the request with [`UpstreamError::HeadTooLarge`]. For a client just built.
+    pub fn max_response_header_bytes(self, n: usize) -> Self {
+        Self {
+            pool: Arc::new(Pool {
+                tls: self.pool.tls.clone(),
+                connect_timeout: self.pool.connect_timeout,
+                max_response_head: n,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
     /// Sends `req` (absolute URI) on a pooled connection to its origin, or a new one. A request
     /// that a pooled connection could not take (the server had just closed it) is sent again
     /// on a new connection; once it may have reached the server, it never is.
@@ -176,10 +198,17 @@ impl UpstreamClient {
                         fresh = true;
                     }
                     _ => {
+                        let source = e.into_error();
+                        if source.is_parse_too_large() {
+                            return Err(UpstreamError::HeadTooLarge {
+                                origin: origin.to_string(),
+                                limit: self.pool.max_response_head,
+                            });
+                        }
                         return Err(UpstreamError::Http {
                             origin: origin.to_string(),
-                            source: e.into_error(),
-                        })
+                            source,
+                        });
                     }
                 },
             }
@@ -309,6 +338,7 @@ impl Pool {
             Box::pin(tcp)
         };
         let (tx, conn) = http1::Builder::new()
+            .max_header_size(self.max_response_head)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| UpstreamError::Http {

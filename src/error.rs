@@ -1,7 +1,7 @@
 //! The one place where failures become responses: a status, a JSON body for programs or a short
 //! HTML page for people, and exactly one log line naming the cause.
 
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
@@ -200,9 +200,9 @@ impl GatewayError {
                  <p><a href=\"/\">Start again</a></p></body></html>",
                 code = status.as_u16(),
                 reason = status.canonical_reason().unwrap_or("Error"),
-                msg = html_escape(&message),
+                msg = crate::html::escape(&message),
             );
-            (status, Html(page)).into_response()
+            crate::html::page(status, page)
         } else {
             json_body(status, json!({"error": self.code(), "message": message}))
         };
@@ -230,20 +230,4 @@ pub fn json_body(status: StatusCode, v: serde_json::Value) -> Response {
         HeaderValue::from_static("application/json"),
     );
     r
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }

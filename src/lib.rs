@@ -9,6 +9,7 @@ pub mod demo;
 pub mod doctor;
 pub mod error;
 pub mod gateway;
+pub mod html;
 pub mod logging;
 pub mod mashup;
 pub mod metrics;

@@ -80,7 +80,15 @@ impl AppState {
         let rules = auth::identity_rules::IdentityRules {
             header_safe: matches!(cfg.qlik.mode, crate::config::QlikMode::Header(_)),
         };
-        let provider = auth::from_config(&cfg.auth, cfg.server.public_https, rules)?;
+        // Replicas sharing a Redis store share its key, so a login started on one replica
+        // completes on any other (the login cookie is sealed, not kept per process).
+        let shared_keys = match &cfg.session.store {
+            crate::config::StoreKind::Redis(r) => {
+                Some((&r.encryption_key, r.old_encryption_keys.as_slice()))
+            }
+            crate::config::StoreKind::Memory => None,
+        };
+        let provider = auth::from_config(&cfg.auth, cfg.server.public_https, rules, shared_keys)?;
         let roots = crate::tls::root_store(&cfg.qlik.ca_cert, true)?;
         let ws_tls = Arc::new(crate::tls::client_config(
             roots.clone(),

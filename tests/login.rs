@@ -482,3 +482,55 @@ async fn logins_beyond_the_limit_per_user_are_refused_until_one_ends() {
     assert_eq!(env.get("/_gateway/me", &again).await.status(), 200);
     env.stop().await;
 }
+
+/// Every page the gateway writes itself can neither be framed nor sniffed, and runs no script
+/// but its own.
+#[tokio::test]
+async fn gateway_pages_cannot_be_framed_sniffed_or_fed_scripts() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let c = http_client();
+    let check = |r: &reqwest::Response, scripts: bool| {
+        let h = r.headers();
+        assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'none'"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(csp.contains("base-uri 'none'"), "{csp}");
+        let script_src = csp.split(';').find(|d| d.trim().starts_with("script-src"));
+        match script_src {
+            Some(d) => {
+                assert!(scripts, "{csp}");
+                assert!(
+                    !d.contains("unsafe-inline") && d.contains("'sha256-"),
+                    "{csp}"
+                );
+            }
+            None => assert!(!scripts, "{csp}"),
+        }
+    };
+    let html = |path: &str, cookie: Option<&str>| {
+        let mut rb = c
+            .get(format!("{}{path}", env.url))
+            .header("sec-fetch-mode", "navigate")
+            .header("accept", "text/html");
+        if let Some(k) = cookie {
+            rb = rb.header("cookie", k);
+        }
+        rb.send()
+    };
+    let r = html("/_gateway/logged-out", None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    check(&r, false);
+    // An error answered to a navigation is a page too.
+    let r = html("/mashup/..%5cqrs/about", Some(&cookie)).await.unwrap();
+    assert_eq!(r.status(), 400);
+    check(&r, false);
+    // The built-in mashup page runs its one inline script, allowed by its hash.
+    let r = html("/", Some(&cookie)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    check(&r, true);
+    env.stop().await;
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::fake_idp::FakeIdp;
 use common::{config_toml, cookie_from, http_client, Setup};
 use futures_util::StreamExt;
 use qlik_gateway::config;
@@ -258,10 +259,31 @@ impl Gw {
 
     /// A replica in front of `sim`, which the caller owns (replicas of one site share one Qlik).
     async fn start_on(sim: &Sim, session: String) -> Gw {
+        Gw::start_as(sim, session, None, None).await
+    }
+
+    /// A replica with the `[auth]` section `auth` (default: the static user) and, behind one
+    /// load balancer with `public_of`, that replica's `public_url`.
+    async fn start_as(
+        sim: &Sim,
+        session: String,
+        auth: Option<String>,
+        public_of: Option<&Gw>,
+    ) -> Gw {
         let dir = tempfile::tempdir().expect("tempdir");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let toml = config_toml_for(sim, &session, addr);
+        let setup = Setup {
+            auth,
+            ..gateway_setup(session)
+        };
+        let mut toml = config_toml(sim, &setup, addr).replace("store = \"memory\"\n", "");
+        if let Some(other) = public_of {
+            toml = toml.replace(
+                &format!("public_url = \"http://{addr}\""),
+                &format!("public_url = \"{}\"", other.url),
+            );
+        }
         let cfg = config::load_str(&toml).unwrap_or_else(|e| panic!("config invalid: {e}\n{toml}"));
         let state = AppState::new(cfg).expect("state");
         let server = Server::with_listener(state.clone(), listener).expect("server");
@@ -1261,6 +1283,74 @@ async fn the_session_limit_per_user_holds_across_replicas() {
     assert_eq!(a.logout(&first).await, 200);
     let third = b.login().await;
     assert_eq!(a.me(&third).await, 200);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Behind a load balancer without sticky sessions, the IdP's callback may reach another replica
+/// than the one that sent the browser to the IdP: the login completes there all the same.
+#[tokio::test]
+async fn an_oidc_login_started_on_one_replica_completes_on_another() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = key_file(keys.path(), "session.key");
+    let session = redis_session(&redis.url(), &key, &[], "");
+    let idp = FakeIdp::start().await;
+    let auth = format!(
+        "[auth]\nprovider = \"oidc\"\n[auth.oidc]\nissuer = \"{}\"\nclient_id = \"qlik-gateway\"\nuser_directory = \"CORP\"\n",
+        idp.issuer
+    );
+    let sim_dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(SimOptions::default(), &sim_dir.path().join("pki"))
+        .await
+        .expect("qlik-sim starts");
+    let a = Gw::start_as(&sim, session.clone(), Some(auth.clone()), None).await;
+    let b = Gw::start_as(&sim, session, Some(auth), Some(&a)).await;
+
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let location = |r: &reqwest::Response| {
+        r.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_string()
+    };
+    let r = c
+        .get(format!("{}/_gateway/login?return_to=/mashup/hub/", a.url))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 302);
+    let login_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("qlik-gateway-oidc="))
+        .and_then(|v| v.split(';').next())
+        .expect("login cookie")
+        .to_string();
+    let at_idp = c.get(location(&r)).send().await.expect("authorize");
+    let back = location(&at_idp);
+    let back = back
+        .strip_prefix(&a.url)
+        .unwrap_or_else(|| panic!("callback on the public URL: {back}"));
+    let done = c
+        .get(format!("{}{back}", b.url))
+        .header("cookie", &login_cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("callback");
+    let status = done.status();
+    let cookie = cookie_from(&done);
+    assert_eq!(status, 302, "{:?}", done.text().await);
+    assert_eq!(location(&done), "/mashup/hub/");
+    let cookie = cookie.expect("the other replica set the gateway cookie");
+    assert_eq!(a.me(&cookie).await, 200);
+    assert_eq!(b.me(&cookie).await, 200);
     a.stop().await;
     b.stop().await;
 }

@@ -17,6 +17,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use crate::config::AuthConfig;
+use crate::session::crypto::KeyMaterial;
 
 /// A user as Qlik knows them: user directory, user id and attributes (groups, email, …).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,16 +138,23 @@ pub trait IdentityProvider: Send + Sync {
 
 /// Builds the configured provider; `secure` when the public origin is https (cookie flags).
 /// Every identity it yields is checked against `rules` before anything else sees it.
+/// `shared_keys` (current, old): the key replicas share, for login state that must survive a
+/// request landing on another replica; `None` for a key of this process.
 pub fn from_config(
     cfg: &AuthConfig,
     secure: bool,
     rules: identity_rules::IdentityRules,
+    shared_keys: Option<(&KeyMaterial, &[KeyMaterial])>,
 ) -> Result<Arc<dyn IdentityProvider>, SetupError> {
-    let inner = provider(cfg, secure)?;
+    let inner = provider(cfg, secure, shared_keys)?;
     Ok(Arc::new(identity_rules::Checked::new(inner, rules)))
 }
 
-fn provider(cfg: &AuthConfig, secure: bool) -> Result<Arc<dyn IdentityProvider>, SetupError> {
+fn provider(
+    cfg: &AuthConfig,
+    secure: bool,
+    shared_keys: Option<(&KeyMaterial, &[KeyMaterial])>,
+) -> Result<Arc<dyn IdentityProvider>, SetupError> {
     Ok(match cfg {
         AuthConfig::Static {
             user_directory,
@@ -170,7 +178,7 @@ fn provider(cfg: &AuthConfig, secure: bool) -> Result<Arc<dyn IdentityProvider>,
         )),
         #[cfg(feature = "kerberos")]
         AuthConfig::Negotiate(n) => Arc::new(negotiate::Negotiate::new(n, secure)?),
-        AuthConfig::Oidc(o) => oidc::Oidc::new(o, secure)?,
+        AuthConfig::Oidc(o) => oidc::Oidc::new(o, secure, shared_keys)?,
         #[cfg(not(feature = "kerberos"))]
         AuthConfig::Negotiate(_) => {
             return Err(SetupError::Unavailable(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use axum::extract::{Query, State};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -266,12 +266,12 @@ pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
 /// `GET /_gateway/logged-out`: where a logout lands a browser (not the login, which would log a
 /// Windows user straight back in).
 pub async fn logged_out() -> Response {
-    Html(
+    crate::html::page(
+        StatusCode::OK,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Logged out</title></head>\
          <body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>You are logged out</h1>\
          <p><a href=\"/_gateway/login\">Log in again</a></p></body></html>",
     )
-    .into_response()
 }
 
 /// `GET /_gateway/me`: who the gateway thinks you are, and until when.

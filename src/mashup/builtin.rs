@@ -8,9 +8,11 @@ use http::{header, HeaderValue};
 pub fn page(mount: &str) -> Response {
     let mount_js = serde_json::to_string(mount).unwrap_or_else(|_| "\"/\"".into());
     let html = PAGE.replace("__MOUNT__", &mount_js);
+    let csp = crate::html::script_page_csp(&html);
     let mut r = Html(html).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    crate::html::secure(h, csp);
     r
 }
 

@@ -190,6 +190,89 @@ pub enum QlikSetCookie<'a> {
     NotQlik,
 }
 
+/// Why a `Set-Cookie` from Qlik was not passed on (see [`scope_set_cookie`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum DroppedCookie {
+    /// Not a `Set-Cookie` value a browser would accept.
+    Malformed,
+    /// Named like one of the gateway's own cookies: it would replace or shadow the user's
+    /// gateway session.
+    GatewayName,
+    /// A `__Host-` cookie must be origin-wide (`Path=/`): on the gateway that is beyond Qlik.
+    HostPrefix,
+    /// Scoped to a Qlik path outside the virtual proxy, which the browser cannot reach here.
+    OutsideVirtualProxy,
+}
+
+impl DroppedCookie {
+    /// For the log line.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed => "it is not a valid Set-Cookie",
+            Self::GatewayName => "it has the name of a gateway cookie",
+            Self::HostPrefix => "a __Host- cookie would apply to the whole gateway origin",
+            Self::OutsideVirtualProxy => "its Path is outside the virtual proxy",
+        }
+    }
+}
+
+/// A `Set-Cookie` from Qlik (not a Qlik session cookie) as the browser gets it: Qlik's cookies
+/// are only for Qlik's paths, so the path is mapped from Qlik's (`prefix`, the virtual proxy) to
+/// the gateway's (`mount`); `Path=/` and no path become the mount, never the whole origin, where
+/// the mashup and `/_gateway` live. `Domain` goes (it names Qlik's host, or widens the cookie to
+/// sibling hosts of the gateway).
+pub fn scope_set_cookie(
+    set_cookie: &str,
+    gateway_cookie: &str,
+    prefix: &str,
+    mount: &str,
+) -> Result<String, DroppedCookie> {
+    let mut c = cookie::Cookie::parse(set_cookie).map_err(|_| DroppedCookie::Malformed)?;
+    let bare = |n: &str| -> String {
+        let n = n.strip_prefix("__Host-").unwrap_or(n);
+        n.strip_prefix("__Secure-")
+            .unwrap_or(n)
+            .to_ascii_lowercase()
+    };
+    let name = bare(c.name());
+    if name == bare(gateway_cookie) || name.starts_with("qlik-gateway-") {
+        return Err(DroppedCookie::GatewayName);
+    }
+    if c.name().starts_with("__Host-") {
+        return Err(DroppedCookie::HostPrefix);
+    }
+    let path = match c.path() {
+        Some(p) if p.starts_with('/') => {
+            if let Some(mapped) = map_prefix(p, prefix, mount) {
+                if mapped.len() == mount.len() + 1 {
+                    mount.to_string()
+                } else {
+                    mapped
+                }
+            } else if path_matches(prefix, p) {
+                mount.to_string()
+            } else {
+                return Err(DroppedCookie::OutsideVirtualProxy);
+            }
+        }
+        // No (or a relative) Path: the browser would take the request's directory, which for
+        // a request at the mount itself is `/`.
+        _ => mount.to_string(),
+    };
+    c.set_path(path);
+    c.unset_domain();
+    Ok(c.to_string())
+}
+
+/// RFC 6265 §5.1.4: whether a cookie with `cookie_path` is sent for `request_path`.
+fn path_matches(request_path: &str, cookie_path: &str) -> bool {
+    request_path == cookie_path
+        || (request_path.starts_with(cookie_path)
+            && (cookie_path.ends_with('/')
+                || request_path.as_bytes().get(cookie_path.len()) == Some(&b'/')))
+        || (request_path.is_empty() && cookie_path == "/")
+}
+
 /// Rewrites a `Location` that points into the virtual proxy on the Qlik proxy to the same place on
 /// the gateway. `upstream_origin` is `https://qlik:443` serialised as browsers do; `prefix` is
 /// `/mashup` or ``; `mount` is where the gateway shows Qlik.
@@ -343,6 +426,55 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn qlik_cookies_are_scoped_to_the_mount() {
+        let scope =
+            |sc: &str, prefix: &str| scope_set_cookie(sc, "qlik-gateway", prefix, "/mashup");
+        let ok = |sc: &str, prefix: &str| scope(sc, prefix).unwrap();
+        assert_eq!(ok("pref=1; Path=/", ""), "pref=1; Path=/mashup");
+        assert_eq!(ok("pref=1; Path=/vp/", "/vp"), "pref=1; Path=/mashup");
+        assert_eq!(ok("pref=1; Path=/", "/vp"), "pref=1; Path=/mashup");
+        assert_eq!(
+            ok("pref=1; Path=/vp/hub", "/vp"),
+            "pref=1; Path=/mashup/hub"
+        );
+        assert_eq!(ok("pref=1; Path=/hub", ""), "pref=1; Path=/mashup/hub");
+        assert_eq!(ok("pref=1", "/vp"), "pref=1; Path=/mashup");
+        let d = ok(
+            "pref=1; Domain=qlik.internal; Path=/vp; Secure; HttpOnly",
+            "/vp",
+        );
+        assert!(!d.to_ascii_lowercase().contains("domain"), "{d}");
+        assert!(
+            d.contains("Path=/mashup") && d.contains("Secure") && d.contains("HttpOnly"),
+            "{d}"
+        );
+        for name in [
+            "qlik-gateway",
+            "__Host-qlik-gateway",
+            "qlik-gateway-oidc",
+            "Qlik-Gateway",
+        ] {
+            assert_eq!(
+                scope(&format!("{name}=x; Path=/"), ""),
+                Err(DroppedCookie::GatewayName)
+            );
+        }
+        assert_eq!(
+            scope("__Host-x=1; Path=/; Secure", ""),
+            Err(DroppedCookie::HostPrefix)
+        );
+        assert_eq!(
+            scope("x=1; Path=/other", "/vp"),
+            Err(DroppedCookie::OutsideVirtualProxy)
+        );
+        assert_eq!(
+            scope("x=1; Path=/v", "/vp"),
+            Err(DroppedCookie::OutsideVirtualProxy)
+        );
+        assert_eq!(scope("no equals sign", ""), Err(DroppedCookie::Malformed));
     }
 
     #[test]

@@ -186,8 +186,9 @@ fn is_auth_module_location(location: &str) -> bool {
     (internal && has("targetid")) || (has("targetid") && has("proxyresturi"))
 }
 
-/// Cleans Qlik's response: hop-by-hop headers removed, the Qlik session cookie captured and not
-/// passed on, `Location` rewritten to the gateway.
+/// Cleans Qlik's response: hop-by-hop headers removed, the Qlik session cookie captured (header
+/// mode) and never passed on, Qlik's other cookies scoped to the mount, `Cache-Control: private`
+/// where Qlik set none, `Location` rewritten to the gateway.
 async fn from_qlik(
     state: &AppState,
     sid: &SessionId,
@@ -207,9 +208,16 @@ async fn from_qlik(
         for sc in set_cookies {
             let Ok(s) = sc.to_str() else { continue };
             match headers::qlik_session_set_cookie(s, &state.cfg.qlik.session_cookie) {
-                QlikSetCookie::Ours(value) if !value.is_empty() => {
-                    if let Err(e) = state.qlik.adopt_cookie(sid, qlik, value).await {
-                        tracing::warn!(error = %e, "could not store the Qlik session cookie Qlik set");
+                QlikSetCookie::Ours(value) if !value.is_empty() && value != qlik.cookie_value => {
+                    if state.qlik.adopts_response_cookies() {
+                        if let Err(e) = state.qlik.adopt_cookie(sid, qlik, value).await {
+                            tracing::warn!(error = %e, "could not store the Qlik session cookie Qlik set");
+                        }
+                    } else {
+                        // The gateway made this session's Qlik session itself; a new one set on a
+                        // proxied response was made by something else the request carried, and
+                        // adopting it would put another user behind this session.
+                        tracing::warn!(session = %sid.log_tag(), cookie = %state.cfg.qlik.session_cookie, "dropped a Qlik session cookie that Qlik set on a proxied response: the gateway only uses Qlik sessions it created itself");
                     }
                 }
                 QlikSetCookie::Ours(_) => {}
@@ -218,11 +226,35 @@ async fn from_qlik(
                     // browser's business, and adopting it would swap the user's Qlik session.
                     tracing::debug!(cookie = name, configured = %state.cfg.qlik.session_cookie, "dropped a Qlik session cookie of another name");
                 }
-                QlikSetCookie::NotQlik => {
-                    parts.headers.append(header::SET_COOKIE, sc);
-                }
+                QlikSetCookie::NotQlik => match headers::scope_set_cookie(
+                    s,
+                    &state.cookies.name,
+                    &state.upstream_prefix,
+                    &state.cfg.qlik.mount,
+                ) {
+                    Ok(scoped) => {
+                        if let Ok(v) = HeaderValue::from_str(&scoped) {
+                            parts.headers.append(header::SET_COOKIE, v);
+                        }
+                    }
+                    Err(why) => {
+                        let name = s.split(['=', ';']).next().unwrap_or("").trim();
+                        tracing::warn!(
+                            cookie = name,
+                            "dropped a cookie Qlik set: {}",
+                            why.reason()
+                        );
+                    }
+                },
             }
         }
+    }
+    // Qlik answered as this session's user: no shared cache may keep that for someone else,
+    // unless Qlik itself says how to cache it.
+    if !parts.headers.contains_key(header::CACHE_CONTROL) {
+        parts
+            .headers
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
     rewrite_location_header(state, &mut parts.headers);
     Response::from_parts(parts, Body::new(body))

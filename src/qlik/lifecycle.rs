@@ -325,6 +325,13 @@ impl QlikSessions {
         }
     }
 
+    /// Whether a Qlik session cookie set on a proxied response belongs to this session: only in
+    /// header mode, where Qlik creates the session itself from the user header the gateway sends.
+    /// In session and ticket mode the gateway holds the cookie of the session it made.
+    pub fn adopts_response_cookies(&self) -> bool {
+        matches!(self.cfg.mode, QlikMode::Header(_))
+    }
+
     /// Records a new cookie value Qlik chose itself (a `Set-Cookie` from the proxy).
     pub async fn adopt_cookie(
         &self,

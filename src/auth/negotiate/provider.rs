@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use libgssapi::context::ServerCtx;
@@ -234,19 +234,8 @@ fn challenge(token: Option<&[u8]>, cookie: Option<HeaderValue>) -> Response {
         _ => None,
     }
     .unwrap_or(HeaderValue::from_static("Negotiate"));
-    let mut resp = (
-        StatusCode::UNAUTHORIZED,
-        [
-            (header::WWW_AUTHENTICATE, www),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ),
-        ],
-        CHALLENGE_PAGE,
-    )
-        .into_response();
+    let mut resp = crate::html::page(StatusCode::UNAUTHORIZED, CHALLENGE_PAGE);
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, www);
     if let Some(c) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }

@@ -21,6 +21,7 @@ use pending::{Pending, PendingLogins};
 
 use crate::auth::{AuthError, IdentityProvider, LoginOutcome, LoginRequest};
 use crate::config::OidcConfig;
+use crate::session::crypto::KeyMaterial;
 use crate::session::GatewaySession;
 
 /// Tokens issued a little in the future or expiring a little in the past are accepted by this
@@ -45,14 +46,22 @@ pub struct Oidc {
 impl Oidc {
     /// Builds the provider and starts discovery in the background: an IdP that is down at
     /// start-up does not keep the gateway from starting (readyz reports it until it answers).
-    pub fn new(cfg: &OidcConfig, secure: bool) -> Result<Arc<Self>, crate::tls::TlsFileError> {
+    /// `shared_keys` seal the login cookie so that any replica holding them completes the login.
+    pub fn new(
+        cfg: &OidcConfig,
+        secure: bool,
+        shared_keys: Option<(&KeyMaterial, &[KeyMaterial])>,
+    ) -> Result<Arc<Self>, crate::tls::TlsFileError> {
         let me = Arc::new(Self {
             http: Http::new(cfg)?,
             cfg: cfg.clone(),
             discovered: RwLock::new(None),
             last_error: Mutex::new("discovery has not run yet".into()),
             refresh: tokio::sync::Mutex::new(()),
-            pending: PendingLogins::default(),
+            pending: match shared_keys {
+                Some((current, old)) => PendingLogins::with_keys(current, old),
+                None => PendingLogins::default(),
+            },
             cookie: if secure {
                 "__Host-qlik-gateway-oidc"
             } else {

@@ -86,8 +86,15 @@ impl Default for PendingLogins {
 impl PendingLogins {
     /// Logins sealed with `key`: replicas sharing it complete each other's logins.
     pub fn with_key(key: &KeyMaterial) -> Self {
+        Self::with_keys(key, &[])
+    }
+
+    /// Logins sealed with `current`; those sealed with one of `old` (before a key rotation)
+    /// still complete. Completed logins are remembered per replica: a replay on another
+    /// replica within the login's lifetime fails at the IdP, where the code is single use.
+    pub fn with_keys(current: &KeyMaterial, old: &[KeyMaterial]) -> Self {
         Self {
-            keys: Keyring::new(key, &[]),
+            keys: Keyring::new(current, old),
             used: Mutex::new(HashMap::new()),
         }
     }

@@ -277,7 +277,9 @@ try {
   const jarAfter = await context.cookies(base);
   result.cookieNamesAfterLogout = jarAfter.map((c) => c.name);
   check(!jarAfter.some((c) => c.name === gw.name), 'the gateway cookie survived the logout');
-  const meAfter = await page.evaluate(() => fetch('/_gateway/me', { headers: { Accept: 'application/json' } }).then(async (r) => (await r.text(), r.status)));
+  // The logged-out page is the gateway's own, under a `default-src 'none'` CSP that blocks page scripts from
+  // fetching; ask with the context's cookie jar instead, which is what the next page load would send.
+  const meAfter = (await context.request.get(`${base}/_gateway/me`, { headers: { Accept: 'application/json' } })).status();
   check(meAfter === 401, `/_gateway/me answered ${meAfter} after logout`);
 
   // 5. The IdP's session ended too: the next visit asks for the password again, no silent SSO.

@@ -84,6 +84,11 @@ impl FrameTracker {
         self.remaining == 0
     }
 
+    /// Payload bytes of the current frame still to come (0 on a boundary).
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
     /// Advances over the start of `input` (not empty).
     pub fn step(&mut self, input: &[u8]) -> Result<Step, FrameError> {
         if self.remaining > 0 {

@@ -1,5 +1,6 @@
 //! Forwarding to upstreams: HTTP, the engine websocket, and raw upgrades for a dev server's HMR.
 
+pub mod cut_frame;
 pub mod frames;
 pub mod headers;
 pub mod http;

@@ -37,6 +37,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
+use super::cut_frame::{Filler, MessageTail};
 use super::frames::{self, FrameTracker, Header, Step, Tap};
 use super::headers;
 use super::registry::{CloseReason, SocketGuard};
@@ -870,6 +871,7 @@ async fn relay_bytes(
                 return;
             }
             let mut t = FrameTracker::default();
+            let mut tail = MessageTail::default();
             let mut pending = upstream_rest;
             let mut spare = Vec::new();
             let mut carry = Vec::new();
@@ -893,12 +895,27 @@ async fn relay_bytes(
                         r = frames::read_chunk(&mut u_rx, &mut spare) => match r {
                             Ok(Some(c)) => c,
                             Ok(None) | Err(_) => {
-                                // Qlik dropped the connection.
-                                let (notice, cf) = fatal.ending(&None).await
-                                    .unwrap_or_else(|| (None, going_away("Qlik closed the connection")));
-                                if t.at_boundary() {
-                                    let _ = write_flush(&mut c_tx, &ending_frames(notice, cf)).await;
+                                // Qlik dropped the connection. Inside a frame the client has
+                                // part of (a held close frame it has none of), so the frame
+                                // is finished first: a close it can read beats a reset.
+                                let cut = !t.at_boundary() && close.is_none();
+                                let ending = fatal.ending(&None).await;
+                                let (notice, cf) = match ending {
+                                    Some(e) => e,
+                                    None if cut => (None, CloseFrame {
+                                        code: CloseCode::Error,
+                                        reason: "Qlik closed the connection mid-message".into(),
+                                    }),
+                                    None => (None, going_away("Qlik closed the connection")),
+                                };
+                                if cut {
+                                    tracing::warn!(session = %sid.log_tag(), missing = t.remaining(), "Qlik closed the engine connection in the middle of a frame; the client gets the frame finished with filler and a close 1011");
+                                    let filler = tail.filler(t.remaining());
+                                    if finish_cut_frame(&mut c_tx, filler).await.is_err() {
+                                        return;
+                                    }
                                 }
+                                let _ = write_flush(&mut c_tx, &ending_frames(notice, cf)).await;
                                 return;
                             }
                         },
@@ -944,6 +961,7 @@ async fn relay_bytes(
                             break;
                         }
                         Step::Header { header, used } => {
+                            tail.header(&header);
                             if header.opcode == frames::OP_CLOSE {
                                 if write_all(&mut c_tx, &chunk[from..i]).await.is_err() {
                                     return;
@@ -975,6 +993,7 @@ async fn relay_bytes(
                         Step::Payload { n, end } => {
                             let part = &chunk[i..i + n];
                             i += n;
+                            tail.payload(part);
                             if let Some((_, held)) = &mut close {
                                 held.extend_from_slice(part);
                                 from = i;
@@ -1029,6 +1048,26 @@ async fn relay_bytes(
         let mut client = c_rx.unsplit(c_tx);
         linger(&mut client).await;
     }
+}
+
+/// Writes the rest of a frame Qlik cut off ([`super::cut_frame`]), within the time a close
+/// waits for a frame boundary.
+async fn finish_cut_frame<W: AsyncWrite + Unpin>(w: &mut W, f: Filler) -> std::io::Result<()> {
+    let write = async {
+        write_all(w, &f.head).await?;
+        let block =
+            vec![f.fill; usize::try_from(f.rest).map_or(frames::CHUNK, |r| r.min(frames::CHUNK))];
+        let mut rest = f.rest;
+        while rest > 0 {
+            let n = usize::try_from(rest).map_or(block.len(), |r| r.min(block.len()));
+            write_all(w, &block[..n]).await?;
+            rest -= n as u64;
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 /// `chunk` behind the start of a header the previous chunk ended with (rare: a copy then).

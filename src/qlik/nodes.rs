@@ -94,9 +94,14 @@ impl Nodes {
             .cloned()
     }
 
-    /// Takes a node out of rotation (its proxy or QPS failed).
+    /// Takes a node out of rotation (its proxy or QPS failed). A lone node stays in: there is
+    /// nowhere else to send users, and with one node nothing would ever bring it back (see
+    /// [`Nodes::watch`]), so every request after one reset would make a new Qlik session.
     pub fn mark_down(&self, node: &Node, why: &str) {
-        if node.up.swap(false, Ordering::Relaxed) && self.list.len() > 1 {
+        if self.list.len() < 2 {
+            return;
+        }
+        if node.up.swap(false, Ordering::Relaxed) {
             tracing::warn!(node = %node.key, "Qlik node taken out of rotation: {why}");
         }
     }

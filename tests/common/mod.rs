@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod fake_idp;
+pub mod fault_proxy;
 #[cfg(feature = "kerberos")]
 pub mod kdc;
 pub mod oidc;
@@ -38,6 +39,8 @@ pub struct Setup {
     pub security: String,
     /// Overrides `qlik.qps_api_url` (e.g. a closed port).
     pub qps_api_url: Option<String>,
+    /// Overrides `qlik.proxy_url` (e.g. a [`fault_proxy::FaultProxy`] in front of the sim).
+    pub proxy_url: Option<String>,
     /// Overrides the client certificate and key (e.g. the sim's untrusted pair).
     pub untrusted_client_cert: bool,
     /// Serve HTTPS with this certificate chain and key (PEM paths); `public_url` becomes https.
@@ -273,7 +276,8 @@ ca_cert = "{ca}"
         server = s.server,
         session = s.session,
         proxy = toml_list(
-            std::iter::once(sim.proxy_url()).chain(s.extra_nodes.iter().map(|n| n.0.clone()))
+            std::iter::once(s.proxy_url.clone().unwrap_or_else(|| sim.proxy_url()))
+                .chain(s.extra_nodes.iter().map(|n| n.0.clone()))
         ),
         qps = toml_list(
             std::iter::once(s.qps_api_url.clone().unwrap_or_else(|| sim.qps_api_url()))

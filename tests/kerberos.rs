@@ -9,28 +9,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::kdc::{self, Kdc, GSS_MECH_KRB5, GSS_MECH_SPNEGO};
+use common::kdc::{
+    self, login_with, negotiate_toml, refused, wait_for_login, Kdc, GSS_MECH_KRB5, GSS_MECH_SPNEGO,
+    SERVICE,
+};
 use common::*;
 use serde_json::Value;
 
-const SERVICE: &str = "HTTP/localhost@TEST.LOCAL";
 const OTHER_SERVICE: &str = "HTTP/other.localhost@TEST.LOCAL";
-
-fn negotiate_toml(kdc: &Kdc, keytab: &Path, extra: &str) -> String {
-    // Each test's own replay cache, so tokens of parallel tests never meet.
-    let replay_cache = if extra.contains("replay_cache") {
-        String::new()
-    } else {
-        format!(
-            "replay_cache = \"file2:{}\"\n",
-            kdc.path("rcache").display()
-        )
-    };
-    format!(
-        "[auth]\nprovider = \"negotiate\"\n[auth.negotiate]\nkeytab = \"{}\"\n{replay_cache}{extra}\n",
-        keytab.display(),
-    )
-}
 
 async fn gateway_with(kdc: &Kdc, keytab: &Path, extra: &str) -> Env {
     Env::with(Setup {
@@ -43,32 +29,6 @@ async fn gateway_with(kdc: &Kdc, keytab: &Path, extra: &str) -> Env {
 
 async fn gateway(kdc: &Kdc) -> Env {
     gateway_with(kdc, &kdc.keytab(), "").await
-}
-
-/// `GET /_gateway/login?return_to=/mashup/hub/` with `Authorization: Negotiate <token>`.
-async fn login_with(url: &str, token: &str) -> reqwest::Response {
-    http_client()
-        .get(format!("{url}/_gateway/login?return_to=/mashup/hub/"))
-        .header("authorization", format!("Negotiate {token}"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("login request")
-}
-
-/// The JSON error code of a refused login, after checking its status and that it does not
-/// challenge again (a browser must show the page, not loop or prompt).
-async fn refused(resp: reqwest::Response, status: u16) -> String {
-    assert_eq!(resp.status(), status);
-    assert!(
-        resp.headers().get("www-authenticate").is_none(),
-        "a refused login must not challenge again: {:?}",
-        resp.headers()
-    );
-    assert!(resp.headers().get("set-cookie").is_none());
-    let v: Value = resp.json().await.expect("JSON error");
-    assert!(!v["message"].as_str().unwrap_or_default().is_empty(), "{v}");
-    v["error"].as_str().expect("error code").to_string()
 }
 
 async fn me(url: &str, cookie: &str) -> Value {
@@ -440,12 +400,7 @@ async fn strict_clock_gateway(kdc: &Kdc, sim: &qlik_sim::Sim) -> Binary {
         realm.replace("[libdefaults]\n", "[libdefaults]\n  clockskew = 1\n"),
     )
     .unwrap();
-    let setup = Setup {
-        auth: Some(negotiate_toml(kdc, &kdc.keytab(), "")),
-        public_host: Some("localhost".into()),
-        ..Setup::default()
-    };
-    let toml = config_toml(sim, &setup, "127.0.0.1:0".parse().unwrap());
+    let toml = kdc::gateway_toml(kdc, sim, &kdc.keytab(), "");
     Binary::start(kdc.dir.path(), &toml, &[("KRB5_CONFIG", conf.into())]).await
 }
 
@@ -495,17 +450,8 @@ async fn a_keytab_without_the_sites_key_fails_check_config_and_start_up() {
         .await
         .unwrap();
     let check = |extra: &str, keytab: &Path| {
-        let setup = Setup {
-            auth: Some(negotiate_toml(&kdc, keytab, extra)),
-            public_host: Some("localhost".into()),
-            ..Setup::default()
-        };
         let cfg = kdc.path("check.toml");
-        std::fs::write(
-            &cfg,
-            config_toml(&sim, &setup, "127.0.0.1:0".parse().unwrap()),
-        )
-        .unwrap();
+        std::fs::write(&cfg, kdc::gateway_toml(&kdc, &sim, keytab, extra)).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_qlik-gateway"))
             .args(["check-config", "--config"])
             .arg(&cfg)
@@ -558,16 +504,7 @@ async fn a_keytab_without_the_sites_key_fails_check_config_and_start_up() {
 
     // Start-up refuses the same keytab, with the same words.
     let cfg = kdc.path("check.toml");
-    let setup = Setup {
-        auth: Some(negotiate_toml(&kdc, &other, "")),
-        public_host: Some("localhost".into()),
-        ..Setup::default()
-    };
-    std::fs::write(
-        &cfg,
-        config_toml(&sim, &setup, "127.0.0.1:0".parse().unwrap()),
-    )
-    .unwrap();
+    std::fs::write(&cfg, kdc::gateway_toml(&kdc, &sim, &other, "")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_qlik-gateway"))
         .arg("--config")
         .arg(&cfg)
@@ -605,25 +542,6 @@ async fn large_tickets_fit_in_the_header_limit() {
     env.stop().await;
 }
 
-/// Logs in with fresh tokens until the gateway accepts one (the keytab reload is asynchronous).
-async fn wait_for_login(url: &str, cc: &Path) -> reqwest::Response {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = login_with(url, &kdc::spnego_token(cc, SERVICE)).await;
-        if r.status() == 302 || Instant::now() > deadline {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Rotates the service key at the KDC and returns a keytab with only the new key.
-fn rotate(kdc: &Kdc, name: &str) -> std::path::PathBuf {
-    let fresh = kdc.path(name);
-    kdc.kadmin(&format!("ktadd -k {} HTTP/localhost", fresh.display()));
-    fresh
-}
-
 #[tokio::test]
 async fn a_replaced_keytab_is_used_without_a_restart() {
     let kdc = Kdc::start();
@@ -639,7 +557,7 @@ async fn a_replaced_keytab_is_used_without_a_restart() {
     );
 
     // The password of the service account changes: new tickets carry the new key version.
-    let fresh = rotate(&kdc, "rotated.keytab");
+    let fresh = kdc.rotate("rotated.keytab");
     let new = kdc.ccache("alice", None, &["HTTP/localhost"]);
     let r = login_with(&env.url, &kdc::spnego_token(&new, SERVICE)).await;
     assert_eq!(
@@ -674,22 +592,9 @@ async fn sighup_reloads_the_keytab() {
         .unwrap();
     let live = kdc.path("live.keytab");
     std::fs::copy(kdc.keytab(), &live).unwrap();
-    let setup = Setup {
-        auth: Some(negotiate_toml(&kdc, &live, "keytab_poll_interval = \"0s\"")),
-        public_host: Some("localhost".into()),
-        ..Setup::default()
-    };
-    let toml = config_toml(&sim, &setup, "127.0.0.1:0".parse().unwrap());
-    let gw = Binary::start(
-        kdc.dir.path(),
-        &toml,
-        &kdc.env()
-            .into_iter()
-            .map(|(k, v)| (k, v.into()))
-            .collect::<Vec<_>>(),
-    )
-    .await;
-    let fresh = rotate(&kdc, "rotated.keytab");
+    let toml = kdc::gateway_toml(&kdc, &sim, &live, "keytab_poll_interval = \"0s\"");
+    let gw = Binary::start(kdc.dir.path(), &toml, &kdc.os_env()).await;
+    let fresh = kdc.rotate("rotated.keytab");
     std::fs::rename(&fresh, &live).unwrap();
     let new = kdc.ccache("alice", None, &["HTTP/localhost"]);
     // Without polling, the new key is unknown until the operator says so.

@@ -75,6 +75,11 @@ impl Kdc {
         env_for(self.dir.path())
     }
 
+    /// [`Kdc::env`] for [`super::Binary::start`].
+    pub fn os_env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        self.env().into_iter().map(|(k, v)| (k, v.into())).collect()
+    }
+
     pub fn keytab(&self) -> PathBuf {
         self.path("http.keytab")
     }
@@ -273,4 +278,83 @@ pub fn unb64(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .expect("base64")
+}
+
+/// The service principal the gateway's keytab (`http.keytab`) serves.
+pub const SERVICE: &str = "HTTP/localhost@TEST.LOCAL";
+
+/// The `[auth]` section for a Negotiate gateway with `keytab`; `extra` lines go under
+/// `[auth.negotiate]`.
+pub fn negotiate_toml(kdc: &Kdc, keytab: &Path, extra: &str) -> String {
+    // Each test's own replay cache, so tokens of parallel tests never meet.
+    let replay_cache = if extra.contains("replay_cache") {
+        String::new()
+    } else {
+        format!(
+            "replay_cache = \"file2:{}\"\n",
+            kdc.path("rcache").display()
+        )
+    };
+    format!(
+        "[auth]\nprovider = \"negotiate\"\n[auth.negotiate]\nkeytab = \"{}\"\n{replay_cache}{extra}\n",
+        keytab.display(),
+    )
+}
+
+/// A whole gateway config (for the binary) against `sim`, public host `localhost`.
+pub fn gateway_toml(kdc: &Kdc, sim: &qlik_sim::Sim, keytab: &Path, extra: &str) -> String {
+    let setup = super::Setup {
+        auth: Some(negotiate_toml(kdc, keytab, extra)),
+        public_host: Some("localhost".into()),
+        ..super::Setup::default()
+    };
+    super::config_toml(sim, &setup, "127.0.0.1:0".parse().expect("address"))
+}
+
+/// `GET /_gateway/login?return_to=/mashup/hub/` with `Authorization: Negotiate <token>`.
+pub async fn login_with(url: &str, token: &str) -> reqwest::Response {
+    super::http_client()
+        .get(format!("{url}/_gateway/login?return_to=/mashup/hub/"))
+        .header("authorization", format!("Negotiate {token}"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("login request")
+}
+
+/// The JSON error code of a refused login, after checking its status and that it does not
+/// challenge again (a browser must show the page, not loop or prompt).
+pub async fn refused(resp: reqwest::Response, status: u16) -> String {
+    assert_eq!(resp.status(), status);
+    assert!(
+        resp.headers().get("www-authenticate").is_none(),
+        "a refused login must not challenge again: {:?}",
+        resp.headers()
+    );
+    assert!(resp.headers().get("set-cookie").is_none());
+    let v: serde_json::Value = resp.json().await.expect("JSON error");
+    assert!(!v["message"].as_str().unwrap_or_default().is_empty(), "{v}");
+    v["error"].as_str().expect("error code").to_string()
+}
+
+/// Logs in with fresh tokens until the gateway accepts one (the keytab reload is asynchronous).
+pub async fn wait_for_login(url: &str, cc: &Path) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = login_with(url, &spnego_token(cc, SERVICE)).await;
+        if r.status() == 302 || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Kdc {
+    /// Rotates the service key at the KDC (a new kvno) and returns a keytab `name` with only
+    /// the new key.
+    pub fn rotate(&self, name: &str) -> PathBuf {
+        let fresh = self.path(name);
+        self.kadmin(&format!("ktadd -k {} HTTP/localhost", fresh.display()));
+        fresh
+    }
 }

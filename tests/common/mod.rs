@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod disk;
 pub mod fake_idp;
 pub mod fault_proxy;
 #[cfg(feature = "kerberos")]
@@ -362,7 +363,9 @@ pub struct Binary {
     pub child: tokio::process::Child,
     /// `127.0.0.1:PORT`
     pub addr: String,
-    log: tokio::task::JoinHandle<String>,
+    /// Everything logged so far; the reader task appends while the process runs.
+    log: Arc<std::sync::Mutex<String>>,
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl Binary {
@@ -400,15 +403,42 @@ impl Binary {
                 break v["listen"].as_str().expect("listen").to_string();
             }
         };
-        let log = tokio::spawn(async move {
-            let mut all = seen;
+        let log = Arc::new(std::sync::Mutex::new(seen));
+        let sink = log.clone();
+        let reader = tokio::spawn(async move {
             while let Ok(Some(l)) = lines.next_line().await {
+                let mut all = sink.lock().expect("log");
                 all.push_str(&l);
                 all.push('\n');
             }
-            all
         });
-        Binary { child, addr, log }
+        Binary {
+            child,
+            addr,
+            log,
+            reader,
+        }
+    }
+
+    /// What the gateway logged so far.
+    pub fn log_so_far(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// Waits (20 s at most) until `count` log lines contain `needle`; returns the log.
+    pub async fn wait_for_log(&self, needle: &str, count: usize) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let log = self.log_so_far();
+            if log.lines().filter(|l| l.contains(needle)).count() >= count {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway did not log {needle:?} {count} times:\n{log}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub fn url(&self) -> String {
@@ -426,6 +456,7 @@ impl Binary {
             .await
             .expect("exits within the drain time")
             .expect("wait");
-        (status, self.log.await.unwrap_or_default())
+        let _ = (&mut self.reader).await;
+        (status, self.log_so_far())
     }
 }

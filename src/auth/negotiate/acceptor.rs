@@ -1,6 +1,7 @@
 //! The keytab in use, replaced without a restart: the file is checked every
 //! `keytab_poll_interval` and on SIGHUP, and a changed keytab that loads cleanly takes over for
-//! new logins. One that does not load is reported and the previous one stays.
+//! new logins. One that does not load is reported (once, however often it is retried) and the
+//! previous one stays.
 //!
 //! GSSAPI reopens a keytab by path at every login, so the configured file is never handed to it:
 //! each version that passed the checks is copied to a private file (mode 0600) and the
@@ -74,9 +75,17 @@ pub enum LoadError {
         want: String,
         have: String,
     },
-    #[error("cannot make the private copy of keytab {path}: {source}; check that the temp directory ($TMPDIR or /tmp) is writable")]
+    /// The temp directory has no room (or quota) for the private copy.
+    #[error("cannot make the private copy of keytab {path}: the temp directory {dir} is full ({source}); free space there, or set TMPDIR to a directory with room")]
+    TempDirFull {
+        path: PathBuf,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot make the private copy of keytab {path} in the temp directory {dir}: {source}; make it writable for the gateway's user, or set TMPDIR to a directory that is")]
     Copy {
         path: PathBuf,
+        dir: PathBuf,
         source: std::io::Error,
     },
 }
@@ -162,6 +171,9 @@ type Hangup = tokio::signal::unix::Signal;
 type Hangup = ();
 
 async fn watch(weak: Weak<Acceptor>, every: Option<Duration>, mut hup: Option<Hangup>) {
+    // The failure last logged: one that persists (a full temp directory, a broken file left in
+    // place) is retried at every check but logged once, not every few seconds.
+    let mut reported: Option<String> = None;
     let mut tick = every.map(|d| {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -200,11 +212,22 @@ async fn watch(weak: Weak<Acceptor>, every: Option<Duration>, mut hup: Option<Ha
         let a = acceptor.clone();
         let result = tokio::task::spawn_blocking(move || a.reload(forced)).await;
         match result {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(
-                keytab = %acceptor.keytab.display(),
-                "keytab changed but cannot be used; still using the previous one: {e}"
-            ),
+            Ok(Ok(_)) => reported = None,
+            Ok(Err(e)) => {
+                let e = e.to_string();
+                if reported.as_ref() == Some(&e) {
+                    tracing::debug!(
+                        keytab = %acceptor.keytab.display(),
+                        "keytab still cannot be used (already reported): {e}"
+                    );
+                } else {
+                    tracing::error!(
+                        keytab = %acceptor.keytab.display(),
+                        "keytab changed but cannot be used; still using the previous one: {e}"
+                    );
+                    reported = Some(e);
+                }
+            }
             Err(e) => tracing::error!("keytab reload task failed: {e}"),
         }
     }
@@ -238,15 +261,21 @@ fn load(path: &Path, replay_cache: Option<&str>, required: &Required) -> Result<
         });
     }
     // The bytes that were checked are the bytes GSSAPI gets.
-    let copy_err = |source| LoadError::Copy {
-        path: path.to_path_buf(),
-        source,
+    let copy_err = |source: std::io::Error| {
+        let source = without_temp_name(source);
+        let (path, dir) = (path.to_path_buf(), std::env::temp_dir());
+        match source.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                LoadError::TempDirFull { path, dir, source }
+            }
+            _ => LoadError::Copy { path, dir, source },
+        }
     };
     let mut copy = tempfile::Builder::new()
         .prefix("qlik-gateway-keytab-")
         .tempfile()
         .map_err(copy_err)?;
-    std::io::Write::write_all(&mut copy, &bytes).map_err(copy_err)?;
+    std::io::Write::write_all(copy.as_file_mut(), &bytes).map_err(copy_err)?;
     let copy = copy.into_temp_path();
     let cred = gss::acquire(&copy, replay_cache).map_err(|e| LoadError::Gss {
         path: path.to_path_buf(),
@@ -258,4 +287,15 @@ fn load(path: &Path, replay_cache: Option<&str>, required: &Required) -> Result<
         stamp,
         _copy: copy,
     })
+}
+
+/// `e` without the copy's random name that tempfile's own errors carry (its `Write` on the file
+/// adds it too, so the copy is written through the plain `File`): the name tells the operator
+/// nothing and would make every retry's message a new one.
+fn without_temp_name(e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error().is_some() {
+        e
+    } else {
+        e.kind().into()
+    }
 }

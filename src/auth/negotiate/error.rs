@@ -23,6 +23,9 @@ pub enum Failure {
     TicketExpired,
     ClockSkew,
     Replay,
+    /// The replay cache cannot grow because its disk is full (or over quota). The login is
+    /// refused rather than accepted without replay protection.
+    ReplayCacheFull,
     /// Authenticated, but the principal's realm is not in `realm_map`.
     UnmappedRealm,
     /// Authenticated, but as a principal that is not a plain user (`alice/admin@R`).
@@ -50,11 +53,11 @@ impl NegotiateError {
     }
 
     /// 400 for requests that are not a Kerberos login at all, 503 when the gateway's own keytab
-    /// fails, 401 for every refused login.
+    /// or replay cache fails, 401 for every refused login.
     pub fn status(&self) -> http::StatusCode {
         match self.kind {
             Failure::Malformed | Failure::NotKerberos => http::StatusCode::BAD_REQUEST,
-            Failure::Keytab => http::StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Keytab | Failure::ReplayCacheFull => http::StatusCode::SERVICE_UNAVAILABLE,
             _ => http::StatusCode::UNAUTHORIZED,
         }
     }
@@ -71,6 +74,7 @@ impl NegotiateError {
             Failure::TicketExpired => "negotiate_ticket_expired",
             Failure::ClockSkew => "negotiate_clock_skew",
             Failure::Replay => "negotiate_replay",
+            Failure::ReplayCacheFull => "negotiate_replay_cache_full",
             Failure::UnmappedRealm => "negotiate_unmapped_realm",
             Failure::UnusablePrincipal => "negotiate_unusable_principal",
             Failure::ExchangeLost => "negotiate_exchange_lost",
@@ -99,6 +103,9 @@ impl NegotiateError {
             }
             Failure::Replay => {
                 "This sign-in was already used once. Try again; your browser will make a fresh one."
+            }
+            Failure::ReplayCacheFull => {
+                "Windows sign-in is not available for a moment. Please try again in a few minutes; if it keeps failing, tell your administrator (the gateway log names the cause)."
             }
             Failure::UnmappedRealm => {
                 "Your account's domain is not allowed to use this site."
@@ -129,6 +136,7 @@ impl NegotiateError {
             Failure::TicketExpired => "the client's ticket expired; the client must renew it",
             Failure::ClockSkew => "the clocks of the client, the KDC and the gateway differ by more than the allowed skew: sync them (NTP)",
             Failure::Replay => "an authenticator was presented twice (a replay, or a client that repeats tokens)",
+            Failure::ReplayCacheFull => "the disk holding the replay cache is full, so the gateway cannot record the authenticator and refuses the login rather than accept it without replay protection: free space on that disk (or point auth.negotiate.replay_cache at one with room); logins work again as soon as there is space, without a restart",
             Failure::UnmappedRealm => "add the realm to auth.negotiate.realm_map if its users should get in",
             Failure::UnusablePrincipal => "only name@REALM principals become Qlik users; the client used a name/instance principal",
             Failure::ExchangeLost => "the client's next leg arrived after the gateway dropped the unfinished exchange (restart or timeout)",

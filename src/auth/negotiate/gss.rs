@@ -67,6 +67,30 @@ pub fn acquire(keytab: &Path, replay_cache: Option<&str>) -> Result<Cred, GssErr
     }
 }
 
+/// The file the replay cache `spec` (`auth.negotiate.replay_cache`; `None` for the library's
+/// default) keeps its records in, as MIT krb5 (1.18 and later) resolves it, for messages. A
+/// `default_rcache_name` in krb5.conf is not seen here.
+pub fn replay_cache_file(spec: Option<&str>) -> String {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let spec = match spec {
+        Some(s) => s.to_string(),
+        None => env("KRB5RCACHENAME")
+            .unwrap_or_else(|| format!("{}:", env("KRB5RCACHETYPE").as_deref().unwrap_or("dfl"))),
+    };
+    match spec.split_once(':') {
+        Some(("dfl", _)) => {
+            let dir = env("KRB5RCACHEDIR")
+                .or_else(|| env("TMPDIR"))
+                .unwrap_or_else(|| "/var/tmp".into());
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let euid = unsafe { libc::geteuid() };
+            format!("{}/krb5_{euid}.rcache2", dir.trim_end_matches('/'))
+        }
+        Some(("file2" | "file", path)) if !path.is_empty() => path.to_string(),
+        _ => spec,
+    }
+}
+
 /// What one accept step produced.
 pub enum Step {
     /// The client is authenticated.
@@ -132,7 +156,11 @@ const OLD_TOKEN: u32 = 1 << 2;
 fn kind_of(routine: u32, supplementary: u32, detail: &str) -> Failure {
     let d = detail.to_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| d.contains(n));
-    if has(&["request is a replay"]) || supplementary & (DUPLICATE_TOKEN | OLD_TOKEN) != 0 {
+    // Accepting writes nothing but the replay cache record, so a full disk here is that cache
+    // (MIT passes the errno of the failed write through as the minor status).
+    if has(&["no space left on device", "disk quota exceeded"]) {
+        Failure::ReplayCacheFull
+    } else if has(&["request is a replay"]) || supplementary & (DUPLICATE_TOKEN | OLD_TOKEN) != 0 {
         Failure::Replay
     } else if has(&["ticket expired"]) || routine == CREDENTIALS_EXPIRED {
         Failure::TicketExpired
@@ -179,6 +207,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn replay_cache_files_are_named_as_mit_resolves_them() {
+        assert_eq!(
+            replay_cache_file(Some("file2:/var/lib/qlik-gateway/rcache")),
+            "/var/lib/qlik-gateway/rcache"
+        );
+        assert_eq!(replay_cache_file(Some("none:")), "none:");
+        // SAFETY: see replay_cache_file.
+        let euid = unsafe { libc::geteuid() };
+        let dfl = replay_cache_file(Some("dfl:"));
+        assert!(dfl.ends_with(&format!("/krb5_{euid}.rcache2")), "{dfl}");
+    }
+
+    #[test]
     fn mit_messages_and_statuses_map_to_causes() {
         let failure = 13;
         for (detail, want) in [
@@ -192,6 +233,8 @@ mod tests {
             ("Unspecified GSS failure.  Minor code may provide more information (Decrypt integrity check failed)", Failure::StaleKey),
             ("Unspecified GSS failure.  Minor code may provide more information (Request ticket server HTTP/bi@R kvno 3 enctype aes256-cts found in keytab but cannot decrypt ticket)", Failure::StaleKey),
             ("Unspecified GSS failure.  Minor code may provide more information (Request ticket server HTTP/bi@R kvno 3 found in keytab but not with enctype rc4-hmac)", Failure::WrongEnctype),
+            ("Unspecified GSS failure.  Minor code may provide more information (No space left on device)", Failure::ReplayCacheFull),
+            ("Unspecified GSS failure.  Minor code may provide more information (Disk quota exceeded)", Failure::ReplayCacheFull),
             ("Unspecified GSS failure.  Minor code may provide more information (something new)", Failure::Other),
         ] {
             assert_eq!(kind_of(failure, 0, detail), want, "{detail}");

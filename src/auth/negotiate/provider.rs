@@ -28,6 +28,8 @@ const PENDING_MAX: usize = 10_000;
 /// Kerberos/SPNEGO login against the configured keytab.
 pub struct Negotiate {
     acceptor: Arc<Acceptor>,
+    /// Where the replay cache keeps its records, for the message when that disk is full.
+    replay_cache_file: String,
     service_principal: Option<String>,
     public_host: String,
     map: PrincipalMap,
@@ -53,6 +55,7 @@ impl Negotiate {
         );
         Ok(Self {
             acceptor,
+            replay_cache_file: gss::replay_cache_file(cfg.replay_cache.as_deref()),
             service_principal: cfg.service_principal.clone(),
             public_host: cfg.public_host.clone(),
             map: cfg.map.clone(),
@@ -150,6 +153,9 @@ impl IdentityProvider for Negotiate {
                 // The token continues an exchange this gateway no longer has (it restarted, or
                 // the continuation waited too long): a fresh login fixes it.
                 e.kind = Failure::ExchangeLost;
+            }
+            if e.kind == Failure::ReplayCacheFull {
+                e.detail = format!("{}; replay cache {}", e.detail, self.replay_cache_file);
             }
             if matches!(
                 e.kind,

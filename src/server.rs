@@ -239,15 +239,26 @@ impl Server {
             e.abort();
         }
         let drain = state.cfg.server.drain_timeout;
-        tracing::info!(websockets = state.sockets.len(), drain = ?drain, "shutting down: draining connections");
+        let open = state.sockets.len();
+        tracing::info!(websockets = open, drain = ?drain, "shutting down: draining connections");
         state.sockets.close_all(CloseReason::Shutdown);
         let all = async {
             graceful.shutdown().await;
             state.sockets.wait_empty(drain).await;
         };
-        if tokio::time::timeout(drain, all).await.is_err() {
+        let timed_out = tokio::time::timeout(drain, all).await.is_err();
+        if timed_out {
             tracing::warn!("drain timeout reached; closing the remaining connections");
         }
+        // What an operator checks after a restart: whether every client was told, or some
+        // were cut off by the timeout.
+        let left = state.sockets.len();
+        tracing::info!(
+            websockets_closed = open.saturating_sub(left),
+            websockets_left = left,
+            timed_out,
+            "drain finished"
+        );
         if let Some(a) = admin {
             let _ = a.await;
         }

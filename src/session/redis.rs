@@ -26,7 +26,11 @@
 //!   `ROLE` checked) when a connection is built: on the first call, and after every failure that
 //!   drops the connection (refused, dropped, timed out, `READONLY` from a demoted master), so a
 //!   failover is followed without a restart. The event subscription resolves the master at each
-//!   (re)subscription. No `WAIT`: writes not yet replicated when the master dies are lost.
+//!   (re)subscription.
+//! - **Replication**: a login's new session and a logout's removal are `WAIT`ed for on every
+//!   replica the master has connected before the answer goes out, so a failover (the sentinels
+//!   promoting a replica) loses no issued session and brings back no logged-out one. Touches
+//!   and Qlik session updates are not waited for: losing one costs little (see `replicated`).
 //! - **Sweep**: Redis expires keys itself, so there is nothing to delete. What the sweep still
 //!   does is what the memory store's sweep is for: report sessions that ended, so their open
 //!   websockets on this replica are closed. The store remembers the sessions it served (ids
@@ -57,7 +61,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use ::redis::{Client, ErrorKind, IntoConnectionInfo, RedisError, RedisResult, Script};
+use ::redis::{
+    Client, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, RedisResult, Script,
+    ScriptInvocation,
+};
 use async_trait::async_trait;
 
 use super::crypto::Keyring;
@@ -503,6 +510,61 @@ impl RedisStore {
         }
     }
 
+    /// Runs a login's or a logout's script, then waits (`WAIT`, on the same connection, so it
+    /// covers that write) until every replica the master has connected holds it. A cookie is
+    /// only issued for a session that a failover keeps, and a logout is only confirmed once a
+    /// failover cannot bring the session back. A replica that does not confirm within half of
+    /// `redis_timeout` fails the call (503, try again) rather than risk that. Touches and Qlik
+    /// sessions are not waited for: losing one costs a slightly older idle timer or a new Qlik
+    /// session, which the gateway creates by itself.
+    async fn replicated<T: FromRedisValue>(
+        &self,
+        what: &str,
+        script: &Script,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let replicas = self.connected_replicas().await?;
+        let wait_ms = u64::try_from((self.timeout / 2).as_millis()).unwrap_or(u64::MAX);
+        let (value, acked): (T, usize) = self
+            .call(what, |mut c| async move {
+                ::redis::pipe()
+                    .load_script(script)
+                    .ignore()
+                    .invoke_script(invocation)
+                    .cmd("WAIT")
+                    .arg(replicas)
+                    .arg(wait_ms)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if acked < replicas {
+            return Err(self.fail(
+                what,
+                &format!(
+                    "the write reached {acked} of the master's {replicas} replicas within {}; \
+                     not confirmed, so that a failover cannot undo it (check the replicas' \
+                     replication link)",
+                    humantime::format_duration(Duration::from_millis(wait_ms))
+                ),
+            ));
+        }
+        Ok(value)
+    }
+
+    /// How many replicas the current master has connected (`ROLE`); 0 for a server without any.
+    async fn connected_replicas(&self) -> Result<usize, StoreError> {
+        let role: Vec<::redis::Value> = self
+            .call("did not answer ROLE", |mut c| async move {
+                ::redis::cmd("ROLE").query_async(&mut c).await
+            })
+            .await?;
+        Ok(match role.get(2) {
+            Some(::redis::Value::Array(replicas)) => replicas.len(),
+            _ => 0,
+        })
+    }
+
     fn remember(&self, id: &SessionId) {
         let mut k = self.known.lock().unwrap_or_else(|p| p.into_inner());
         k.entry(id.storage_key().to_owned())
@@ -661,21 +723,18 @@ impl SessionStore for RedisStore {
         let key = &self.redis_key(id);
         let user = &self.user_key(&session);
         let prefix = &self.prefix;
+        let mut invocation = self.insert.key(key);
+        invocation
+            .key(user)
+            .arg(value)
+            .arg(ttl)
+            .arg(last_alive)
+            .arg(max_per_user)
+            .arg(id.storage_key())
+            .arg(prefix)
+            .arg(ms(now));
         let stored: i64 = self
-            .call("did not store the new session", |mut c| async move {
-                self.insert
-                    .key(key)
-                    .key(user)
-                    .arg(value)
-                    .arg(ttl)
-                    .arg(last_alive)
-                    .arg(max_per_user)
-                    .arg(id.storage_key())
-                    .arg(prefix)
-                    .arg(ms(now))
-                    .invoke_async(&mut c)
-                    .await
-            })
+            .replicated("did not store the new session", &self.insert, &invocation)
             .await?;
         if stored == 0 {
             return Ok(false);
@@ -733,15 +792,10 @@ impl SessionStore for RedisStore {
         let key = &self.redis_key(id);
         let event = &format!("logout:{}", id.storage_key());
         let channel = &self.channel;
+        let mut invocation = self.take.key(key);
+        invocation.arg(channel).arg(event);
         let raw: Option<Vec<u8>> = self
-            .call("did not answer a session removal", |mut c| async move {
-                self.take
-                    .key(key)
-                    .arg(channel)
-                    .arg(event)
-                    .invoke_async(&mut c)
-                    .await
-            })
+            .replicated("did not answer a session removal", &self.take, &invocation)
             .await?;
         self.forget(id);
         let Some(raw) = raw else {

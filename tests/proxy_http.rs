@@ -576,3 +576,43 @@ async fn a_client_sent_qlik_ticket_never_reaches_qlik() {
     }
     env.stop().await;
 }
+
+/// A request to sim/echo with the client's own `qlik-csrf-token` header.
+async fn echo_with_csrf(
+    env: &Env,
+    method: reqwest::Method,
+    cookie: &str,
+    token: Option<&str>,
+) -> Value {
+    let mut req = http_client()
+        .request(method, format!("{}/mashup/sim/echo", env.url))
+        .header("cookie", cookie)
+        .header("accept", "application/json");
+    if let Some(t) = token {
+        req = req.header("qlik-csrf-token", t);
+    }
+    let r = req.send().await.expect("request");
+    assert_eq!(r.status(), 200);
+    r.json().await.expect("echo JSON")
+}
+
+#[tokio::test]
+async fn a_client_csrf_header_is_replaced_by_the_injected_sessions() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    // @qlik/api sends its token on modifying verbs; the gateway's replaces it.
+    let v = echo_with_csrf(&env, reqwest::Method::POST, &cookie, Some("stale")).await;
+    assert_eq!(v["csrfToken"], "valid", "{v}");
+    assert_eq!(header(&v, "qlik-csrf-token").len(), 1, "{v}");
+    // Without one, none is added.
+    let v = echo_with_csrf(&env, reqwest::Method::GET, &cookie, None).await;
+    assert_eq!(v["csrfToken"], "absent", "{v}");
+
+    // After Qlik lost the session, the token is the new session's.
+    env.sim().control().expire_all_sessions();
+    let v = echo_with_csrf(&env, reqwest::Method::GET, &cookie, Some("stale")).await;
+    assert_eq!(v["csrfToken"], "valid", "{v}");
+    let v = echo_with_csrf(&env, reqwest::Method::PUT, &cookie, Some("older")).await;
+    assert_eq!(v["csrfToken"], "valid", "{v}");
+    env.stop().await;
+}

@@ -1054,3 +1054,105 @@ async fn websockets_beyond_the_per_session_limit_get_429_before_qlik_is_contacte
     }
     env.stop().await;
 }
+
+/// The `qlik-csrf-token` values of the upgrades that reached Qlik.
+fn csrf_tokens_at_qlik(env: &Env) -> Vec<Vec<String>> {
+    env.sim()
+        .control()
+        .requests()
+        .iter()
+        .filter(|r| r.websocket)
+        .map(|r| {
+            let q = r.query.clone().unwrap_or_default();
+            q.split('&')
+                .filter(|p| p.to_ascii_lowercase().starts_with("qlik-csrf-token="))
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// A URL with its own (stale) token, the way Qlik's Nov 2024 article, `@qlik/api` and a
+/// `resume()` of an old URL send it: the gateway's token replaces it, whichever copy Qlik reads.
+async fn stale_client_csrf_token(duplicate: qlik_sim::DuplicateParam) {
+    let env = Env::with(Setup {
+        sim: SimOptions {
+            duplicate_param: duplicate,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let cookie = env.login().await;
+    let path = format!(
+        "{}?reloadUri=https%3A%2F%2Fpage%2Fx&xrfkey=abcdefghijklmnop&qlik-csrf-token=stale&QLIK-CSRF-TOKEN=older&ttl=60",
+        app_path()
+    );
+    let mut ws = env.ws(&path, Some(&cookie)).await.expect("ws");
+    expect_authenticated(&mut ws).await;
+    close(ws).await;
+    let seen = env.sim().control().requests();
+    let up = seen
+        .iter()
+        .rfind(|r| r.websocket)
+        .expect("an upgrade at Qlik");
+    let q = up.query.clone().unwrap_or_default();
+    assert!(
+        q.starts_with(
+            "reloadUri=https%3A%2F%2Fpage%2Fx&xrfkey=abcdefghijklmnop&ttl=60&qlik-csrf-token="
+        ),
+        "other parameters pass unchanged, in order: {q}"
+    );
+    for tokens in csrf_tokens_at_qlik(&env) {
+        assert_eq!(tokens.len(), 1, "one token, never two: {tokens:?}");
+        assert!(!tokens[0].ends_with("=stale"));
+    }
+
+    // Qlik loses the session; the page resumes with the very same URL.
+    env.sim().control().expire_all_sessions();
+    let mut ws = env.ws(&path, Some(&cookie)).await.expect("ws after expiry");
+    expect_authenticated(&mut ws).await;
+    let r = ws.call(-1, "EngineVersion", json!({})).await;
+    assert!(r["result"]["qVersion"].is_object(), "{r}");
+    close(ws).await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_client_csrf_token_never_breaks_a_socket_when_qlik_reads_the_first() {
+    stale_client_csrf_token(qlik_sim::DuplicateParam::First).await;
+}
+
+#[tokio::test]
+async fn a_stale_client_csrf_token_never_breaks_a_socket_when_qlik_reads_the_last() {
+    stale_client_csrf_token(qlik_sim::DuplicateParam::Last).await;
+}
+
+#[tokio::test]
+async fn a_csrf_token_header_on_the_upgrade_does_not_reach_qlik() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let r = connect_with_headers(
+        &env,
+        &app_path(),
+        &[
+            ("cookie", cookie.clone()),
+            ("origin", env.url.clone()),
+            ("qlik-csrf-token", "stale".to_string()),
+        ],
+    )
+    .await;
+    let mut ws = r.expect("ws");
+    raw_wait_notification(&mut ws, "OnAuthenticationInformation").await;
+    let seen = env.sim().control().requests();
+    let up = seen
+        .iter()
+        .rfind(|r| r.websocket)
+        .expect("an upgrade at Qlik");
+    assert!(
+        !up.headers.contains_key("qlik-csrf-token"),
+        "{:?}",
+        up.headers
+    );
+    env.stop().await;
+}

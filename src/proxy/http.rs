@@ -14,11 +14,13 @@ use super::headers::{self, QlikSetCookie};
 use super::upstream::{Origin, PooledBody, UpstreamClient};
 use crate::error::GatewayError;
 use crate::mashup::DevServer;
+use crate::qlik::lifecycle::CsrfError;
 use crate::session::{GatewaySession, QlikSession, SessionId};
 use crate::state::AppState;
 
-/// Maps a gateway path under the mount to the path on the Qlik proxy (`/mashup/x` → `/{vp}/x`).
-pub fn upstream_path_and_query(state: &AppState, uri: &Uri) -> String {
+/// Maps a gateway path under the mount to the path on the Qlik proxy (`/mashup/x` → `/{vp}/x`),
+/// without the query parameters in `drop` (see [`crate::request_target::strip_params`]).
+pub fn upstream_path_and_query(state: &AppState, uri: &Uri, drop: &[&str]) -> String {
     let path = uri.path();
     let rest = path
         .strip_prefix(state.cfg.qlik.mount.as_str())
@@ -29,7 +31,9 @@ pub fn upstream_path_and_query(state: &AppState, uri: &Uri) -> String {
     } else {
         rest
     };
-    let query = uri.query().map(crate::request_target::strip_tickets);
+    let query = uri
+        .query()
+        .map(|q| crate::request_target::strip_params(q, drop));
     let query = query.as_deref().filter(|q| !q.is_empty());
     let mut out =
         String::with_capacity(prefix.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
@@ -63,12 +67,13 @@ pub async fn to_qlik(
         && base_headers
             .get(header::CONTENT_LENGTH)
             .is_none_or(|v| v.as_bytes() == b"0");
-    let path_q = upstream_path_and_query(state, &uri);
+    let path_q = upstream_path_and_query(state, &uri, crate::request_target::TICKET_PARAMS);
     let uri = http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_q))
         .map(Uri::from)
         .map_err(|e| GatewayError::BadRequest(format!("cannot forward this request: {e}")))?;
     headers::remove_hop_by_hop(&mut base_headers);
     headers::remove_identity_headers(&mut base_headers, &state.strip_headers);
+    let client_csrf = base_headers.remove(headers::CSRF_HEADER).is_some();
 
     let mut body = Some(body);
     let mut attempt = 0;
@@ -85,6 +90,9 @@ pub async fn to_qlik(
         } else {
             std::mem::take(&mut base_headers)
         };
+        if client_csrf {
+            own_csrf_header(state, sid, &mut qlik, &mut h).await?;
+        }
         headers::set_forwarding(
             &mut h,
             peer.ip(),
@@ -155,6 +163,32 @@ pub async fn to_qlik(
         }
         return Ok(from_qlik(state, sid, &qlik, resp).await);
     }
+}
+
+/// Sets the `qlik-csrf-token` header for the Qlik session the gateway injects, in place of the
+/// client's: the client's token belongs to a session it never had, or one the gateway has since
+/// replaced. A session Qlik no longer knows is re-created first.
+async fn own_csrf_header(
+    state: &AppState,
+    sid: &SessionId,
+    qlik: &mut Cow<'_, QlikSession>,
+    h: &mut HeaderMap,
+) -> Result<(), GatewayError> {
+    for attempt in 0..2 {
+        match state.qlik.csrf_token(sid, qlik).await {
+            Ok(token) => {
+                if let Some(v) = token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                    h.insert(headers::CSRF_HEADER, v);
+                }
+                return Ok(());
+            }
+            Err(CsrfError::SessionRejected) if attempt == 0 => {
+                *qlik = Cow::Owned(state.qlik.recreate(sid, qlik).await?);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// A 3xx to Qlik's authentication module: an internal one (`…/internal_windows_authentication/`

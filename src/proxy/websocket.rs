@@ -137,11 +137,16 @@ pub async fn engine(
             "only websocket version 13 is supported".into(),
         ));
     }
-    let path_q = super::http::upstream_path_and_query(&state, req.uri());
+    let path_q = super::http::upstream_path_and_query(
+        &state,
+        req.uri(),
+        crate::request_target::UPGRADE_PARAMS,
+    );
     let mut fwd = req.headers().clone();
     headers::remove_hop_by_hop(&mut fwd);
     headers::remove_identity_headers(&mut fwd, &state.strip_headers);
     for h in [
+        headers::CSRF_HEADER,
         "sec-websocket-key",
         "sec-websocket-version",
         "sec-websocket-extensions",

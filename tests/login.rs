@@ -114,6 +114,34 @@ async fn login_issues_a_safe_cookie_and_rotates_the_id() {
     env.stop().await;
 }
 
+/// `@qlik/api` and qlik-embed send `loginUri.replace("{location}", encodeURIComponent(location.href))`:
+/// an absolute URL on the gateway's own origin.
+#[tokio::test]
+async fn an_absolute_return_to_on_the_public_origin_comes_back_as_its_path() {
+    let env = Env::start().await;
+    let href = format!("{}/reports/q3?x=1#chart", env.url);
+    let enc = percent_encoding::utf8_percent_encode(&href, percent_encoding::NON_ALPHANUMERIC);
+    let r = http_client()
+        .get(format!("{}/_gateway/login?return_to={enc}", env.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/reports/q3?x=1#chart");
+    assert!(cookie_from(&r).is_some());
+    // Another port of the same host is another origin.
+    let port = env.addr.port().wrapping_add(1);
+    let other = format!("http://127.0.0.1:{port}/reports");
+    let enc = percent_encoding::utf8_percent_encode(&other, percent_encoding::NON_ALPHANUMERIC);
+    let r = http_client()
+        .get(format!("{}/_gateway/login?return_to={enc}", env.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn return_to_never_leaves_the_origin() {
     let env = Env::start().await;
@@ -123,6 +151,7 @@ async fn return_to_never_leaves_the_origin() {
         "/%2F%2Fevil.example",
         "/%5Cevil.example",
         "https://evil.example",
+        "https://evil.example/http://127.0.0.1/",
         "javascript:alert(1)",
         "%2F%2Fevil.example",
         "/%252F%252Fevil.example",

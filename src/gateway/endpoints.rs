@@ -42,14 +42,13 @@ pub async fn login(
     let host = request_host(&uri, &headers);
     let target = match params.return_to.as_deref() {
         None => "/".to_string(),
-        Some(raw) => match return_to::sanitize(raw) {
+        Some(raw) => match return_to::sanitize(raw, &state.cfg.server.public_origin) {
             Some(t) => t,
-            None => {
-                return GatewayError::BadRequest(
-                    "return_to must be a path on this site (starting with a single /)".into(),
-                )
-                .respond(html)
-            }
+            None => return GatewayError::BadRequest(format!(
+                "return_to must be a path on this site (starting with a single /) or a URL on {}",
+                state.cfg.server.public_origin
+            ))
+            .respond(html),
         },
     };
     // Already logged in: nothing to do but go back. Logging in again here would end the session
@@ -121,7 +120,7 @@ async fn finish_login(
             identity,
             headers,
             return_to
-                .and_then(|t| return_to::sanitize(&t))
+                .and_then(|t| return_to::sanitize(&t, &state.cfg.server.public_origin))
                 .unwrap_or(target),
             id_token,
         ),

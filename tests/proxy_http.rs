@@ -616,3 +616,46 @@ async fn a_client_csrf_header_is_replaced_by_the_injected_sessions() {
     assert_eq!(v["csrfToken"], "valid", "{v}");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn qps_user_names_the_gateway_and_survives_a_lost_qlik_session() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    for round in ["live", "after Qlik lost the session"] {
+        let r = env.get("/mashup/qps/user", &cookie).await;
+        assert_eq!(r.status(), 200, "{round}");
+        let len: usize = r.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body = r.bytes().await.unwrap();
+        assert_eq!(body.len(), len, "{round}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["userId"], "alice", "{round}: {v}");
+        assert_eq!(
+            v["logoutUri"],
+            format!("{}/mashup/qps/user", env.url),
+            "{round}: {v}"
+        );
+        env.sim().control().expire_all_sessions();
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_and_content_location_name_the_gateway() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let r = env.get("/mashup/sim/refresh", &cookie).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["refresh"],
+        format!("5; url={}/mashup/hub/", env.url).as_str()
+    );
+    assert_eq!(
+        r.headers()["content-location"],
+        format!("{}/mashup/sim/echo", env.url).as_str()
+    );
+    env.stop().await;
+}

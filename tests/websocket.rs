@@ -1156,3 +1156,23 @@ async fn a_csrf_token_header_on_the_upgrade_does_not_reach_qlik() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn the_logout_uri_qlik_announces_is_on_the_gateways_origin() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
+    let auth = within(
+        "OnAuthenticationInformation",
+        ws.wait_notification("OnAuthenticationInformation"),
+    )
+    .await;
+    assert_eq!(auth["mustAuthenticate"], false);
+    assert_eq!(
+        auth["logoutUri"],
+        format!("{}/mashup/qps/user", env.url),
+        "{auth}"
+    );
+    close(ws).await;
+    env.stop().await;
+}

@@ -294,6 +294,22 @@ async fn route(
         },
         ("sim/echo", _) => echo(shared, req, &session_id, &user).await,
         ("sim/bytes", &Method::GET) => bytes_body(&req),
+        // Absolute URLs on the proxy's own origin in the headers that can carry them.
+        ("sim/refresh", &Method::GET) => (
+            StatusCode::OK,
+            [
+                (
+                    http::header::REFRESH,
+                    format!("5; url={}/hub/", shared.proxy_base()),
+                ),
+                (
+                    http::header::CONTENT_LOCATION,
+                    format!("{}/sim/echo", shared.proxy_base()),
+                ),
+            ],
+            "refresh",
+        )
+            .into_response(),
         ("sim/redirect", &Method::GET) => match query_param(req.uri().query(), "to") {
             Some(to) if to.starts_with('/') && !to.starts_with("//") => {
                 redirect(StatusCode::FOUND, &format!("{}{to}", shared.proxy_base()))

@@ -44,11 +44,13 @@ pub async fn login(
         None => "/".to_string(),
         Some(raw) => match return_to::sanitize(raw, &state.cfg.server.public_origin) {
             Some(t) => t,
-            None => return GatewayError::BadRequest(format!(
+            None => {
+                return GatewayError::BadRequest(format!(
                 "return_to must be a path on this site (starting with a single /) or a URL on {}",
                 state.cfg.server.public_origin
             ))
-            .respond(html),
+                .respond(html)
+            }
         },
     };
     // Already logged in: nothing to do but go back. Logging in again here would end the session

@@ -563,3 +563,53 @@ async fn gateway_pages_cannot_be_framed_sniffed_or_fed_scripts() {
     check(&r, true);
     env.stop().await;
 }
+
+/// A navigation to the `logoutUri` Qlik announces (rewritten to the gateway's `{mount}/qps/user`).
+async fn navigate_to_logout_uri(env: &Env, cookie: &str, site: &str) -> reqwest::Response {
+    http_client()
+        .get(format!("{}/mashup/qps/user", env.url))
+        .header("cookie", cookie)
+        .header("accept", "text/html,application/xhtml+xml")
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document")
+        .header("sec-fetch-site", site)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_navigation_to_qliks_logout_uri_logs_out_and_a_fetch_reads_the_user() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    // What client libraries do with the same URL: read the user.
+    let r = http_client()
+        .get(format!("{}/mashup/qps/user", env.url))
+        .header("cookie", &cookie)
+        .header("sec-fetch-mode", "cors")
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["userId"], "alice");
+
+    // A link on another site only gets a confirmation page.
+    let r = navigate_to_logout_uri(&env, &cookie, "cross-site").await;
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("action=\"/_gateway/logout\""));
+    assert_eq!(env.get("/_gateway/me", &cookie).await.status(), 200);
+
+    let r = navigate_to_logout_uri(&env, &cookie, "same-origin").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/_gateway/logged-out");
+    assert!(cookie_from(&r).is_some_and(|c| c.ends_with('=')));
+    assert_eq!(env.get("/_gateway/me", &cookie).await.status(), 401);
+    assert!(env.sim().control().sessions().is_empty());
+    env.stop().await;
+}

@@ -1176,3 +1176,58 @@ async fn the_logout_uri_qlik_announces_is_on_the_gateways_origin() {
     close(ws).await;
     env.stop().await;
 }
+
+/// `DELETE {mount}/qps/user` from the page.
+async fn qlik_delete_logout(env: &Env, cookie: &str, origin: Option<&str>) -> reqwest::Response {
+    let mut r = http_client()
+        .delete(format!("{}/mashup/qps/user", env.url))
+        .header("cookie", cookie);
+    if let Some(o) = origin {
+        r = r.header("origin", o);
+    }
+    r.send().await.expect("DELETE qps/user")
+}
+
+#[tokio::test]
+async fn qliks_logout_ends_the_gateway_session_and_its_websockets() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
+    expect_authenticated(&mut ws).await;
+
+    // Not from the gateway's own pages: refused, nothing ended.
+    for origin in [None, Some("https://evil.example")] {
+        let r = qlik_delete_logout(&env, &cookie, origin).await;
+        assert_eq!(r.status(), 403, "{origin:?}");
+    }
+    assert_eq!(env.get("/_gateway/me", &cookie).await.status(), 200);
+
+    let r = qlik_delete_logout(&env, &cookie, Some(&env.url)).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        cookie_from(&r).is_some_and(|c| c.ends_with('=')),
+        "the cookie is cleared"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["session"], "inactive", "{v}");
+
+    let (frames, close_frame) = within("the close", read_until_close(&mut ws)).await;
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["params"]["mustAuthenticate"] != true),
+        "{frames:?}"
+    );
+    let f = close_frame.expect("close frame");
+    assert_eq!(f.code, CloseCode::Normal, "{f:?}");
+    assert_eq!(f.reason.as_str(), "logged out");
+    assert!(
+        env.sim().control().sessions().is_empty(),
+        "the Qlik session ended"
+    );
+    // Logged out for good: no new Qlik session behind the old cookie.
+    assert_eq!(env.get("/_gateway/me", &cookie).await.status(), 401);
+    assert_eq!(env.get("/mashup/sim/echo", &cookie).await.status(), 401);
+    assert!(env.sim().control().sessions().is_empty());
+    env.stop().await;
+}

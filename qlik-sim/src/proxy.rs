@@ -547,13 +547,13 @@ async fn upgrade(shared: Arc<Shared>, req: Request, after_app: &str) -> Response
         // A session the authentication header creates on this very upgrade cannot have a
         // token yet; the check guards sessions carried by a cookie (or a ticket).
         if shared.opts.require_csrf_token && !auth.by_header {
-            let tokens = query_pairs(req.uri().query())
+            let mut tokens = query_pairs(req.uri().query())
                 .into_iter()
                 .filter(|(k, _)| k.eq_ignore_ascii_case("qlik-csrf-token"))
                 .map(|(_, v)| v);
             let token = match shared.opts.duplicate_param {
-                DuplicateParam::First => tokens.into_iter().next(),
-                DuplicateParam::Last => tokens.last(),
+                DuplicateParam::First => tokens.next(),
+                DuplicateParam::Last => tokens.next_back(),
             };
             let token_ok = token.is_some_and(|t| shared.check_csrf_token(id, &t));
             if !token_ok {

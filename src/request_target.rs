@@ -182,35 +182,42 @@ fn hex(c: u8) -> Option<u8> {
 /// Query parameters that carry a Qlik ticket. Qlik redeems a ticket on any proxied URL and sets its
 /// session cookie, so a ticket from the browser would swap the Qlik user behind a gateway session.
 /// The older documentation's spelling is refused too.
-const TICKET_PARAMS: [&str; 2] = ["qlikticket", "x-qlik-ticket"];
+pub const TICKET_PARAMS: &[&str] = &["qlikticket", "x-qlik-ticket"];
+
+/// What an engine websocket upgrade loses on the way to Qlik: tickets, and the client's own
+/// websocket CSRF token. The gateway sets the token for the Qlik session it injects; a client's
+/// token (Qlik's Nov 2024 guidance, `@qlik/api`, enigma.js `resume()` reusing an old URL) is for
+/// a session the client never had, or one the gateway has since replaced, and Qlik would refuse
+/// the upgrade with it (or read it instead of the gateway's, if it takes the first of two).
+pub const UPGRADE_PARAMS: &[&str] = &["qlikticket", "x-qlik-ticket", "qlik-csrf-token"];
 
 /// `query` without Qlik ticket parameters (any case, any percent-encoding of the name). Borrowed
 /// when there is nothing to remove, which is every request a client library makes.
 pub fn strip_tickets(query: &str) -> Cow<'_, str> {
-    if !query
-        .split('&')
-        .any(|p| is_ticket_param(p.split('=').next().unwrap_or("")))
-    {
+    strip_params(query, TICKET_PARAMS)
+}
+
+/// `query` without the parameters named in `names` (lower case), however Qlik's proxy would
+/// spell them back: any case, any percent-encoding of the name, surrounding spaces.
+pub fn strip_params<'a>(query: &'a str, names: &[&str]) -> Cow<'a, str> {
+    let shortest = names.iter().map(|n| n.len()).min().unwrap_or(0);
+    let dropped = |p: &str| is_param(p.split('=').next().unwrap_or(""), names, shortest);
+    if !query.split('&').any(dropped) {
         return Cow::Borrowed(query);
     }
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !is_ticket_param(p.split('=').next().unwrap_or("")))
-        .collect();
+    let kept: Vec<&str> = query.split('&').filter(|p| !dropped(p)).collect();
     Cow::Owned(kept.join("&"))
 }
 
-fn is_ticket_param(name: &str) -> bool {
-    // Fast exit for the names seen on every request: a ticket name is at least 10 bytes long.
-    if name.len() < 10 {
+fn is_param(name: &str, names: &[&str], shortest: usize) -> bool {
+    // Fast exit for the names seen on every request: an encoding only makes a name longer.
+    if name.len() < shortest {
         return false;
     }
     let decoded = decode_query_name(name.as_bytes());
     let decoded = String::from_utf8_lossy(&decoded);
     let decoded = decoded.trim();
-    TICKET_PARAMS
-        .iter()
-        .any(|t| decoded.eq_ignore_ascii_case(t))
+    names.iter().any(|t| decoded.eq_ignore_ascii_case(t))
 }
 
 /// A parameter name as Qlik's proxy (.NET's `UrlDecode`) reads it, in one pass: `+` is a space,
@@ -324,6 +331,28 @@ mod tests {
             ("/a%2", PathRefusal::MalformedEscape),
         ] {
             assert_eq!(confine(p, VP), Err(why), "{p}");
+        }
+    }
+
+    #[test]
+    fn upgrades_lose_the_clients_csrf_token_and_keep_everything_else() {
+        for (q, want) in [
+            (
+                "reloadUri=https%3A%2F%2Fx&qlik-csrf-token=abc&ttl=60",
+                "reloadUri=https%3A%2F%2Fx&ttl=60",
+            ),
+            (
+                "QLIK-CSRF-TOKEN=a&qlik%2Dcsrf%2Dtoken=b&xrfkey=k",
+                "xrfkey=k",
+            ),
+            (
+                "identity=i&workloadType=w&qlikTicket=t",
+                "identity=i&workloadType=w",
+            ),
+            ("qlik-csrf-tokens=1", "qlik-csrf-tokens=1"),
+        ] {
+            assert_eq!(strip_params(q, UPGRADE_PARAMS), want, "{q}");
+            assert!(strip_tickets(q).contains("csrf") || !q.contains("csrf"));
         }
     }
 

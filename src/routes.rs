@@ -114,6 +114,9 @@ pub async fn dispatch(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>
         if let Err(r) = crate::request_target::confine(rest, "the virtual proxy") {
             return GatewayError::from(r).respond(html);
         }
+        if let Some(r) = endpoints::qlik_logout(&state, req.method(), rest, req.headers()).await {
+            return r;
+        }
         if websocket {
             // Origin first: a foreign page learns nothing, not even whether the user is logged in.
             if let Err(e) = proxy::websocket::origin_allowed(&state, req.headers()) {

@@ -114,6 +114,34 @@ async fn login_issues_a_safe_cookie_and_rotates_the_id() {
     env.stop().await;
 }
 
+/// `@qlik/api` and qlik-embed send `loginUri.replace("{location}", encodeURIComponent(location.href))`:
+/// an absolute URL on the gateway's own origin.
+#[tokio::test]
+async fn an_absolute_return_to_on_the_public_origin_comes_back_as_its_path() {
+    let env = Env::start().await;
+    let href = format!("{}/reports/q3?x=1#chart", env.url);
+    let enc = percent_encoding::utf8_percent_encode(&href, percent_encoding::NON_ALPHANUMERIC);
+    let r = http_client()
+        .get(format!("{}/_gateway/login?return_to={enc}", env.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/reports/q3?x=1#chart");
+    assert!(cookie_from(&r).is_some());
+    // Another port of the same host is another origin.
+    let port = env.addr.port().wrapping_add(1);
+    let other = format!("http://127.0.0.1:{port}/reports");
+    let enc = percent_encoding::utf8_percent_encode(&other, percent_encoding::NON_ALPHANUMERIC);
+    let r = http_client()
+        .get(format!("{}/_gateway/login?return_to={enc}", env.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn return_to_never_leaves_the_origin() {
     let env = Env::start().await;
@@ -123,6 +151,7 @@ async fn return_to_never_leaves_the_origin() {
         "/%2F%2Fevil.example",
         "/%5Cevil.example",
         "https://evil.example",
+        "https://evil.example/http://127.0.0.1/",
         "javascript:alert(1)",
         "%2F%2Fevil.example",
         "/%252F%252Fevil.example",
@@ -532,5 +561,55 @@ async fn gateway_pages_cannot_be_framed_sniffed_or_fed_scripts() {
     let r = html("/", Some(&cookie)).await.unwrap();
     assert_eq!(r.status(), 200);
     check(&r, true);
+    env.stop().await;
+}
+
+/// A navigation to the `logoutUri` Qlik announces (rewritten to the gateway's `{mount}/qps/user`).
+async fn navigate_to_logout_uri(env: &Env, cookie: &str, site: &str) -> reqwest::Response {
+    http_client()
+        .get(format!("{}/mashup/qps/user", env.url))
+        .header("cookie", cookie)
+        .header("accept", "text/html,application/xhtml+xml")
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document")
+        .header("sec-fetch-site", site)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_navigation_to_qliks_logout_uri_logs_out_and_a_fetch_reads_the_user() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    // What client libraries do with the same URL: read the user.
+    let r = http_client()
+        .get(format!("{}/mashup/qps/user", env.url))
+        .header("cookie", &cookie)
+        .header("sec-fetch-mode", "cors")
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["userId"], "alice");
+
+    // A link on another site only gets a confirmation page.
+    let r = navigate_to_logout_uri(&env, &cookie, "cross-site").await;
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("action=\"/_gateway/logout\""));
+    assert_eq!(env.get("/_gateway/me", &cookie).await.status(), 200);
+
+    let r = navigate_to_logout_uri(&env, &cookie, "same-origin").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/_gateway/logged-out");
+    assert!(cookie_from(&r).is_some_and(|c| c.ends_with('=')));
+    assert_eq!(env.get("/_gateway/me", &cookie).await.status(), 401);
+    assert!(env.sim().control().sessions().is_empty());
     env.stop().await;
 }

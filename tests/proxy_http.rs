@@ -576,3 +576,86 @@ async fn a_client_sent_qlik_ticket_never_reaches_qlik() {
     }
     env.stop().await;
 }
+
+/// A request to sim/echo with the client's own `qlik-csrf-token` header.
+async fn echo_with_csrf(
+    env: &Env,
+    method: reqwest::Method,
+    cookie: &str,
+    token: Option<&str>,
+) -> Value {
+    let mut req = http_client()
+        .request(method, format!("{}/mashup/sim/echo", env.url))
+        .header("cookie", cookie)
+        .header("accept", "application/json");
+    if let Some(t) = token {
+        req = req.header("qlik-csrf-token", t);
+    }
+    let r = req.send().await.expect("request");
+    assert_eq!(r.status(), 200);
+    r.json().await.expect("echo JSON")
+}
+
+#[tokio::test]
+async fn a_client_csrf_header_is_replaced_by_the_injected_sessions() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    // @qlik/api sends its token on modifying verbs; the gateway's replaces it.
+    let v = echo_with_csrf(&env, reqwest::Method::POST, &cookie, Some("stale")).await;
+    assert_eq!(v["csrfToken"], "valid", "{v}");
+    assert_eq!(header(&v, "qlik-csrf-token").len(), 1, "{v}");
+    // Without one, none is added.
+    let v = echo_with_csrf(&env, reqwest::Method::GET, &cookie, None).await;
+    assert_eq!(v["csrfToken"], "absent", "{v}");
+
+    // After Qlik lost the session, the token is the new session's.
+    env.sim().control().expire_all_sessions();
+    let v = echo_with_csrf(&env, reqwest::Method::GET, &cookie, Some("stale")).await;
+    assert_eq!(v["csrfToken"], "valid", "{v}");
+    let v = echo_with_csrf(&env, reqwest::Method::PUT, &cookie, Some("older")).await;
+    assert_eq!(v["csrfToken"], "valid", "{v}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn qps_user_names_the_gateway_and_survives_a_lost_qlik_session() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    for round in ["live", "after Qlik lost the session"] {
+        let r = env.get("/mashup/qps/user", &cookie).await;
+        assert_eq!(r.status(), 200, "{round}");
+        let len: usize = r.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body = r.bytes().await.unwrap();
+        assert_eq!(body.len(), len, "{round}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["userId"], "alice", "{round}: {v}");
+        assert_eq!(
+            v["logoutUri"],
+            format!("{}/mashup/qps/user", env.url),
+            "{round}: {v}"
+        );
+        env.sim().control().expire_all_sessions();
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_and_content_location_name_the_gateway() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let r = env.get("/mashup/sim/refresh", &cookie).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["refresh"],
+        format!("5; url={}/mashup/hub/", env.url).as_str()
+    );
+    assert_eq!(
+        r.headers()["content-location"],
+        format!("{}/mashup/sim/echo", env.url).as_str()
+    );
+    env.stop().await;
+}

@@ -1054,3 +1054,180 @@ async fn websockets_beyond_the_per_session_limit_get_429_before_qlik_is_contacte
     }
     env.stop().await;
 }
+
+/// The `qlik-csrf-token` values of the upgrades that reached Qlik.
+fn csrf_tokens_at_qlik(env: &Env) -> Vec<Vec<String>> {
+    env.sim()
+        .control()
+        .requests()
+        .iter()
+        .filter(|r| r.websocket)
+        .map(|r| {
+            let q = r.query.clone().unwrap_or_default();
+            q.split('&')
+                .filter(|p| p.to_ascii_lowercase().starts_with("qlik-csrf-token="))
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// A URL with its own (stale) token, the way Qlik's Nov 2024 article, `@qlik/api` and a
+/// `resume()` of an old URL send it: the gateway's token replaces it, whichever copy Qlik reads.
+async fn stale_client_csrf_token(duplicate: qlik_sim::DuplicateParam) {
+    let env = Env::with(Setup {
+        sim: SimOptions {
+            duplicate_param: duplicate,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let cookie = env.login().await;
+    let path = format!(
+        "{}?reloadUri=https%3A%2F%2Fpage%2Fx&xrfkey=abcdefghijklmnop&qlik-csrf-token=stale&QLIK-CSRF-TOKEN=older&ttl=60",
+        app_path()
+    );
+    let mut ws = env.ws(&path, Some(&cookie)).await.expect("ws");
+    expect_authenticated(&mut ws).await;
+    close(ws).await;
+    let seen = env.sim().control().requests();
+    let up = seen
+        .iter()
+        .rfind(|r| r.websocket)
+        .expect("an upgrade at Qlik");
+    let q = up.query.clone().unwrap_or_default();
+    assert!(
+        q.starts_with(
+            "reloadUri=https%3A%2F%2Fpage%2Fx&xrfkey=abcdefghijklmnop&ttl=60&qlik-csrf-token="
+        ),
+        "other parameters pass unchanged, in order: {q}"
+    );
+    for tokens in csrf_tokens_at_qlik(&env) {
+        assert_eq!(tokens.len(), 1, "one token, never two: {tokens:?}");
+        assert!(!tokens[0].ends_with("=stale"));
+    }
+
+    // Qlik loses the session; the page resumes with the very same URL.
+    env.sim().control().expire_all_sessions();
+    let mut ws = env.ws(&path, Some(&cookie)).await.expect("ws after expiry");
+    expect_authenticated(&mut ws).await;
+    let r = ws.call(-1, "EngineVersion", json!({})).await;
+    assert!(r["result"]["qVersion"].is_object(), "{r}");
+    close(ws).await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_client_csrf_token_never_breaks_a_socket_when_qlik_reads_the_first() {
+    stale_client_csrf_token(qlik_sim::DuplicateParam::First).await;
+}
+
+#[tokio::test]
+async fn a_stale_client_csrf_token_never_breaks_a_socket_when_qlik_reads_the_last() {
+    stale_client_csrf_token(qlik_sim::DuplicateParam::Last).await;
+}
+
+#[tokio::test]
+async fn a_csrf_token_header_on_the_upgrade_does_not_reach_qlik() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let r = connect_with_headers(
+        &env,
+        &app_path(),
+        &[
+            ("cookie", cookie.clone()),
+            ("origin", env.url.clone()),
+            ("qlik-csrf-token", "stale".to_string()),
+        ],
+    )
+    .await;
+    let mut ws = r.expect("ws");
+    raw_wait_notification(&mut ws, "OnAuthenticationInformation").await;
+    let seen = env.sim().control().requests();
+    let up = seen
+        .iter()
+        .rfind(|r| r.websocket)
+        .expect("an upgrade at Qlik");
+    assert!(
+        !up.headers.contains_key("qlik-csrf-token"),
+        "{:?}",
+        up.headers
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_logout_uri_qlik_announces_is_on_the_gateways_origin() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
+    let auth = within(
+        "OnAuthenticationInformation",
+        ws.wait_notification("OnAuthenticationInformation"),
+    )
+    .await;
+    assert_eq!(auth["mustAuthenticate"], false);
+    assert_eq!(
+        auth["logoutUri"],
+        format!("{}/mashup/qps/user", env.url),
+        "{auth}"
+    );
+    close(ws).await;
+    env.stop().await;
+}
+
+/// `DELETE {mount}/qps/user` from the page.
+async fn qlik_delete_logout(env: &Env, cookie: &str, origin: Option<&str>) -> reqwest::Response {
+    let mut r = http_client()
+        .delete(format!("{}/mashup/qps/user", env.url))
+        .header("cookie", cookie);
+    if let Some(o) = origin {
+        r = r.header("origin", o);
+    }
+    r.send().await.expect("DELETE qps/user")
+}
+
+#[tokio::test]
+async fn qliks_logout_ends_the_gateway_session_and_its_websockets() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let mut ws = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
+    expect_authenticated(&mut ws).await;
+
+    // Not from the gateway's own pages: refused, nothing ended.
+    for origin in [None, Some("https://evil.example")] {
+        let r = qlik_delete_logout(&env, &cookie, origin).await;
+        assert_eq!(r.status(), 403, "{origin:?}");
+    }
+    assert_eq!(env.get("/_gateway/me", &cookie).await.status(), 200);
+
+    let r = qlik_delete_logout(&env, &cookie, Some(&env.url)).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        cookie_from(&r).is_some_and(|c| c.ends_with('=')),
+        "the cookie is cleared"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["session"], "inactive", "{v}");
+
+    let (frames, close_frame) = within("the close", read_until_close(&mut ws)).await;
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["params"]["mustAuthenticate"] != true),
+        "{frames:?}"
+    );
+    let f = close_frame.expect("close frame");
+    assert_eq!(f.code, CloseCode::Normal, "{f:?}");
+    assert_eq!(f.reason.as_str(), "logged out");
+    assert!(
+        env.sim().control().sessions().is_empty(),
+        "the Qlik session ended"
+    );
+    // Logged out for good: no new Qlik session behind the old cookie.
+    assert_eq!(env.get("/_gateway/me", &cookie).await.status(), 401);
+    assert_eq!(env.get("/mashup/sim/echo", &cookie).await.status(), 401);
+    assert!(env.sim().control().sessions().is_empty());
+    env.stop().await;
+}

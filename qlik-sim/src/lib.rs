@@ -30,7 +30,7 @@ mod state;
 mod util;
 
 pub use apps::{HELPDESK_APP_ID, SALES_APP_ID};
-pub use options::{AuthInfoTiming, Casing, HeaderAuth, SimOptions};
+pub use options::{AuthInfoTiming, Casing, DuplicateParam, HeaderAuth, SimOptions};
 pub use pki::PkiPaths;
 pub use state::{Counters, QpsFault, RecordedRequest, SessionInfo};
 

@@ -2,7 +2,7 @@
 //! certificate paths, and runs until SIGTERM or SIGINT.
 
 use clap::Parser;
-use qlik_sim::{AuthInfoTiming, Casing, HeaderAuth, Sim, SimOptions};
+use qlik_sim::{AuthInfoTiming, Casing, DuplicateParam, HeaderAuth, Sim, SimOptions};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -67,6 +67,9 @@ struct Args {
     header_auth_pattern: Option<String>,
     /// Serve the engine directly on this port (mutual TLS + X-Qlik-User; 0 = ephemeral).
     #[arg(long)]
+    /// Read the last of a duplicated `qlik-csrf-token` parameter (default: the first).
+    #[arg(long)]
+    last_of_duplicate_params: bool,
     engine_port: Option<u16>,
 }
 
@@ -92,6 +95,11 @@ impl Args {
             },
             close_after_must_authenticate: !self.keep_open_after_must_authenticate,
             require_csrf_token: !self.no_csrf,
+            duplicate_param: if self.last_of_duplicate_params {
+                DuplicateParam::Last
+            } else {
+                DuplicateParam::First
+            },
             http_cookie_suffix: self.http_cookie_suffix,
             inactivity_timeout: Duration::from_secs(self.inactivity_timeout_secs),
             host_allow_list: self.host_allow.clone(),

@@ -57,6 +57,17 @@ impl HeaderAuth {
     }
 }
 
+/// Which copy of a query parameter sent twice Qlik reads (UNCONFIRMED for `qlik-csrf-token`,
+/// `qlik-clients.md`): tests run both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DuplicateParam {
+    /// The first copy (.NET's `QueryString[name]` joins copies; a parser that stops at the first).
+    #[default]
+    First,
+    /// The last copy (a parser that lets later copies overwrite earlier ones).
+    Last,
+}
+
 /// Everything that configures a [`crate::Sim`].
 #[derive(Debug, Clone)]
 pub struct SimOptions {
@@ -82,6 +93,8 @@ pub struct SimOptions {
     pub close_after_must_authenticate: bool,
     /// Require the `qlik-csrf-token` query parameter on engine websocket upgrades.
     pub require_csrf_token: bool,
+    /// Which copy of a duplicated `qlik-csrf-token` parameter is checked.
+    pub duplicate_param: DuplicateParam,
     /// Append `-HTTP` to the cookie name when the proxy runs over plain http.
     pub http_cookie_suffix: bool,
     /// Proxy session inactivity timeout.
@@ -113,6 +126,7 @@ impl Default for SimOptions {
             auth_info_timing: AuthInfoTiming::Immediate,
             close_after_must_authenticate: true,
             require_csrf_token: true,
+            duplicate_param: DuplicateParam::First,
             http_cookie_suffix: false,
             inactivity_timeout: Duration::from_secs(30 * 60),
             host_allow_list: Vec::new(),

@@ -4,6 +4,7 @@
 
 use crate::engine::{self, SocketParams};
 use crate::identity::HeaderUser;
+use crate::options::DuplicateParam;
 use crate::state::{RecordedRequest, SessionEnd, Shared, SocketKind, User};
 use crate::util::{cookies, encode_component, header_map, query_pairs, query_param};
 use axum::body::Body;
@@ -261,6 +262,11 @@ async fn route(
         return StatusCode::NO_CONTENT.into_response();
     }
     let Some((session_id, user)) = session else {
+        // Qlik answers 403 here rather than its login redirect ("for historical reasons", as
+        // @qlik/api's source says), and clients count it as "not authenticated".
+        if rest == "qps/csrftoken" {
+            return StatusCode::FORBIDDEN.into_response();
+        }
         return login_redirect(shared, &req);
     };
     match (rest, &method) {
@@ -284,10 +290,26 @@ async fn route(
             .into_response(),
         ("qps/csrftoken", &Method::GET) => match shared.issue_csrf_token(&session_id) {
             Some(token) => (StatusCode::NO_CONTENT, [("qlik-csrf-token", token)]).into_response(),
-            None => login_redirect(shared, &req),
+            None => StatusCode::FORBIDDEN.into_response(),
         },
-        ("sim/echo", _) => echo(req, &user).await,
+        ("sim/echo", _) => echo(shared, req, &session_id, &user).await,
         ("sim/bytes", &Method::GET) => bytes_body(&req),
+        // Absolute URLs on the proxy's own origin in the headers that can carry them.
+        ("sim/refresh", &Method::GET) => (
+            StatusCode::OK,
+            [
+                (
+                    http::header::REFRESH,
+                    format!("5; url={}/hub/", shared.proxy_base()),
+                ),
+                (
+                    http::header::CONTENT_LOCATION,
+                    format!("{}/sim/echo", shared.proxy_base()),
+                ),
+            ],
+            "refresh",
+        )
+            .into_response(),
         ("sim/redirect", &Method::GET) => match query_param(req.uri().query(), "to") {
             Some(to) if to.starts_with('/') && !to.starts_with("//") => {
                 redirect(StatusCode::FOUND, &format!("{}{to}", shared.proxy_base()))
@@ -383,7 +405,17 @@ fn personal(shared: &Shared, req: &Request, session: Option<&(String, User)>) ->
 }
 
 /// `ANY sim/echo`: describes the request; the body is counted while streaming, not buffered.
-async fn echo(req: Request, user: &User) -> Response {
+async fn echo(shared: &Shared, req: Request, session_id: &str, user: &User) -> Response {
+    // What Qlik would make of a `qlik-csrf-token` header (checked on modifying verbs).
+    let csrf = match req
+        .headers()
+        .get("qlik-csrf-token")
+        .and_then(|v| v.to_str().ok())
+    {
+        None => "absent",
+        Some(t) if shared.check_csrf_token(session_id, t) => "valid",
+        Some(_) => "invalid",
+    };
     let (parts, body) = req.into_parts();
     let mut stream = body.into_data_stream();
     let mut body_len: u64 = 0;
@@ -404,6 +436,7 @@ async fn echo(req: Request, user: &User) -> Response {
             "cookies": cookies,
             "body_len": body_len,
             "user": {"userDirectory": user.user_directory, "userId": user.user_id},
+            "csrfToken": csrf,
         }),
     )
 }
@@ -514,9 +547,15 @@ async fn upgrade(shared: Arc<Shared>, req: Request, after_app: &str) -> Response
         // A session the authentication header creates on this very upgrade cannot have a
         // token yet; the check guards sessions carried by a cookie (or a ticket).
         if shared.opts.require_csrf_token && !auth.by_header {
-            let token_ok = query_pairs(req.uri().query())
-                .iter()
-                .any(|(k, v)| k == "qlik-csrf-token" && shared.check_csrf_token(id, v));
+            let mut tokens = query_pairs(req.uri().query())
+                .into_iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("qlik-csrf-token"))
+                .map(|(_, v)| v);
+            let token = match shared.opts.duplicate_param {
+                DuplicateParam::First => tokens.next(),
+                DuplicateParam::Last => tokens.next_back(),
+            };
+            let token_ok = token.is_some_and(|t| shared.check_csrf_token(id, &t));
             if !token_ok {
                 return forbidden(
                     &shared,

@@ -42,12 +42,13 @@ pub async fn login(
     let host = request_host(&uri, &headers);
     let target = match params.return_to.as_deref() {
         None => "/".to_string(),
-        Some(raw) => match return_to::sanitize(raw) {
+        Some(raw) => match return_to::sanitize(raw, &state.cfg.server.public_origin) {
             Some(t) => t,
             None => {
-                return GatewayError::BadRequest(
-                    "return_to must be a path on this site (starting with a single /)".into(),
-                )
+                return GatewayError::BadRequest(format!(
+                "return_to must be a path on this site (starting with a single /) or a URL on {}",
+                state.cfg.server.public_origin
+            ))
                 .respond(html)
             }
         },
@@ -121,7 +122,7 @@ async fn finish_login(
             identity,
             headers,
             return_to
-                .and_then(|t| return_to::sanitize(&t))
+                .and_then(|t| return_to::sanitize(&t, &state.cfg.server.public_origin))
                 .unwrap_or(target),
             id_token,
         ),
@@ -212,41 +213,62 @@ fn request_host(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
 /// Requires a same-origin `Origin`, so another site cannot log users out.
 pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let html = wants_html(&headers);
+    if let Err(e) = same_origin(&state, &headers, "logout") {
+        return e.respond(html);
+    }
+    match end_session(&state, &headers).await {
+        Ok(idp_logout) => logged_out_answer(&state, html, idp_logout),
+        Err(e) => e.respond(html),
+    }
+}
+
+/// The request's `Origin` is the gateway's public origin.
+fn same_origin(state: &AppState, headers: &HeaderMap, what: &str) -> Result<(), GatewayError> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if origin.map(|o| o.eq_ignore_ascii_case(&state.cfg.server.public_origin)) != Some(true) {
-        return GatewayError::Forbidden(format!(
-            "logout needs a same-origin request (Origin: {}); got {}",
-            state.cfg.server.public_origin,
-            origin.unwrap_or("no Origin header")
-        ))
-        .respond(html);
+    if origin.map(|o| o.eq_ignore_ascii_case(&state.cfg.server.public_origin)) == Some(true) {
+        return Ok(());
     }
-    let mut idp_logout = None;
-    if let Some(id) = state.cookies.read(&headers) {
-        match state.store.remove(&id).await {
-            Ok(Some(session)) => {
-                idp_logout = state.provider.logout_url(&session);
-                // Sockets first: once QPS drops the Qlik session the engine would tell the open
-                // pages it was logged out, and their relays would race to re-create it.
-                let closed = state
-                    .sockets
-                    .close_session(id.storage_key(), CloseReason::Logout);
-                state.qlik.end(&session).await;
-                state.metrics.logout();
-                tracing::info!(
-                    session = %id.log_tag(),
-                    user = %format_args!("{}\\{}", session.identity.user_directory, session.identity.user_id),
-                    websockets_closed = closed,
-                    audit = true,
-                    "logout"
-                );
-            }
-            Ok(None) => {}
-            Err(e) => return GatewayError::Store(e).respond(html),
-        }
-    }
-    // With an IdP that has its own session (OIDC), the browser goes there next, or the next login
-    // would silently reuse it; the IdP sends it back to /_gateway/logged-out.
+    Err(GatewayError::Forbidden(format!(
+        "{what} needs a same-origin request (Origin: {}); got {}",
+        state.cfg.server.public_origin,
+        origin.unwrap_or("no Origin header")
+    )))
+}
+
+/// Ends the request's gateway session, its websockets and its Qlik session; the IdP's logout
+/// URL when the provider has one (OIDC).
+async fn end_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<String>, GatewayError> {
+    let Some(id) = state.cookies.read(headers) else {
+        return Ok(None);
+    };
+    let Some(session) = state.store.remove(&id).await? else {
+        return Ok(None);
+    };
+    let idp_logout = state.provider.logout_url(&session);
+    // Sockets first: once QPS drops the Qlik session the engine would tell the open pages it
+    // was logged out, and their relays would race to re-create it.
+    let closed = state
+        .sockets
+        .close_session(id.storage_key(), CloseReason::Logout);
+    state.qlik.end(&session).await;
+    state.metrics.logout();
+    tracing::info!(
+        session = %id.log_tag(),
+        user = %format_args!("{}\\{}", session.identity.user_directory, session.identity.user_id),
+        websockets_closed = closed,
+        audit = true,
+        "logout"
+    );
+    Ok(idp_logout)
+}
+
+/// The answer to a logout: the browser to the IdP's logout (OIDC has its own session, and the
+/// next login would silently reuse it) or the logged-out page; a program gets JSON. The gateway
+/// cookie is cleared either way.
+fn logged_out_answer(state: &AppState, html: bool, idp_logout: Option<String>) -> Response {
     let mut resp = if html {
         Redirect::to(idp_logout.as_deref().unwrap_or("/_gateway/logged-out")).into_response()
     } else {
@@ -255,12 +277,94 @@ pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
             json!({"logged_out": true, "login_url": "/_gateway/login", "end_session_url": idp_logout}),
         )
     };
+    with_cleared_cookie(state, &mut resp);
+    resp
+}
+
+fn with_cleared_cookie(state: &AppState, resp: &mut Response) {
     if let Ok(v) = HeaderValue::from_str(&state.cookies.clear()) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+}
+
+/// Qlik's own logout under the mount, made the gateway's: `DELETE {mount}/qps/user` (what the hub
+/// and the client libraries call) and a navigation to `{mount}/qps/user` (the `logoutUri` Qlik
+/// announces, rewritten to the gateway) end the gateway session as `POST /_gateway/logout` does.
+/// Left alone otherwise, the next request would quietly make a new Qlik session: a logout that
+/// does not log out. `None`: not a logout (a program's `GET` reads the user, from Qlik).
+pub async fn qlik_logout(
+    state: &AppState,
+    method: &http::Method,
+    rest: &str,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    if !rest.eq_ignore_ascii_case("/qps/user") {
+        return None;
+    }
+    if method == http::Method::DELETE {
+        if let Err(e) = same_origin(state, headers, "Qlik's logout (DELETE qps/user)") {
+            return Some(e.respond(false));
+        }
+        return Some(match end_session(state, headers).await {
+            Ok(idp) => {
+                let mut r = json_body(
+                    StatusCode::OK,
+                    json!({"session": "inactive", "logged_out": true, "login_url": "/_gateway/login", "end_session_url": idp}),
+                );
+                with_cleared_cookie(state, &mut r);
+                r
+            }
+            Err(e) => e.respond(false),
+        });
+    }
+    if method != http::Method::GET || !is_navigation(headers) {
+        return None;
+    }
+    if !started_here(state, headers) {
+        // A link from another site: logging out on it would let any page end users' sessions.
+        // Ask instead; the button is a same-origin POST to the gateway's logout.
+        tracing::info!("a cross-site navigation to Qlik's logout; asking the user to confirm");
+        return Some(crate::html::page(
+            StatusCode::OK,
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Log out?</title></head>\
+             <body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>Log out?</h1>\
+             <form method=\"post\" action=\"/_gateway/logout\"><button type=\"submit\">Log out</button></form>\
+             </body></html>",
+        ));
+    }
+    Some(match end_session(state, headers).await {
+        Ok(idp) => logged_out_answer(state, true, idp),
+        Err(e) => e.respond(true),
+    })
+}
+
+/// A top-level navigation (`Sec-Fetch-Mode: navigate`; a browser without Fetch Metadata: one that
+/// asks for HTML), not a program's `fetch`.
+fn is_navigation(headers: &HeaderMap) -> bool {
+    match headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()) {
+        Some(mode) => mode.eq_ignore_ascii_case("navigate"),
+        None => wants_html(headers),
+    }
+}
+
+/// The navigation came from the gateway's own pages, or was typed in (`Sec-Fetch-Site: none`);
+/// without Fetch Metadata, a `Referer` on the public origin says so.
+fn started_here(state: &AppState, headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none");
+    }
+    let origin = &state.cfg.server.public_origin;
+    headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| reqwest::Url::parse(r).ok())
+        .is_some_and(|r| {
+            r.origin()
+                .ascii_serialization()
+                .eq_ignore_ascii_case(origin)
+        })
 }
 
 /// `GET /_gateway/logged-out`: where a logout lands a browser (not the login, which would log a

@@ -1,16 +1,24 @@
-//! `return_to` for the login: only same-origin, path-absolute URLs, so the login can never be used
-//! as an open redirect.
+//! `return_to` for the login: same-origin only, so the login can never be used as an open
+//! redirect. A path-absolute URL, or an absolute URL on the gateway's public origin (the form
+//! `@qlik/api` and qlik-embed build: `loginUri.replace("{location}", encodeURIComponent(location.href))`),
+//! which is cut down to its path, query and fragment.
 
 use percent_encoding::percent_decode_str;
 
-/// Returns the path to redirect to, or `None` when `raw` could leave the origin.
-pub fn sanitize(raw: &str) -> Option<String> {
+/// Returns the path to redirect to, or `None` when `raw` could leave `public_origin`
+/// (`scheme://host[:port]`, as `server.public_url` gives it).
+pub fn sanitize(raw: &str, public_origin: &str) -> Option<String> {
     if raw.is_empty() || raw.len() > 4096 {
         return None;
     }
+    let local = match on_origin(raw, public_origin) {
+        Some(path) => path,
+        None if has_scheme(raw) => return None,
+        None => raw.to_string(),
+    };
     // Check the raw value and every decoding of it: browsers and servers differ in how many
     // times they decode, and `/%2F%2Fevil.example` must be as dead as `//evil.example`.
-    let mut cur = raw.to_string();
+    let mut cur = local.clone();
     for _ in 0..4 {
         if !safe_path(&cur) {
             return None;
@@ -24,7 +32,46 @@ pub fn sanitize(raw: &str) -> Option<String> {
     if !safe_path(&cur) {
         return None;
     }
-    Some(raw.to_string())
+    Some(local)
+}
+
+/// `scheme:` before any `/`, `?` or `#`: an absolute URL (or `javascript:` and friends).
+fn has_scheme(raw: &str) -> bool {
+    let end = raw.find(['/', '?', '#']).unwrap_or(raw.len());
+    raw[..end].contains(':')
+}
+
+/// The path, query and fragment of an absolute `http(s)` URL on `public_origin`.
+fn on_origin(raw: &str, public_origin: &str) -> Option<String> {
+    // Only what a browser's `location.href` looks like: no credentials, no odd bytes that the
+    // URL parser would quietly drop (a tab inside the host).
+    if !has_scheme(raw) || raw.bytes().any(|b| b.is_ascii_control() || b == b'\\') {
+        return None;
+    }
+    let url = reqwest::Url::parse(raw).ok()?;
+    if !matches!(url.scheme(), "http" | "https")
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return None;
+    }
+    if !url
+        .origin()
+        .ascii_serialization()
+        .eq_ignore_ascii_case(public_origin)
+    {
+        return None;
+    }
+    let mut out = url.path().to_string();
+    if let Some(q) = url.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = url.fragment() {
+        out.push('#');
+        out.push_str(f);
+    }
+    Some(out)
 }
 
 fn safe_path(s: &str) -> bool {
@@ -45,10 +92,42 @@ fn safe_path(s: &str) -> bool {
 mod tests {
     use super::sanitize;
 
+    const ORIGIN: &str = "https://bi.example.com";
+
     #[test]
     fn accepts_local_paths() {
         for ok in ["/", "/app/x?y=1#z", "/mashup/hub/", "/a%20b"] {
-            assert_eq!(sanitize(ok).as_deref(), Some(ok), "{ok}");
+            assert_eq!(sanitize(ok, ORIGIN).as_deref(), Some(ok), "{ok}");
+        }
+    }
+
+    #[test]
+    fn absolute_urls_on_the_public_origin_become_their_path() {
+        for (raw, want) in [
+            ("https://bi.example.com/page?x=1#top", "/page?x=1#top"),
+            ("https://BI.example.com:443/a%20b/", "/a%20b/"),
+            ("https://bi.example.com", "/"),
+            ("HTTPS://bi.example.com/x", "/x"),
+        ] {
+            assert_eq!(sanitize(raw, ORIGIN).as_deref(), Some(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn absolute_urls_elsewhere_are_refused() {
+        for bad in [
+            "http://bi.example.com/page",
+            "https://bi.example.com:8443/page",
+            "https://bi.example.com.evil.example/",
+            "https://evil.example/https://bi.example.com/",
+            "https://user@bi.example.com/",
+            "https://bi.example.com//evil.example/",
+            "https://bi.example.com/%2F%2Fevil.example",
+            "https://bi.exa\tmple.com/",
+            "ftp://bi.example.com/",
+            "javascript://bi.example.com/%0aalert(1)",
+        ] {
+            assert_eq!(sanitize(bad, ORIGIN), None, "{bad:?}");
         }
     }
 
@@ -72,7 +151,7 @@ mod tests {
             "/a\\b",
             "/%0d%0aSet-Cookie:x=1",
         ] {
-            assert_eq!(sanitize(bad), None, "{bad:?}");
+            assert_eq!(sanitize(bad, ORIGIN), None, "{bad:?}");
         }
     }
 }
@@ -124,6 +203,7 @@ mod proptests {
             prop::collection::vec(prop::sample::select(TOKENS), 0..10).prop_map(|t| t.concat()),
             any::<String>(),
             "/[ -~]{0,30}",
+            "https://gw\\.example[ -~]{0,30}",
         ]
     }
 
@@ -140,8 +220,10 @@ mod proptests {
         /// or server may apply.
         #[test]
         fn accepted_values_stay_on_the_origin(raw in raw()) {
-            let Some(ok) = sanitize(&raw) else { return Ok(()) };
-            prop_assert_eq!(&ok, &raw);
+            let Some(ok) = sanitize(&raw, "https://gw.example") else { return Ok(()) };
+            if !raw.starts_with("https://") {
+                prop_assert_eq!(&ok, &raw);
+            }
             let mut cur = ok;
             for _ in 0..3 {
                 let b = cur.as_bytes();
@@ -157,7 +239,7 @@ mod proptests {
 
         #[test]
         fn plain_paths_are_accepted(p in "(/[A-Za-z0-9._~-]{1,8}){1,6}(\\?[a-z0-9=&]{0,10})?") {
-            let got = sanitize(&p);
+            let got = sanitize(&p, "https://gw.example");
             prop_assert_eq!(got.as_deref(), Some(p.as_str()));
         }
     }

@@ -7,6 +7,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 // Header names as constants: a name given as a string is parsed again on every use, and these
 // are used on every request.
+/// Qlik's CSRF token header (`@qlik/api` sends it on modifying verbs): the gateway owns it, as it
+/// owns the Qlik session it belongs to.
+pub const CSRF_HEADER: &str = "qlik-csrf-token";
+
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

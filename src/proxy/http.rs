@@ -14,11 +14,13 @@ use super::headers::{self, QlikSetCookie};
 use super::upstream::{Origin, PooledBody, UpstreamClient};
 use crate::error::GatewayError;
 use crate::mashup::DevServer;
+use crate::qlik::lifecycle::CsrfError;
 use crate::session::{GatewaySession, QlikSession, SessionId};
 use crate::state::AppState;
 
-/// Maps a gateway path under the mount to the path on the Qlik proxy (`/mashup/x` → `/{vp}/x`).
-pub fn upstream_path_and_query(state: &AppState, uri: &Uri) -> String {
+/// Maps a gateway path under the mount to the path on the Qlik proxy (`/mashup/x` → `/{vp}/x`),
+/// without the query parameters in `drop` (see [`crate::request_target::strip_params`]).
+pub fn upstream_path_and_query(state: &AppState, uri: &Uri, drop: &[&str]) -> String {
     let path = uri.path();
     let rest = path
         .strip_prefix(state.cfg.qlik.mount.as_str())
@@ -29,7 +31,9 @@ pub fn upstream_path_and_query(state: &AppState, uri: &Uri) -> String {
     } else {
         rest
     };
-    let query = uri.query().map(crate::request_target::strip_tickets);
+    let query = uri
+        .query()
+        .map(|q| crate::request_target::strip_params(q, drop));
     let query = query.as_deref().filter(|q| !q.is_empty());
     let mut out =
         String::with_capacity(prefix.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
@@ -63,13 +67,15 @@ pub async fn to_qlik(
         && base_headers
             .get(header::CONTENT_LENGTH)
             .is_none_or(|v| v.as_bytes() == b"0");
-    let path_q = upstream_path_and_query(state, &uri);
+    let path_q = upstream_path_and_query(state, &uri, crate::request_target::TICKET_PARAMS);
     let uri = http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_q))
         .map(Uri::from)
         .map_err(|e| GatewayError::BadRequest(format!("cannot forward this request: {e}")))?;
     headers::remove_hop_by_hop(&mut base_headers);
     headers::remove_identity_headers(&mut base_headers, &state.strip_headers);
+    let client_csrf = base_headers.remove(headers::CSRF_HEADER).is_some();
 
+    let personal = method == Method::GET && is_personal_api(state, uri.path());
     let mut body = Some(body);
     let mut attempt = 0;
     loop {
@@ -85,6 +91,9 @@ pub async fn to_qlik(
         } else {
             std::mem::take(&mut base_headers)
         };
+        if client_csrf {
+            own_csrf_header(state, sid, &mut qlik, &mut h).await?;
+        }
         headers::set_forwarding(
             &mut h,
             peer.ip(),
@@ -153,8 +162,120 @@ pub async fn to_qlik(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
             return Ok(r);
         }
+        if personal {
+            match read_personal(resp).await {
+                Personal::Inactive if attempt == 1 => {
+                    // Qlik no longer knows the session (it answers 200 with "inactive" here,
+                    // not its login redirect): the user is still logged in at the gateway.
+                    tracing::info!(session = %sid.log_tag(), "Qlik said the Qlik session is inactive; re-creating it");
+                    qlik = Cow::Owned(state.qlik.recreate(sid, &qlik).await?);
+                    continue;
+                }
+                Personal::Inactive => {
+                    return Err(GatewayError::Upstream {
+                        upstream: "qlik",
+                        detail: "Qlik calls the Qlik session the gateway just created inactive"
+                            .into(),
+                    })
+                }
+                Personal::Json(mut parts, mut v) => {
+                    crate::proxy::public_urls::rewrite_json(state, &mut v);
+                    let bytes = bytes::Bytes::from(v.to_string());
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                    let resp = http::Response::from_parts(parts, http_body_util::Full::new(bytes));
+                    return Ok(from_qlik(state, sid, &qlik, resp).await);
+                }
+                Personal::AsIs(resp) => return Ok(from_qlik(state, sid, &qlik, resp).await),
+            }
+        }
         return Ok(from_qlik(state, sid, &qlik, resp).await);
     }
+}
+
+/// `{prefix}/qps/user`: Qlik's "personal" API, whose JSON names Qlik's own URLs (`logoutUri`).
+/// http.sys compares paths without case.
+fn is_personal_api(state: &AppState, upstream_path: &str) -> bool {
+    upstream_path
+        .strip_prefix(state.upstream_prefix.as_str())
+        .is_some_and(|rest| rest.eq_ignore_ascii_case("/qps/user"))
+}
+
+/// The largest `/qps/user` answer that is read to rewrite its URLs (Qlik's is a few hundred bytes).
+const PERSONAL_MAX: usize = 64 * 1024;
+
+/// What Qlik answered on `GET {prefix}/qps/user`.
+enum Personal {
+    /// `{"session": "inactive", …}`: Qlik does not know the session.
+    Inactive,
+    /// A JSON answer, read.
+    Json(http::response::Parts, serde_json::Value),
+    /// Anything else (not JSON, too large, an error status), passed on as it came.
+    AsIs(http::Response<http_body_util::Either<http_body_util::Full<bytes::Bytes>, PooledBody>>),
+}
+
+async fn read_personal(resp: http::Response<PooledBody>) -> Personal {
+    use http_body_util::{BodyExt, Either, Full};
+    let small = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= PERSONAL_MAX);
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+    if !(resp.status().is_success() && small && json) {
+        return Personal::AsIs(resp.map(Either::Right));
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        // Qlik broke off its answer: the client gets an empty one and the failure is logged.
+        Err(e) => {
+            tracing::warn!(error = %e, "reading Qlik's /qps/user answer failed");
+            bytes::Bytes::new()
+        }
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v) if v.get("session").and_then(|s| s.as_str()) == Some("inactive") => {
+            Personal::Inactive
+        }
+        Ok(v) => Personal::Json(parts, v),
+        Err(_) => Personal::AsIs(http::Response::from_parts(
+            parts,
+            Either::Left(Full::new(bytes)),
+        )),
+    }
+}
+
+/// Sets the `qlik-csrf-token` header for the Qlik session the gateway injects, in place of the
+/// client's: the client's token belongs to a session it never had, or one the gateway has since
+/// replaced. A session Qlik no longer knows is re-created first.
+async fn own_csrf_header(
+    state: &AppState,
+    sid: &SessionId,
+    qlik: &mut Cow<'_, QlikSession>,
+    h: &mut HeaderMap,
+) -> Result<(), GatewayError> {
+    for attempt in 0..2 {
+        match state.qlik.csrf_token(sid, qlik).await {
+            Ok(token) => {
+                if let Some(v) = token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                    h.insert(headers::CSRF_HEADER, v);
+                }
+                return Ok(());
+            }
+            Err(CsrfError::SessionRejected) if attempt == 0 => {
+                *qlik = Cow::Owned(state.qlik.recreate(sid, qlik).await?);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// A 3xx to Qlik's authentication module: an internal one (`…/internal_windows_authentication/`
@@ -189,12 +310,16 @@ fn is_auth_module_location(location: &str) -> bool {
 /// Cleans Qlik's response: hop-by-hop headers removed, the Qlik session cookie captured (header
 /// mode) and never passed on, Qlik's other cookies scoped to the mount, `Cache-Control: private`
 /// where Qlik set none, `Location` rewritten to the gateway.
-async fn from_qlik(
+async fn from_qlik<B>(
     state: &AppState,
     sid: &SessionId,
     qlik: &QlikSession,
-    resp: http::Response<PooledBody>,
-) -> Response {
+    resp: http::Response<B>,
+) -> Response
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     let (mut parts, body) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     let set_cookies: Vec<HeaderValue> = parts
@@ -257,6 +382,7 @@ async fn from_qlik(
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
     rewrite_location_header(state, &mut parts.headers);
+    crate::proxy::public_urls::rewrite_headers(state, &mut parts.headers);
     Response::from_parts(parts, Body::new(body))
 }
 

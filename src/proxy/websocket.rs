@@ -137,11 +137,16 @@ pub async fn engine(
             "only websocket version 13 is supported".into(),
         ));
     }
-    let path_q = super::http::upstream_path_and_query(&state, req.uri());
+    let path_q = super::http::upstream_path_and_query(
+        &state,
+        req.uri(),
+        crate::request_target::UPGRADE_PARAMS,
+    );
     let mut fwd = req.headers().clone();
     headers::remove_hop_by_hop(&mut fwd);
     headers::remove_identity_headers(&mut fwd, &state.strip_headers);
     for h in [
+        headers::CSRF_HEADER,
         "sec-websocket-key",
         "sec-websocket-version",
         "sec-websocket-extensions",
@@ -621,12 +626,14 @@ impl Relay {
                                 return Settle::Done;
                             }
                             AuthSignal::Authenticated | AuthSignal::Response => {
+                                let msg = with_public_urls(&self.state, msg);
                                 counted(&self.state, Direction::QlikToClient, &msg);
                                 if client.send(msg).await.is_err() { return Settle::Done; }
                                 return Settle::Relay(Box::new(upstream), None);
                             }
                             AuthSignal::Other => {
                                 self.fatal.observe(t.as_str(), &self.qlik);
+                                let msg = with_public_urls(&self.state, msg);
                                 counted(&self.state, Direction::QlikToClient, &msg);
                                 if client.send(msg).await.is_err() { return Settle::Done; }
                             }
@@ -1047,6 +1054,17 @@ async fn relay_bytes(
         drop((u_tx, u_rx));
         let mut client = c_rx.unsplit(c_tx);
         linger(&mut client).await;
+    }
+}
+
+/// A notification naming Qlik's URLs (`logoutUri`, `loginUri`) with them on the public origin.
+fn with_public_urls(state: &AppState, msg: Message) -> Message {
+    match &msg {
+        Message::Text(t) => match super::public_urls::rewrite_notification(state, t.as_str()) {
+            Some(new) => Message::text(new),
+            None => msg,
+        },
+        _ => msg,
     }
 }
 

@@ -416,7 +416,11 @@ impl QlikSessions {
                 .map(|s| Some(s.to_string()))
                 .map_err(|_| CsrfError::Upstream("qlik-csrf-token header is not ASCII".into()));
         }
-        if status.is_redirection() || status == StatusCode::UNAUTHORIZED {
+        // Qlik answers 403 without a session ("for historical reasons", says @qlik/api).
+        if status.is_redirection()
+            || status == StatusCode::UNAUTHORIZED
+            || status == StatusCode::FORBIDDEN
+        {
             return Err(CsrfError::SessionRejected);
         }
         // 404 and friends: a Qlik release before November 2024 has no such endpoint.

@@ -216,6 +216,55 @@ async fn logout_ends_qlik_gateway_and_idp_sessions() {
     s.env.stop().await;
 }
 
+/// A navigation to Qlik's `logoutUri` (rewritten to the gateway's `{mount}/qps/user`) is the
+/// gateway's logout, the IdP's included.
+#[tokio::test]
+async fn a_navigation_to_qliks_logout_uri_ends_the_idp_session_too() {
+    let s = site(true, "user_directory = \"CORP\"").await;
+    let mut b = Browser::new();
+    let login = format!("{}/_gateway/login", s.env.url);
+    let callback = format!("{}/_gateway/callback", s.env.url);
+    let flow = b
+        .login_flow(
+            &login,
+            Act::login(ALICE.0, ALICE.1),
+            &Stop::after(&callback),
+        )
+        .await;
+    assert_eq!(flow.status(), 302, "{flow}");
+    assert_eq!(
+        b.get(&format!("{}/mashup/hub/", s.env.url)).await.status,
+        200
+    );
+
+    let logged_out = format!("{}/_gateway/logged-out", s.env.url);
+    b.next_request_with(&[
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-site", "same-origin"),
+    ]);
+    let out = b
+        .follow(
+            &format!("{}/mashup/qps/user", s.env.url),
+            &Stop::after(&logged_out),
+        )
+        .await;
+    assert_eq!(out.status(), 200, "{out}");
+    assert!(
+        out.visited("GET", &s.idp.issuer) || out.visited("POST", &s.idp.issuer),
+        "went through the IdP: {out}"
+    );
+    assert_eq!(me(&mut b, &s.env).await.0, 401);
+    assert_eq!(s.env.sim().control().sessions().len(), 0);
+    let again = b
+        .login_flow(&login, Act::Nothing, &Stop::after(&callback))
+        .await;
+    assert!(
+        again.last.body.contains("password"),
+        "no silent login after logout: {again}"
+    );
+    s.env.stop().await;
+}
+
 #[tokio::test]
 async fn a_rotated_idp_key_is_picked_up() {
     let s = site(true, "user_directory = \"CORP\"").await;

@@ -398,6 +398,8 @@ impl fmt::Display for Flow {
 pub struct Browser {
     pub client: reqwest::Client,
     jar: Vec<StoredCookie>,
+    /// Headers for the next request only (Fetch Metadata of a navigation, for instance).
+    next_headers: Vec<(String, String)>,
 }
 
 impl Default for Browser {
@@ -418,7 +420,16 @@ impl Browser {
         Browser {
             client,
             jar: Vec::new(),
+            next_headers: Vec::new(),
         }
+    }
+
+    /// Sends `headers` with the next request only.
+    pub fn next_request_with(&mut self, headers: &[(&str, &str)]) {
+        self.next_headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
 
     /// One GET, no redirects followed, cookies sent and kept.
@@ -607,6 +618,9 @@ impl Browser {
             m => panic!("unsupported method {m}"),
         };
         req = req.header("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
+        for (k, v) in std::mem::take(&mut self.next_headers) {
+            req = req.header(k, v);
+        }
         if let Some(c) = self.cookie_header(url) {
             req = req.header(COOKIE, c);
         }

@@ -18,9 +18,10 @@ const RELEASE: &str = "November 2024";
 const BUILD: &str = "14.212.0";
 
 /// The stand-in for Qlik's qlik-embed runtime. It takes the place of `window.QlikMain`, which is
-/// what the npm loader (`@qlik/embed-web-components`) waits for once its authentication check
-/// passed; every `<qlik-embed>` then shows which props reached it. Qlik's real runtime is not
-/// part of the simulator.
+/// what the npm loader (`@qlik/embed-web-components`) and `@qlik/api` in a browser wait for once
+/// their authentication check passed; every `<qlik-embed>` then shows which props reached it,
+/// and runtime modules a page registered in `window.__qlikSimRuntimeModules` are handed out.
+/// Qlik's real runtime is not part of the simulator.
 const EMBED_MAIN_JS: &str = r#"/* qlik-sim stand-in for {prefix}/qlik-embed/main.js: Qlik's runtime is not available here. */
 (() => {
   const loadedFrom = document.currentScript ? document.currentScript.src : "";
@@ -30,6 +31,9 @@ const EMBED_MAIN_JS: &str = r#"/* qlik-sim stand-in for {prefix}/qlik-embed/main
     resourceNeedsCredentials: () => true,
     PRODUCT_INFO: { composition: { deploymentType: "QlikSenseServer" } },
     import: async (name) => {
+      // Runtime modules a page brought along (examples/qlik-api/sim-runtime.js: @qlik/api's own).
+      const provided = window.__qlikSimRuntimeModules && window.__qlikSimRuntimeModules[name];
+      if (provided) return provided;
       if (name !== "embed-vanilla@v1") throw new Error("qlik-sim: the qlik-embed runtime module " + name + " is not available here");
       return {
         mountVanillaEmbedComponent: ({ target, props }) => {

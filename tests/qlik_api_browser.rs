@@ -58,6 +58,15 @@ async fn qlik_api_works_through_the_gateway_across_expiry_and_logout() {
         .expect("the QRS call reached Qlik");
     assert_eq!(qrs.query.as_deref(), Some("xrfkey=Ab3dEf6hIj9lMn0p"));
     assert_eq!(qrs.headers["x-qlik-xrfkey"], ["Ab3dEf6hIj9lMn0p"]);
+    // The classic session's resume() asked the locale API first, and Qlik answered it.
+    assert!(
+        env.sim()
+            .control()
+            .requests()
+            .iter()
+            .any(|r| r.path == "/mashup/api/v1/user-locale"),
+        "resume() checks api/v1/user-locale"
+    );
     for shot in [
         "qlik-api-live.png",
         "qlik-api-after-qlik-expiry.png",

@@ -65,6 +65,18 @@ try {
   step('qrs/about with the xrfkey pair: 200');
   await page.screenshot({ path: path.join(SHOTS, 'qlik-api-live.png'), fullPage: true });
 
+  // A second app session without autoResume (@qlik/api's classic enigma.js session, opened
+  // through the same runtime module the page's facade uses), resumed by hand below.
+  await page.evaluate(async () => {
+    const qix = window.__qlikSimRuntimeModules['qix@v1'];
+    const session = qix.openAppSession({ appId: '5a1e5000-5a1e-4000-8000-000000000001', identity: 'classic' });
+    const events = [];
+    session.onWebSocketEvent((e) => events.push(`${e.eventType}:${e.code ?? ''}`));
+    const doc = await session.getDoc();
+    window.__classic = { session, doc, events, title: (await doc.getAppLayout()).qTitle };
+  });
+  step(`classic session open: ${await page.evaluate(() => window.__classic.title)}`);
+
   // Qlik drops every session under the open page.
   await page.evaluate(() => { window.__stillTheSamePage = true; });
   const navsBefore = navigations.length;
@@ -80,6 +92,14 @@ try {
   if (!(await page.evaluate(() => window.__stillTheSamePage === true))) throw new Error('the page reloaded');
   if (navigations.length !== navsBefore) throw new Error(`navigated: ${navigations.slice(navsBefore)}`);
   step('kept working after Qlik dropped its sessions, with no login and no reload');
+  // The classic session: suspended; resume() checks api/v1/user-locale, then reconnects.
+  await page.waitForFunction(() => window.__classic.events.some((e) => e.startsWith('suspended')), null, { timeout: STEP });
+  const resumed = await page.evaluate(async () => {
+    await window.__classic.session.resume();
+    return { title: (await window.__classic.doc.getAppLayout()).qTitle, events: window.__classic.events };
+  });
+  if (resumed.title !== 'Sales' || !resumed.events.includes('resumed:')) throw new Error(`classic resume: ${JSON.stringify(resumed)}`);
+  step(`classic session resumed by resume(): ${resumed.events.join(', ')}`);
   await page.screenshot({ path: path.join(SHOTS, 'qlik-api-after-qlik-expiry.png'), fullPage: true });
 
   // The gateway session ends: logged out in another tab.

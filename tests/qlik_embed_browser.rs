@@ -1,4 +1,4 @@
-//! qlik-embed's loader and Single Integration iframes behind the gateway in headless Chromium.
+//! qlik-embed's loader and Single / App Integration iframes behind the gateway in headless Chromium.
 //!
 //! qlik-embed: the npm loader (`@qlik/embed-web-components` 1.6, unmodified) with
 //! `data-auth-type="windowscookie"` and `data-login-uri`, against qlik-sim's STAND-IN
@@ -6,9 +6,9 @@
 //! tested is the loader's authentication steps (no session: the gateway's login and back; a
 //! session: main.js loads) and that `<qlik-embed>` props reach the runtime.
 //!
-//! Iframes: qlik-sim's Single Integration page in a mashup page's iframe opens the engine
-//! websocket itself and shows live data; Qlik's response has no frame-blocking header added; the
-//! gateway's own pages are never framed.
+//! Iframes: qlik-sim's Single and App Integration pages in a mashup page's iframes open the engine
+//! websocket themselves and show live data (one selection, seen in both: one engine session);
+//! Qlik's response has no frame-blocking header added; the gateway's own pages are never framed.
 //! The browser sides are tests/browser/qlik-embed.mjs and iframes.mjs; screenshots go to
 //! target/tmp/qlik-embed/.
 
@@ -69,7 +69,7 @@ async fn the_qlik_embed_loader_logs_in_through_the_gateway_and_loads_main_js() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_single_integration_iframe_shows_live_data_and_gateway_pages_are_never_framed() {
+async fn single_and_app_integration_iframes_show_live_data_and_gateway_pages_are_never_framed() {
     let (env, result) = run("iframes.mjs", "").await;
     assert!(result.contains("not framed"), "{result}");
     // The frame's own websocket reached Qlik with a CSRF token the gateway owns.

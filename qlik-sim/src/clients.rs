@@ -96,13 +96,18 @@ const INTEGRATION_JS: &str = r#"(() => {
       const p = m.id !== undefined && pending.get(m.id);
       if (p) {
         pending.delete(m.id);
-        if (m.error) p.reject(new Error(m.error.message)); else p.resolve(m.result);
+        if (m.error) p.reject(Object.assign(new Error(m.error.message), { code: m.error.code })); else p.resolve(m.result);
       }
       for (const h of m.change || []) onChange.get(h)?.();
     };
     ws.onclose = (e) => { document.body.dataset.state = "closed"; document.body.dataset.closeCode = String(e.code); };
     await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error("websocket failed")); });
-    const doc = (await call(-1, "OpenDoc", [cfg.appId])).qReturn.qHandle;
+    // Another page of the same user and app shares the engine session, app already open (1002).
+    const opened = await call(-1, "OpenDoc", [cfg.appId]).catch((e) => {
+      if (e.code === 1002) return call(-1, "GetActiveDoc", []);
+      throw e;
+    });
+    const doc = opened.qReturn.qHandle;
     document.querySelector("[data-testid=title]").textContent = (await call(doc, "GetAppLayout", [])).qLayout.qTitle;
     for (const id of cfg.objects) {
       const handle = (await call(doc, "GetObject", [id])).qReturn.qHandle;

@@ -1,4 +1,4 @@
-// A Single Integration iframe inside a mashup page behind qlik-gateway, in headless Chromium:
+// Single and App Integration iframes inside a mashup page behind qlik-gateway, in headless Chromium:
 // qlik-sim's {mount}/single/ page opens the engine websocket itself (relative to the frame) and
 // shows live data, updated on a selection. The gateway adds no frame-blocking header to Qlik's
 // responses; its own pages refuse to be framed (frame-ancestors 'none'), even by its own origin.
@@ -14,6 +14,16 @@ const STEP = 20_000;
 const result = { steps: [] };
 const step = (s) => result.steps.push(s);
 const frameBlocking = (h) => ({ xfo: h['x-frame-options'] || null, csp: h['content-security-policy'] || null });
+// Resolves once the frame's object table shows `n` rows (polled in the frame, with a deadline).
+const waitRows = (frame, n) => frame.locator('table[data-testid="object"]').evaluate((t, n) => new Promise((resolve, reject) => {
+  const deadline = Date.now() + 20_000;
+  (function check() {
+    const rows = t.querySelectorAll('[data-testid="row"]').length;
+    if (rows === n) resolve();
+    else if (Date.now() > deadline) reject(new Error(`${rows} rows, not ${n}`));
+    else requestAnimationFrame(check);
+  })();
+}), n);
 
 let browser;
 try {
@@ -37,19 +47,18 @@ try {
   const first = await rows.first().textContent();
   step(`Single Integration iframe live: ${all} rows, first "${first}"`);
   await rows.nth(1).click();
-  await single.locator('table[data-testid="object"]').evaluate((t) => new Promise((resolve, reject) => {
-    const deadline = Date.now() + 20_000;
-    (function check() {
-      if (t.querySelectorAll('[data-testid="row"]').length === 1) resolve();
-      else if (Date.now() > deadline) reject(new Error('the selection did not show'));
-      else requestAnimationFrame(check);
-    })();
-  }));
+  await waitRows(single, 1);
   const layouts = await single.locator('table[data-testid="object"]').getAttribute('data-layouts');
   step(`selection in the iframe: 1 row "${await rows.first().textContent()}" after ${layouts} layouts`);
   const qlik = documents['/mashup/single/'];
   if (!qlik || qlik.xfo || (qlik.csp && qlik.csp.includes('frame-ancestors'))) throw new Error(`Qlik's page: ${JSON.stringify(qlik)}`);
   step(`Qlik's page carries no frame-blocking header: ${JSON.stringify(qlik)}`);
+  // The App Integration frame: same user, same app, no identity, so the same engine session as on
+  // Qlik: it shows the selection made in the Single frame.
+  const app = page.frameLocator('[data-testid="app"]');
+  await app.locator('body[data-state="live"]').waitFor({ timeout: STEP });
+  await waitRows(app, 1);
+  step(`App Integration iframe live: "${await app.locator('[data-testid="title"]').textContent()}", shows the selection: "${await app.locator('[data-testid="row"]').first().textContent()}"`);
   await page.screenshot({ path: path.join(SHOTS, 'single-iframe.png'), fullPage: true });
 
   // The gateway's own pages in the same page's frames: refused by the browser.

@@ -15,6 +15,7 @@ const CHUNKS = {
 
 /** `build` is esbuild's (passed in so that another package's esbuild can build this). */
 export async function buildExample({ build, outdir, sim, nodeModules = path.join(here, 'node_modules') }) {
+  nodeModules = path.resolve(nodeModules);
   mkdirSync(outdir, { recursive: true });
   const chunks = {
     name: 'qlik-api-chunks',

@@ -142,6 +142,34 @@ async fn an_absolute_return_to_on_the_public_origin_comes_back_as_its_path() {
     env.stop().await;
 }
 
+/// qlik-embed's loader navigates to `data-login-uri` as it is, `{location}` unfilled: the login
+/// goes back to the page it came from (the Referer) when that is on the gateway's origin.
+#[tokio::test]
+async fn an_unfilled_location_placeholder_returns_to_the_referring_page() {
+    let env = Env::start().await;
+    let login = |referer: Option<String>| {
+        let mut r = http_client().get(format!(
+            "{}/_gateway/login?return_to=%7Blocation%7D",
+            env.url
+        ));
+        if let Some(referer) = referer {
+            r = r.header("referer", referer);
+        }
+        r.send()
+    };
+    let r = login(Some(format!("{}/embed.html?view=1", env.url)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/embed.html?view=1");
+    for other in [Some("https://evil.example/page".to_string()), None] {
+        let r = login(other.clone()).await.unwrap();
+        assert_eq!(r.status(), 302, "{other:?}");
+        assert_eq!(r.headers()["location"], "/", "{other:?}");
+    }
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn return_to_never_leaves_the_origin() {
     let env = Env::start().await;

@@ -116,9 +116,10 @@ async fn the_browser_cannot_choose_its_qlik_identity_or_see_hop_headers_forwarde
     // Identity: only the gateway's choice reaches Qlik.
     assert_eq!(v["user"]["userDirectory"], "DEV");
     assert_eq!(v["user"]["userId"], "alice");
+    // X-Qlik-Xrfkey is Qlik's anti-CSRF key, not an identity: it passes (see qrs_about test).
     for name in headers.keys() {
         assert!(
-            !name.starts_with("x-qlik-"),
+            !name.starts_with("x-qlik-") || name == "x-qlik-xrfkey",
             "client {name} reached Qlik: {v}"
         );
     }
@@ -656,6 +657,46 @@ async fn refresh_and_content_location_name_the_gateway() {
     assert_eq!(
         r.headers()["content-location"],
         format!("{}/mashup/sim/echo", env.url).as_str()
+    );
+    env.stop().await;
+}
+
+/// The Capability API's and `@qlik/api`'s QRS calls: Qlik checks that `X-Qlik-Xrfkey` equals
+/// `?xrfkey=` (anti-CSRF, no identity), so the pair must reach it intact, with the user's session.
+#[tokio::test]
+async fn a_qrs_call_with_its_xrfkey_pair_reaches_qlik_intact() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    const K: &str = "Ab3dEf6hIj9lMn0p";
+    let r = http_client()
+        .get(format!("{}/mashup/qrs/about?xrfkey={K}", env.url))
+        .header("cookie", &cookie)
+        .header("X-Qlik-Xrfkey", K)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "Qlik's xrfkey check passes");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["schemaPath"], "About");
+    let seen = env
+        .sim()
+        .control()
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|q| q.path == "/mashup/qrs/about")
+        .expect("Qlik saw the call");
+    assert_eq!(seen.query.as_deref(), Some(format!("xrfkey={K}").as_str()));
+    assert_eq!(
+        seen.headers.get("x-qlik-xrfkey").map(|v| v.as_slice()),
+        Some(&[K.to_string()][..])
+    );
+    let session = &env.sim().control().sessions()[0];
+    assert_eq!(session.user_id, "alice");
+    let qlik_cookie = seen.headers["cookie"].join("; ");
+    assert!(
+        qlik_cookie.contains(&format!("X-Qlik-Session-mashup={}", session.session_id)),
+        "{qlik_cookie}"
     );
     env.stop().await;
 }

@@ -16,6 +16,7 @@
 //! in [`SimOptions`].
 
 mod apps;
+mod clients;
 mod control;
 mod direct;
 mod engine;

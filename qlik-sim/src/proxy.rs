@@ -2,6 +2,7 @@
 //! redemption, auth-module redirects, Personal API, websocket CSRF tokens, the engine
 //! websocket upgrade, and a few `sim/*` endpoints for gateway tests (§1–4 of the reference).
 
+use crate::clients;
 use crate::engine::{self, SocketParams};
 use crate::identity::HeaderUser;
 use crate::options::DuplicateParam;
@@ -267,8 +268,14 @@ async fn route(
         if rest == "qps/csrftoken" {
             return StatusCode::FORBIDDEN.into_response();
         }
+        if let Some(r) = clients::without_session(rest, &method) {
+            return r;
+        }
         return login_redirect(shared, &req);
     };
+    if let Some(r) = clients::with_session(&req, rest, &user) {
+        return r;
+    }
     match (rest, &method) {
         ("hub" | "hub/", &Method::GET) => html(
             StatusCode::OK,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// Largest accepted request body.
 const MAX_BODY: usize = 1 << 20;
 /// The body of every xrfkey refusal.
-const XSRF_MESSAGE: &str = "XSRF prevention check failed. Possible XSRF discovered.";
+pub(crate) const XSRF_MESSAGE: &str = "XSRF prevention check failed. Possible XSRF discovered.";
 
 /// The QPS API router.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -48,7 +48,7 @@ fn xsrf_refusal(shared: &Shared) -> Response {
 }
 
 /// True when the `xrfkey` query parameter is 16 alphanumerics and equals `X-Qlik-Xrfkey`.
-fn xrfkey_ok(req: &Request) -> bool {
+pub(crate) fn xrfkey_ok(req: &Request) -> bool {
     let Some(query_key) = query_param(req.uri().query(), "xrfkey") else {
         return false;
     };

@@ -28,6 +28,9 @@ pub struct LoginParams {
     return_to: Option<String>,
 }
 
+/// The `{location}` placeholder of Qlik's client libraries' `loginUri`, left as it is.
+const UNFILLED_LOCATION: &str = "{location}";
+
 /// `GET /_gateway/login`: with a live gateway session, straight back to `return_to`; otherwise
 /// authenticate with the configured provider, start a fresh gateway session (a new id: an ended
 /// one's, if any, is never reused) and go back to `return_to`.
@@ -42,6 +45,13 @@ pub async fn login(
     let host = request_host(&uri, &headers);
     let target = match params.return_to.as_deref() {
         None => "/".to_string(),
+        // qlik-embed's loader navigates to its `login-uri` without filling in `{location}` (its
+        // runtime and `@qlik/api` do fill it in): the page it came from is the Referer.
+        Some(UNFILLED_LOCATION) => headers
+            .get(header::REFERER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| return_to::sanitize(r, &state.cfg.server.public_origin))
+            .unwrap_or_else(|| "/".to_string()),
         Some(raw) => match return_to::sanitize(raw, &state.cfg.server.public_origin) {
             Some(t) => t,
             None => {

@@ -17,6 +17,9 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// Qlik's anti-CSRF key for REST calls: the same value must come as `?xrfkey=`. It names no
+/// user, and `@qlik/api` and the Capability API send it on every QRS call, so it passes.
+const X_QLIK_XRFKEY: HeaderName = HeaderName::from_static("x-qlik-xrfkey");
 
 /// RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies still see.
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -69,11 +72,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Removes everything a browser could use to choose or fake its Qlik identity: every `X-Qlik-*`
-/// header (X-Qlik-User, X-Qlik-Session, X-Qlik-Xrfkey, …), `Authorization` (a JWT virtual proxy
-/// would believe it), incoming forwarding headers, and the configured identity headers.
+/// header (X-Qlik-User, X-Qlik-Session, …) except `X-Qlik-Xrfkey` (an anti-CSRF key, no
+/// identity), `Authorization` (a JWT virtual proxy would believe it), incoming forwarding
+/// headers, and the configured identity headers.
 pub fn remove_identity_headers(headers: &mut HeaderMap, extra: &[HeaderName]) {
     let refused = |k: &HeaderName| {
-        k.as_str().starts_with("x-qlik-") || IDENTITY.contains(k) || extra.contains(k)
+        (k.as_str().starts_with("x-qlik-") && *k != X_QLIK_XRFKEY)
+            || IDENTITY.contains(k)
+            || extra.contains(k)
     };
     // Found in one pass over the request's headers; removed (a lookup each) only when present.
     if headers.keys().any(refused) {
@@ -378,8 +384,11 @@ mod tests {
         h.insert("hdr-usr", "X\\admin".parse().unwrap());
         h.insert(header::AUTHORIZATION, "Bearer x".parse().unwrap());
         h.insert("accept", "*/*".parse().unwrap());
+        h.insert("X-Qlik-Xrfkey", "abcdefghijklmnop".parse().unwrap());
         remove_identity_headers(&mut h, &[HeaderName::from_static("hdr-usr")]);
-        assert_eq!(h.len(), 1);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h["accept"], "*/*");
+        assert_eq!(h["x-qlik-xrfkey"], "abcdefghijklmnop");
     }
 
     #[test]

@@ -41,3 +41,77 @@ pub fn read_all<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
         String::from_utf8_lossy(&buf).into_owned()
     })
 }
+
+/// Builds the client-library test pages (tests/browser/build-pages.mjs: examples/qlik-api
+/// bundled, the qlik-embed loader, the iframe page) into a new directory for `[mashup] dir`.
+pub fn build_client_pages(root: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new("node")
+        .arg("tests/browser/build-pages.mjs")
+        .arg(dir.path())
+        .current_dir(root)
+        .status()
+        .expect("node runs");
+    assert!(status.success(), "tests/browser/build-pages.mjs failed");
+    dir
+}
+
+/// Runs `node tests/browser/{script}` with `GATEWAY_URL`, `CHROMIUM` and `SHOTS` (made if
+/// missing), and `timeout` for all of it. Each line it prints goes to `on_line`, and what that
+/// returns is written to its stdin (the handshake of scripts that let the test act mid-way).
+/// Panics unless it ends with a `{"result":{"ok":true,…}}` line; returns that line.
+pub async fn run_browser_script(
+    root: &Path,
+    script: &str,
+    gateway_url: &str,
+    shots: &Path,
+    timeout: std::time::Duration,
+    mut on_line: impl FnMut(&str) -> Option<&'static str>,
+) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    std::fs::create_dir_all(shots).expect("screenshot dir");
+    let mut child = tokio::process::Command::new("node")
+        .arg(format!("tests/browser/{script}"))
+        .current_dir(root)
+        .env("GATEWAY_URL", gateway_url)
+        .env("CHROMIUM", chromium())
+        .env("SHOTS", shots)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let stderr = read_all(child.stderr.take().expect("stderr"));
+    let run = async {
+        while let Ok(Some(line)) = out.next_line().await {
+            if line.contains("\"result\"") {
+                return line;
+            }
+            if let Some(answer) = on_line(&line) {
+                stdin
+                    .write_all(answer.as_bytes())
+                    .await
+                    .expect("answer the script");
+            }
+        }
+        String::new()
+    };
+    let Ok(result) = tokio::time::timeout(timeout, run).await else {
+        let _ = child.kill().await;
+        panic!(
+            "{script} did not finish within {timeout:?}; screenshots in {}",
+            shots.display()
+        );
+    };
+    let status = child.wait().await.expect("node exits");
+    let err = stderr.await.unwrap_or_default();
+    assert!(
+        status.success() && result.contains("\"ok\":true"),
+        "{script} failed: {result}\nstderr:\n{err}\nscreenshots in {}",
+        shots.display()
+    );
+    result
+}

@@ -67,10 +67,10 @@ struct Args {
     header_auth_pattern: Option<String>,
     /// Serve the engine directly on this port (mutual TLS + X-Qlik-User; 0 = ephemeral).
     #[arg(long)]
+    engine_port: Option<u16>,
     /// Read the last of a duplicated `qlik-csrf-token` parameter (default: the first).
     #[arg(long)]
     last_of_duplicate_params: bool,
-    engine_port: Option<u16>,
 }
 
 impl Args {

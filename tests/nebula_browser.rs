@@ -96,8 +96,21 @@ async fn a_nebula_bar_chart_renders_and_selects_through_the_gateway() {
         "browser test failed: {result}\nstderr:\n{err}\nscreenshots in {}",
         shots.display()
     );
-    eprintln!("qlik-sim selections after the click: {selected_in_qlik:?}");
-    for shot in ["nebula-bars.png"] {
+    eprintln!("{result}");
+    // The click reached Qlik: the page's engine session has Region = North selected.
+    let selected = selected_in_qlik.expect("the page reported its selection");
+    assert_eq!(selected.len(), 1, "one engine session: {selected:?}");
+    assert_eq!(selected[0].app_id, qlik_sim::SALES_APP_ID);
+    assert_eq!(
+        selected[0].fields.get("Region"),
+        Some(&vec!["North".to_string()]),
+        "{selected:?}"
+    );
+    for shot in [
+        "nebula-bars.png",
+        "nebula-selecting.png",
+        "nebula-selected.png",
+    ] {
         assert!(shots.join(shot).is_file(), "{shot} saved");
     }
     assert_eq!(env.sim().control().counters().ws_must_authenticate, 0);

@@ -391,8 +391,16 @@ pub(crate) struct Cube {
 
 impl Cube {
     /// Evaluates `def` (a `qHyperCubeDef`) over `app` under `sel`; `tick` drives the live
-    /// measure.
-    pub fn evaluate(app: &App, def: &Value, tick: u64, sel: &Selections) -> Cube {
+    /// measure. `rows` decides which rows count: `sel`, except for an object in selection
+    /// mode, which keeps the rows it had before (`BeginSelections`) so that its values can
+    /// still be clicked, their states showing the selection being made, as in Qlik.
+    pub fn evaluate(
+        app: &App,
+        def: &Value,
+        tick: u64,
+        sel: &Selections,
+        rows: &Selections,
+    ) -> Cube {
         let dims = dimension_fields(def);
         let measures: Vec<(String, Expr)> = def
             .get("qMeasures")
@@ -420,7 +428,7 @@ impl Cube {
             .iter()
             .map(|c| c.map(|c| sel.states(app, c)).unwrap_or_default())
             .collect();
-        let possible = sel.possible_rows(app, None);
+        let possible = rows.possible_rows(app, None);
         // Groups of possible rows (a symbol per dimension, `None` for an unknown field), in
         // load order of their first row.
         let mut groups: Vec<(Vec<Option<usize>>, Vec<usize>)> = Vec::new();
@@ -623,16 +631,23 @@ fn measure(app: &App, expr: &Expr, members: &[usize], group: usize, tick: u64) -
 
 /// A generic object's layout: its properties with every `qHyperCubeDef`, `qListObjectDef`
 /// and `qSelectionObjectDef` (at any depth) replaced by `qHyperCube`, `qListObject` and
-/// `qSelectionObject`, evaluated under `sel`.
-pub(crate) fn object_layout(app: &App, props: &Value, tick: u64, sel: &Selections) -> Value {
-    let mut layout = evaluate_defs(app, props, tick, sel);
+/// `qSelectionObject`, evaluated under `sel`; hypercubes count the rows of `rows` (see
+/// [`Cube::evaluate`]), `sel`'s when `None`.
+pub(crate) fn object_layout(
+    app: &App,
+    props: &Value,
+    tick: u64,
+    sel: &Selections,
+    rows: Option<&Selections>,
+) -> Value {
+    let mut layout = evaluate_defs(app, props, tick, sel, rows.unwrap_or(sel));
     if let Value::Object(map) = &mut layout {
         map.insert("qSelectionInfo".into(), json!({}));
     }
     layout
 }
 
-fn evaluate_defs(app: &App, v: &Value, tick: u64, sel: &Selections) -> Value {
+fn evaluate_defs(app: &App, v: &Value, tick: u64, sel: &Selections, rows: &Selections) -> Value {
     match v {
         Value::Object(map) => {
             let mut out = Map::new();
@@ -640,7 +655,7 @@ fn evaluate_defs(app: &App, v: &Value, tick: u64, sel: &Selections) -> Value {
                 let fetch = || Area::list(v.get("qInitialDataFetch"));
                 match k.as_str() {
                     "qHyperCubeDef" => {
-                        let cube = Cube::evaluate(app, v, tick, sel);
+                        let cube = Cube::evaluate(app, v, tick, sel, rows);
                         out.insert("qHyperCube".into(), cube.layout(&fetch()));
                     }
                     "qListObjectDef" => {
@@ -651,7 +666,7 @@ fn evaluate_defs(app: &App, v: &Value, tick: u64, sel: &Selections) -> Value {
                         out.insert("qSelectionObject".into(), selection_object(app, sel));
                     }
                     _ => {
-                        out.insert(k.clone(), evaluate_defs(app, v, tick, sel));
+                        out.insert(k.clone(), evaluate_defs(app, v, tick, sel, rows));
                     }
                 }
             }
@@ -659,7 +674,7 @@ fn evaluate_defs(app: &App, v: &Value, tick: u64, sel: &Selections) -> Value {
         }
         Value::Array(list) => Value::Array(
             list.iter()
-                .map(|v| evaluate_defs(app, v, tick, sel))
+                .map(|v| evaluate_defs(app, v, tick, sel, rows))
                 .collect(),
         ),
         other => other.clone(),
@@ -689,15 +704,15 @@ mod tests {
         let app = sales();
         let props = app.object("sales-by-region").unwrap_or_default();
         let none = Selections::default();
-        let a = object_layout(&app, &props, 1, &none);
-        let b = object_layout(&app, &props, 2, &none);
+        let a = object_layout(&app, &props, 1, &none, None);
+        let b = object_layout(&app, &props, 2, &none, None);
         assert_eq!(a["qHyperCube"]["qSize"], json!({"qcx": 3, "qcy": 4}));
         let m = &a["qHyperCube"]["qDataPages"][0]["qMatrix"];
         assert_eq!(m[0][0]["qText"], "North");
         assert_eq!(m[0][1]["qNum"], json!(1500.0));
         assert_ne!(m[0][2], b["qHyperCube"]["qDataPages"][0]["qMatrix"][0][2]);
         assert!(is_live(&props));
-        let page = Cube::evaluate(&app, &props["qHyperCubeDef"], 0, &none).page(Area {
+        let page = Cube::evaluate(&app, &props["qHyperCubeDef"], 0, &none, &none).page(Area {
             left: 1,
             top: 3,
             width: 9,

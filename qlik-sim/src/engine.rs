@@ -557,6 +557,15 @@ impl EngineSession {
         h
     }
 
+    /// The selections whose rows object `handle` shows: those before `BeginSelections`
+    /// while it is in selection mode.
+    fn modal_rows(&self, handle: i64) -> Option<&Selections> {
+        self.modal
+            .as_ref()
+            .filter(|m| m.handle == handle)
+            .map(|m| &m.before)
+    }
+
     fn app(&self) -> Option<App> {
         self.doc.as_deref().and_then(apps::find)
     }
@@ -582,8 +591,9 @@ impl EngineSession {
         // The live measure's tick is held still: only the selections may make a difference.
         let changed = handles.into_iter().filter(|h| {
             let props = &self.objects[h];
-            apps::object_layout(app, props, 0, &self.selections)
-                != apps::object_layout(app, props, 0, &next)
+            let rows = self.modal_rows(*h);
+            apps::object_layout(app, props, 0, &self.selections, rows)
+                != apps::object_layout(app, props, 0, &next, rows)
         });
         let change = std::iter::once(DOC_HANDLE).chain(changed).collect();
         self.selections = next;
@@ -781,7 +791,8 @@ fn object(
     let sel = &engine.selections;
     Ok(match method {
         "GetLayout" => {
-            let mut layout = apps::object_layout(&app, props, tick, sel);
+            let rows = engine.modal_rows(handle);
+            let mut layout = apps::object_layout(&app, props, tick, sel, rows);
             if let Some(m) = engine.modal.as_ref().filter(|m| m.handle == handle) {
                 layout["qSelectionInfo"] =
                     json!({"qInSelections": true, "qMadeSelections": m.before != *sel});
@@ -854,7 +865,8 @@ fn object(
         "GetInfo" => json!({"qInfo": props.get("qInfo").cloned().unwrap_or(Value::Null)}).into(),
         "GetHyperCubeData" => {
             let def = def_at(props, params, 0, "qHyperCubeDef")?;
-            let cube = Cube::evaluate(&app, def, tick, sel);
+            let rows = engine.modal_rows(handle).unwrap_or(sel);
+            let cube = Cube::evaluate(&app, def, tick, sel, rows);
             let pages: Vec<Value> = Area::list(param(params, 1, "qPages"))
                 .into_iter()
                 .map(|a| cube.page(a))

@@ -1,6 +1,6 @@
-// nebula.js (@nebula.js/stardust + @nebula.js/sn-bar-chart) behind qlik-gateway in headless
-// Chromium. Driven by tests/nebula_browser.rs, which starts qlik-sim and the gateway with
-// MASHUP_DIR (holding tests/browser/nebula/index.html) as its [mashup] dir.
+// The nebula.js example (examples/nebula-mashup: @nebula.js/stardust + @nebula.js/sn-bar-chart)
+// behind qlik-gateway in headless Chromium. Driven by tests/nebula_browser.rs, which starts
+// qlik-sim and the gateway with MASHUP_DIR (holding the example's index.html) as its [mashup] dir.
 //
 // Environment:
 //   GATEWAY_URL   http://127.0.0.1:PORT
@@ -9,21 +9,12 @@
 //   SHOTS         directory for screenshots (artifacts)
 // Protocol: prints {"phase":"selected","region":…} after the click's selection was confirmed and
 // waits for a line on stdin (the driver checks qlik-sim's selections); prints one {"result":…}.
-import { chromium } from 'playwright-core';
-import { build } from 'esbuild';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { bundlePage, handshake, run } from './pages.mjs';
 
 const GATEWAY_URL = process.env.GATEWAY_URL;
 const SHOTS = process.env.SHOTS || '.';
 const STEP = 20_000;
-const here = path.dirname(fileURLToPath(import.meta.url));
-const lines = createInterface({ input: process.stdin });
-const nextLine = () => new Promise((resolve) => lines.once('line', resolve));
-
-const result = { steps: [] };
-const step = (s) => result.steps.push(s);
 
 // The bars picasso.js drew on the chart's canvas: the coloured runs (neither white, grey nor
 // transparent) of the canvas row that crosses the most of them, with their centres in page
@@ -88,54 +79,52 @@ async function waitForBars(page, n) {
   return seen;
 }
 
-const layouts = (page) => page.evaluate(() => window.__nebula.calls.filter((c) => c.startsWith('GetLayout')).length);
-
-let browser;
-try {
-  await build({
-    entryPoints: [path.join(here, 'nebula/page.js')],
-    bundle: true,
-    format: 'esm',
-    minify: true,
-    outfile: path.join(process.env.MASHUP_DIR, 'page.js'),
-    define: { 'process.env.NODE_ENV': '"production"' },
-    logLevel: 'error',
-  });
-  step('bundled');
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
+await run(async (browser, step) => {
+  // The example as its build makes it (examples/nebula-mashup/build.mjs), for the gateway's mount.
+  await bundlePage('examples/nebula-mashup/src/main.js', 'main.js', {
+    'process.env.QLIK_MOUNT': '"/mashup"',
+    'process.env.QLIK_APP': '"5a1e5000-5a1e-4000-8000-000000000001"',
   });
   const page = await browser.newPage({ viewport: { width: 800, height: 600 } });
-  const consoleErrors = [];
-  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  const problems = [];
+  page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
+  page.on('pageerror', (e) => problems.push(String(e)));
+  // The engine traffic, seen from the browser: the methods the page sent, the errors it got.
+  const sent = [];
+  const engineErrors = [];
+  page.on('websocket', (ws) => {
+    ws.on('framesent', (f) => { try { sent.push(JSON.parse(f.payload).method); } catch { /* not JSON-RPC */ } });
+    ws.on('framereceived', (f) => {
+      try {
+        const m = JSON.parse(f.payload);
+        if (m.error) engineErrors.push(m.error);
+      } catch { /* not JSON-RPC */ }
+    });
+  });
+  const layouts = () => sent.filter((m) => m === 'GetLayout').length;
+  const stuck = async (what) => {
+    await page.screenshot({ path: path.join(SHOTS, 'nebula-stuck.png') });
+    return new Error(`${what}; sent ${sent}; engine errors ${JSON.stringify(engineErrors)}; console: ${problems}`);
+  };
+
   await page.goto(`${GATEWAY_URL}/`);
-  const loaded = await page.waitForFunction(() => document.getElementById('status')?.dataset.state !== 'loading', null, { timeout: STEP })
+  const status = page.locator('[data-testid="status"]');
+  const rendered = await page.waitForFunction(() => document.querySelector('[data-testid="status"]')?.dataset.state !== 'loading', null, { timeout: STEP })
     .then(() => true, () => false);
-  if (!loaded) {
-    await page.screenshot({ path: path.join(SHOTS, 'nebula-stuck.png') });
-    throw new Error(`the chart never rendered: ${JSON.stringify(await page.evaluate(() => window.__nebula))}; console: ${consoleErrors}`);
-  }
-  const state = await page.evaluate(() => window.__nebula);
-  if (state.errors.length) throw new Error(`engine errors: ${JSON.stringify(state.errors)}; console: ${consoleErrors}`);
-  const canvas = await page.waitForFunction(() => document.querySelector("#chart canvas"), null, { timeout: STEP })
+  if (!rendered || (await status.getAttribute('data-state')) !== 'rendered') throw await stuck(`the chart did not render: ${await status.textContent()}`);
+  if (engineErrors.length) throw await stuck('engine errors');
+  const canvas = await page.waitForFunction(() => document.querySelector('#chart canvas'), null, { timeout: STEP })
     .then(() => true, () => false);
-  if (!canvas) {
-    await page.screenshot({ path: path.join(SHOTS, 'nebula-stuck.png') });
-    throw new Error(`no canvas: ${JSON.stringify(await page.evaluate(() => window.__nebula))}; console: ${consoleErrors}; DOM: ${await page.innerHTML('#chart')}`);
-  }
+  if (!canvas) throw await stuck(`no canvas in ${await page.innerHTML('#chart')}`);
   // Bars are drawn once the layout's data is in: one per region.
-  await page.waitForFunction(() => document.querySelector('.njs-viz')?.dataset.renderCount, null, { timeout: STEP });
   await page.evaluate(installBars);
   await page.evaluate(installSettled);
   const drawn = await waitForBars(page, 4);
   await settledShot(page, 'nebula-bars.png');
-  step(`4 bars drawn (${drawn.pixels} coloured pixels)`);
+  step(`4 bars drawn (${drawn.pixels} coloured pixels); sent ${[...new Set(sent)]}`);
 
   // A click on the first bar (North) starts a selection; the toolbar's confirm accepts it.
-  const before = await layouts(page);
+  const before = layouts();
   await page.mouse.click(drawn.centres[0].x, drawn.centres[0].y);
   const confirm = page.locator('.actions-toolbar-confirm');
   await confirm.waitFor({ timeout: STEP });
@@ -144,20 +133,10 @@ try {
   await confirm.waitFor({ state: 'detached', timeout: STEP });
   await waitForBars(page, 1);
   await settledShot(page, 'nebula-selected.png');
-  const reLaid = (await layouts(page)) - before;
-  if (reLaid < 1) throw new Error('the chart never fetched a new layout after the selection');
+  const reLaid = layouts() - before;
+  if (reLaid < 1) throw await stuck('the chart never fetched a new layout after the selection');
+  if (!sent.includes('SelectHyperCubeValues') || !sent.includes('EndSelections')) throw await stuck('no selection sent');
+  if (engineErrors.length) throw await stuck('engine errors');
   step(`selected: 1 bar drawn after ${reLaid} new layouts`);
-  const st = await page.evaluate(() => window.__nebula);
-  if (st.errors.length) throw new Error(`engine errors: ${JSON.stringify(st.errors)}`);
-  console.log(JSON.stringify({ phase: 'selected', region: 'North' }));
-  await nextLine();
-  result.ok = true;
-} catch (e) {
-  result.ok = false;
-  result.error = String(e && e.stack || e);
-} finally {
-  console.log(JSON.stringify({ result }));
-  lines.close();
-  if (browser) await browser.close();
-  process.exit(result.ok ? 0 : 1);
-}
+  await handshake('selected', { region: 'North' });
+});

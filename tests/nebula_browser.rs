@@ -1,7 +1,8 @@
 //! The nebula.js example (examples/nebula-mashup: `@nebula.js/stardust` +
 //! `@nebula.js/sn-bar-chart`, enigma.js on a URL relative to the page, no auth code) in headless
 //! Chromium renders a bar chart of qlik-sim's Sales app through the gateway; a click on a bar
-//! and the toolbar's confirm select that region in Qlik, and the chart re-renders with one bar.
+//! and the toolbar's confirm select that region in Qlik, and the chart re-renders with one bar;
+//! Qlik then expires the session and the page resumes and redraws every bar by itself.
 //! The browser side is tests/browser/nebula.mjs (it bundles the example's src/main.js with
 //! esbuild); the screenshots go to target/tmp/nebula/.
 
@@ -65,6 +66,7 @@ async fn a_nebula_bar_chart_renders_and_selects_through_the_gateway() {
     while let Some(phase) = script.next_phase().await {
         if phase["phase"] == "selected" {
             selected_in_qlik = Some(env.sim().control().selections());
+            env.sim().control().expire_all_sessions();
         }
         script.answer().await;
     }
@@ -83,9 +85,12 @@ async fn a_nebula_bar_chart_renders_and_selects_through_the_gateway() {
         "nebula-bars.png",
         "nebula-selecting.png",
         "nebula-selected.png",
+        "nebula-after-expiry.png",
     ] {
         assert!(shots.join(shot).is_file(), "{shot} saved");
     }
-    assert_eq!(env.sim().control().counters().ws_must_authenticate, 0);
+    let c = env.sim().control().counters();
+    assert_eq!(c.ws_must_authenticate, 0, "{c:?}");
+    assert!(c.sessions_expired >= 1, "{c:?}");
     env.stop().await;
 }

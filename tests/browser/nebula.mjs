@@ -7,8 +7,9 @@
 //   MASHUP_DIR    the gateway's [mashup] dir: the page's bundle is written there first
 //   CHROMIUM      the browser (default /usr/bin/chromium)
 //   SHOTS         directory for screenshots (artifacts)
-// Protocol: prints {"phase":"selected","region":…} after the click's selection was confirmed and
-// waits for a line on stdin (the driver checks qlik-sim's selections); prints one {"result":…}.
+// Protocol (tests/browser/pages.mjs): {"phase":"selected","region":…} once the click's selection
+// was confirmed; the driver checks qlik-sim's selections, expires every Qlik session and answers;
+// one {"result":…} line at the end.
 import path from 'node:path';
 import { bundlePage, handshake, run } from './pages.mjs';
 
@@ -138,5 +139,20 @@ await run(async (browser, step) => {
   if (!sent.includes('SelectHyperCubeValues') || !sent.includes('EndSelections')) throw await stuck('no selection sent');
   if (engineErrors.length) throw await stuck('engine errors');
   step(`selected: 1 bar drawn after ${reLaid} new layouts`);
+  await page.evaluate(() => { window.__firstChart = document.querySelector('.njs-viz'); });
   await handshake('selected', { region: 'North' });
+
+  // Qlik expires the session under the open page (the driver did, before answering): enigma.js
+  // resumes on a new engine session, without the selection, and the example draws the chart
+  // again, with every region.
+  const redrawn = await page.waitForFunction(() => {
+    const chart = document.querySelector('.njs-viz');
+    return chart && chart !== window.__firstChart && chart.querySelector('canvas')
+      && document.querySelector('[data-testid="status"]')?.dataset.state === 'rendered';
+  }, null, { timeout: STEP }).then(() => true, () => false);
+  if (!redrawn) throw await stuck('the chart was not drawn again after the expiry');
+  await waitForBars(page, 4);
+  await settledShot(page, 'nebula-after-expiry.png');
+  if (page.url() !== `${GATEWAY_URL}/`) throw await stuck(`navigated to ${page.url()}`);
+  step('after a Qlik expiry: resumed and redrawn with 4 bars, no navigation');
 });

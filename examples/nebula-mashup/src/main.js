@@ -20,19 +20,50 @@ function setStatus(state, text = state) {
 const url = new URL(`${MOUNT}/app/${encodeURIComponent(APP_ID)}`, window.location.href);
 url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
 
-try {
-  const session = enigma.create({ schema, url: url.href });
-  const global = await session.open();
-  const app = await global.openDoc(APP_ID);
-  const nebbie = embed(app, {
-    types: [{ name: 'barchart', load: () => Promise.resolve(barchart) }],
-  });
-  await nebbie.render({
+// The gateway session ended (a timeout, a logout elsewhere): log in, then come back here.
+function goToLogin() {
+  const here = window.location.pathname + window.location.search + window.location.hash;
+  window.location.assign(`/_gateway/login?return_to=${encodeURIComponent(here)}`);
+}
+
+const session = enigma.create({ schema, url: url.href, suspendOnClose: true });
+session.on('notification:OnAuthenticationInformation', (info) => {
+  if (info.mustAuthenticate) goToLogin();
+});
+
+let nebbie;
+let viz;
+async function render() {
+  viz = await nebbie.render({
     element: document.getElementById('chart'),
     type: 'barchart',
     fields: ['Region', '=Sum(Sales)'],
   });
   setStatus('rendered');
+}
+
+// Qlik renewed the session (close 4002) or the gateway restarted (1001): resume() reopens the app
+// on the same URL. The chart's session object lived in the old engine session: draw it again.
+session.on('suspended', async function retry(_evt, delay = 500) {
+  setStatus('reconnecting');
+  try {
+    await session.resume();
+    viz?.destroy();
+    await render();
+  } catch {
+    const me = await fetch('/_gateway/me', { headers: { Accept: 'application/json' } }).catch(() => null);
+    if (me?.status === 401) return goToLogin();
+    setTimeout(() => retry(_evt, Math.min(delay * 2, 30000)), delay);
+  }
+});
+
+try {
+  const global = await session.open();
+  const app = await global.openDoc(APP_ID);
+  nebbie = embed(app, {
+    types: [{ name: 'barchart', load: () => Promise.resolve(barchart) }],
+  });
+  await render();
 } catch (e) {
   setStatus('failed', `failed: ${e.message}`);
 }

@@ -53,12 +53,16 @@ await run(async (browser, step) => {
 
   // (a) Qlik expires the session under the open socket.
   await handshake('open', { cookie: cookies[0], token: first.token });
-  await reach('resumed-1');
+  const lastConnected = (st) => st.events.filter((e) => e.startsWith('OnConnected:')).pop();
+  // Qlik's session is new, and so is the engine session.
+  if (lastConnected(await reach('resumed-1')) !== 'OnConnected:SESSION_CREATED') throw new Error('not a new engine session');
   cookies.push(await cookie());
 
   // (b) The gateway restarts (its sessions are in Redis).
   await handshake('resumed-1', { cookie: cookies[1] });
   const last = await reach('resumed-2');
+  // The same Qlik session, kept in Redis by the gateway: the engine session is still there.
+  if (lastConnected(last) !== 'OnConnected:SESSION_ATTACHED') throw new Error(`not attached: ${last.events}`);
   cookies.push(await cookie());
   if (last.url !== first.url) throw new Error('enigma.js changed its URL');
   if (!(await page.evaluate(() => window.__stillTheSamePage === true))) throw new Error('the page reloaded');

@@ -35,7 +35,9 @@ const session = enigma.create({ schema, url: url.href, suspendOnClose: true });
 session.on('notification:OnAuthenticationInformation', (info) => {
   if (info.mustAuthenticate) state.events.push('mustAuthenticate');
 });
-session.on('notification:*', (method) => state.events.push(method));
+session.on('notification:*', (method, params) => {
+  state.events.push(method === 'OnConnected' ? `OnConnected:${params.qSessionState}` : method);
+});
 session.on('closed', () => state.events.push('closed'));
 session.on('resumed', () => state.events.push('resumed'));
 
@@ -65,7 +67,7 @@ session.on('suspended', async (evt) => {
       await session.resume();
       break;
     } catch (e) {
-      state.events.push(`resume failed: ${e.message}`);
+      state.events.push(`resume failed: ${(e && e.message) || (e && e.type) || e}`);
       await new Promise((r) => { setTimeout(r, delay); });
     }
   }

@@ -7,13 +7,14 @@ mod common;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::fake_idp::FakeIdp;
+use common::redis_server::{free_port, key_file, RedisServer};
 use common::{config_toml, cookie_from, http_client, Setup};
 use futures_util::StreamExt;
 use qlik_gateway::config;
@@ -21,7 +22,6 @@ use qlik_gateway::server::Server;
 use qlik_gateway::session::crypto::read_key_file;
 use qlik_gateway::state::AppState;
 use qlik_sim::{Sim, SimOptions, SALES_APP_ID};
-use rand::RngCore;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
@@ -32,183 +32,6 @@ async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), fut)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-// ---------------------------------------------------------------------------------------------
-// redis-server
-
-/// A redis-server of this test: its own port, directory and log; killed on drop.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-    /// Extra arguments (TLS, password).
-    extra: Vec<String>,
-    tls: bool,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        Self::start_with(Vec::new(), false)
-    }
-
-    fn start_with(extra: Vec<String>, tls: bool) -> Self {
-        let mut s = RedisServer {
-            child: None,
-            port: free_port(),
-            dir: tempfile::tempdir().expect("tempdir"),
-            extra,
-            tls,
-        };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        let port = self.port.to_string();
-        let mut args: Vec<String> = vec!["--bind".into(), "127.0.0.1".into()];
-        if self.tls {
-            args.extend(["--port".into(), "0".into(), "--tls-port".into(), port]);
-        } else {
-            args.extend(["--port".into(), port]);
-        }
-        args.extend(
-            [
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--protected-mode",
-                "no",
-            ]
-            .map(String::from),
-        );
-        args.extend(["--dir".into(), self.dir.path().display().to_string()]);
-        args.extend(self.extra.iter().cloned());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("redis.log"))
-            .expect("redis log");
-        let child = Command::new("redis-server")
-            .args(&args)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): these tests need a local Redis server. \
-                     Run ./scripts/test.sh, which installs it, or `apt-get install redis-server`"
-                )
-            });
-        self.child = Some(child);
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if started.elapsed() > Duration::from_secs(10) {
-                panic!(
-                    "redis-server did not listen on {}:\n{}",
-                    self.port,
-                    self.log()
-                );
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("redis-server exited with {status}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill {sig} {pid}");
-    }
-
-    /// Freezes the server: connections stay open, nothing answers (a hung or overloaded Redis).
-    fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    /// Kills the server (its data is gone: no persistence in these tests).
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again on the same port.
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    /// A plain client for looking at what the gateway stored (not through the gateway).
-    fn raw(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .expect("client")
-            .get_connection()
-            .expect("raw connection")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            // A paused server must be woken to die promptly on some kernels; harmless otherwise.
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.id().to_string()])
-                .status();
-        }
-        self.stop();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// key files
-
-/// A fresh random key file (32 bytes, base64) in `dir`.
-fn key_file(dir: &Path, name: &str) -> PathBuf {
-    let mut k = [0u8; 32];
-    rand::rng().fill_bytes(&mut k);
-    let p = dir.join(name);
-    std::fs::write(
-        &p,
-        format!("{}\n", base64::engine::general_purpose::STANDARD.encode(k)),
-    )
-    .expect("write key");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
-    p
 }
 
 fn key_id(p: &Path) -> [u8; 4] {

@@ -10,18 +10,17 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use common::redis_server::key_file;
 use common::{config_toml, cookie_from, http_client, Setup};
 use qlik_gateway::config;
 use qlik_gateway::server::Server;
 use qlik_gateway::state::AppState;
 use qlik_sim::{Sim, SimOptions};
-use rand::RngCore;
 use tokio::sync::oneshot;
 
 const MASTER: &str = "gwmaster";
@@ -199,23 +198,6 @@ async fn replica_and_sentinel(master_port: u16) -> (Proc, Proc) {
     (replica, sentinel)
 }
 
-fn key_file(dir: &Path) -> PathBuf {
-    let mut k = [0u8; 32];
-    rand::rng().fill_bytes(&mut k);
-    let p = dir.join("session.key");
-    std::fs::write(
-        &p,
-        format!("{}\n", base64::engine::general_purpose::STANDARD.encode(k)),
-    )
-    .expect("write key");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
-    p
-}
-
 fn sentinel_session(sentinel_port: u16, key: &Path, redis_timeout: &str) -> String {
     format!(
         "store = \"redis\"\nredis_sentinels = [\"redis+sentinel://127.0.0.1:{sentinel_port}\"]\n\
@@ -303,7 +285,7 @@ async fn the_gateway_follows_a_sentinel_failover_without_restart() {
     let sim = Sim::start(SimOptions::default(), &dir.path().join("pki"))
         .await
         .expect("qlik-sim starts");
-    let key = key_file(dir.path());
+    let key = key_file(dir.path(), "session.key");
     let gw = Gw::start(&sim, &sentinel_session(sentinel.port, &key, "1s"));
 
     // Through the sentinel: the session lands on the master (and replicates).
@@ -367,7 +349,7 @@ async fn check_config_validates_sentinel_settings_without_connecting() {
         .await
         .expect("sim");
     let addr: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
-    let key = key_file(dir.path());
+    let key = key_file(dir.path(), "session.key");
     let load = |session: String| config::load_str(&config_toml_for(&sim, &session, addr));
     let err = |session: String| {
         let e = load(session).expect_err("should be refused");
@@ -656,7 +638,7 @@ async fn redis_fails_over_under_load() {
     let sim = Sim::start(SimOptions::default(), &dir.path().join("pki"))
         .await
         .expect("qlik-sim starts");
-    let key = key_file(dir.path());
+    let key = key_file(dir.path(), "session.key");
     // Every login is alice's: room for all the sessions the loop makes.
     let session = format!(
         "{}max_sessions_per_user = 100000\n",

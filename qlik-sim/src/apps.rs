@@ -178,6 +178,17 @@ impl App {
         })
     }
 
+    /// The `qProp` of `GetAppProperties`.
+    pub fn properties(&self) -> Value {
+        json!({
+            "qTitle": self.title,
+            "qLastReloadTime": "2026-01-01T00:00:00.000Z",
+            "qMigrationHash": "",
+            "qSavedInProductVersion": "12.2027.0",
+            "qThumbnail": {"qUrl": ""}
+        })
+    }
+
     /// The properties of the sample object `id`.
     pub fn object(&self, id: &str) -> Option<Value> {
         self.objects
@@ -197,6 +208,35 @@ impl App {
             .iter()
             .position(|f| f.eq_ignore_ascii_case(field))
     }
+}
+
+/// `Doc.GetLocaleInfo`: the en-US locale every sample app was "reloaded" with.
+pub(crate) fn locale_info() -> Value {
+    json!({
+        "qDecimalSep": ".",
+        "qThousandSep": ",",
+        "qListSep": ",",
+        "qMoneyDecimalSep": ".",
+        "qMoneyThousandSep": ",",
+        "qCurrentYear": 2026,
+        "qMoneyFmt": "$#,##0.00;-$#,##0.00",
+        "qTimeFmt": "h:mm:ss TT",
+        "qDateFmt": "M/D/YYYY",
+        "qTimestampFmt": "M/D/YYYY h:mm:ss[.fff] TT",
+        "qCalendarStrings": {
+            "qDayNames": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+            "qMonthNames": ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"],
+            "qLongDayNames": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+            "qLongMonthNames": ["January", "February", "March", "April", "May", "June", "July",
+                "August", "September", "October", "November", "December"]
+        },
+        "qFirstWeekDay": 6,
+        "qBrokenWeeks": true,
+        "qReferenceDay": 0,
+        "qFirstMonthOfYear": 1,
+        "qCollation": "en-US",
+        "qNumericalAbbreviation": "3:k;6:M;9:G;12:T;15:P;18:E;21:Z;24:Y;-3:m;-6:μ;-9:n;-12:p;-15:f;-18:a;-21:z;-24:y"
+    })
 }
 
 /// A requested data page.
@@ -339,6 +379,11 @@ pub(crate) struct Cube {
     dim_state_counts: Vec<Value>,
     dim_locked: Vec<bool>,
     measure_titles: Vec<String>,
+    /// Per dimension and measure, its own properties that are not Qlik's (`cId`,
+    /// `othersLabel`, …) from the entry and its `qDef`: Qlik copies them into the layout's
+    /// `qDimensionInfo` / `qMeasureInfo`, and charts read their settings from there.
+    dim_extras: Vec<Map<String, Value>>,
+    measure_extras: Vec<Map<String, Value>>,
     /// One row per group: every cell already in engine JSON form.
     matrix: Vec<Vec<Value>>,
     measure_ranges: Vec<(f64, f64)>,
@@ -346,8 +391,16 @@ pub(crate) struct Cube {
 
 impl Cube {
     /// Evaluates `def` (a `qHyperCubeDef`) over `app` under `sel`; `tick` drives the live
-    /// measure.
-    pub fn evaluate(app: &App, def: &Value, tick: u64, sel: &Selections) -> Cube {
+    /// measure. `rows` decides which rows count: `sel`, except for an object in selection
+    /// mode, which keeps the rows it had before (`BeginSelections`) so that its values can
+    /// still be clicked, their states showing the selection being made, as in Qlik.
+    pub fn evaluate(
+        app: &App,
+        def: &Value,
+        tick: u64,
+        sel: &Selections,
+        rows: &Selections,
+    ) -> Cube {
         let dims = dimension_fields(def);
         let measures: Vec<(String, Expr)> = def
             .get("qMeasures")
@@ -375,7 +428,7 @@ impl Cube {
             .iter()
             .map(|c| c.map(|c| sel.states(app, c)).unwrap_or_default())
             .collect();
-        let possible = sel.possible_rows(app, None);
+        let possible = rows.possible_rows(app, None);
         // Groups of possible rows (a symbol per dimension, `None` for an unknown field), in
         // load order of their first row.
         let mut groups: Vec<(Vec<Option<usize>>, Vec<usize>)> = Vec::new();
@@ -435,6 +488,8 @@ impl Cube {
                 .map(|c| c.is_some_and(|c| sel.is_locked(c)))
                 .collect(),
             dim_titles: dims,
+            dim_extras: extras(def.get("qDimensions")),
+            measure_extras: extras(def.get("qMeasures")),
             measure_titles: measures.into_iter().map(|(l, _)| l).collect(),
             matrix,
             measure_ranges: ranges,
@@ -464,20 +519,40 @@ impl Cube {
         let dims: Vec<Value> = (0..self.dim_titles.len())
             .map(|d| {
                 let t = &self.dim_titles[d];
-                json!({
-                    "qFallbackTitle": t, "qCardinal": self.dim_cardinals[d],
+                let cardinal = self.dim_cardinals[d];
+                let info = json!({
+                    "qFallbackTitle": t, "qApprMaxGlyphCount": 10, "qCardinal": cardinal,
+                    "qCardinalities": {
+                        "qCardinal": cardinal,
+                        "qHypercubeCardinal": self.matrix.len(),
+                        "qAllValuesCardinal": -1
+                    },
                     "qLocked": self.dim_locked[d], "qGroupFieldDefs": [t],
-                    "qStateCounts": self.dim_state_counts[d],
-                    "qDimensionType": "D", "qSortIndicator": "A", "qMin": "NaN", "qMax": "NaN"
-                })
+                    "qGroupFallbackTitles": [t], "qGroupPos": 0, "qGrouping": "N",
+                    "qStateCounts": self.dim_state_counts[d], "qTags": [],
+                    "qDimensionType": "D", "qSortIndicator": "A", "qMin": "NaN", "qMax": "NaN",
+                    "qNumFormat": {"qType": "U", "qnDec": 0, "qUseThou": 0},
+                    "qIsAutoFormat": true, "qIsSemantic": false, "qIsOneAndOnlyOne": false,
+                    "qAttrExprInfo": [], "qAttrDimInfo": [], "qIsCalculated": false,
+                    "qReverseSort": false
+                });
+                with_extras(info, self.dim_extras.get(d))
             })
             .collect();
         let measures: Vec<Value> = self
             .measure_titles
             .iter()
             .zip(&self.measure_ranges)
-            .map(|(t, (min, max))| {
-                json!({"qFallbackTitle": t, "qMin": num_json(*min), "qMax": num_json(*max)})
+            .enumerate()
+            .map(|(m, (t, (min, max)))| {
+                let info = json!({
+                    "qFallbackTitle": t, "qApprMaxGlyphCount": 10, "qCardinal": 0,
+                    "qSortIndicator": "D", "qMin": num_json(*min), "qMax": num_json(*max),
+                    "qNumFormat": {"qType": "U", "qnDec": 10, "qUseThou": 0},
+                    "qIsAutoFormat": true, "qAttrExprInfo": [], "qAttrDimInfo": [],
+                    "qTrendLines": []
+                });
+                with_extras(info, self.measure_extras.get(m))
             })
             .collect();
         json!({
@@ -488,10 +563,46 @@ impl Cube {
             "qEffectiveInterColumnSortOrder": (0..self.width()).collect::<Vec<_>>(),
             "qGrandTotalRow": [],
             "qDataPages": fetch.iter().map(|a| self.page(*a)).collect::<Vec<_>>(),
+            "qPivotDataPages": [],
+            "qStackedDataPages": [],
             "qMode": "S",
-            "qNoOfLeftDims": -1
+            "qNoOfLeftDims": -1,
+            "qTreeNodesOnDim": [],
+            "qColumnOrder": []
         })
     }
+}
+
+/// Per entry of a `qDimensions` / `qMeasures` list, its and its `qDef`'s keys that are not
+/// Qlik's (no `q` prefix).
+fn extras(list: Option<&Value>) -> Vec<Map<String, Value>> {
+    let own = |v: Option<&Value>| -> Vec<(String, Value)> {
+        v.and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| !k.starts_with('q'))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    list.and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .map(|e| own(e.get("qDef")).into_iter().chain(own(Some(e))).collect())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `info` with the entry's own properties added (Qlik's keys win).
+fn with_extras(mut info: Value, extras: Option<&Map<String, Value>>) -> Value {
+    if let (Value::Object(map), Some(extras)) = (&mut info, extras) {
+        for (k, v) in extras {
+            map.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    info
 }
 
 fn measure(app: &App, expr: &Expr, members: &[usize], group: usize, tick: u64) -> f64 {
@@ -520,16 +631,23 @@ fn measure(app: &App, expr: &Expr, members: &[usize], group: usize, tick: u64) -
 
 /// A generic object's layout: its properties with every `qHyperCubeDef`, `qListObjectDef`
 /// and `qSelectionObjectDef` (at any depth) replaced by `qHyperCube`, `qListObject` and
-/// `qSelectionObject`, evaluated under `sel`.
-pub(crate) fn object_layout(app: &App, props: &Value, tick: u64, sel: &Selections) -> Value {
-    let mut layout = evaluate_defs(app, props, tick, sel);
+/// `qSelectionObject`, evaluated under `sel`; hypercubes count the rows of `rows` (see
+/// [`Cube::evaluate`]), `sel`'s when `None`.
+pub(crate) fn object_layout(
+    app: &App,
+    props: &Value,
+    tick: u64,
+    sel: &Selections,
+    rows: Option<&Selections>,
+) -> Value {
+    let mut layout = evaluate_defs(app, props, tick, sel, rows.unwrap_or(sel));
     if let Value::Object(map) = &mut layout {
         map.insert("qSelectionInfo".into(), json!({}));
     }
     layout
 }
 
-fn evaluate_defs(app: &App, v: &Value, tick: u64, sel: &Selections) -> Value {
+fn evaluate_defs(app: &App, v: &Value, tick: u64, sel: &Selections, rows: &Selections) -> Value {
     match v {
         Value::Object(map) => {
             let mut out = Map::new();
@@ -537,7 +655,7 @@ fn evaluate_defs(app: &App, v: &Value, tick: u64, sel: &Selections) -> Value {
                 let fetch = || Area::list(v.get("qInitialDataFetch"));
                 match k.as_str() {
                     "qHyperCubeDef" => {
-                        let cube = Cube::evaluate(app, v, tick, sel);
+                        let cube = Cube::evaluate(app, v, tick, sel, rows);
                         out.insert("qHyperCube".into(), cube.layout(&fetch()));
                     }
                     "qListObjectDef" => {
@@ -548,7 +666,7 @@ fn evaluate_defs(app: &App, v: &Value, tick: u64, sel: &Selections) -> Value {
                         out.insert("qSelectionObject".into(), selection_object(app, sel));
                     }
                     _ => {
-                        out.insert(k.clone(), evaluate_defs(app, v, tick, sel));
+                        out.insert(k.clone(), evaluate_defs(app, v, tick, sel, rows));
                     }
                 }
             }
@@ -556,7 +674,7 @@ fn evaluate_defs(app: &App, v: &Value, tick: u64, sel: &Selections) -> Value {
         }
         Value::Array(list) => Value::Array(
             list.iter()
-                .map(|v| evaluate_defs(app, v, tick, sel))
+                .map(|v| evaluate_defs(app, v, tick, sel, rows))
                 .collect(),
         ),
         other => other.clone(),
@@ -586,15 +704,15 @@ mod tests {
         let app = sales();
         let props = app.object("sales-by-region").unwrap_or_default();
         let none = Selections::default();
-        let a = object_layout(&app, &props, 1, &none);
-        let b = object_layout(&app, &props, 2, &none);
+        let a = object_layout(&app, &props, 1, &none, None);
+        let b = object_layout(&app, &props, 2, &none, None);
         assert_eq!(a["qHyperCube"]["qSize"], json!({"qcx": 3, "qcy": 4}));
         let m = &a["qHyperCube"]["qDataPages"][0]["qMatrix"];
         assert_eq!(m[0][0]["qText"], "North");
         assert_eq!(m[0][1]["qNum"], json!(1500.0));
         assert_ne!(m[0][2], b["qHyperCube"]["qDataPages"][0]["qMatrix"][0][2]);
         assert!(is_live(&props));
-        let page = Cube::evaluate(&app, &props["qHyperCubeDef"], 0, &none).page(Area {
+        let page = Cube::evaluate(&app, &props["qHyperCubeDef"], 0, &none, &none).page(Area {
             left: 1,
             top: 3,
             width: 9,

@@ -23,6 +23,8 @@ use tokio::sync::broadcast;
 const ENGINE_VERSION: &str = "12.2027.0";
 /// The doc handle (there is at most one open doc per engine session).
 const DOC_HANDLE: i64 = 1;
+/// JSON-RPC's "Method not found".
+const METHOD_NOT_FOUND: i64 = -32601;
 /// How long to wait for the peer's close frame after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -39,9 +41,18 @@ pub(crate) struct EngineSession {
     /// The selections in the open doc (default state).
     selections: Selections,
     next_handle: i64,
+    /// The object in selection mode (`BeginSelections` … `EndSelections`), if any.
+    modal: Option<Modal>,
     /// Handles a socket's call changed, for the session's other sockets (pushed to them as
     /// `{"jsonrpc":"2.0","change":[..]}`, as Qlik does).
     pushes: broadcast::Sender<Push>,
+}
+
+/// An object in selection mode and the selections to go back to if they are not accepted.
+#[derive(Debug)]
+struct Modal {
+    handle: i64,
+    before: Selections,
 }
 
 /// Handles changed by a call on socket `origin`.
@@ -61,6 +72,7 @@ impl Default for EngineSession {
             field_handles: HashMap::new(),
             selections: Selections::default(),
             next_handle: DOC_HANDLE,
+            modal: None,
             pushes: broadcast::channel(64).0,
         }
     }
@@ -329,7 +341,7 @@ impl RpcError {
     }
 
     fn method_not_found(method: &str) -> Self {
-        RpcError::new(-32601, method, "Method not found")
+        RpcError::new(METHOD_NOT_FOUND, method, "Method not found")
     }
 }
 
@@ -428,6 +440,12 @@ impl Rpc {
             Some(h) if engine.fields.contains_key(&h) => field(&mut engine, h, method, params),
             _ => Err(RpcError::invalid_handle()),
         };
+        if let Err(e) = &outcome {
+            if e.code == METHOD_NOT_FOUND {
+                // What a client library needs that the simulator lacks, for whoever extends it.
+                tracing::info!(method, ?handle, "engine: method not implemented");
+            }
+        }
         if let Ok(o) = &outcome {
             if o.shared_change && !o.change.is_empty() {
                 // No receiver (no other socket) is not an error.
@@ -439,6 +457,25 @@ impl Rpc {
         }
         outcome
     }
+}
+
+/// The open app's id and its selected values by field name (`None` without an open app).
+pub(crate) fn selected_values(
+    engine: &Mutex<EngineSession>,
+) -> Option<(String, std::collections::BTreeMap<String, Vec<String>>)> {
+    let engine = lock(engine);
+    let app = engine.app()?;
+    let fields = app
+        .fields
+        .iter()
+        .enumerate()
+        .filter_map(|(col, name)| {
+            let set = engine.selections.of(col)?;
+            let texts = set.iter().map(|s| app.symbols[col][*s].text.clone());
+            Some((name.to_string(), texts.collect()))
+        })
+        .collect();
+    Some((app.id.to_string(), fields))
 }
 
 fn doc_ref(app: &App) -> Value {
@@ -520,6 +557,15 @@ impl EngineSession {
         h
     }
 
+    /// The selections whose rows object `handle` shows: those before `BeginSelections`
+    /// while it is in selection mode.
+    fn modal_rows(&self, handle: i64) -> Option<&Selections> {
+        self.modal
+            .as_ref()
+            .filter(|m| m.handle == handle)
+            .map(|m| &m.before)
+    }
+
     fn app(&self) -> Option<App> {
         self.doc.as_deref().and_then(apps::find)
     }
@@ -545,8 +591,9 @@ impl EngineSession {
         // The live measure's tick is held still: only the selections may make a difference.
         let changed = handles.into_iter().filter(|h| {
             let props = &self.objects[h];
-            apps::object_layout(app, props, 0, &self.selections)
-                != apps::object_layout(app, props, 0, &next)
+            let rows = self.modal_rows(*h);
+            apps::object_layout(app, props, 0, &self.selections, rows)
+                != apps::object_layout(app, props, 0, &next, rows)
         });
         let change = std::iter::once(DOC_HANDLE).chain(changed).collect();
         self.selections = next;
@@ -621,10 +668,24 @@ fn doc(engine: &mut EngineSession, method: &str, params: &Value) -> RpcResult {
     };
     Ok(match method {
         "GetAppLayout" => json!({"qLayout": app.layout()}).into(),
+        "GetAppProperties" => json!({"qProp": app.properties()}).into(),
+        "GetLocaleInfo" => json!({"qReturn": apps::locale_info()}).into(),
+        "AbortModal" => {
+            let accept = opt_bool(params, 0, "qAccept")?;
+            end_selections(engine, &app, accept)
+        }
         "GetObject" => {
             let id = param(params, 0, "qId")
                 .and_then(Value::as_str)
                 .unwrap_or("");
+            // A session object made on this engine session, else a sample object of the app.
+            if let Some((&h, props)) = engine
+                .by_id
+                .get(id)
+                .and_then(|h| engine.objects.get_key_value(h))
+            {
+                return Ok(json!({"qReturn": object_ref(h, props)}).into());
+            }
             let Some(props) = app.object(id) else {
                 return Err(RpcError::new(2, id, "Object not found"));
             };
@@ -729,12 +790,83 @@ fn object(
     };
     let sel = &engine.selections;
     Ok(match method {
-        "GetLayout" => json!({"qLayout": apps::object_layout(&app, props, tick, sel)}).into(),
-        "GetProperties" => json!({"qProp": props}).into(),
+        "GetLayout" => {
+            let rows = engine.modal_rows(handle);
+            let mut layout = apps::object_layout(&app, props, tick, sel, rows);
+            if let Some(m) = engine.modal.as_ref().filter(|m| m.handle == handle) {
+                layout["qSelectionInfo"] =
+                    json!({"qInSelections": true, "qMadeSelections": m.before != *sel});
+            }
+            json!({"qLayout": layout}).into()
+        }
+        // No master items or extensions here: the effective properties are the properties.
+        "GetProperties" | "GetEffectiveProperties" => json!({"qProp": props}).into(),
+        "GetFullPropertyTree" => json!({
+            "qPropEntry": {"qProperty": props, "qChildren": [], "qEmbeddedSnapshotRef": null}
+        })
+        .into(),
+        "SetProperties" | "SetFullPropertyTree" => {
+            let pointer = if method == "SetProperties" {
+                "/0"
+            } else {
+                "/0/qProperty"
+            };
+            let named = if method == "SetProperties" {
+                "/qProp"
+            } else {
+                "/qPropEntry/qProperty"
+            };
+            let new = match params {
+                Value::Array(_) => params.pointer(pointer),
+                _ => params.pointer(named),
+            };
+            let Some(new) = new.filter(|p| p.is_object()) else {
+                return Err(invalid_param(named.trim_start_matches('/')));
+            };
+            set_properties(engine, handle, props, new.clone())
+        }
+        "ApplyPatches" => {
+            let patches = param(params, 0, "qPatches")
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid_param("qPatches"))?;
+            let mut new = props.clone();
+            for p in patches {
+                apply_patch(&mut new, p)?;
+            }
+            set_properties(engine, handle, props, new)
+        }
+        "GetLinkedObjects" => json!({"qItems": []}).into(),
+        "GetChildInfos" => json!({"qInfos": []}).into(),
+        "BeginSelections" => {
+            // Another object in selection mode gives it up, its selections kept (as Qlik).
+            let mut out = end_selections(engine, &app, true);
+            engine.modal = Some(Modal {
+                handle,
+                before: engine.selections.clone(),
+            });
+            out.change.push(handle);
+            out.result = json!({});
+            out
+        }
+        "EndSelections" => {
+            let accept = opt_bool(params, 0, "qAccept")?;
+            end_selections(engine, &app, accept)
+        }
+        "ResetMadeSelections" => {
+            let Some(before) = engine.modal.as_ref().map(|m| m.before.clone()) else {
+                return Ok(json!({}).into());
+            };
+            let done = engine.reselect(&app, |s| {
+                *s = before;
+                Ok(())
+            });
+            selection_outcome(None, done)
+        }
         "GetInfo" => json!({"qInfo": props.get("qInfo").cloned().unwrap_or(Value::Null)}).into(),
         "GetHyperCubeData" => {
             let def = def_at(props, params, 0, "qHyperCubeDef")?;
-            let cube = Cube::evaluate(&app, def, tick, sel);
+            let rows = engine.modal_rows(handle).unwrap_or(sel);
+            let cube = Cube::evaluate(&app, def, tick, sel, rows);
             let pages: Vec<Value> = Area::list(param(params, 1, "qPages"))
                 .into_iter()
                 .map(|a| cube.page(a))
@@ -821,6 +953,84 @@ fn object(
         }
         _ => return Err(RpcError::method_not_found(method)),
     })
+}
+
+/// Replaces an object's properties (its id stays); the object changed if they differ.
+fn set_properties(engine: &mut EngineSession, handle: i64, old: &Value, mut new: Value) -> Outcome {
+    new["qInfo"]["qId"] = old.pointer("/qInfo/qId").cloned().unwrap_or(Value::Null);
+    let change = if new == *old { vec![] } else { vec![handle] };
+    engine.objects.insert(handle, new);
+    Outcome {
+        change,
+        shared_change: true,
+        ..json!({}).into()
+    }
+}
+
+/// Applies one `NxPatch` (`qOp` add / replace / remove, `qPath` a JSON pointer, `qValue` the
+/// new value as JSON text) to `props`.
+fn apply_patch(props: &mut Value, patch: &Value) -> Result<(), RpcError> {
+    let op = patch.get("qOp").and_then(Value::as_str).unwrap_or("");
+    let path = patch.get("qPath").and_then(Value::as_str).unwrap_or("");
+    let value = || -> Result<Value, RpcError> {
+        let text = patch.get("qValue").and_then(Value::as_str).unwrap_or("");
+        serde_json::from_str(text).map_err(|_| invalid_param("qValue"))
+    };
+    let (parent, key) = match path.rsplit_once('/') {
+        Some((parent, key)) if !key.is_empty() => {
+            (parent, key.replace("~1", "/").replace("~0", "~"))
+        }
+        _ => return Err(invalid_param("qPath")),
+    };
+    let Some(parent) = props.pointer_mut(parent) else {
+        return Err(RpcError::new(2, path, "Not found"));
+    };
+    match (op.to_ascii_lowercase().as_str(), parent) {
+        ("add" | "replace", Value::Object(map)) => {
+            map.insert(key, value()?);
+        }
+        ("remove", Value::Object(map)) => {
+            map.remove(&key);
+        }
+        ("add", Value::Array(list)) if key == "-" => list.push(value()?),
+        (op, Value::Array(list)) => {
+            let i = key.parse::<usize>().map_err(|_| invalid_param("qPath"))?;
+            match op {
+                "add" if i <= list.len() => list.insert(i, value()?),
+                "replace" if i < list.len() => list[i] = value()?,
+                "remove" if i < list.len() => {
+                    list.remove(i);
+                }
+                _ => return Err(invalid_param("qPath")),
+            }
+        }
+        _ => return Err(invalid_param("qOp")),
+    }
+    Ok(())
+}
+
+/// Ends selection mode, if an object is in it: keeps the selections made in it, or with
+/// `accept` false goes back to those before `BeginSelections`.
+fn end_selections(engine: &mut EngineSession, app: &App, accept: bool) -> Outcome {
+    let Some(modal) = engine.modal.take() else {
+        return json!({}).into();
+    };
+    let (_, mut change) = if accept {
+        (true, Vec::new())
+    } else {
+        engine.reselect(app, |s| {
+            *s = modal.before;
+            Ok(())
+        })
+    };
+    if !change.contains(&modal.handle) {
+        change.push(modal.handle);
+    }
+    Outcome {
+        change,
+        shared_change: true,
+        ..json!({}).into()
+    }
 }
 
 fn field(engine: &mut EngineSession, handle: i64, method: &str, params: &Value) -> RpcResult {

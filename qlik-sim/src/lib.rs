@@ -33,7 +33,7 @@ mod util;
 pub use apps::{HELPDESK_APP_ID, SALES_APP_ID};
 pub use options::{AuthInfoTiming, Casing, DuplicateParam, HeaderAuth, SimOptions};
 pub use pki::PkiPaths;
-pub use state::{Counters, QpsFault, RecordedRequest, SessionInfo};
+pub use state::{Counters, EngineSelections, QpsFault, RecordedRequest, SessionInfo};
 
 use state::{ProxyNotification, SessionEnd, Shared, SocketCmd};
 use std::net::SocketAddr;
@@ -301,6 +301,12 @@ impl SimControl {
     /// Every live proxy session.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.shared.sessions()
+    }
+
+    /// The selections in every proxy engine session with an open app (what a chart's click
+    /// selected).
+    pub fn selections(&self) -> Vec<EngineSelections> {
+        self.shared.selections()
     }
 
     /// A snapshot of the event counters.

@@ -78,7 +78,6 @@ impl Selections {
     }
 
     /// The selected symbols of `col`, if it has a selection.
-    #[cfg(test)]
     pub fn of(&self, col: usize) -> Option<&BTreeSet<usize>> {
         self.selected.get(&col)
     }

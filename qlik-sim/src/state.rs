@@ -33,6 +33,18 @@ pub struct SessionInfo {
     pub open_websockets: usize,
 }
 
+/// The selections of one proxy engine session with an open app, as seen by
+/// [`crate::SimControl::selections`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EngineSelections {
+    /// The proxy session the engine session belongs to.
+    pub session_id: String,
+    /// The open app's id.
+    pub app_id: String,
+    /// Field name → its selected values' texts, in load order (fields without one are absent).
+    pub fields: std::collections::BTreeMap<String, Vec<String>>,
+}
+
 /// Event counters, readable through [`crate::SimControl::counters`].
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Counters {
@@ -400,6 +412,27 @@ impl Shared {
             .map(|(id, rec)| Self::info(&inner, id, rec))
             .collect();
         out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        out
+    }
+
+    /// The selections of every proxy engine session with an open app, by session id.
+    pub fn selections(&self) -> Vec<EngineSelections> {
+        let inner = self.lock();
+        let mut out: Vec<EngineSelections> = inner
+            .sessions
+            .iter()
+            .flat_map(|(id, rec)| {
+                rec.engine_sessions.values().filter_map(|e| {
+                    let (app_id, fields) = crate::engine::selected_values(e)?;
+                    Some(EngineSelections {
+                        session_id: id.clone(),
+                        app_id,
+                        fields,
+                    })
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.session_id, &a.app_id).cmp(&(&b.session_id, &b.app_id)));
         out
     }
 

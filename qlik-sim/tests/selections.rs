@@ -2,7 +2,9 @@
 //! `Field.Select` / `SelectValues` / `ToggleSelect` / `Clear` / `Lock`,
 //! `GenericObject.SelectHyperCubeValues` / `SelectListObjectValues` / `ClearSelections`; the
 //! hypercubes, list objects and current-selections objects they change, the `change` arrays,
-//! the pushes to the engine session's other sockets, and the errors.
+//! the pushes to the engine session's other sockets, and the errors; selection mode
+//! (`BeginSelections` / `EndSelections` / `ResetMadeSelections`, `Doc.AbortModal`) and the
+//! property calls nebula.js charts make.
 
 mod common;
 
@@ -493,4 +495,242 @@ async fn selections_belong_to_the_engine_session_and_reach_its_other_sockets() {
     let (_, mut fresh) = sales_socket(&sim, "alice").await;
     let h = session_object(&mut fresh, 2, cube("Region", "Sum(Sales)")).await;
     assert_eq!(rows(&layout(&mut fresh, 3, h).await).len(), 4);
+}
+
+/// The selected values of `field` in every engine session, as the control API shows them.
+fn selected_in(sim: &TestSim, field: &str) -> Vec<Vec<String>> {
+    sim.control()
+        .selections()
+        .into_iter()
+        .filter_map(|s| s.fields.get(field).cloned())
+        .collect()
+}
+
+#[tokio::test]
+async fn selection_mode_keeps_the_objects_rows_until_the_selection_ends() {
+    let sim = start_default().await;
+    let (_sid, mut ws) = sales_socket(&sim, "alice").await;
+    let by_region = session_object(&mut ws, 2, cube("Region", "Sum(Sales)")).await;
+    let by_product = session_object(&mut ws, 3, cube("Product", "Sum(Sales)")).await;
+    let in_selection = |l: &Value| l["qSelectionInfo"].clone();
+
+    // A click on a bar, as nebula.js does it: BeginSelections, then a toggling selection.
+    let v = call(
+        &mut ws,
+        4,
+        by_region,
+        "BeginSelections",
+        json!([["/qHyperCubeDef"]]),
+    )
+    .await;
+    assert_eq!(v["result"], json!({}), "{v}");
+    assert_eq!(v["change"], json!([by_region]));
+    let v = call(
+        &mut ws,
+        5,
+        by_region,
+        "SelectHyperCubeValues",
+        json!(["/qHyperCubeDef", 0, [0], true]),
+    )
+    .await;
+    assert_eq!(v["result"], json!({"qSuccess": true}));
+    assert_eq!(v["change"], json!([1, by_region, by_product]));
+    assert_eq!(selected_in(&sim, "Region"), [vec!["North".to_string()]]);
+    // The object being selected in still shows every region, North selected, the others
+    // alternative; the other object is filtered already.
+    let l = layout(&mut ws, 6, by_region).await;
+    assert_eq!(
+        rows(&l),
+        [
+            row("North", 1500.0, "S"),
+            row("South", 1350.0, "A"),
+            row("East", 1700.0, "A"),
+            row("West", 1050.0, "A")
+        ]
+    );
+    assert_eq!(
+        in_selection(&l),
+        json!({"qInSelections": true, "qMadeSelections": true})
+    );
+    let l = layout(&mut ws, 7, by_product).await;
+    assert_eq!(rows(&l).len(), 2, "Bikes and Helmets in North");
+    assert_eq!(in_selection(&l), json!({}));
+    let v = call(
+        &mut ws,
+        8,
+        by_region,
+        "GetHyperCubeData",
+        json!(["/qHyperCubeDef", [{"qLeft": 0, "qTop": 0, "qWidth": 2, "qHeight": 9}]]),
+    )
+    .await;
+    assert_eq!(v["result"]["qDataPages"][0]["qMatrix"][3][0]["qState"], "A");
+
+    // Cancel (the toolbar's ✕): back to no selection.
+    let v = call(&mut ws, 9, by_region, "EndSelections", json!([false])).await;
+    assert_eq!(v["change"], json!([1, by_region, by_product]));
+    assert!(selected_in(&sim, "Region").is_empty());
+    let l = layout(&mut ws, 10, by_region).await;
+    assert_eq!(rows(&l)[0], row("North", 1500.0, "O"));
+    assert_eq!(in_selection(&l), json!({}));
+
+    // ResetMadeSelections undoes the clicks but stays in selection mode.
+    call(
+        &mut ws,
+        11,
+        by_region,
+        "BeginSelections",
+        json!({"qPaths": ["/qHyperCubeDef"]}),
+    )
+    .await;
+    call(
+        &mut ws,
+        12,
+        by_region,
+        "SelectHyperCubeValues",
+        json!(["/qHyperCubeDef", 0, [1], true]),
+    )
+    .await;
+    let v = call(&mut ws, 13, by_region, "ResetMadeSelections", json!([])).await;
+    assert_eq!(v["change"], json!([1, by_region, by_product]));
+    assert_eq!(
+        in_selection(&layout(&mut ws, 14, by_region).await),
+        json!({"qInSelections": true, "qMadeSelections": false})
+    );
+
+    // Confirm (✓): the selection stays and the object now shows the selected rows only.
+    call(
+        &mut ws,
+        15,
+        by_region,
+        "SelectHyperCubeValues",
+        json!(["/qHyperCubeDef", 0, [1, 2], true]),
+    )
+    .await;
+    let v = call(
+        &mut ws,
+        16,
+        by_region,
+        "EndSelections",
+        json!({"qAccept": true}),
+    )
+    .await;
+    assert_eq!(v["change"], json!([by_region]));
+    let l = layout(&mut ws, 17, by_region).await;
+    assert_eq!(
+        rows(&l),
+        [row("South", 1350.0, "S"), row("East", 1700.0, "S")]
+    );
+    assert_eq!(in_selection(&l), json!({}));
+    assert_eq!(
+        selected_in(&sim, "Region"),
+        [vec!["South".to_string(), "East".to_string()]]
+    );
+
+    // Doc.AbortModal(false) cancels whatever object is in selection mode.
+    call(
+        &mut ws,
+        18,
+        by_product,
+        "BeginSelections",
+        json!([["/qHyperCubeDef"]]),
+    )
+    .await;
+    call(
+        &mut ws,
+        19,
+        by_product,
+        "SelectHyperCubeValues",
+        json!(["/qHyperCubeDef", 0, [0], false]),
+    )
+    .await;
+    assert_eq!(selected_in(&sim, "Product"), [vec!["Bikes".to_string()]]);
+    let v = call(&mut ws, 20, 1, "AbortModal", json!([false])).await;
+    assert!(
+        v["change"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!(by_product))),
+        "{v}"
+    );
+    assert!(selected_in(&sim, "Product").is_empty());
+    assert_eq!(selected_in(&sim, "Region").len(), 1, "Region kept");
+}
+
+#[tokio::test]
+async fn chart_properties_round_trip_and_reach_the_layout() {
+    let sim = start_default().await;
+    let (_sid, mut ws) = sales_socket(&sim, "alice").await;
+    // A chart's own settings ride on its dimensions and measures (as sn-bar-chart's do).
+    let mut props = cube("Region", "Sum(Sales)");
+    props["qInfo"]["qId"] = json!("my-chart");
+    props["qHyperCubeDef"]["qDimensions"][0]["qDef"]["cId"] = json!("dim1");
+    props["qHyperCubeDef"]["qDimensions"][0]["othersLabel"] = json!("Others");
+    props["qHyperCubeDef"]["qMeasures"][0]["qDef"]["cId"] = json!("m1");
+    let h = session_object(&mut ws, 2, props.clone()).await;
+
+    let l = layout(&mut ws, 3, h).await;
+    let dim = &l["qHyperCube"]["qDimensionInfo"][0];
+    assert_eq!(dim["cId"], "dim1");
+    assert_eq!(dim["othersLabel"], "Others");
+    assert_eq!(
+        dim["qCardinalities"],
+        json!({"qCardinal": 4, "qHypercubeCardinal": 4, "qAllValuesCardinal": -1})
+    );
+    assert_eq!(l["qHyperCube"]["qMeasureInfo"][0]["cId"], "m1");
+    assert_eq!(
+        l["qHyperCube"]["qMeasureInfo"][0]["qNumFormat"]["qType"],
+        "U"
+    );
+
+    let v = call(&mut ws, 4, h, "GetEffectiveProperties", json!([])).await;
+    assert_eq!(v["result"]["qProp"], props);
+    let v = call(&mut ws, 5, 1, "GetObject", json!(["my-chart"])).await;
+    assert_eq!(
+        v["result"]["qReturn"]["qHandle"], h,
+        "a session object by id: {v}"
+    );
+
+    // SetProperties: a new measure; the object changed. The same again changes nothing.
+    let mut new = props.clone();
+    new["qHyperCubeDef"]["qMeasures"][0]["qDef"]["qDef"] = json!("Sum(Quantity)");
+    let v = call(&mut ws, 6, h, "SetProperties", json!([new])).await;
+    assert_eq!(v["result"], json!({}), "{v}");
+    assert_eq!(v["change"], json!([h]));
+    let v = call(&mut ws, 7, h, "SetProperties", json!({"qProp": new})).await;
+    assert!(v.get("change").is_none(), "{v}");
+    assert_eq!(
+        rows(&layout(&mut ws, 8, h).await)[0],
+        row("North", 35.0, "O")
+    );
+
+    // ApplyPatches: replace a label (qValue is JSON text), add and remove a key.
+    let patches = json!([
+        {"qOp": "replace", "qPath": "/qHyperCubeDef/qMeasures/0/qDef/qLabel", "qValue": "\"Units\""},
+        {"qOp": "add", "qPath": "/color", "qValue": "{\"auto\": false}"},
+        {"qOp": "remove", "qPath": "/qHyperCubeDef/qDimensions/0/othersLabel"}
+    ]);
+    let v = call(&mut ws, 9, h, "ApplyPatches", json!([patches, true])).await;
+    assert_eq!(v["change"], json!([h]), "{v}");
+    let l = layout(&mut ws, 10, h).await;
+    assert_eq!(
+        l["qHyperCube"]["qMeasureInfo"][0]["qFallbackTitle"],
+        "Units"
+    );
+    assert_eq!(l["color"], json!({"auto": false}));
+    assert!(l["qHyperCube"]["qDimensionInfo"][0]
+        .get("othersLabel")
+        .is_none());
+    let bad = json!([{"qOp": "replace", "qPath": "/nowhere/x", "qValue": "1"}]);
+    let v = call(&mut ws, 11, h, "ApplyPatches", json!([bad])).await;
+    assert_eq!(v["error"]["code"], 2, "{v}");
+    let v = call(&mut ws, 12, h, "GetFullPropertyTree", json!([])).await;
+    assert_eq!(
+        v["result"]["qPropEntry"]["qProperty"]["color"],
+        json!({"auto": false})
+    );
+
+    // What nebula.js asks the doc.
+    let v = call(&mut ws, 13, 1, "GetLocaleInfo", json!([])).await;
+    assert_eq!(v["result"]["qReturn"]["qDecimalSep"], ".");
+    let v = call(&mut ws, 14, 1, "GetAppProperties", json!([])).await;
+    assert_eq!(v["result"]["qProp"]["qTitle"], "Sales");
 }

@@ -8,6 +8,7 @@ pub mod fault_proxy;
 #[cfg(feature = "kerberos")]
 pub mod kdc;
 pub mod oidc;
+pub mod redis_server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

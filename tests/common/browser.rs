@@ -114,6 +114,7 @@ pub async fn run_browser_script(
         shots.display()
     );
     result
+}
 
 /// A `tests/browser/*.mjs` script (run by node from the repository root, with `CHROMIUM` and
 /// `SHOTS` set) speaking the handshake of tests/browser/pages.mjs: `{"phase":…}` lines the

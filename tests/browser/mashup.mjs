@@ -76,6 +76,10 @@ try {
   // The page recovers by itself (enigma.js resume on the gateway's 4002) and keeps working.
   // Bounded by the page's own reconnect backoff (1, 2, 4, 8 s …) on a loaded machine, not by STEP.
   await alice.page.waitForFunction(() => document.querySelector('[data-testid="status"]')?.dataset.state === 'live', null, { timeout: 60_000 });
+  // The table is drawn again from the resumed session before it is clicked: a click on a row
+  // the re-render then replaces would be lost (seen on a loaded machine).
+  await alice.page.waitForFunction((n) => document.querySelectorAll('[data-testid="cube-row"]').length === n, all, { timeout: STEP });
+  await alice.page.waitForLoadState('networkidle').catch(() => {});
   await alice.page.locator('[data-testid="cube-row"]').nth(1).click();
   await alice.page.waitForFunction(() => document.querySelectorAll('[data-testid="cube-row"][aria-selected="true"]').length === 1
     || document.querySelectorAll('[data-testid="cube-row"]').length === 1, null, { timeout: STEP });

@@ -2,7 +2,7 @@
 //! certificate paths, and runs until SIGTERM or SIGINT.
 
 use clap::Parser;
-use qlik_sim::{AuthInfoTiming, Casing, HeaderAuth, Sim, SimOptions};
+use qlik_sim::{AuthInfoTiming, Casing, HeaderAuth, RandomExpiry, Sim, SimOptions};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -68,6 +68,13 @@ struct Args {
     /// Serve the engine directly on this port (mutual TLS + X-Qlik-User; 0 = ephemeral).
     #[arg(long)]
     engine_port: Option<u16>,
+    /// Every this many milliseconds, end random proxy sessions (as an inactivity timeout
+    /// does: open websockets get OnSessionTimedOut); see --expire-random-fraction.
+    #[arg(long)]
+    expire_random_every_ms: Option<u64>,
+    /// The probability that a session ends at each --expire-random-every-ms draw.
+    #[arg(long, default_value_t = 0.05, requires = "expire_random_every_ms")]
+    expire_random_fraction: f64,
 }
 
 impl Args {
@@ -101,6 +108,10 @@ impl Args {
                 dynamic_pattern: self.header_auth_pattern.clone(),
             }),
             engine_port: self.engine_port,
+            random_expiry: self.expire_random_every_ms.map(|ms| RandomExpiry {
+                every: Duration::from_millis(ms),
+                fraction: self.expire_random_fraction,
+            }),
         }
     }
 }

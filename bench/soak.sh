@@ -33,6 +33,7 @@ BASE_PORT=${BASE_PORT:-19300}
 
 need_apt curl curl
 need_apt python3 python3
+need_apt ss iproute2
 build_all
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -84,6 +85,10 @@ done
 wait "$LG" || log "load generator exited with $?"
 # The clients are gone: what the gateway still holds after a few seconds is what it kept.
 for _ in 1 2 3; do sleep "$SAMPLE"; sample idle-after >> "$OUT/samples.txt"; done
+# Of those, the keep-alive connections the gateway pools to Qlik's proxy and QPS API (qlik-sim's
+# ports have no other client): "proxy qps".
+pooled() { ss -Htn state established "( dport = :$1 )" | wc -l; }
+echo "$(pooled "$P_SIM") $(pooled $((P_SIM + 1)))" > "$OUT/pooled.txt"
 curl -fsS "$CONTROL/control/counters" > "$OUT/sim-counters.json"
 curl -fsS "http://127.0.0.1:$P_GW/_gateway/metrics" > "$OUT/metrics.txt" || true
 

@@ -61,6 +61,13 @@ def main():
     print(series_line("open fds under load", fds, ""))
     if before and after:
         print(f"| idle before → after (RSS KiB / fds) | {before[0][2]:,} / {before[0][3]} | | | {after[-1][2]:,} / {after[-1][3]} |")
+        try:
+            proxy, qps = open(f"{out}/pooled.txt").read().split()
+            print()
+            print(f"Idle after the load, {after[-1][3]} fds, of which pooled keep-alive connections: "
+                  f"{proxy} to Qlik's proxy, {qps} to the QPS API")
+        except (OSError, ValueError):
+            pass
     if len(rss) >= 6:
         third = len(rss) // 3
         first, last = rss[:third], rss[-third:]

@@ -94,9 +94,15 @@ impl Nodes {
             .cloned()
     }
 
-    /// Takes a node out of rotation (its proxy or QPS failed).
+    /// Takes a node out of rotation (its proxy or QPS failed). A lone node stays in: there is
+    /// nowhere else to send users, and no health check ([`Nodes::watch`]) would ever bring it
+    /// back, so every request would replace its user's Qlik session from then on (each
+    /// replacement leaving the old session alive at Qlik).
     pub fn mark_down(&self, node: &Node, why: &str) {
-        if node.up.swap(false, Ordering::Relaxed) && self.list.len() > 1 {
+        if self.list.len() < 2 {
+            return;
+        }
+        if node.up.swap(false, Ordering::Relaxed) {
             tracing::warn!(node = %node.key, "Qlik node taken out of rotation: {why}");
         }
     }

@@ -2,7 +2,7 @@
 # Soak: USERS simulated users log in, open engine websockets, make selections and log out, for
 # MINUTES, while qlik-sim ends random Qlik sessions. Reports the gateway's RSS and open file
 # descriptors over time, and what the clients saw; exits 1 when a client saw an error,
-# mustAuthenticate: true or a lost message.
+# mustAuthenticate: true or a lost message, or when Qlik sessions outlive their users (full run).
 #   bench/soak.sh                     # 200 users, 5 minutes, release build
 #   MINUTES=30 USERS=500 bench/soak.sh
 #   SMOKE=1 bench/soak.sh             # the test command's run: 20 users, 15 s, debug build
@@ -67,11 +67,16 @@ EOF
 GW=$!; PIDS+=("$GW")
 wait_port "$P_GW"
 
-sample() { # sample LABEL: one line "seconds label rss_kib fds"
+# Qlik sessions alive at qlik-sim: at most one per logged-in user; after the last logout, none.
+live_qlik() {
+  curl -fsS "$CONTROL/control/counters" | python3 -c 'import json,sys; c=json.load(sys.stdin)
+print(c["sessions_created"] - c["sessions_expired"] - c["sessions_deleted"])'
+}
+sample() { # sample LABEL: one line "seconds label rss_kib fds live_qlik_sessions"
   local rss fds
   rss=$(awk '/^VmRSS/{print $2}' "/proc/$GW/status" 2>/dev/null || echo 0)
   fds=$(find "/proc/$GW/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
-  echo "$(( $(date +%s) - T0 )) $1 $rss $fds"
+  echo "$(( $(date +%s) - T0 )) $1 $rss $fds $(live_qlik)"
 }
 T0=$(date +%s)
 sample idle-before > "$OUT/samples.txt"

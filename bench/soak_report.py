@@ -3,7 +3,8 @@
 
     soak_report.py OUT SMOKE
 
-A full run fails on any client error, mustAuthenticate: true seen by a client, or lost message.
+A full run fails on any client error, mustAuthenticate: true seen by a client, lost message, or
+Qlik session left alive at qlik-sim after every user logged out (the gateway orphaned it).
 SMOKE=1 (the test command's run, debug binaries on a busy machine) checks only that the soak ran
 (logins, selections and Qlik session expiries happened) and that no client saw mustAuthenticate
 or lost a message.
@@ -30,8 +31,8 @@ def main():
     samples = []
     with open(f"{out}/samples.txt") as f:
         for line in f:
-            t, label, rss, fds = line.split()
-            samples.append((int(t), label, int(rss), int(fds)))
+            t, label, rss, fds, live = line.split()
+            samples.append((int(t), label, int(rss), int(fds), int(live)))
     try:
         with open(f"{out}/clients.json") as f:
             c = json.loads(f.read().strip().splitlines()[-1])
@@ -59,13 +60,15 @@ def main():
     print("|---|---|---|---|---|")
     print(series_line("RSS under load (KiB)", rss, ""))
     print(series_line("open fds under load", fds, ""))
+    print(series_line("Qlik sessions alive at qlik-sim under load", [s[4] for s in load], ""))
     if before and after:
         print(f"| idle before → after (RSS KiB / fds) | {before[0][2]:,} / {before[0][3]} | | | {after[-1][2]:,} / {after[-1][3]} |")
         try:
             proxy, qps = open(f"{out}/pooled.txt").read().split()
             print()
             print(f"Idle after the load, {after[-1][3]} fds, of which pooled keep-alive connections: "
-                  f"{proxy} to Qlik's proxy, {qps} to the QPS API")
+                  f"{proxy} to Qlik's proxy, {qps} to the QPS API; "
+                  f"Qlik sessions alive at qlik-sim after every user logged out: {after[-1][4]}")
         except (OSError, ValueError):
             pass
     if len(rss) >= 6:
@@ -102,8 +105,11 @@ def main():
     if smoke:
         if not sim["sessions_expired"]:
             failures.append("qlik-sim expired no session: nothing was soaked")
-    elif c["errors"]:
-        failures.append(f"{c['errors']} client errors")
+    else:
+        if c["errors"]:
+            failures.append(f"{c['errors']} client errors")
+        if after and after[-1][4]:
+            failures.append(f"{after[-1][4]} Qlik sessions left alive at Qlik after every user logged out")
     print()
     if failures:
         print("FAILED: " + "; ".join(failures))

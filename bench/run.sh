@@ -24,18 +24,8 @@ BASE_PORT=${BASE_PORT:-19100}
 ONLY=${ONLY:-http,ws,login,memory}
 part() { [[ ",$ONLY," == *",$1,"* ]]; }
 
-log() { printf '==> %s\n' "$*" >&2; }
-
-SUDO=""
-if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
-apt_updated=""
-need_apt() { # need_apt COMMAND PACKAGE...
-  local cmd=$1; shift
-  command -v "$cmd" >/dev/null 2>&1 && return 0
-  if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq; apt_updated=1; fi
-  log "installing $*"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
-}
+# shellcheck source=bench/common.sh
+. bench/common.sh
 need_apt nginx nginx
 need_apt wrk wrk
 need_apt curl curl
@@ -44,21 +34,7 @@ NGINX=$(command -v nginx)
 
 # SMOKE=1: the test command's run. Debug binaries (the tests have just built them), a second per
 # figure, 50 idle sockets; then every figure is checked to have been produced (never its value).
-if [ "$SMOKE" = 1 ]; then
-  PROFILE_DIR=debug; RELEASE=""
-else
-  PROFILE_DIR=release; RELEASE="--release"
-fi
-BIN=$CARGO_TARGET_DIR/$PROFILE_DIR
-if [ "${SKIP_BUILD:-0}" = 1 ] && [ -x "$BIN/qlik-gateway" ] && [ -x "$BIN/qlik-sim" ] && [ -x "$BIN/bench-loadgen" ]; then
-  log "SKIP_BUILD=1: using the binaries in $BIN"
-else
-  log "$PROFILE_DIR build (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-  # BENCH_CARGO_FLAGS: e.g. the test command's --all-features, so its binaries are reused.
-  cargo build $RELEASE -q -p qlik-gateway -p qlik-sim ${BENCH_CARGO_FLAGS:-}
-  (cd bench/loadgen && { cargo build $RELEASE -q --offline 2>/dev/null || cargo build $RELEASE -q; })
-fi
-LOADGEN=$BIN/bench-loadgen
+build_all
 
 # Descriptors: the gateway holds two per proxied websocket; 9,000 sockets need ~18,100.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -77,27 +53,13 @@ W=$(mktemp -d /tmp/qlik-gateway-bench.XXXXXX)
 chmod 755 "$W"   # nginx workers run as an unprivileged user when started as root
 rm -rf "$OUT"; mkdir -p "$OUT"
 cut -d" " -f1-3 /proc/loadavg > "$OUT/loadavg.before"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+with_cleanup
 
 P_UP=$((BASE_PORT + 1))      # nginx static upstream (512 B and 1 MiB files)
 P_SIM=$((BASE_PORT + 2))     # qlik-sim proxy (plain http), QPS +1, control +2
 P_NGX=$((BASE_PORT + 10))    # nginx as the proxy under test
 P_GWH=$((BASE_PORT + 20))    # gateway, qlik.proxy_url = the static upstream (HTTP runs, logins)
 P_GWW=$((BASE_PORT + 21))    # gateway, qlik.proxy_url = qlik-sim (websocket runs)
-
-wait_port() { # wait_port PORT
-  for _ in $(seq 1 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  log "port $1 never opened"; return 1
-}
 
 # --- upstreams -----------------------------------------------------------------------------------
 mkdir -p "$W/www/mashup" "$W/ngx-up" "$W/ngx-px"
@@ -133,15 +95,9 @@ EOF
 $LOAD_CPU "$NGINX" -p "$W/ngx-up" -c "$W/ngx-up/nginx.conf" 2>"$W/ngx-up/stderr" &
 PIDS+=($!)
 
-$LOAD_CPU "$BIN/qlik-sim" --cert-dir "$W/pki" --no-proxy-tls --no-csrf \
-  --proxy-port "$P_SIM" --qps-port $((P_SIM + 1)) --control-port $((P_SIM + 2)) \
-  > "$W/sim.json" 2>"$W/sim.log" &
-PIDS+=($!)
-wait_port "$P_UP"; wait_port "$P_SIM"
-for _ in $(seq 1 100); do [ -s "$W/sim.json" ] && break; sleep 0.05; done
-sim() { python3 -c "import json,sys; print(json.load(open('$W/sim.json'))['$1'])"; }
-QPS=$(sim qps_api_url); CA=$(sim ca_cert); CERT=$(sim client_cert); KEY=$(sim client_key)
-APP=5a1e5000-5a1e-4000-8000-000000000001
+SIM_PREFIX=$LOAD_CPU start_sim "$P_SIM" --no-csrf
+PIDS+=("$SIM_PID")
+wait_port "$P_UP"
 
 # A Qlik session made through the QPS API, for nginx and the direct runs to present.
 QSID="bench-$(date +%s)-$$"
@@ -194,17 +150,8 @@ provider = "static"
 [auth.static]
 user_directory = "DEV"
 user_id = "alice"
-[qlik]
-proxy_url = "$2"
-qps_api_url = "$QPS"
-virtual_proxy = "mashup"
-session_cookie = "X-Qlik-Session-mashup"
-client_cert = "$CERT"
-client_key = "$KEY"
-ca_cert = "$CA"
-[log]
-level = "warn"
 EOF
+  gw_qlik_config "$2"
 }
 gw_config "$P_GWH" "http://127.0.0.1:$P_UP" > "$W/gw-http.toml"
 gw_config "$P_GWW" "http://127.0.0.1:$P_SIM" > "$W/gw-ws.toml"

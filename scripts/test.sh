@@ -91,3 +91,9 @@ cargo test --workspace --locked --all-features
 log "benchmark smoke run (bench/run.sh, SMOKE=1)"
 SMOKE=1 CARGO_TARGET_DIR="$PWD/target" BENCH_CARGO_FLAGS="--locked --all-features" \
   OUT="$PWD/target/bench-smoke" BASE_PORT=19600 bench/run.sh >/dev/null
+
+# The soak, CI-sized (20 users, ~15 s, Qlik sessions expiring at random): it must run, and no client
+# may see mustAuthenticate: true or lose a message.
+log "soak smoke run (bench/soak.sh, SMOKE=1)"
+SMOKE=1 CARGO_TARGET_DIR="$PWD/target" BENCH_CARGO_FLAGS="--locked --all-features" \
+  OUT="$PWD/target/soak-smoke" BASE_PORT=19700 bench/soak.sh >/dev/null

@@ -97,6 +97,36 @@ async fn a_qps_error_status_is_a_502() {
 }
 
 #[tokio::test]
+async fn a_qps_timeout_on_a_lone_node_leaves_other_users_their_qlik_sessions() {
+    let env = Env::with(Setup {
+        qlik: "qps_timeout = \"300ms\"".into(),
+        ..Default::default()
+    })
+    .await;
+    let qlik_cookie = |v: Value| v["cookies"]["X-Qlik-Session-mashup"].clone();
+    let alice = env.login().await;
+    let r = env.get("/mashup/sim/echo", &alice).await;
+    let before = qlik_cookie(r.json().await.expect("echo"));
+    assert!(before.is_string());
+
+    // Someone else's login meets a QPS that does not answer in time.
+    env.sim()
+        .control()
+        .set_fault(Some(QpsFault::Delay(Duration::from_secs(2))));
+    expect_failure(first_request(&env).await, 503, "qps_timeout").await;
+    env.sim().control().set_fault(None);
+
+    // The only node is still where alice's Qlik session lives: she keeps it (and the app
+    // state in it) instead of getting a new one on every request.
+    for _ in 0..3 {
+        let r = env.get("/mashup/sim/echo", &alice).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(qlik_cookie(r.json().await.expect("echo")), before);
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn an_unreachable_qps_is_a_503() {
     let env = Env::with(Setup {
         qps_api_url: Some(closed_port_url()),

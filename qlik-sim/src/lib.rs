@@ -31,7 +31,7 @@ mod state;
 mod util;
 
 pub use apps::{HELPDESK_APP_ID, SALES_APP_ID};
-pub use options::{AuthInfoTiming, Casing, DuplicateParam, HeaderAuth, SimOptions};
+pub use options::{AuthInfoTiming, Casing, DuplicateParam, HeaderAuth, RandomExpiry, SimOptions};
 pub use pki::PkiPaths;
 pub use state::{Counters, EngineSelections, QpsFault, RecordedRequest, SessionInfo};
 
@@ -178,6 +178,11 @@ impl Sim {
             ));
             url("wss", addr)
         });
+        if let Some(chaos) = shared.opts.random_expiry {
+            tasks.push(tokio::spawn(
+                shared.clone().run_random_expiry(chaos, rx.clone()),
+            ));
+        }
         tasks.push(tokio::spawn(shared.clone().run_sweeper(rx)));
         tracing::info!(proxy = %shared.proxy_url, qps = %qps_addr, control = %control_addr,
             engine = engine_url.as_deref().unwrap_or("-"), "qlik-sim started");

@@ -2,7 +2,7 @@
 //! certificate paths, and runs until SIGTERM or SIGINT.
 
 use clap::Parser;
-use qlik_sim::{AuthInfoTiming, Casing, DuplicateParam, HeaderAuth, Sim, SimOptions};
+use qlik_sim::{AuthInfoTiming, Casing, DuplicateParam, HeaderAuth, RandomExpiry, Sim, SimOptions};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -71,6 +71,13 @@ struct Args {
     /// Read the last of a duplicated `qlik-csrf-token` parameter (default: the first).
     #[arg(long)]
     last_of_duplicate_params: bool,
+    /// Every this many milliseconds, end random proxy sessions (as an inactivity timeout
+    /// does: open websockets get OnSessionTimedOut); see --expire-random-fraction.
+    #[arg(long)]
+    expire_random_every_ms: Option<u64>,
+    /// The probability that a session ends at each --expire-random-every-ms draw.
+    #[arg(long, default_value_t = 0.05, requires = "expire_random_every_ms")]
+    expire_random_fraction: f64,
 }
 
 impl Args {
@@ -109,6 +116,10 @@ impl Args {
                 dynamic_pattern: self.header_auth_pattern.clone(),
             }),
             engine_port: self.engine_port,
+            random_expiry: self.expire_random_every_ms.map(|ms| RandomExpiry {
+                every: Duration::from_millis(ms),
+                fraction: self.expire_random_fraction,
+            }),
         }
     }
 }

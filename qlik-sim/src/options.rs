@@ -68,6 +68,17 @@ pub enum DuplicateParam {
     Last,
 }
 
+/// Qlik losing sessions at random (a soak's chaos): every `every`, each live proxy session
+/// ends with probability `fraction`, as an inactivity timeout ends it (its websockets get
+/// `OnSessionTimedOut`, then close; later requests with its cookie are unauthenticated).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomExpiry {
+    /// Time between two draws.
+    pub every: Duration,
+    /// Probability, 0.0 to 1.0, that a session ends at one draw.
+    pub fraction: f64,
+}
+
 /// Everything that configures a [`crate::Sim`].
 #[derive(Debug, Clone)]
 pub struct SimOptions {
@@ -110,6 +121,8 @@ pub struct SimOptions {
     /// Port of the direct engine listener (port 4747 on a real node: mutual TLS and
     /// `X-Qlik-User`); `None` = no such listener, `Some(0)` = ephemeral.
     pub engine_port: Option<u16>,
+    /// End random proxy sessions periodically (`None`: only inactivity and the control API do).
+    pub random_expiry: Option<RandomExpiry>,
 }
 
 impl Default for SimOptions {
@@ -133,6 +146,7 @@ impl Default for SimOptions {
             own_host_names: Vec::new(),
             header_auth: None,
             engine_port: None,
+            random_expiry: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::engine::EngineSession;
 use crate::identity::HeaderAuthenticator;
-use crate::options::SimOptions;
+use crate::options::{RandomExpiry, SimOptions};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -761,6 +761,47 @@ impl Shared {
             .values()
             .map(|r| r.last_activity + timeout)
             .min()
+    }
+
+    /// Ends each live session with probability `fraction` (see [`RandomExpiry`]); returns how
+    /// many ended.
+    pub fn expire_random(&self, fraction: f64) -> usize {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let fraction = fraction.clamp(0.0, 1.0);
+        let mut inner = self.lock();
+        let doomed: Vec<String> = inner
+            .sessions
+            .keys()
+            .filter(|_| rng.random_bool(fraction))
+            .cloned()
+            .collect();
+        for id in &doomed {
+            Self::end_locked(&mut inner, id, SessionEnd::TimedOut, true);
+        }
+        doomed.len()
+    }
+
+    /// Runs [`Shared::expire_random`] every `chaos.every` until shutdown.
+    pub async fn run_random_expiry(
+        self: Arc<Self>,
+        chaos: RandomExpiry,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(chaos.every.max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let n = self.expire_random(chaos.fraction);
+                    if n > 0 {
+                        tracing::info!(sessions = n, "random expiry ended proxy sessions");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 
     /// Runs the inactivity timer until `shutdown` flips.

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use futures_util::SinkExt;
-use qlik_sim::{AuthInfoTiming, SimOptions, SALES_APP_ID};
+use qlik_sim::{AuthInfoTiming, RandomExpiry, SimOptions, SALES_APP_ID};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -314,20 +314,42 @@ async fn qps_delete_sends_on_session_logged_out() {
     assert!(closed(&mut ws).await.is_some());
 }
 
+/// A simulator started with `opts` and an idle engine socket past its greeting; returns the
+/// first message after that (waited for: nothing is sent on the socket).
+async fn first_event_of_idle_socket(opts: SimOptions) -> (TestSim, Ws, Value) {
+    let sim = start(opts).await;
+    let (_sid, mut ws) = open_engine(&sim, "alice", SALES_APP_ID).await;
+    next_json(&mut ws).await;
+    next_json(&mut ws).await;
+    let v = next_json(&mut ws).await;
+    (sim, ws, v)
+}
+
 #[tokio::test]
 async fn inactivity_timeout_expires_the_session() {
-    let sim = start(SimOptions {
+    let (sim, _ws, v) = first_event_of_idle_socket(SimOptions {
         inactivity_timeout: Duration::from_millis(300),
         ..SimOptions::default()
     })
     .await;
-    let (_sid, mut ws) = open_engine(&sim, "alice", SALES_APP_ID).await;
-    next_json(&mut ws).await;
-    next_json(&mut ws).await;
-    // No traffic: the sweeper fires on its own; next_json waits for the event.
-    let v = next_json(&mut ws).await;
     assert_eq!(v["method"], "OnSessionTimedOut");
     assert!(sim.control().sessions().is_empty());
+}
+
+#[tokio::test]
+async fn random_expiry_ends_sessions_like_a_timeout() {
+    let (sim, mut ws, v) = first_event_of_idle_socket(SimOptions {
+        random_expiry: Some(RandomExpiry {
+            every: Duration::from_millis(100),
+            fraction: 1.0,
+        }),
+        ..SimOptions::default()
+    })
+    .await;
+    assert_eq!(v["method"], "OnSessionTimedOut");
+    assert!(closed(&mut ws).await.is_some());
+    assert!(sim.control().sessions().is_empty());
+    assert_eq!(sim.control().counters().sessions_expired, 1);
 }
 
 #[tokio::test]

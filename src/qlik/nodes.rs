@@ -95,8 +95,9 @@ impl Nodes {
     }
 
     /// Takes a node out of rotation (its proxy or QPS failed). A lone node stays in: there is
-    /// nowhere else to send users, and with one node nothing would ever bring it back (see
-    /// [`Nodes::watch`]), so every request after one reset would make a new Qlik session.
+    /// nowhere else to send users, and no health check ([`Nodes::watch`]) would ever bring it
+    /// back, so every request would replace its user's Qlik session from then on (each
+    /// replacement leaving the old session alive at Qlik).
     pub fn mark_down(&self, node: &Node, why: &str) {
         if self.list.len() < 2 {
             return;

@@ -3,6 +3,7 @@
 //!   bench-loadgen ws-echo URL ORIGIN COOKIE CONNS SIZE text|binary SECS
 //!   bench-loadgen ws-idle URL ORIGIN COOKIE CONNS      (holds the sockets until stdin closes)
 //!   bench-loadgen login BASE PATH CONNS SECS
+//!   bench-loadgen soak BASE APP USERS SECS              (bench/soak.sh; see soak.rs)
 //!
 //! ws-echo: CONNS sockets, each sending one frame and waiting for its echo, in a loop (closed
 //! loop, one message in flight per socket). `text` sends a JSON-RPC `SimEcho` call padded to SIZE
@@ -20,6 +21,8 @@ use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+
+mod soak;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -62,6 +65,21 @@ async fn open(url: &str, origin: &str, cookie: &str) -> Result<Ws, String> {
     Ok(ws)
 }
 
+/// The cookies (`name=value; …`) a `GET /_gateway/login` answer sets, if it is the login's 302.
+fn login_cookie<B>(resp: &http::Response<B>) -> Result<String, String> {
+    let cookie: Vec<&str> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(""))
+        .collect();
+    if resp.status().as_u16() != 302 || cookie.is_empty() {
+        return Err(format!("login answered {}", resp.status()));
+    }
+    Ok(cookie.join("; "))
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -69,6 +87,7 @@ async fn main() {
         "ws-echo" => ws_echo(&args).await,
         "ws-idle" => ws_idle(&args).await,
         "login" => login(&args).await,
+        "soak" => soak::run(&args).await,
         other => {
             eprintln!("unknown command {other}");
             std::process::exit(2)
@@ -247,21 +266,17 @@ async fn login(args: &[String]) {
                         continue;
                     }
                 };
-                let cookie: Vec<String> = resp
-                    .headers()
-                    .get_all("set-cookie")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .map(|v| v.split(';').next().unwrap_or("").to_string())
-                    .collect();
-                let status = resp.status();
+                let cookie = login_cookie(&resp);
                 let _ = resp.into_body().collect().await;
-                if status.as_u16() != 302 || cookie.is_empty() {
-                    fail(format!("login answered {status}"));
-                    continue;
-                }
+                let cookie = match cookie {
+                    Ok(c) => c,
+                    Err(e) => {
+                        fail(e);
+                        continue;
+                    }
+                };
                 let req = http::Request::get(format!("{base}{path}"))
-                    .header("cookie", cookie.join("; "))
+                    .header("cookie", cookie)
                     .body(Empty::new())
                     .unwrap();
                 match client.request(req).await {

@@ -1,5 +1,7 @@
 //! `qlik-gateway demo`: a simulated Qlik in-process, the gateway with a static user, and the
 //! built-in page, so a newcomer sees the whole flow with one command.
+// A command's output, not logging: the demo prints its URLs and hints for the person who started it.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -3,6 +3,9 @@
 //! Request path: [`server`] accepts → [`routes`] dispatches → [`auth`] establishes identity →
 //! [`session`] keeps the gateway session → [`qlik`] keeps the user's Qlik session → [`proxy`] forwards.
 
+// The gateway reports through `tracing`; only commands (demo, doctor) write to stdout/stderr.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod auth;
 pub mod config;
 pub mod demo;

@@ -458,7 +458,7 @@ struct MethodLabels {
 }
 
 impl Collector for Live {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let open = ConstGauge::new(i64::try_from(self.sockets.len()).unwrap_or(i64::MAX));
         open.encode(encoder.encode_descriptor(
             "qlik_gateway_websockets_open",

@@ -72,15 +72,12 @@ async fn the_react_mashup_works_end_to_end_in_chromium() {
         }
         seen
     };
-    let seen = match tokio::time::timeout(NODE_TIMEOUT, run).await {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = child.kill().await;
-            panic!(
-                "the browser test did not finish within {NODE_TIMEOUT:?}; screenshots in {}",
-                shots.display()
-            );
-        }
+    let Ok(seen) = tokio::time::timeout(NODE_TIMEOUT, run).await else {
+        let _ = child.kill().await;
+        panic!(
+            "the browser test did not finish within {NODE_TIMEOUT:?}; screenshots in {}",
+            shots.display()
+        );
     };
     let status = child.wait().await.expect("node exits");
     let err = stderr.await.unwrap_or_default();

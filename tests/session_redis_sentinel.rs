@@ -79,6 +79,8 @@ impl Proc {
             if let Some(Ok(Some(status))) = p.child.as_mut().map(|c| c.try_wait()) {
                 panic!("{name} exited with {status}:\n{}", p.log());
             }
+            // A readiness poll of a child process (sync code, bounded by the loop's deadline).
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_millis(20));
         }
         p

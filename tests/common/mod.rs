@@ -391,9 +391,8 @@ impl Binary {
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
         let mut seen = String::new();
         let addr = loop {
-            let line = match lines.next_line().await {
-                Ok(Some(l)) => l,
-                _ => panic!("gateway exited before listening:\n{seen}"),
+            let Ok(Some(line)) = lines.next_line().await else {
+                panic!("gateway exited before listening:\n{seen}");
             };
             seen.push_str(&line);
             seen.push('\n');

@@ -98,6 +98,8 @@ impl RedisServer {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("redis-server exited with {status}:\n{}", self.log());
             }
+            // A readiness poll of a child process (sync code, bounded by the loop's deadline).
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_millis(20));
         }
     }

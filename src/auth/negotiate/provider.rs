@@ -126,9 +126,8 @@ impl IdentityProvider for Negotiate {
     }
 
     async fn login(&self, req: &LoginRequest<'_>) -> Result<LoginOutcome, AuthError> {
-        let token = match token::read(req.headers)? {
-            Some(t) => t,
-            None => return Ok(LoginOutcome::Challenge(challenge(None, None))),
+        let Some(token) = token::read(req.headers)? else {
+            return Ok(LoginOutcome::Challenge(challenge(None, None)));
         };
         let pending_id = self.pending_id(req.headers);
         let ctx = match &pending_id {

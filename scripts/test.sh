@@ -84,6 +84,13 @@ log "cargo clippy -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --workspace --all-targets --locked --all-features -- -D warnings
 
+log "cargo deny: licences and duplicate versions (deny.toml)"
+if ! cargo deny --version >/dev/null 2>&1; then
+  log "installing cargo-deny (crates.io)"
+  cargo install --locked cargo-deny@0.20.2
+fi
+cargo deny --locked check licenses bans
+
 log "cargo test (all features: Kerberos against a real KDC)"
 cargo test --workspace --locked --all-features
 

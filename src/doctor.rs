@@ -594,7 +594,7 @@ async fn probe_session(
     };
     let cookie_value = match &q.mode {
         QlikMode::Session => {
-            let sid = uuid_like();
+            let sid = uuid::Uuid::new_v4().to_string();
             match node.qps.create_session(identity, &sid).await {
                 Ok(()) => {
                     *created = Some(sid.clone());
@@ -1134,23 +1134,6 @@ async fn oidc(o: &crate::config::OidcConfig, r: &mut Report) {
             ))
         }
     }
-}
-
-fn uuid_like() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 16];
-    rand::rng().fill_bytes(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 #[cfg(test)]

@@ -225,7 +225,8 @@ impl QlikSessions {
         })?;
         let cookie_value = match &self.cfg.mode {
             QlikMode::Session => {
-                let session_id = uuid_v4();
+                // GUID-shaped, like the session ids Qlik makes itself.
+                let session_id = uuid::Uuid::new_v4().to_string();
                 if let Err(e) = node.qps.create_session(identity, &session_id).await {
                     if e.is_transient() {
                         self.nodes.mark_down(&node, &e.to_string());
@@ -465,22 +466,4 @@ pub enum CsrfError {
 /// `Host` header value for an `http(s)` URL (port only when not the scheme's default).
 pub fn host_header(url: &reqwest::Url) -> String {
     crate::proxy::upstream::Origin::of_url(url).host_header()
-}
-
-/// A GUID-shaped session id, like the ones Qlik makes itself.
-fn uuid_v4() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 16];
-    rand::rng().fill_bytes(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }

@@ -168,7 +168,7 @@ impl QpsClient {
     /// Reachability with the client certificate: any HTTP answer other than an xrfkey rejection
     /// proves TLS and routing work.
     pub async fn probe(&self) -> Result<(), QlikError> {
-        let path = format!("session/{}", uuid_like());
+        let path = format!("session/probe-{}", uuid::Uuid::new_v4());
         self.timed("probe", async {
             self.call(Method::GET, &path, None).await.map(|_| ())
         })
@@ -249,11 +249,6 @@ fn user_body(identity: &Identity) -> Value {
 
 fn snippet(s: &str) -> String {
     s.chars().take(200).collect()
-}
-
-fn uuid_like() -> String {
-    let k = xrfkey::generate();
-    format!("probe-{k}")
 }
 
 /// The TLS reason in an error chain, if TLS is what failed.

@@ -18,6 +18,7 @@ pub mod mashup;
 pub mod metrics;
 pub mod proxy;
 pub mod qlik;
+pub mod reload;
 pub mod request_target;
 pub mod routes;
 pub mod server;

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -74,17 +74,7 @@ impl ReloadingCert {
             key: key.to_path_buf(),
             current: RwLock::new((ck, s)),
         });
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let weak = Arc::downgrade(&me);
-            #[cfg(unix)]
-            let hup = {
-                let _g = rt.enter();
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
-            };
-            #[cfg(not(unix))]
-            let hup: Option<()> = None;
-            rt.spawn(watch(weak, hup));
-        }
+        crate::reload::watch(&me, Some(POLL));
         Ok(me)
     }
 
@@ -108,42 +98,19 @@ impl ReloadingCert {
     }
 }
 
-#[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangup = Option<()>;
+impl crate::reload::Reload for ReloadingCert {
+    type Error = TlsFileError;
 
-async fn watch(weak: Weak<ReloadingCert>, mut hup: Hangup) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + POLL, POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = {
-            let _ = &mut hup;
-            std::future::pending::<()>()
-        };
-        let force = tokio::select! {
-            _ = tick.tick() => false,
-            _ = hangup => true,
-        };
-        let Some(me) = weak.upgrade() else { return };
-        let m = me.clone();
-        match tokio::task::spawn_blocking(move || m.reload(force)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(
-                "the TLS certificate files changed but cannot be used; still serving the previous certificate: {e}"
-            ),
-            Err(e) => tracing::error!("TLS certificate reload task failed: {e}"),
-        }
+    fn reload(&self, force: bool) -> Result<bool, TlsFileError> {
+        ReloadingCert::reload(self, force)
+    }
+
+    fn failed(&self) -> &'static str {
+        "the TLS certificate files changed but cannot be used; still serving the previous certificate"
+    }
+
+    fn file(&self) -> &Path {
+        &self.cert
     }
 }
 

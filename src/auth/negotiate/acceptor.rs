@@ -8,7 +8,7 @@
 //! credentials point there. A half-written or wrong replacement therefore cannot break logins.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use libgssapi::credential::Cred;
@@ -144,92 +144,25 @@ impl Acceptor {
     }
 
     /// Watches the keytab until the acceptor is dropped: polls every `every` (if set) and
-    /// reloads on SIGHUP. Needs a Tokio runtime; outside one it does nothing.
+    /// reloads on SIGHUP ([`crate::reload`]).
     pub fn watch(self: &Arc<Self>, every: Option<Duration>) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let weak = Arc::downgrade(self);
-        // The SIGHUP handler is installed here, before returning, so a SIGHUP sent right after
-        // start-up reloads instead of hitting the default action (terminate).
-        #[cfg(unix)]
-        let hup = {
-            let _guard = rt.enter();
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .map_err(|e| tracing::warn!("no SIGHUP keytab reload: {e}"))
-                .ok()
-        };
-        #[cfg(not(unix))]
-        let hup = None;
-        rt.spawn(watch(weak, every, hup));
+        crate::reload::watch(self, every);
     }
 }
 
-#[cfg(unix)]
-type Hangup = tokio::signal::unix::Signal;
-#[cfg(not(unix))]
-type Hangup = ();
+impl crate::reload::Reload for Acceptor {
+    type Error = LoadError;
 
-async fn watch(weak: Weak<Acceptor>, every: Option<Duration>, mut hup: Option<Hangup>) {
-    // The failure last logged: one that persists (a full temp directory, a broken file left in
-    // place) is retried at every check but logged once, not every few seconds.
-    let mut reported: Option<String> = None;
-    let mut tick = every.map(|d| {
-        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        i
-    });
-    loop {
-        let poll = async {
-            match tick.as_mut() {
-                Some(t) => {
-                    t.tick().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = {
-            let _ = &mut hup;
-            std::future::pending::<()>()
-        };
-        let forced = tokio::select! {
-            _ = poll => false,
-            _ = hangup => true,
-        };
-        let Some(acceptor) = weak.upgrade() else {
-            return;
-        };
-        let a = acceptor.clone();
-        let result = tokio::task::spawn_blocking(move || a.reload(forced)).await;
-        match result {
-            Ok(Ok(_)) => reported = None,
-            Ok(Err(e)) => {
-                let e = e.to_string();
-                if reported.as_ref() == Some(&e) {
-                    tracing::debug!(
-                        keytab = %acceptor.keytab.display(),
-                        "keytab still cannot be used (already reported): {e}"
-                    );
-                } else {
-                    tracing::error!(
-                        keytab = %acceptor.keytab.display(),
-                        "keytab changed but cannot be used; still using the previous one: {e}"
-                    );
-                    reported = Some(e);
-                }
-            }
-            Err(e) => tracing::error!("keytab reload task failed: {e}"),
-        }
+    fn reload(&self, force: bool) -> Result<bool, LoadError> {
+        Acceptor::reload(self, force)
+    }
+
+    fn failed(&self) -> &'static str {
+        "keytab changed but cannot be used; still using the previous one"
+    }
+
+    fn file(&self) -> &Path {
+        &self.keytab
     }
 }
 

@@ -26,7 +26,6 @@ pub mod session;
 pub mod state;
 pub mod stats;
 pub mod tls;
-pub mod tls_reload;
 
 /// A failure that stops the gateway from starting.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::tls::TlsFileError;
+use super::TlsFileError;
 
 /// How often the certificate files are looked at.
 const POLL: Duration = Duration::from_secs(5);
@@ -46,9 +46,9 @@ impl fmt::Debug for ReloadingCert {
 }
 
 fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsFileError> {
-    let chain = crate::tls::load_certs(cert)?;
-    let key_der = crate::tls::load_key(key)?;
-    let signer = crate::tls::provider()
+    let chain = super::load_certs(cert)?;
+    let key_der = super::load_key(key)?;
+    let signer = super::provider()
         .key_provider
         .load_private_key(key_der)
         .map_err(|e| TlsFileError::Rejected {

@@ -1,5 +1,7 @@
 //! PEM loading and rustls configurations (ring provider only: one crypto backend in the binary).
 
+pub mod reloading;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -116,9 +118,9 @@ pub fn client_config(
 }
 
 /// Server config for the HTTPS listener: h2 and http/1.1 by ALPN, with the certificate pair
-/// reloaded when its files change (see [`crate::tls_reload`]).
+/// reloaded when its files change (see [`reloading`]).
 pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsFileError> {
-    let resolver = crate::tls_reload::ReloadingCert::new(cert, key)?;
+    let resolver = reloading::ReloadingCert::new(cert, key)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsFileError::Rejected {

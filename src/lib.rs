@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod qlik;
 pub mod reload;
 pub mod request_target;
+pub mod route_class;
 pub mod routes;
 pub mod server;
 pub mod session;

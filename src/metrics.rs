@@ -23,6 +23,7 @@
 //! | `qlik_gateway_qlik_notifications_total` | counter | `method` (Qlik's fatal notifications, [`crate::stats`]) |
 //! | `qlik_gateway_login_prompts_total` | counter | — (`mustAuthenticate: true` sent to a client) |
 
+use crate::route_class::RouteClass;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,49 +52,6 @@ pub const PROMETHEUS_CONTENT_TYPE: &str =
 const LATENCY_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
-
-/// What kind of request: the label of the HTTP metrics. Derived from the path (never the path
-/// itself: that would be one series per URL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteClass {
-    /// `/_gateway/*`: login, logout, me, health, metrics.
-    Gateway,
-    /// Under `qlik.mount`, plain HTTP.
-    Qlik,
-    /// Under `qlik.mount`, a websocket upgrade (the engine).
-    Websocket,
-    /// Everything else: the mashup (its files, or its dev server).
-    Mashup,
-}
-
-impl RouteClass {
-    const ALL: [RouteClass; 4] = [Self::Gateway, Self::Qlik, Self::Websocket, Self::Mashup];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gateway => "gateway",
-            Self::Qlik => "qlik",
-            Self::Websocket => "websocket",
-            Self::Mashup => "mashup",
-        }
-    }
-
-    /// The class of a request for `path` with `headers`, `mount` being `qlik.mount`.
-    pub fn of(path: &str, mount: &str, headers: &http::HeaderMap) -> Self {
-        if path.starts_with("/_gateway/") {
-            Self::Gateway
-        } else if crate::routes::under_mount(path, mount) {
-            if crate::proxy::websocket::is_upgrade(headers) {
-                Self::Websocket
-            } else {
-                Self::Qlik
-            }
-        } else {
-            Self::Mashup
-        }
-    }
-}
 
 /// Which way a websocket frame went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -563,24 +521,6 @@ mod tests {
 
     fn metrics() -> Metrics {
         Metrics::new(Stats::default(), SocketRegistry::default())
-    }
-
-    #[test]
-    fn route_classes_come_from_the_path_never_the_path_itself() {
-        let plain = http::HeaderMap::new();
-        let mut upgrade = http::HeaderMap::new();
-        upgrade.insert(http::header::CONNECTION, "Upgrade".parse().unwrap());
-        upgrade.insert(http::header::UPGRADE, "websocket".parse().unwrap());
-        let of = |p: &str, h: &http::HeaderMap| RouteClass::of(p, "/mashup", h);
-        assert_eq!(of("/_gateway/login", &plain), RouteClass::Gateway);
-        assert_eq!(of("/_gateway/metrics", &upgrade), RouteClass::Gateway);
-        assert_eq!(of("/mashup/qrs/about", &plain), RouteClass::Qlik);
-        assert_eq!(of("/mashup", &plain), RouteClass::Qlik);
-        assert_eq!(of("/mashup/app/x", &upgrade), RouteClass::Websocket);
-        assert_eq!(of("/mashupx", &plain), RouteClass::Mashup);
-        assert_eq!(of("/", &plain), RouteClass::Mashup);
-        assert_eq!(of("/@vite/client", &upgrade), RouteClass::Mashup);
-        assert_eq!(of("/_gateway", &plain), RouteClass::Mashup);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::gateway::endpoints::{self, PeerAddr};
 use crate::gateway::{current_session, unauthenticated, wants_html};
 use crate::mashup::Mashup;
 use crate::proxy;
+use crate::route_class::{is_upgrade, RouteClass};
 use crate::state::AppState;
 
 /// Builds the application router (the public listener's). `/_gateway/metrics` is here only when
@@ -89,11 +90,6 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such gateway endpoint\n").into_response()
 }
 
-/// Whether `path` is `mount` or below it.
-pub(crate) fn under_mount(path: &str, mount: &str) -> bool {
-    path == mount || path.strip_prefix(mount).is_some_and(|r| r.starts_with('/'))
-}
-
 async fn dispatch_fallback(
     State(state): State<Arc<AppState>>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
@@ -107,9 +103,16 @@ async fn dispatch_fallback(
 pub async fn dispatch(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Response {
     let path = req.uri().path();
     let html = wants_html(req.headers());
-    let websocket = proxy::websocket::is_upgrade(req.headers());
+    // Classified once, by the server (the metrics label); a router driven without it classifies here.
+    let class = req
+        .extensions()
+        .get::<RouteClass>()
+        .copied()
+        .unwrap_or_else(|| RouteClass::of(path, &state.cfg.qlik.mount, req.headers()));
+    // The mashup's dev server takes upgrades too (hot module replacement).
+    let websocket = class == RouteClass::Websocket || is_upgrade(req.headers());
 
-    if under_mount(path, &state.cfg.qlik.mount) {
+    if matches!(class, RouteClass::Qlik | RouteClass::Websocket) {
         let rest = &path[state.cfg.qlik.mount.len()..];
         if let Err(r) = crate::request_target::confine(rest, "the virtual proxy") {
             return GatewayError::from(r).respond(html);

@@ -28,8 +28,8 @@ use first_request::{Arrived, FirstRequestDeadline};
 use limits::HeadLimits;
 
 use crate::gateway::endpoints::PeerAddr;
-use crate::metrics::RouteClass;
 use crate::proxy::registry::CloseReason;
+use crate::route_class::RouteClass;
 use crate::state::AppState;
 
 /// A failure to start listening.
@@ -398,6 +398,7 @@ fn service(
                         axum::body::Body::new(TimedBody::new(b, body_timeout))
                     }
                 });
+                req.extensions_mut().insert(class);
                 let mut resp = if routed {
                     req.extensions_mut().insert(PeerAddr(peer));
                     router.oneshot(req).await?

@@ -71,23 +71,6 @@ const CLOSE_QLIK_SESSION_LOST: u16 = 4002;
 /// close frame reaches the client instead of being lost in a TCP reset.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Whether the request asks for a websocket upgrade.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    let conn_upgrade = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        });
-    let ws = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    conn_upgrade && ws
-}
-
 /// Checks the browser's `Origin` against the public origin and `security.allowed_origins`.
 /// Cross-Site WebSocket Hijacking is the first attack on cookie-authenticated websockets.
 pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> Result<(), GatewayError> {

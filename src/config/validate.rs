@@ -942,3 +942,111 @@ fn check_admin_listen(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_admin_listen;
+    use crate::config::{load_str, ConfigError};
+
+    /// A valid configuration: `server` lines appended to `[server]`, `qlik` to `[qlik]` (`{dir}`
+    /// is the directory holding the certificate files), `rest` after everything.
+    fn toml(dir: &std::path::Path, server: &str, qlik: &str, rest: &str) -> String {
+        for f in ["client.pem", "client_key.pem", "root.pem"] {
+            std::fs::write(dir.join(f), "not checked here").unwrap();
+        }
+        let d = dir.display();
+        let qlik = qlik.replace("{dir}", &d.to_string());
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:8443"
+public_url = "https://bi.example.com"
+{server}
+
+[auth]
+provider = "static"
+[auth.static]
+user_directory = "DEV"
+user_id = "alice"
+
+[qlik]
+proxy_url = "https://qlik.example.com"
+qps_api_url = "https://qlik.example.com:4243"
+virtual_proxy = "mashup"
+{qlik}
+
+{rest}
+"#
+        )
+    }
+
+    fn certs() -> &'static str {
+        "client_cert = \"{dir}/client.pem\"\nclient_key = \"{dir}/client_key.pem\"\nca_cert = \"{dir}/root.pem\""
+    }
+
+    fn refused_key(r: Result<crate::config::Config, ConfigError>) -> (String, String) {
+        match r {
+            Err(e @ ConfigError::Key { .. }) => {
+                (e.key_name().unwrap_or_default().to_string(), e.to_string())
+            }
+            Err(e) => panic!("expected a key error, got {e}"),
+            Ok(_) => panic!("the configuration should have been refused"),
+        }
+    }
+
+    #[test]
+    fn a_minimal_configuration_gets_its_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = load_str(&toml(dir.path(), "", certs(), "")).unwrap();
+        assert_eq!(cfg.server.public_origin, "https://bi.example.com");
+        assert_eq!(cfg.qlik.mount, "/mashup");
+        assert!(cfg.server.admin_listen.is_none());
+    }
+
+    #[test]
+    fn public_url_must_be_an_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = toml(dir.path(), "", certs(), "").replace(
+            "public_url = \"https://bi.example.com\"",
+            "public_url = \"https://bi.example.com/bi\"",
+        );
+        let (key, msg) = refused_key(load_str(&t));
+        assert_eq!(key, "server.public_url");
+        assert!(msg.contains("origin only"), "{msg}");
+    }
+
+    #[test]
+    fn missing_qlik_certificates_name_where_they_come_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, msg) = refused_key(load_str(&toml(dir.path(), "", "", "")));
+        assert!(key.starts_with("qlik."), "{key}");
+        assert!(msg.contains("QMC"), "{msg}");
+    }
+
+    #[test]
+    fn a_mashup_is_a_directory_or_an_upstream_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let rest = "[mashup]\ndir = \"/srv/mashup\"\nupstream = \"http://127.0.0.1:5173\"";
+        let (key, msg) = refused_key(load_str(&toml(dir.path(), "", certs(), rest)));
+        assert_eq!(key, "mashup.upstream");
+        assert!(msg.contains("not both"), "{msg}");
+    }
+
+    #[test]
+    fn the_admin_listener_needs_a_port_of_its_own() {
+        let at = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let listen = at("127.0.0.1:8443");
+        for clash in ["127.0.0.1:8443", "0.0.0.0:8443"] {
+            let e = check_admin_listen(at(clash), listen).unwrap_err();
+            assert_eq!(e.key_name(), Some("server.admin_listen"), "{clash}");
+        }
+        for fine in ["127.0.0.1:9090", "10.0.0.1:9090", "127.0.0.1:0"] {
+            assert!(check_admin_listen(at(fine), listen).is_ok(), "{fine}");
+        }
+        assert!(check_admin_listen(at("127.0.0.1:8443"), at("0.0.0.0:8443")).is_err());
+        // Through the whole configuration, too.
+        let dir = tempfile::tempdir().unwrap();
+        let t = toml(dir.path(), "admin_listen = \"127.0.0.1:8443\"", certs(), "");
+        assert_eq!(refused_key(load_str(&t)).0, "server.admin_listen");
+    }
+}

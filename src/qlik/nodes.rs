@@ -148,3 +148,80 @@ impl Nodes {
 pub fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Nodes;
+
+    /// The nodes of a configuration with these proxy URLs (and real certificate files: each
+    /// node's QPS client loads them).
+    fn nodes(proxies: &[&str]) -> (Nodes, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        std::fs::write(p("client.pem"), ca.cert.pem()).unwrap();
+        std::fs::write(p("client_key.pem"), ca.signing_key.serialize_pem()).unwrap();
+        std::fs::write(p("root.pem"), ca.cert.pem()).unwrap();
+        let list = |urls: Vec<String>| format!("[{}]", urls.join(", "));
+        let proxy = list(proxies.iter().map(|u| format!("\"{u}\"")).collect());
+        let qps = list(proxies.iter().map(|u| format!("\"{u}:4243\"")).collect());
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:8443\"\npublic_url = \"https://bi.example.com\"\n\
+             [auth]\nprovider = \"static\"\n[auth.static]\nuser_directory = \"DEV\"\nuser_id = \"alice\"\n\
+             [qlik]\nproxy_url = {proxy}\nqps_api_url = {qps}\nvirtual_proxy = \"mashup\"\n\
+             client_cert = \"{}\"\nclient_key = \"{}\"\nca_cert = \"{}\"\n",
+            p("client.pem"),
+            p("client_key.pem"),
+            p("root.pem")
+        );
+        let cfg = crate::config::load_str(&toml).unwrap();
+        (Nodes::new(&cfg.qlik, None).unwrap(), dir)
+    }
+
+    #[test]
+    fn new_sessions_go_round_the_healthy_nodes() {
+        let (n, _dir) = nodes(&[
+            "https://a.example",
+            "https://b.example",
+            "https://c.example",
+        ]);
+        let picks: Vec<String> = (0..6).map(|_| n.pick().unwrap().key.clone()).collect();
+        assert_eq!(
+            picks,
+            ["a", "b", "c", "a", "b", "c"].map(|h| format!("https://{h}.example"))
+        );
+        let b = n.get("https://b.example").unwrap();
+        n.mark_down(&b, "test");
+        assert!(
+            (0..6).all(|_| n.pick().unwrap().key != b.key),
+            "a node that is down gets no new session"
+        );
+        // Everything down: health may be stale, so a node is still picked.
+        for node in n.all() {
+            n.mark_down(node, "test");
+        }
+        assert!(n.pick().is_some());
+        n.mark_up(&b);
+        assert!((0..3).all(|_| n.pick().unwrap().key == b.key));
+    }
+
+    #[test]
+    fn a_lone_node_is_never_taken_out() {
+        let (n, _dir) = nodes(&["https://qlik.example"]);
+        let only = n.pick().unwrap();
+        n.mark_down(&only, "a reset");
+        assert!(only.is_up(), "no health check would ever bring it back");
+    }
+
+    #[test]
+    fn stored_sessions_find_their_node() {
+        let (n, _dir) = nodes(&["https://a.example", "https://b.example"]);
+        assert_eq!(
+            n.get("").unwrap().key,
+            "https://a.example",
+            "sessions stored before nodes had names"
+        );
+        assert_eq!(n.get("https://b.example").unwrap().key, "https://b.example");
+        assert!(n.get("https://gone.example").is_none());
+    }
+}

@@ -22,8 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 
-use crate::auth::Identity;
 use crate::config::{AuthConfig, Config, QlikConfig, QlikMode, QlikNodeConfig};
+use crate::identity::Identity;
 use crate::qlik::{QlikError, QpsClient};
 
 /// Certificates expiring within this many days are a warning.
@@ -184,7 +184,7 @@ impl Report {
 
 /// Runs every check against the deployment `cfg` describes.
 pub async fn run(cfg: &Config, config_path: &Path, opts: &Options, print: bool) -> Report {
-    crate::tls::install_default_provider();
+    crate::net::tls::install_default_provider();
     let mut r = Report {
         print,
         ..Report::default()
@@ -240,9 +240,9 @@ fn certificates(cfg: &Config, r: &mut Report) -> bool {
     let q = &cfg.qlik;
     let mut usable = true;
     let pair = (|| -> Result<(), String> {
-        let chain = crate::tls::load_certs(&q.client_cert).map_err(|e| e.to_string())?;
-        let key = crate::tls::load_key(&q.client_key).map_err(|e| e.to_string())?;
-        let signing = crate::tls::provider()
+        let chain = crate::net::tls::load_certs(&q.client_cert).map_err(|e| e.to_string())?;
+        let key = crate::net::tls::load_key(&q.client_key).map_err(|e| e.to_string())?;
+        let signing = crate::net::tls::provider()
             .key_provider
             .load_private_key(key)
             .map_err(|e| format!("{}: {e}", q.client_key.display()))?;
@@ -268,7 +268,7 @@ fn certificates(cfg: &Config, r: &mut Report) -> bool {
             );
         }
     }
-    match crate::tls::root_store(&q.ca_cert, false) {
+    match crate::net::tls::root_store(&q.ca_cert, false) {
         Ok(_) => r.push(Check::ok(format!(
             "CA certificate {} parses",
             q.ca_cert.display()
@@ -291,7 +291,7 @@ fn certificates(cfg: &Config, r: &mut Report) -> bool {
     }
     let now = chrono::Utc::now().timestamp();
     for (key, path) in files {
-        let Ok(certs) = crate::tls::load_certs(path) else {
+        let Ok(certs) = crate::net::tls::load_certs(path) else {
             continue;
         };
         for der in certs.iter().take(if key == "qlik.ca_cert" { 8 } else { 1 }) {
@@ -405,7 +405,7 @@ async fn check_node(cfg: &Config, n: &QlikNodeConfig, opts: &Options, r: &mut Re
         qps_url: &n.qps_api_url,
         http,
         qps,
-        host: crate::qlik::lifecycle::host_header(&n.proxy_url),
+        host: crate::net::upstream::host_header(&n.proxy_url),
         origin: n.proxy_url.origin().ascii_serialization(),
     };
     if !qps_reachable(&node, r).await {
@@ -437,8 +437,9 @@ async fn check_node(cfg: &Config, n: &QlikNodeConfig, opts: &Options, r: &mut Re
 }
 
 fn proxy_client(q: &QlikConfig) -> Result<reqwest::Client, String> {
-    let roots = crate::tls::root_store(&q.ca_cert, true).map_err(|e| e.to_string())?;
-    let tls = crate::tls::client_config(roots, None, &[b"http/1.1"]).map_err(|e| e.to_string())?;
+    let roots = crate::net::tls::root_store(&q.ca_cert, true).map_err(|e| e.to_string())?;
+    let tls =
+        crate::net::tls::client_config(roots, None, &[b"http/1.1"]).map_err(|e| e.to_string())?;
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .connect_timeout(q.connect_timeout)
@@ -523,9 +524,9 @@ async fn qps_user(
     let resp = match req.send().await {
         Ok(r) => r,
         Err(e) => {
-            let why = crate::qlik::qps::tls_cause(&e)
+            let why = crate::net::error_chain::tls_cause(&e)
                 .map(|t| format!("TLS: {t}"))
-                .unwrap_or_else(|| crate::qlik::qps::root_cause(&e));
+                .unwrap_or_else(|| crate::net::error_chain::root_cause(&e));
             return UserAnswer::Error(why);
         }
     };
@@ -747,8 +748,11 @@ async fn ticket_cookie(node: &Node<'_>, identity: &Identity, r: &mut Report) -> 
         Ok(r) => r,
         Err(e) => {
             r.push(
-                common_failure(node, UserAnswer::Error(crate::qlik::qps::root_cause(&e)))
-                    .unwrap_or_else(|| Check::fail("ticket redemption", "unreachable")),
+                common_failure(
+                    node,
+                    UserAnswer::Error(crate::net::error_chain::root_cause(&e)),
+                )
+                .unwrap_or_else(|| Check::fail("ticket redemption", "unreachable")),
             );
             return None;
         }
@@ -757,15 +761,15 @@ async fn ticket_cookie(node: &Node<'_>, identity: &Identity, r: &mut Report) -> 
     let mut other = None;
     for v in resp.headers().get_all(header::SET_COOKIE) {
         let Ok(s) = v.to_str() else { continue };
-        match crate::proxy::headers::qlik_session_set_cookie(s, &q.session_cookie) {
-            crate::proxy::headers::QlikSetCookie::Ours(v) if !v.is_empty() => {
+        match crate::qlik::cookies::qlik_session_set_cookie(s, &q.session_cookie) {
+            crate::qlik::cookies::QlikSetCookie::Ours(v) if !v.is_empty() => {
                 r.push(Check::ok(format!(
                     "the ticket was redeemed; the proxy set {}",
                     q.session_cookie
                 )));
                 return Some(v.to_string());
             }
-            crate::proxy::headers::QlikSetCookie::Other(n) => other = Some(n.to_string()),
+            crate::qlik::cookies::QlikSetCookie::Other(n) => other = Some(n.to_string()),
             _ => {}
         }
     }
@@ -850,7 +854,7 @@ async fn websocket(node: &Node<'_>, identity: &Identity, cookie: Option<&str>, r
             Err(e) => {
                 r.push(Check::fail(
                     "fetching the websocket CSRF token",
-                    crate::qlik::qps::root_cause(&e),
+                    crate::net::error_chain::root_cause(&e),
                 ));
                 return;
             }
@@ -966,8 +970,9 @@ async fn dial(
         .map_err(|_| other(format!("connect to {host}:{port} timed out")))?
         .map_err(|e| other(format!("connect to {host}:{port}: {e}")))?;
     let io: Pin<Box<dyn Io>> = if tls {
-        let roots = crate::tls::root_store(&q.ca_cert, true).map_err(|e| other(e.to_string()))?;
-        let cfg = crate::tls::client_config(roots, None, &[b"http/1.1"])
+        let roots =
+            crate::net::tls::root_store(&q.ca_cert, true).map_err(|e| other(e.to_string()))?;
+        let cfg = crate::net::tls::client_config(roots, None, &[b"http/1.1"])
             .map_err(|e| other(e.to_string()))?;
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| other(e.to_string()))?;
@@ -1083,13 +1088,13 @@ async fn oidc(o: &crate::config::OidcConfig, r: &mut Report) {
         o.issuer.as_str().trim_end_matches('/')
     );
     let roots = match &o.ca_cert {
-        Some(ca) => crate::tls::root_store(ca, true),
-        None => Ok(crate::tls::system_roots()),
+        Some(ca) => crate::net::tls::root_store(ca, true),
+        None => Ok(crate::net::tls::system_roots()),
     };
     let client = roots
         .map_err(|e| e.to_string())
         .and_then(|roots| {
-            crate::tls::client_config(roots, None, &[b"http/1.1"]).map_err(|e| e.to_string())
+            crate::net::tls::client_config(roots, None, &[b"http/1.1"]).map_err(|e| e.to_string())
         })
         .and_then(|tls| {
             reqwest::Client::builder()
@@ -1110,7 +1115,7 @@ async fn oidc(o: &crate::config::OidcConfig, r: &mut Report) {
             .get(&url)
             .send()
             .await
-            .map_err(|e| crate::qlik::qps::root_cause(&e))?;
+            .map_err(|e| crate::net::error_chain::root_cause(&e))?;
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }

@@ -6,8 +6,8 @@ use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::auth::AuthError;
-use crate::qlik::lifecycle::{CsrfError, LifecycleError};
 use crate::qlik::QlikError;
+use crate::qlik_sessions::{CsrfError, LifecycleError};
 use crate::session::StoreError;
 
 /// Everything a request can fail with.
@@ -56,7 +56,7 @@ pub enum GatewayError {
     TooManySessions { user: String, limit: usize },
     /// A size limit (`server.max_*`) refused the request or the upstream's answer.
     #[error(transparent)]
-    Limit(#[from] crate::server::limits::LimitError),
+    Limit(#[from] crate::limits::LimitError),
 }
 
 impl From<LifecycleError> for GatewayError {

@@ -12,21 +12,25 @@ pub mod demo;
 pub mod doctor;
 pub mod error;
 pub mod gateway;
+pub mod headers;
 pub mod html;
+pub mod identity;
+pub mod limits;
 pub mod logging;
 pub mod mashup;
 pub mod metrics;
+pub mod net;
 pub mod proxy;
 pub mod qlik;
-pub mod reload;
+pub mod qlik_sessions;
 pub mod request_target;
 pub mod route_class;
 pub mod routes;
 pub mod server;
 pub mod session;
+pub mod sockets;
 pub mod state;
 pub mod stats;
-pub mod tls;
 
 /// A failure that stops the gateway from starting.
 #[derive(Debug, thiserror::Error)]

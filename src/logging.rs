@@ -2,8 +2,6 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogConfig;
-
 /// Installs the global subscriber once; later calls (tests, demo) are no-ops.
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
@@ -19,4 +17,11 @@ pub fn init(cfg: &LogConfig) {
     } else {
         builder.try_init()
     };
+}
+
+/// Logging.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub json: bool,
+    pub level: String,
 }

@@ -1,4 +1,4 @@
-//! Prometheus metrics: one [`Metrics`] (one registry) per [`crate::state::AppState`], so gateways
+//! Prometheus metrics: one [`Metrics`] (one registry) per `AppState`, so gateways
 //! in one process (the tests) never share counters. Served as text on `/_gateway/metrics`, on the
 //! public listener or, with `server.admin_listen`, on the admin listener only.
 //!
@@ -36,8 +36,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::proxy::registry::SocketRegistry;
 use crate::session::{GatewaySession, QlikSession, SessionId, SessionStore, StoreError};
+use crate::sockets::SocketRegistry;
 use crate::stats::Stats;
 
 /// `Content-Type` of the OpenMetrics text format, served when the scraper asks for it.

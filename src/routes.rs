@@ -42,7 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Gateway endpoints take small forms at most; the fallback (proxied requests) is exempt.
         .route_layer(axum::middleware::from_fn({
             let limit = state.cfg.server.max_gateway_body_bytes;
-            move |req, next| crate::server::limits::bounded_gateway_body(limit, req, next)
+            move |req, next| bounded_gateway_body(limit, req, next)
         }))
         .with_state(state)
 }
@@ -183,6 +183,45 @@ pub async fn dispatch(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>
                 (StatusCode::NOT_FOUND, "not found\n").into_response()
             }
         }
+    }
+}
+
+/// Middleware for the gateway's own endpoints (`/_gateway/`, the login callback): a body above
+/// `limit` bytes is refused with 413, by its Content-Length at once or while it is read; a
+/// smaller one is read up front, so a handler never waits on a client's upload.
+pub async fn bounded_gateway_body(
+    limit: usize,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    let too_large = |path: &str| {
+        crate::error::GatewayError::from(crate::limits::LimitError::GatewayBody {
+            path: path.to_owned(),
+            limit,
+        })
+        .into_response()
+    };
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    if req.body().size_hint().lower() > limit as u64 {
+        return too_large(req.uri().path());
+    }
+    let (parts, body) = req.into_parts();
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => {
+            let req = http::Request::from_parts(parts, axum::body::Body::from(c.to_bytes()));
+            next.run(req).await
+        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => too_large(parts.uri.path()),
+        Err(e) => crate::error::GatewayError::BadRequest(format!(
+            "The request body could not be read: {e}"
+        ))
+        .into_response(),
     }
 }
 

@@ -21,15 +21,14 @@ use tracing::Instrument;
 
 pub mod body_timeout;
 pub mod first_request;
-pub mod limits;
 
+use crate::limits::HeadLimits;
 use body_timeout::TimedBody;
 use first_request::{Arrived, FirstRequestDeadline};
-use limits::HeadLimits;
 
 use crate::gateway::endpoints::PeerAddr;
-use crate::proxy::registry::CloseReason;
 use crate::route_class::RouteClass;
+use crate::sockets::CloseReason;
 use crate::state::AppState;
 
 /// A failure to start listening.
@@ -48,7 +47,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsFileError),
+    Tls(#[from] crate::net::tls::TlsFileError),
 }
 
 /// A bound, not yet serving, gateway.
@@ -101,7 +100,7 @@ impl Server {
         };
         let tls = match &state.cfg.server.tls {
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-                crate::tls::server_config(&t.cert, &t.key)?,
+                crate::net::tls::server_config(&t.cert, &t.key)?,
             ))),
             None => None,
         };
@@ -128,7 +127,11 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let state = self.state;
         let router = crate::routes::router(state.clone());
-        let limits = HeadLimits::of(&state.cfg.server);
+        let limits = HeadLimits {
+            max_header_bytes: state.cfg.server.max_header_bytes,
+            max_headers: state.cfg.server.max_headers,
+            max_request_line: state.cfg.server.max_request_line_bytes,
+        };
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper only refuses a head when its buffer fills first, which depends on how the bytes
         // arrive; with room above the limit, every head the limit concerns is parsed and
@@ -155,7 +158,7 @@ impl Server {
         let sweeper = tokio::spawn(sweep(state.clone()));
         // Logouts on other replicas close this replica's websockets at once (a shared store).
         let events = state.store.events().map(|rx| {
-            tokio::spawn(crate::proxy::registry::close_on_session_events(
+            tokio::spawn(crate::sockets::close_on_session_events(
                 rx,
                 state.store.clone(),
                 state.sockets.clone(),

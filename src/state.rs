@@ -7,16 +7,16 @@ use http::{HeaderName, HeaderValue};
 use crate::auth::{self, IdentityProvider};
 use crate::config::{Config, StoreKind};
 use crate::mashup::Mashup;
-use crate::proxy::registry::SocketRegistry;
-use crate::proxy::upstream::{self, UpstreamClient};
-use crate::qlik::nodes::header_value;
-use crate::qlik::QlikSessions;
+use crate::net::tls::TlsFileError;
+use crate::net::upstream::header_value;
+use crate::net::upstream::{self, UpstreamClient};
+use crate::qlik_sessions::QlikSessions;
 use crate::session::cookie::CookieSettings;
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
 use crate::session::{SessionStore, Timeouts};
+use crate::sockets::SocketRegistry;
 use crate::stats::Stats;
-use crate::tls::TlsFileError;
 
 /// Why the gateway's state cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,7 @@ impl AppState {
     /// Builds clients, stores and the identity provider. Fails on unusable certificate files and
     /// on a provider that cannot start (an unusable keytab).
     pub fn new(cfg: Config) -> Result<Arc<Self>, StateError> {
-        crate::tls::install_default_provider();
+        crate::net::tls::install_default_provider();
         let timeouts = Timeouts {
             idle: cfg.session.idle_timeout,
             absolute: cfg.session.absolute_timeout,
@@ -89,15 +89,15 @@ impl AppState {
             crate::config::StoreKind::Memory => None,
         };
         let provider = auth::from_config(&cfg.auth, cfg.server.public_https, rules, shared_keys)?;
-        let roots = crate::tls::root_store(&cfg.qlik.ca_cert, true)?;
-        let ws_tls = Arc::new(crate::tls::client_config(
+        let roots = crate::net::tls::root_store(&cfg.qlik.ca_cert, true)?;
+        let ws_tls = Arc::new(crate::net::tls::client_config(
             roots.clone(),
             None,
             &[b"http/1.1"],
         )?);
         let engine_tls = match &cfg.qlik.engine_url {
-            Some(_) => Some(Arc::new(crate::tls::client_config(
-                crate::tls::root_store(&cfg.qlik.ca_cert, false)?,
+            Some(_) => Some(Arc::new(crate::net::tls::client_config(
+                crate::net::tls::root_store(&cfg.qlik.ca_cert, false)?,
                 Some((&cfg.qlik.client_cert, &cfg.qlik.client_key)),
                 &[b"http/1.1"],
             )?)),
@@ -117,17 +117,17 @@ impl AppState {
             cfg.qlik.clone(),
             metrics.clone(),
         );
-        let mashup = Mashup::from_config(&cfg)?;
+        let mashup = Mashup::from_config(&cfg.mashup)?;
         let mut strip_headers = provider.identity_headers();
         if let Some(h) = &cfg.qlik.header_name {
             strip_headers.push(h.clone());
         }
-        let qlik_host = header_value(&crate::qlik::lifecycle::host_header(&cfg.qlik.proxy_url));
+        let qlik_host = header_value(&crate::net::upstream::host_header(&cfg.qlik.proxy_url));
         let public_url = reqwest::Url::parse(&cfg.server.public_origin).ok();
         let public_host = header_value(
             &public_url
                 .as_ref()
-                .map(crate::qlik::lifecycle::host_header)
+                .map(crate::net::upstream::host_header)
                 .unwrap_or_default(),
         );
         let public_proto = if cfg.server.public_https {

@@ -1,5 +1,5 @@
 //! Event counters: what the gateway saw and did that operators want to count (and tests and the
-//! Prometheus endpoint read). Lock-free, held once in [`crate::state::AppState`].
+//! Prometheus endpoint read). Lock-free, held once in `AppState`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

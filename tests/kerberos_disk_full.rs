@@ -92,7 +92,7 @@ async fn keytab_reload_with_tmpdir_on_a_full_disk() {
     envs.push(("TMPDIR", disk.path().into()));
     // Repeated failures are logged at debug level: the test counts them to know the poller has
     // tried again, and checks that the error itself came once.
-    envs.push(("RUST_LOG", "info,qlik_gateway::reload=debug".into()));
+    envs.push(("RUST_LOG", "info,qlik_gateway::net::reload=debug".into()));
     let tmpdir = disk.path().display().to_string();
 
     // Start-up with the temp directory full: the gateway refuses to start and says why.

@@ -172,7 +172,7 @@ async fn tls_connections_silent_after_the_handshake_are_closed() {
     .await;
     let mut store = rustls::RootCertStore::empty();
     store.add(c.cert.der().clone()).expect("root");
-    qlik_gateway::tls::install_default_provider();
+    qlik_gateway::net::tls::install_default_provider();
     let cfg = std::sync::Arc::new(
         rustls::ClientConfig::builder()
             .with_root_certificates(store)

@@ -31,7 +31,7 @@ async fn connect(
     for r in roots {
         store.add(r.clone()).unwrap();
     }
-    qlik_gateway::tls::install_default_provider();
+    qlik_gateway::net::tls::install_default_provider();
     let cfg = rustls::ClientConfig::builder()
         .with_root_certificates(store)
         .with_no_client_auth();

@@ -2,6 +2,7 @@
 //!
 //! Nothing here knows about Qlik; providers only answer "who is this" (or ask the browser for more).
 
+pub mod config;
 pub mod domain_map;
 pub mod identity_rules;
 pub mod negotiate;
@@ -14,20 +15,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
 
-use crate::config::AuthConfig;
+use crate::identity::Identity;
 use crate::session::crypto::KeyMaterial;
-
-/// A user as Qlik knows them: user directory, user id and attributes (groups, email, …).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    pub user_directory: String,
-    pub user_id: String,
-    /// Name/value pairs passed to Qlik as session attributes (e.g. `("Group", "Sales")`).
-    #[serde(default)]
-    pub attributes: Vec<(String, String)>,
-}
+use config::AuthConfig;
 
 /// What the login endpoint hands a provider.
 pub struct LoginRequest<'a> {
@@ -104,7 +95,7 @@ pub enum SetupError {
     #[error("auth.provider: {0}")]
     Unavailable(&'static str),
     #[error("auth.oidc.ca_cert: {0}")]
-    Oidc(#[from] crate::tls::TlsFileError),
+    Oidc(#[from] crate::net::tls::TlsFileError),
 }
 
 /// One way of establishing who the user is.

@@ -121,7 +121,7 @@ pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, C
         }
     }
     if let Some(ca) = &raw.ca_cert {
-        crate::tls::root_store(ca, false)
+        crate::net::tls::root_store(ca, false)
             .map_err(|e| ConfigError::key("auth.oidc.ca_cert", e.to_string()))?;
     }
     Ok(OidcConfig {

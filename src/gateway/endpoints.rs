@@ -15,8 +15,8 @@ use super::{current_session, return_to, wants_html};
 use crate::auth::{LoginOutcome, LoginRequest};
 use crate::error::{json_body, GatewayError};
 use crate::metrics;
-use crate::proxy::registry::CloseReason;
 use crate::session::{GatewaySession, SessionId, Timeouts};
+use crate::sockets::CloseReason;
 use crate::state::AppState;
 
 /// The peer address of the connection, inserted by the server.

@@ -1,10 +1,11 @@
 //! The mashup: a built SPA from a directory, a dev server such as Vite, or the built-in demo page.
 
 pub mod builtin;
+pub mod config;
 pub mod static_files;
 
-use crate::config::{Config, MashupSource};
-use crate::tls::TlsFileError;
+use crate::net::tls::TlsFileError;
+use config::{MashupConfig, MashupSource};
 
 /// Where mashup requests go.
 pub enum Mashup {
@@ -17,7 +18,7 @@ pub enum Mashup {
 pub struct DevServer {
     pub url: reqwest::Url,
     /// Where the gateway's HTTP client connects.
-    pub upstream: crate::proxy::upstream::Origin,
+    pub upstream: crate::net::upstream::Origin,
     /// `Host` for requests to it.
     pub host: http::HeaderValue,
     /// Its own origin (`http://localhost:5173`), which it expects as `Origin` on upgrades.
@@ -26,10 +27,10 @@ pub struct DevServer {
 
 impl DevServer {
     fn new(url: &reqwest::Url) -> Self {
-        use crate::qlik::nodes::header_value;
+        use crate::net::upstream::header_value;
         Self {
-            upstream: crate::proxy::upstream::Origin::of_url(url),
-            host: header_value(&crate::qlik::lifecycle::host_header(url)),
+            upstream: crate::net::upstream::Origin::of_url(url),
+            host: header_value(&crate::net::upstream::host_header(url)),
             origin: header_value(&url.origin().ascii_serialization()),
             url: url.clone(),
         }
@@ -38,8 +39,8 @@ impl DevServer {
 
 impl Mashup {
     /// From `[mashup]`.
-    pub fn from_config(cfg: &Config) -> Result<Self, TlsFileError> {
-        Ok(match &cfg.mashup.source {
+    pub fn from_config(cfg: &MashupConfig) -> Result<Self, TlsFileError> {
+        Ok(match &cfg.source {
             MashupSource::Dir(d) => {
                 Mashup::Dir(static_files::StaticFiles::new(d.clone()).map_err(|e| {
                     TlsFileError::Unreadable {

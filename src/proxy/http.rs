@@ -10,11 +10,12 @@ use axum::response::Response;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 
-use super::headers::{self, QlikSetCookie};
-use super::upstream::{Origin, PooledBody, UpstreamClient};
 use crate::error::GatewayError;
+use crate::headers;
 use crate::mashup::DevServer;
-use crate::qlik::lifecycle::CsrfError;
+use crate::net::upstream::{Origin, PooledBody, UpstreamClient};
+use crate::qlik::cookies::{qlik_session_set_cookie, QlikSetCookie};
+use crate::qlik_sessions::CsrfError;
 use crate::session::{GatewaySession, QlikSession, SessionId};
 use crate::state::AppState;
 
@@ -332,7 +333,7 @@ where
         parts.headers.remove(header::SET_COOKIE);
         for sc in set_cookies {
             let Ok(s) = sc.to_str() else { continue };
-            match headers::qlik_session_set_cookie(s, &state.cfg.qlik.session_cookie) {
+            match qlik_session_set_cookie(s, &state.cfg.qlik.session_cookie) {
                 QlikSetCookie::Ours(value) if !value.is_empty() && value != qlik.cookie_value => {
                     if state.qlik.adopts_response_cookies() {
                         if let Err(e) = state.qlik.adopt_cookie(sid, qlik, value).await {
@@ -429,12 +430,12 @@ pub async fn send(
             upstream,
             after: timeout,
         }),
-        Ok(Err(super::upstream::UpstreamError::HeadTooLarge { origin, limit })) => {
-            Err(crate::server::limits::LimitError::UpstreamHeaders { origin, limit }.into())
+        Ok(Err(crate::net::upstream::UpstreamError::HeadTooLarge { origin, limit })) => {
+            Err(crate::limits::LimitError::UpstreamHeaders { origin, limit }.into())
         }
         Ok(Err(e)) => Err(GatewayError::Upstream {
             upstream,
-            detail: crate::qlik::qps::root_cause(&e),
+            detail: crate::net::error_chain::root_cause(&e),
         }),
         Ok(Ok(r)) => Ok(r),
     }

@@ -10,10 +10,10 @@ use http::header::{self, HeaderValue};
 use http::Request;
 use hyper_util::rt::TokioIo;
 
-use super::headers;
-use super::registry::CloseReason;
 use crate::error::GatewayError;
+use crate::headers;
 use crate::mashup::DevServer;
+use crate::sockets::CloseReason;
 use crate::state::AppState;
 
 /// Forwards an upgrade request to the dev server and splices the two connections after a 101.

@@ -39,18 +39,16 @@ use tracing::Instrument;
 
 use super::cut_frame::{Filler, MessageTail};
 use super::frames::{self, FrameTracker, Header, Step, Tap};
-use super::headers;
-use super::registry::{CloseReason, SocketGuard};
 use crate::error::GatewayError;
+use crate::headers;
 use crate::metrics::Direction;
-use crate::qlik::lifecycle::{CsrfError, LifecycleError};
+use crate::net::Io;
+use crate::qlik_sessions::{CsrfError, LifecycleError};
 use crate::session::{GatewaySession, QlikSession, SessionId};
+use crate::sockets::{CloseReason, SocketGuard};
 use crate::state::AppState;
 use crate::stats::FATAL_NOTIFICATIONS;
 
-/// Any byte stream (TCP or TLS) under a websocket.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type Upstream = WebSocketStream<Tap<Pin<Box<dyn Io>>>>;
 type Client = WebSocketStream<Tap<TokioIo<hyper::upgrade::Upgraded>>>;
 
@@ -284,7 +282,7 @@ async fn connect(
     state: &AppState,
     path_q: &str,
     fwd: &HeaderMap,
-    identity: &crate::auth::Identity,
+    identity: &crate::identity::Identity,
     qlik: &QlikSession,
     csrf: Option<&str>,
 ) -> Result<Upstream, GatewayError> {
@@ -328,7 +326,7 @@ async fn connect_direct(
     engine: &reqwest::Url,
     path_q: &str,
     fwd: &HeaderMap,
-    identity: &crate::auth::Identity,
+    identity: &crate::identity::Identity,
 ) -> Result<Upstream, GatewayError> {
     let tls = state
         .engine_tls
@@ -341,7 +339,7 @@ async fn connect_direct(
         .strip_prefix(state.upstream_prefix.as_str())
         .unwrap_or(path_q);
     let mut h = fwd.clone();
-    crate::proxy::headers::rewrite_cookies(&mut h, &state.cookies.name, None);
+    crate::headers::rewrite_cookies(&mut h, &state.cookies.name, None);
     h.remove(header::ORIGIN);
     let enc = |s: &str| {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -354,7 +352,7 @@ async fn connect_direct(
     if let Ok(v) = HeaderValue::from_str(&user) {
         h.insert("x-qlik-user", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&crate::qlik::lifecycle::host_header(engine)) {
+    if let Ok(v) = HeaderValue::from_str(&crate::net::upstream::host_header(engine)) {
         h.insert(header::HOST, v);
     }
     dial(state, engine, target, h, tls, "the Qlik engine").await

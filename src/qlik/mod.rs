@@ -1,13 +1,15 @@
-//! The Qlik side: the QPS API client and the lifecycle of each user's Qlik session.
+//! The Qlik client: the QPS API, Qlik's nodes and their health, Qlik's cookie rules, xrfkeys and
+//! the typed `[qlik]` settings. Nothing here knows about gateway sessions or identity providers;
+//! each user's Qlik session is kept by `qlik_sessions`.
 
-pub mod lifecycle;
+pub mod config;
+pub mod cookies;
 pub mod nodes;
 pub mod qps;
 pub mod xrfkey;
 
 use std::time::Duration;
 
-pub use lifecycle::QlikSessions;
 pub use qps::QpsClient;
 
 /// A failure talking to Qlik's QPS API, each with the operator's fix in its message.

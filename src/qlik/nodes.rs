@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use crate::net::upstream::header_value;
+
+use super::config::QlikConfig;
 use super::QpsClient;
-use crate::config::QlikConfig;
 
 /// One proxy node.
 pub struct Node {
@@ -24,7 +26,7 @@ pub struct Node {
     /// `Origin` this proxy expects on websocket upgrades (its own).
     pub origin: HeaderValue,
     /// Where the gateway's HTTP client connects for this proxy.
-    pub upstream: crate::proxy::upstream::Origin,
+    pub upstream: crate::net::upstream::Origin,
     up: AtomicBool,
 }
 
@@ -45,7 +47,7 @@ impl Nodes {
     pub fn new(
         cfg: &QlikConfig,
         metrics: Option<crate::metrics::QpsMetrics>,
-    ) -> Result<Self, crate::tls::TlsFileError> {
+    ) -> Result<Self, crate::net::tls::TlsFileError> {
         let mut list = Vec::new();
         for n in &cfg.nodes {
             let base = n.proxy_url.origin().ascii_serialization();
@@ -53,9 +55,9 @@ impl Nodes {
                 key: n.proxy_url.as_str().trim_end_matches('/').to_string(),
                 proxy_url: n.proxy_url.clone(),
                 qps: QpsClient::for_node(cfg, &n.qps_api_url)?.with_metrics(metrics.clone()),
-                host: header_value(&super::lifecycle::host_header(&n.proxy_url)),
+                host: header_value(&crate::net::upstream::host_header(&n.proxy_url)),
                 origin: header_value(&base),
-                upstream: crate::proxy::upstream::Origin::of_url(&n.proxy_url),
+                upstream: crate::net::upstream::Origin::of_url(&n.proxy_url),
                 base,
                 up: AtomicBool::new(true),
             }));
@@ -142,11 +144,6 @@ impl Nodes {
             }
         });
     }
-}
-
-/// A header value from configuration-derived text (empty if it cannot be one).
-pub fn header_value(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 
+use super::config::QlikConfig;
 use super::{xrfkey, QlikError};
-use crate::auth::Identity;
-use crate::config::QlikConfig;
-use crate::tls;
+use crate::identity::Identity;
+use crate::net::error_chain::{root_cause, tls_cause};
+use crate::net::tls;
 
 /// A client for `https://host:4243/qps/{vp}/…`.
 #[derive(Clone)]
@@ -249,32 +250,4 @@ fn user_body(identity: &Identity) -> Value {
 
 fn snippet(s: &str) -> String {
     s.chars().take(200).collect()
-}
-
-/// The TLS reason in an error chain, if TLS is what failed.
-pub(crate) fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(r) = err.downcast_ref::<rustls::Error>() {
-            return Some(r.to_string());
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(r) = inner.downcast_ref::<rustls::Error>() {
-                    return Some(r.to_string());
-                }
-            }
-        }
-        cur = err.source();
-    }
-    None
-}
-
-/// The innermost message of an error chain (reqwest's outer message is generic).
-pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur: &(dyn std::error::Error + 'static) = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }

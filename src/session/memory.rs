@@ -142,7 +142,7 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Identity;
+    use crate::identity::Identity;
     use std::time::Duration;
 
     fn identity() -> Identity {

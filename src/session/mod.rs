@@ -1,6 +1,7 @@
 //! Gateway sessions: the only state the browser holds is an opaque id in one HttpOnly cookie; everything
 //! else (identity, the Qlik session) lives server-side in a [`SessionStore`].
 
+pub mod config;
 pub mod cookie;
 pub mod crypto;
 pub mod id;
@@ -16,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Identity;
+use crate::identity::Identity;
 pub use id::SessionId;
 
 /// The user's Qlik session as the gateway holds it on their behalf.

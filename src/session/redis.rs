@@ -50,7 +50,7 @@
 //!   not on Redis Cluster (which the store does not support).
 //! - **Qlik session lock**: `{redis_key_prefix}lock:qlik:{storage key}`, taken with `SET NX PX`
 //!   and a random token, released by compare-and-delete, so that one replica at a time creates a
-//!   session's Qlik session ([`crate::qlik::lifecycle`]). Its lifetime outlasts the QPS calls, so
+//!   session's Qlik session (`qlik_sessions`). Its lifetime outlasts the QPS calls, so
 //!   it expires by itself only when its holder died.
 
 use std::collections::HashMap;
@@ -67,12 +67,12 @@ use ::redis::{
 };
 use async_trait::async_trait;
 
+use super::config::RedisStoreConfig;
 use super::crypto::Keyring;
 use super::{
     GatewaySession, LockGuard, QlikSession, SessionEvent, SessionId, SessionStore, StoreError,
     Timeouts,
 };
-use crate::config::RedisStoreConfig;
 
 /// Stores a new session `KEYS[1]` = `ARGV[1]` (expiring in `ARGV[2]` ms) unless the user's set of
 /// sessions `KEYS[2]` already holds `ARGV[4]` live ones; then returns 0 and stores nothing.
@@ -1033,7 +1033,7 @@ async fn subscribe(
 #[cfg(test)]
 mod proptests {
     use super::*;
-    use crate::auth::Identity;
+    use crate::identity::Identity;
     use crate::session::crypto::KeyMaterial;
     use crate::session::{QlikSession, Secret};
     use proptest::prelude::*;

@@ -192,7 +192,7 @@ impl Drop for Env {
 }
 
 pub fn http_client() -> reqwest::Client {
-    qlik_gateway::tls::install_default_provider();
+    qlik_gateway::net::tls::install_default_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -144,13 +144,13 @@ impl Acceptor {
     }
 
     /// Watches the keytab until the acceptor is dropped: polls every `every` (if set) and
-    /// reloads on SIGHUP ([`crate::reload`]).
+    /// reloads on SIGHUP ([`crate::net::reload`]).
     pub fn watch(self: &Arc<Self>, every: Option<Duration>) {
-        crate::reload::watch(self, every);
+        crate::net::reload::watch(self, every);
     }
 }
 
-impl crate::reload::Reload for Acceptor {
+impl crate::net::reload::Reload for Acceptor {
     type Error = LoadError;
 
     fn reload(&self, force: bool) -> Result<bool, LoadError> {

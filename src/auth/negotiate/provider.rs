@@ -17,8 +17,8 @@ use super::gss::{self, Step};
 use super::keytab;
 use super::mapping::{MappingError, PrincipalMap};
 use super::token;
+use crate::auth::config::NegotiateConfig;
 use crate::auth::{AuthError, IdentityProvider, LoginOutcome, LoginRequest};
-use crate::config::NegotiateConfig;
 
 /// How long an unfinished multi-leg exchange waits for the client's next token.
 const PENDING_TTL: Duration = Duration::from_secs(60);

@@ -50,7 +50,7 @@ pub struct AssertionSigner {
 impl AssertionSigner {
     /// Loads an RSA (PKCS#1 or PKCS#8) or P-256 (PKCS#8) key, and optionally its certificate.
     pub fn load(key: &Path, cert: Option<&Path>, kid: Option<String>) -> Result<Self, String> {
-        let der = crate::tls::load_key(key).map_err(|e| e.to_string())?;
+        let der = crate::net::tls::load_key(key).map_err(|e| e.to_string())?;
         let bad = |what: &str| format!("{}: {what}", key.display());
         let key = match &der {
             PrivateKeyDer::Pkcs1(k) => Key::Rsa(
@@ -79,7 +79,7 @@ impl AssertionSigner {
         };
         let x5t = match cert {
             Some(c) => {
-                let certs = crate::tls::load_certs(c).map_err(|e| e.to_string())?;
+                let certs = crate::net::tls::load_certs(c).map_err(|e| e.to_string())?;
                 let first = certs
                     .first()
                     .ok_or_else(|| format!("{}: no certificate", c.display()))?;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::{OidcError, OidcFailure};
-use crate::config::OidcConfig;
+use crate::auth::config::OidcConfig;
 
 /// Every claim beyond the standard ones (groups, upn, roles, …), kept as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,13 +99,13 @@ impl<'c> AsyncHttpClient<'c> for Http {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| HttpError(crate::qlik::qps::root_cause(&e)))?;
+                .map_err(|e| HttpError(crate::net::error_chain::root_cause(&e)))?;
             let status = resp.status();
             let headers = resp.headers().clone();
             let body = resp
                 .bytes()
                 .await
-                .map_err(|e| HttpError(crate::qlik::qps::root_cause(&e)))?;
+                .map_err(|e| HttpError(crate::net::error_chain::root_cause(&e)))?;
             let mut out = http::Response::new(body.to_vec());
             *out.status_mut() = status;
             *out.headers_mut() = headers;
@@ -115,21 +115,23 @@ impl<'c> AsyncHttpClient<'c> for Http {
 }
 
 impl Http {
-    pub fn new(cfg: &OidcConfig) -> Result<Self, crate::tls::TlsFileError> {
+    pub fn new(cfg: &OidcConfig) -> Result<Self, crate::net::tls::TlsFileError> {
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout);
         let roots = match &cfg.ca_cert {
-            Some(ca) => crate::tls::root_store(ca, true)?,
-            None => crate::tls::system_roots(),
+            Some(ca) => crate::net::tls::root_store(ca, true)?,
+            None => crate::net::tls::system_roots(),
         };
-        let tls = crate::tls::client_config(roots, None, &[b"h2", b"http/1.1"])?;
+        let tls = crate::net::tls::client_config(roots, None, &[b"h2", b"http/1.1"])?;
         b = b.use_preconfigured_tls(tls);
-        let client = b.build().map_err(|e| crate::tls::TlsFileError::Rejected {
-            path: cfg.ca_cert.clone().unwrap_or_default(),
-            reason: e.to_string(),
-        })?;
+        let client = b
+            .build()
+            .map_err(|e| crate::net::tls::TlsFileError::Rejected {
+                path: cfg.ca_cert.clone().unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
         Ok(Self { client })
     }
 }

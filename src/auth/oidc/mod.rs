@@ -19,8 +19,8 @@ pub use error::{OidcError, OidcFailure};
 use idp::{Discovered, ExchangeError, Http};
 use pending::{Pending, PendingLogins};
 
+use crate::auth::config::OidcConfig;
 use crate::auth::{AuthError, IdentityProvider, LoginOutcome, LoginRequest};
-use crate::config::OidcConfig;
 use crate::session::crypto::KeyMaterial;
 use crate::session::GatewaySession;
 
@@ -51,7 +51,7 @@ impl Oidc {
         cfg: &OidcConfig,
         secure: bool,
         shared_keys: Option<(&KeyMaterial, &[KeyMaterial])>,
-    ) -> Result<Arc<Self>, crate::tls::TlsFileError> {
+    ) -> Result<Arc<Self>, crate::net::tls::TlsFileError> {
         let me = Arc::new(Self {
             http: Http::new(cfg)?,
             cfg: cfg.clone(),

@@ -89,15 +89,6 @@ pub struct HeadLimits {
 }
 
 impl HeadLimits {
-    /// From the validated `[server]` section.
-    pub fn of(cfg: &crate::config::ServerConfig) -> Self {
-        Self {
-            max_header_bytes: cfg.max_header_bytes,
-            max_headers: cfg.max_headers,
-            max_request_line: cfg.max_request_line_bytes,
-        }
-    }
-
     /// hyper's read buffer (HTTP/1) and header list limit (HTTP/2): strictly larger than any head
     /// [`Self::check`] accepts, so that hyper never decides about a head this module would accept.
     pub fn parser_cap(&self) -> usize {
@@ -155,45 +146,6 @@ fn request_line_len<B>(req: &Request<B>) -> usize {
         (_, _, pq) => pq.map_or(1, |p| p.as_str().len()),
     };
     req.method().as_str().len() + 1 + target + 1 + "HTTP/1.1".len() + 2
-}
-
-/// Middleware for the gateway's own endpoints (`/_gateway/`, the login callback): a body above
-/// `limit` bytes is refused with 413, by its Content-Length at once or while it is read; a
-/// smaller one is read up front, so a handler never waits on a client's upload.
-pub async fn bounded_gateway_body(
-    limit: usize,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    use http_body::Body as _;
-    use http_body_util::BodyExt;
-
-    let too_large = |path: &str| {
-        crate::error::GatewayError::from(LimitError::GatewayBody {
-            path: path.to_owned(),
-            limit,
-        })
-        .into_response()
-    };
-    if req.body().is_end_stream() {
-        return next.run(req).await;
-    }
-    if req.body().size_hint().lower() > limit as u64 {
-        return too_large(req.uri().path());
-    }
-    let (parts, body) = req.into_parts();
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => {
-            let req = http::Request::from_parts(parts, axum::body::Body::from(c.to_bytes()));
-            next.run(req).await
-        }
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => too_large(parts.uri.path()),
-        Err(e) => crate::error::GatewayError::BadRequest(format!(
-            "The request body could not be read: {e}"
-        ))
-        .into_response(),
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::qlik::cookies::is_qlik_session_cookie;
+
 // Header names as constants: a name given as a string is parsed again on every use, and these
 // are used on every request.
 /// Qlik's CSRF token header (`@qlik/api` sends it on modifying verbs): the gateway owns it, as it
@@ -98,12 +100,6 @@ fn is_gateway_aux_cookie(name: &str) -> bool {
         .starts_with("qlik-gateway-")
 }
 
-fn is_qlik_session_cookie(name: &str) -> bool {
-    const PREFIX: &str = "x-qlik-session";
-    name.get(..PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
-}
-
 /// Rebuilds the `Cookie` header without the gateway's cookie and without any `X-Qlik-Session*`
 /// cookie, then appends `inject` (the user's Qlik session cookie) when given. Runs on every
 /// proxied request, so it builds the one new value without allocating per cookie.
@@ -167,37 +163,6 @@ pub fn set_forwarding(
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     headers.insert(X_FORWARDED_HOST, public_host.clone());
     headers.insert(header::HOST, upstream_host.clone());
-}
-
-/// Whether a `Set-Cookie` value sets the Qlik session cookie `name` (or any `X-Qlik-Session*`).
-/// Returns the cookie's value when it does.
-pub fn qlik_session_set_cookie<'a>(set_cookie: &'a str, name: &str) -> QlikSetCookie<'a> {
-    let Some((n, v)) = set_cookie
-        .split(';')
-        .next()
-        .and_then(|first| first.split_once('='))
-    else {
-        return QlikSetCookie::NotQlik;
-    };
-    let n = n.trim();
-    if n == name {
-        QlikSetCookie::Ours(v.trim())
-    } else if is_qlik_session_cookie(n) {
-        QlikSetCookie::Other(n)
-    } else {
-        QlikSetCookie::NotQlik
-    }
-}
-
-/// What a `Set-Cookie` from Qlik is to the gateway.
-#[derive(Debug, PartialEq, Eq)]
-pub enum QlikSetCookie<'a> {
-    /// The configured session cookie, with its value (empty when Qlik clears it).
-    Ours(&'a str),
-    /// A Qlik session cookie of another name (another virtual proxy, the `-HTTP` variant).
-    Other(&'a str),
-    /// Anything else; passed on to the browser.
-    NotQlik,
 }
 
 /// Why a `Set-Cookie` from Qlik was not passed on (see [`scope_set_cookie`]).
@@ -488,34 +453,5 @@ mod tests {
             Err(DroppedCookie::OutsideVirtualProxy)
         );
         assert_eq!(scope("no equals sign", ""), Err(DroppedCookie::Malformed));
-    }
-
-    #[test]
-    fn set_cookie_for_the_qlik_session_is_recognised() {
-        let ours = "X-Qlik-Session-mashup";
-        assert_eq!(
-            qlik_session_set_cookie("X-Qlik-Session-mashup=abc; Path=/; HttpOnly", ours),
-            QlikSetCookie::Ours("abc")
-        );
-        assert_eq!(
-            qlik_session_set_cookie("X-Qlik-Session-mashup=; Expires=Thu, 01 Jan 1970", ours),
-            QlikSetCookie::Ours("")
-        );
-        assert_eq!(
-            qlik_session_set_cookie("X-Qlik-Session-other=zzz; Path=/", ours),
-            QlikSetCookie::Other("X-Qlik-Session-other")
-        );
-        assert_eq!(
-            qlik_session_set_cookie("X-Qlik-Session-mashup-HTTP=zzz", ours),
-            QlikSetCookie::Other("X-Qlik-Session-mashup-HTTP")
-        );
-        assert_eq!(
-            qlik_session_set_cookie("pref=1; Path=/", ours),
-            QlikSetCookie::NotQlik
-        );
-        assert_eq!(
-            qlik_session_set_cookie("garbage", ours),
-            QlikSetCookie::NotQlik
-        );
     }
 }

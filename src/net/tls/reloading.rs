@@ -74,7 +74,7 @@ impl ReloadingCert {
             key: key.to_path_buf(),
             current: RwLock::new((ck, s)),
         });
-        crate::reload::watch(&me, Some(POLL));
+        crate::net::reload::watch(&me, Some(POLL));
         Ok(me)
     }
 
@@ -98,7 +98,7 @@ impl ReloadingCert {
     }
 }
 
-impl crate::reload::Reload for ReloadingCert {
+impl crate::net::reload::Reload for ReloadingCert {
     type Error = TlsFileError;
 
     fn reload(&self, force: bool) -> Result<bool, TlsFileError> {

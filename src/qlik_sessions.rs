@@ -9,11 +9,11 @@ use std::time::SystemTime;
 use axum::body::Body;
 use http::{Request, StatusCode};
 
-use super::nodes::{Node, Nodes};
-use super::QlikError;
-use crate::config::{QlikConfig, QlikMode};
 use crate::metrics::{Metrics, QlikSessionEvent};
-use crate::proxy::upstream::UpstreamClient;
+use crate::net::upstream::UpstreamClient;
+use crate::qlik::config::{QlikConfig, QlikMode};
+use crate::qlik::nodes::{Node, Nodes};
+use crate::qlik::QlikError;
 use crate::session::{GatewaySession, QlikSession, SessionId, SessionStore, StoreError};
 
 /// Why the gateway could not give a request a Qlik session.
@@ -217,7 +217,7 @@ impl QlikSessions {
     /// A new Qlik session for `identity` on the next node: its cookie value (empty in header mode).
     async fn make(
         &self,
-        identity: &crate::auth::Identity,
+        identity: &crate::identity::Identity,
     ) -> Result<(Arc<Node>, String), QlikError> {
         let node = self.nodes.pick().ok_or_else(|| QlikError::BadReply {
             call: "node choice",
@@ -248,7 +248,7 @@ impl QlikSessions {
     async fn ticket_session(
         &self,
         node: &Node,
-        identity: &crate::auth::Identity,
+        identity: &crate::identity::Identity,
     ) -> Result<String, QlikError> {
         let mut last = String::new();
         for attempt in 1..=2 {
@@ -278,12 +278,12 @@ impl QlikSessions {
         let resp = tokio::time::timeout(self.cfg.qps_timeout, self.upstream.request(req))
             .await
             .map_err(|_| format!("no answer within {:?}", self.cfg.qps_timeout))?
-            .map_err(|e| super::qps::root_cause(&e))?;
+            .map_err(|e| crate::net::error_chain::root_cause(&e))?;
         let status = resp.status();
         for v in resp.headers().get_all(http::header::SET_COOKIE) {
             let Ok(s) = v.to_str() else { continue };
-            if let crate::proxy::headers::QlikSetCookie::Ours(value) =
-                crate::proxy::headers::qlik_session_set_cookie(s, &self.cfg.session_cookie)
+            if let crate::qlik::cookies::QlikSetCookie::Ours(value) =
+                crate::qlik::cookies::qlik_session_set_cookie(s, &self.cfg.session_cookie)
             {
                 if !value.is_empty() {
                     return Ok(value.to_string());
@@ -302,12 +302,12 @@ impl QlikSessions {
         &self,
         headers: &mut http::HeaderMap,
         gateway_cookie: &str,
-        identity: &crate::auth::Identity,
+        identity: &crate::identity::Identity,
         qlik: &QlikSession,
     ) {
         let cookie = (!qlik.cookie_value.is_empty())
             .then_some((self.cfg.session_cookie.as_str(), qlik.cookie_value.as_str()));
-        crate::proxy::headers::rewrite_cookies(headers, gateway_cookie, cookie);
+        crate::headers::rewrite_cookies(headers, gateway_cookie, cookie);
         if let QlikMode::Header(h) = &self.cfg.mode {
             match h.value(&identity.user_directory, &identity.user_id) {
                 Some(v) => {
@@ -393,7 +393,7 @@ impl QlikSessions {
 
     async fn fetch_csrf(
         &self,
-        identity: &crate::auth::Identity,
+        identity: &crate::identity::Identity,
         qlik: &QlikSession,
     ) -> Result<Option<String>, CsrfError> {
         let node = self.node_of(qlik).ok_or(CsrfError::SessionRejected)?;
@@ -409,7 +409,7 @@ impl QlikSessions {
             .map_err(|_| {
                 CsrfError::Upstream(format!("no answer within {:?}", self.cfg.qps_timeout))
             })?
-            .map_err(|e| CsrfError::Upstream(super::qps::root_cause(&e)))?;
+            .map_err(|e| CsrfError::Upstream(crate::net::error_chain::root_cause(&e)))?;
         let status = resp.status();
         if let Some(v) = resp.headers().get("qlik-csrf-token") {
             return v
@@ -461,9 +461,4 @@ pub enum CsrfError {
     SessionRejected,
     #[error("fetching the websocket CSRF token from the Qlik proxy failed: {0}")]
     Upstream(String),
-}
-
-/// `Host` header value for an `http(s)` URL (port only when not the scheme's default).
-pub fn host_header(url: &reqwest::Url) -> String {
-    crate::proxy::upstream::Origin::of_url(url).host_header()
 }

@@ -22,8 +22,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::websocket::Io;
-use crate::tls;
+use super::{tls, Io};
 
 /// How long a connection may wait in the pool; Qlik's proxy closes idle keep-alive connections
 /// itself after a while, and a connection it closed is never handed out.
@@ -433,6 +432,16 @@ impl http_body::Body for PooledBody {
     }
 }
 
+/// `Host` header value for an `http(s)` URL (port only when not the scheme's default).
+pub fn host_header(url: &reqwest::Url) -> String {
+    Origin::of_url(url).host_header()
+}
+
+/// A header value from configuration-derived text (empty if it cannot be one).
+pub fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,7 +555,7 @@ mod tests {
             let o = Origin::of_url(&parsed);
             assert_eq!(o, Origin::of(&url.parse().unwrap()).unwrap(), "{url}");
             // The Host header of a configured URL (Qlik nodes, the dev server) comes from here.
-            assert_eq!(crate::qlik::lifecycle::host_header(&parsed), host, "{url}");
+            assert_eq!(crate::net::upstream::host_header(&parsed), host, "{url}");
         }
     }
 }

@@ -1,0 +1,82 @@
+//! `[auth]`, checked: which identity provider logs users in, with its settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which identity provider logs users in.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    Static {
+        user_directory: String,
+        user_id: String,
+        attributes: Vec<(String, String)>,
+    },
+    TrustedHeader {
+        header: http::HeaderName,
+        trusted_proxies: Vec<ipnet::IpNet>,
+        /// For bare user names, and the one domain accepted without `domain_map`.
+        user_directory: Option<String>,
+        /// `auth.trusted_header.domain_map`: full domain name → user directory.
+        domain_map: Option<crate::auth::domain_map::DomainMap>,
+    },
+    Negotiate(NegotiateConfig),
+    /// Boxed: by far the largest variant.
+    Oidc(Box<OidcConfig>),
+}
+
+/// `[auth.oidc]`, checked: the gateway as an OpenID Connect relying party.
+#[derive(Clone)]
+pub struct OidcConfig {
+    pub issuer: reqwest::Url,
+    pub client_id: String,
+    /// Read from `client_secret_file`.
+    pub client_secret: Option<String>,
+    /// How the gateway proves itself at the token endpoint.
+    pub client_auth: crate::auth::oidc::client_auth::ClientAuth,
+    /// Always includes `openid`.
+    pub scopes: Vec<String>,
+    /// Where the IdP sends the browser back (a path on the public origin).
+    pub redirect_path: String,
+    /// `public_url` + `redirect_path`.
+    pub redirect_url: String,
+    /// Where the IdP's logout sends the browser back to.
+    pub post_logout_url: String,
+    pub claims: crate::auth::oidc::claims::ClaimMap,
+    pub ca_cert: Option<PathBuf>,
+    /// Per request to the IdP (discovery, JWKS, token).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer.as_str())
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("scopes", &self.scopes)
+            .field("redirect_url", &self.redirect_url)
+            .field("claims", &self.claims)
+            .finish()
+    }
+}
+
+/// `[auth.negotiate]`, checked: Kerberos/SPNEGO against a keytab.
+#[derive(Debug, Clone)]
+pub struct NegotiateConfig {
+    pub keytab: PathBuf,
+    /// The one principal tickets must be for; `None` accepts any `HTTP/<host>` key in the keytab
+    /// whose host is the one the browser asked for (or `server.public_url`'s).
+    pub service_principal: Option<String>,
+    pub map: crate::auth::negotiate::mapping::PrincipalMap,
+    /// How often the keytab file is checked for replacement (`None`: only on SIGHUP).
+    pub keytab_poll_interval: Option<Duration>,
+    /// GSSAPI replay cache (`rcache` credential store value), e.g. `file2:/var/lib/qlik-gateway/rcache`.
+    pub replay_cache: Option<String>,
+    /// `server.public_url`'s host: the default service principal is `HTTP/<this>`.
+    pub public_host: String,
+    /// The keys found in the keytab when the configuration was checked.
+    pub keys: Vec<crate::auth::negotiate::keytab::KeytabEntry>,
+}

@@ -6,6 +6,7 @@ use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::auth::AuthError;
+use crate::net::retry::{RetryClass, Retryable};
 use crate::qlik::QlikError;
 use crate::qlik_sessions::{CsrfError, LifecycleError};
 use crate::session::StoreError;
@@ -67,6 +68,15 @@ impl From<LifecycleError> for GatewayError {
             LifecycleError::SessionGone => Self::Unauthenticated {
                 login_url: "/_gateway/login".into(),
             },
+        }
+    }
+}
+
+impl Retryable for GatewayError {
+    fn retry_class(&self) -> RetryClass {
+        match self {
+            Self::Upstream { .. } | Self::UpstreamTimeout { .. } => RetryClass::OtherNode,
+            _ => RetryClass::Never,
         }
     }
 }

@@ -10,6 +10,7 @@ use axum::body::Body;
 use http::{Request, StatusCode};
 
 use crate::metrics::{Metrics, QlikSessionEvent};
+use crate::net::retry::{RetryClass, Retryable};
 use crate::net::upstream::UpstreamClient;
 use crate::qlik::config::{QlikConfig, QlikMode};
 use crate::qlik::nodes::{Node, Nodes};
@@ -228,9 +229,7 @@ impl QlikSessions {
                 // GUID-shaped, like the session ids Qlik makes itself.
                 let session_id = uuid::Uuid::new_v4().to_string();
                 if let Err(e) = node.qps.create_session(identity, &session_id).await {
-                    if e.is_transient() {
-                        self.nodes.mark_down(&node, &e.to_string());
-                    }
+                    self.nodes.failed(&node, &e);
                     return Err(e);
                 }
                 session_id
@@ -461,4 +460,14 @@ pub enum CsrfError {
     SessionRejected,
     #[error("fetching the websocket CSRF token from the Qlik proxy failed: {0}")]
     Upstream(String),
+}
+
+impl Retryable for CsrfError {
+    fn retry_class(&self) -> RetryClass {
+        match self {
+            // The node answered: the session is re-created, on the same node.
+            Self::SessionRejected => RetryClass::Never,
+            Self::Upstream(_) => RetryClass::OtherNode,
+        }
+    }
 }

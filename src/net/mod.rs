@@ -4,6 +4,7 @@
 
 pub mod error_chain;
 pub mod reload;
+pub mod retry;
 pub mod tls;
 pub mod upstream;
 

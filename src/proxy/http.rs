@@ -13,6 +13,7 @@ use http::{Method, Request, StatusCode, Uri};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::mashup::DevServer;
+use crate::net::retry::Retryable;
 use crate::net::upstream::{Origin, PooledBody, UpstreamClient};
 use crate::qlik::cookies::{qlik_session_set_cookie, QlikSetCookie};
 use crate::qlik_sessions::CsrfError;
@@ -119,16 +120,10 @@ pub async fn to_qlik(
         .await;
         let resp = match sent {
             Ok(r) => r,
-            Err(e @ (GatewayError::Upstream { .. } | GatewayError::UpstreamTimeout { .. })) => {
+            Err(e) if e.is_node_failure() => {
                 // The node's proxy did not answer: take it out and move the user to another node
                 // with a new Qlik session (their old one lived in the failed node's proxy).
-                state.qlik.nodes().mark_down(&node, &e.to_string());
-                let others_up = state
-                    .qlik
-                    .nodes()
-                    .all()
-                    .iter()
-                    .any(|n| n.key != node.key && n.is_up());
+                let others_up = state.qlik.nodes().failed(&node, &e);
                 if !(bodyless && attempt == 1 && others_up) {
                     return Err(e);
                 }

@@ -42,6 +42,7 @@ use super::frames::{self, FrameTracker, Header, Step, Tap};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::metrics::Direction;
+use crate::net::retry::Retryable;
 use crate::net::Io;
 use crate::qlik_sessions::{CsrfError, LifecycleError};
 use crate::session::{GatewaySession, QlikSession, SessionId};
@@ -249,10 +250,10 @@ async fn connect_with_session(
                 qlik = state.qlik.recreate(sid, &qlik).await?;
                 continue;
             }
-            Err(CsrfError::Upstream(why)) if attempt == 0 && state.qlik.nodes().all().len() > 1 => {
+            Err(e) if attempt == 0 && e.is_node_failure() && state.qlik.nodes().all().len() > 1 => {
                 // The session's node does not answer: move the user to another node.
                 if let Some(n) = state.qlik.node_of(&qlik) {
-                    state.qlik.nodes().mark_down(&n, &why);
+                    state.qlik.nodes().failed(&n, &e);
                 }
                 qlik = state.qlik.recreate(sid, &qlik).await?;
                 continue;
@@ -312,8 +313,8 @@ async fn connect(
         "the Qlik proxy",
     )
     .await;
-    if let Err(e @ (GatewayError::Upstream { .. } | GatewayError::UpstreamTimeout { .. })) = &up {
-        state.qlik.nodes().mark_down(&node, &e.to_string());
+    if let Err(e) = &up {
+        state.qlik.nodes().failed(&node, e);
     }
     up
 }

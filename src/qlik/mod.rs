@@ -10,6 +10,8 @@ pub mod xrfkey;
 
 use std::time::Duration;
 
+use crate::net::retry::{RetryClass, Retryable};
+
 pub use qps::QpsClient;
 
 /// A failure talking to Qlik's QPS API, each with the operator's fix in its message.
@@ -51,6 +53,15 @@ impl QlikError {
 
     /// Whether retrying later may help (503) or the setup is wrong (502).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
+        self.is_node_failure()
+    }
+}
+
+impl Retryable for QlikError {
+    fn retry_class(&self) -> RetryClass {
+        match self {
+            Self::Unreachable { .. } | Self::Timeout { .. } => RetryClass::OtherNode,
+            _ => RetryClass::Never,
+        }
     }
 }

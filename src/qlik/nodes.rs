@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use crate::net::retry::Retryable;
 use crate::net::upstream::header_value;
 
 use super::config::QlikConfig;
@@ -109,6 +110,17 @@ impl Nodes {
         }
     }
 
+    /// The one failover decision: after `e` from `node`, takes the node out when the error says
+    /// it failed ([`Retryable::is_node_failure`]), and answers whether the call may go to another
+    /// node (one that is up).
+    pub fn failed(&self, node: &Node, e: &impl Retryable) -> bool {
+        if !e.is_node_failure() {
+            return false;
+        }
+        self.mark_down(node, &e.to_string());
+        self.list.iter().any(|n| n.key != node.key && n.is_up())
+    }
+
     fn mark_up(&self, node: &Node) {
         if !node.up.swap(true, Ordering::Relaxed) && self.list.len() > 1 {
             tracing::info!(node = %node.key, "Qlik node back in rotation");
@@ -208,6 +220,31 @@ mod tests {
         let only = n.pick().unwrap();
         n.mark_down(&only, "a reset");
         assert!(only.is_up(), "no health check would ever bring it back");
+    }
+
+    #[test]
+    fn failover_is_decided_by_the_error_class() {
+        use crate::qlik::QlikError;
+        let (n, _dir) = nodes(&["https://a.example", "https://b.example"]);
+        let a = n.get("https://a.example").unwrap();
+        let refused = QlikError::Status {
+            call: "session creation",
+            status: 403,
+            body: String::new(),
+        };
+        assert!(
+            !n.failed(&a, &refused),
+            "an answer from Qlik is not a node failure"
+        );
+        assert!(a.is_up());
+        let timeout = QlikError::Timeout {
+            url: "https://a.example:4243/qps/session".into(),
+            after: std::time::Duration::from_secs(10),
+        };
+        assert!(n.failed(&a, &timeout), "b is up: the call may go there");
+        assert!(!a.is_up(), "a node that did not answer leaves rotation");
+        let b = n.get("https://b.example").unwrap();
+        assert!(!n.failed(&b, &timeout), "nowhere left to go");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 # The builder is Debian bookworm, like the runtime image, so the binaries link against the same
 # glibc and MIT Kerberos libraries they find at run time. The gateway is built with the `kerberos`
 # feature (Windows sign-in, auth.provider = "negotiate"); the other providers do not need it, but
-# one image serves every configuration.
+# one image serves every configuration. It is built without the default `demo` feature: the
+# production binary carries no simulated Qlik (qlik-sim is its own image, for deploy/compose).
 
 # The base images. Build arguments so that a site with its own registry, or scripts/container-test.sh
 # without any registry, can name other images built from the same Debian release.
@@ -34,7 +35,8 @@ COPY qlik-sim/src ./qlik-sim/src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --features kerberos -p qlik-gateway -p qlik-sim \
+    cargo build --release --locked --no-default-features --features kerberos -p qlik-gateway \
+ && cargo build --release --locked -p qlik-sim \
  && mkdir -p /out \
  && cp target/release/qlik-gateway target/release/qlik-sim /out/ \
  && strip /out/qlik-gateway /out/qlik-sim

@@ -4,8 +4,9 @@
 #   ./scripts/container-test.sh            # about 7 minutes on 2 cores (the release build)
 #
 # 1. Build `qlik-gateway:test` (target runtime) and `qlik-sim:test` (target qlik-sim).
-# 2. Run the gateway image read-only, every capability dropped, no new privileges, as `demo`
-#    (simulated Qlik inside): /_gateway/healthz and /readyz answer 200, a login gives a session
+# 2. Check that the gateway image refuses `demo` (it carries no simulator), then run it read-only,
+#    every capability dropped, no new privileges, in front of the qlik-sim image (the compose
+#    configuration): /_gateway/healthz and /readyz answer 200, a login gives a session
 #    cookie that /_gateway/me accepts, the image's HEALTHCHECK reports healthy, the user is not
 #    root, and SIGTERM ends it with exit status 0.
 # 3. Bring deploy/compose up (gateway in front of qlik-sim), check healthz/readyz/login through the
@@ -170,6 +171,8 @@ engine image inspect --format '{{json .Config.Healthcheck}}' "$GATEWAY_IMAGE" | 
 
 # --- the gateway image on its own ----------------------------------------------------------
 NAME=qlik-gateway-test-$$
+SIM_NAME=qlik-sim-test-$$
+CERTS=qlik-gateway-test-certs-$$
 COMPOSE_FILE=$WORK/compose.yaml
 compose() {
   if [ "$ENGINE" = docker ]; then docker compose -f "$COMPOSE_FILE" "$@"
@@ -177,7 +180,8 @@ compose() {
   fi
 }
 cleanup() {
-  engine rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
+  engine rm -f -t 0 "$NAME" "$SIM_NAME" >/dev/null 2>&1 || true
+  engine volume rm -f "$CERTS" >/dev/null 2>&1 || true
   compose down -v >/dev/null 2>&1 || true
   if [ "${KEEP:-}" != 1 ]; then engine rmi "$GATEWAY_IMAGE" "$SIM_IMAGE" >/dev/null 2>&1 || true; fi
 }
@@ -205,16 +209,31 @@ check_health() { # check_health URL
   echo "healthz 200, readyz 200"
 }
 
-log "running $GATEWAY_IMAGE demo: read-only, no capabilities, no new privileges"
-engine run -d --name "$NAME" --read-only --tmpfs /tmp \
-  --tmpfs /var/lib/qlik-gateway:mode=1777 --cap-drop ALL \
-  --security-opt no-new-privileges -p "127.0.0.1:$HOST_PORT:8080" \
-  "$GATEWAY_IMAGE" demo --listen 0.0.0.0:8080 >/dev/null
+log "$GATEWAY_IMAGE carries no simulated Qlik: demo names where to find it"
+if out=$(engine run --rm "$GATEWAY_IMAGE" demo 2>&1); then fail "the production image ran demo: $out"; fi
+grep -q 'without the simulated Qlik' <<<"$out" || fail "demo in the production image: $out"
+echo "demo refused: $out"
+
+log "running $GATEWAY_IMAGE in front of $SIM_IMAGE: read-only, no capabilities, no new privileges"
+# As deploy/compose runs them: the gateway in qlik-sim's network namespace (qlik-sim's certificate
+# names localhost), its client certificate from qlik-sim's volume, the compose configuration.
+engine volume create "$CERTS" >/dev/null
+engine run -d --name "$SIM_NAME" -v "$CERTS:/var/lib/qlik-sim" -p "127.0.0.1:$HOST_PORT:8080" \
+  "$SIM_IMAGE" --cert-dir=/var/lib/qlik-sim --bind=127.0.0.1 --proxy-port=4443 --qps-port=4243 \
+  --control-port=4244 --virtual-proxy=mashup --session-cookie=X-Qlik-Session-mashup >/dev/null
+for _ in $(seq 1 120); do
+  engine exec "$SIM_NAME" test -s /var/lib/qlik-sim/client_key.pem 2>/dev/null && break
+  sleep 0.5
+done
+engine exec "$SIM_NAME" test -s /var/lib/qlik-sim/client_key.pem || fail "qlik-sim made no certificates"
+engine run -d --name "$NAME" --network "container:$SIM_NAME" --read-only --tmpfs /tmp \
+  --tmpfs /var/lib/qlik-gateway:mode=1777 --cap-drop ALL --security-opt no-new-privileges \
+  -v "$ROOT/deploy/compose/qlik-gateway.toml:/etc/qlik-gateway/qlik-gateway.toml:ro" \
+  -v "$CERTS:/etc/qlik-gateway/qlik:ro" "$GATEWAY_IMAGE" >/dev/null
 URL=http://127.0.0.1:$HOST_PORT
-wait_ready "$URL" || { engine logs "$NAME" | tail -20; fail "the demo did not become ready"; }
+wait_ready "$URL" || { engine logs "$NAME" | tail -20; fail "the gateway did not become ready"; }
 check_health "$URL"
 check_login "$URL"
-engine logs "$NAME" 2>&1 | grep -q 'open http://localhost:8080/' || fail "demo did not print http://localhost:8080/"
 uid=$(engine exec "$NAME" id -u)
 [ "$uid" != 0 ] || fail "the gateway runs as root"
 echo "runs as uid $uid"
@@ -237,6 +256,7 @@ code=$(engine inspect --format '{{.State.ExitCode}}' "$NAME")
 [ "$code" = 0 ] || { engine logs "$NAME" | tail -20; fail "exit status after SIGTERM: $code"; }
 echo "SIGTERM: exit status 0"
 engine rm "$NAME" >/dev/null
+engine rm -f -t 0 "$SIM_NAME" >/dev/null
 
 # --- compose -------------------------------------------------------------------------------
 if [ "$ENGINE" = podman ] && ! command -v podman-compose >/dev/null; then

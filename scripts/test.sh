@@ -84,6 +84,16 @@ log "cargo clippy -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --workspace --all-targets --locked --all-features -- -D warnings
 
+log "the production build (the Dockerfile's features): lint-clean, and without the simulator"
+cargo clippy -p qlik-gateway --lib --bins --locked --no-default-features --features kerberos -- -D warnings
+if cargo tree -p qlik-gateway --locked --no-default-features --features kerberos -e normal,build --prefix none |
+    grep -E '^(qlik-sim|rcgen) '; then
+  echo "the production binary depends on the simulator (see above); keep it behind the demo feature" >&2
+  exit 1
+fi
+grep -q -- '--no-default-features --features kerberos -p qlik-gateway' Dockerfile ||
+  { echo "the Dockerfile no longer builds the gateway with --no-default-features --features kerberos" >&2; exit 1; }
+
 log "cargo deny: licences and duplicate versions (deny.toml)"
 if ! cargo deny --version >/dev/null 2>&1; then
   log "installing cargo-deny (crates.io)"

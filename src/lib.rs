@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod doctor;
 pub mod error;

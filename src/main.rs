@@ -65,12 +65,24 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Some(Command::Demo { listen }) => qlik_gateway::demo::run(listen).await,
+            Some(Command::Demo { listen }) => demo(listen).await,
             Some(Command::CheckConfig) => check_config(cli.config),
             Some(Command::Doctor { user }) => doctor(cli.config, &user).await,
             None => run(cli.config).await,
         }
     })
+}
+
+#[cfg(feature = "demo")]
+async fn demo(listen: std::net::SocketAddr) -> ExitCode {
+    qlik_gateway::demo::run(listen).await
+}
+
+/// Release builds for production (the Dockerfile's) carry no simulated Qlik.
+#[cfg(not(feature = "demo"))]
+async fn demo(_listen: std::net::SocketAddr) -> ExitCode {
+    eprintln!("error: this qlik-gateway was built without the simulated Qlik (the `demo` feature), as production builds are; run the demo from the source (`cargo run --release -- demo`) or with deploy/compose (qlik-gateway in front of the qlik-sim image)");
+    ExitCode::from(2)
 }
 
 fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {

@@ -20,8 +20,13 @@ mod clients;
 mod control;
 mod direct;
 mod engine;
+mod engine_session;
+mod hypercube;
 mod identity;
+mod layouts;
+mod notifications;
 mod options;
+mod pages;
 mod pki;
 mod proxy;
 mod qps_api;
@@ -35,7 +40,8 @@ pub use options::{AuthInfoTiming, Casing, DuplicateParam, HeaderAuth, RandomExpi
 pub use pki::PkiPaths;
 pub use state::{Counters, EngineSelections, QpsFault, RecordedRequest, SessionInfo};
 
-use state::{ProxyNotification, SessionEnd, Shared, SocketCmd};
+use notifications::{ProxyNotification, SessionEnd};
+use state::{Shared, SocketCmd};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

@@ -5,8 +5,9 @@
 use crate::clients;
 use crate::engine::{self, SocketParams};
 use crate::identity::HeaderUser;
+use crate::notifications::SessionEnd;
 use crate::options::DuplicateParam;
-use crate::state::{RecordedRequest, SessionEnd, Shared, SocketKind, User};
+use crate::state::{RecordedRequest, Shared, SocketKind, User};
 use crate::util::{cookies, encode_component, header_map, query_pairs, query_param};
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;

@@ -1,8 +1,9 @@
 //! The QPS REST API (trusted zone, port 4243 on a real node): mutual TLS, xrfkey, and the
 //! session, ticket and user calls under `/qps/{prefix}/…` (§1–2 of the reference).
 
+use crate::notifications::SessionEnd;
 use crate::options::Casing;
-use crate::state::{QpsFault, SessionEnd, SessionInfo, Shared, User};
+use crate::state::{QpsFault, SessionInfo, Shared, User};
 use crate::util::{decode_component, is_key16, query_param};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};

@@ -8,7 +8,8 @@
 //! but would be possible without that field's own selection is *alternative* (A), the rest
 //! *excluded* (X).
 
-use crate::apps::{App, Area};
+use crate::apps::App;
+use crate::pages::Area;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 

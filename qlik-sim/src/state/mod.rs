@@ -1,15 +1,19 @@
 //! The simulator's shared state: proxy sessions, tickets, CSRF tokens, open websockets,
-//! counters, recorded requests and injected faults, plus the inactivity sweeper.
+//! engine sessions, counters, recorded requests and injected faults; `expiry` ends sessions
+//! on time (the inactivity sweeper, random expiry).
 
-use crate::engine::EngineSession;
+mod expiry;
+
+use crate::engine_session::{self, EngineSession};
 use crate::identity::HeaderAuthenticator;
-use crate::options::{RandomExpiry, SimOptions};
+use crate::notifications::{ProxyNotification, SessionEnd};
+use crate::options::SimOptions;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 
 /// How many proxy requests [`crate::SimControl::requests`] keeps.
 const MAX_RECORDED: usize = 1000;
@@ -120,96 +124,6 @@ pub(crate) struct User {
     pub user_directory: String,
     pub user_id: String,
     pub attributes: Vec<(String, String)>,
-}
-
-/// Why a session ends; decides the fatal message its websockets get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SessionEnd {
-    /// Deleted through the QPS API or the Personal API: `OnSessionLoggedOut`.
-    LoggedOut,
-    /// Inactivity or `expire_*`: `OnSessionTimedOut`.
-    TimedOut,
-    /// Closed by the server (`notify("OnSessionClosed")`): `OnSessionClosed`.
-    Closed,
-}
-
-impl SessionEnd {
-    fn notification(self) -> ProxyNotification {
-        let method = match self {
-            SessionEnd::LoggedOut => "OnSessionLoggedOut",
-            SessionEnd::TimedOut => "OnSessionTimedOut",
-            SessionEnd::Closed => "OnSessionClosed",
-        };
-        ProxyNotification::find(method).expect("session-ending notifications are in the table")
-    }
-}
-
-/// A proxy message the simulator can send on its engine websockets (§4 "Fatal proxy
-/// messages").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProxyNotification {
-    /// The JSON-RPC method.
-    pub method: &'static str,
-    /// The documented `params.message`, if the documentation gives one.
-    pub message: Option<&'static str>,
-    /// The proxy session ends with it.
-    pub ends_session: Option<SessionEnd>,
-}
-
-/// Every notification `notify` supports, with its documented message.
-const NOTIFICATIONS: [ProxyNotification; 8] = [
-    ProxyNotification {
-        method: "OnSessionTimedOut",
-        message: Some("Session timed out due to inactivity"),
-        ends_session: Some(SessionEnd::TimedOut),
-    },
-    ProxyNotification {
-        method: "OnSessionClosed",
-        message: Some("Session closed by server"),
-        ends_session: Some(SessionEnd::Closed),
-    },
-    ProxyNotification {
-        method: "OnSessionLoggedOut",
-        message: Some("User logged out manually"),
-        ends_session: Some(SessionEnd::LoggedOut),
-    },
-    ProxyNotification {
-        method: "OnNoEngineAvailable",
-        message: None,
-        ends_session: None,
-    },
-    ProxyNotification {
-        method: "OnMaxParallelSessionsExceeded",
-        message: None,
-        ends_session: None,
-    },
-    ProxyNotification {
-        method: "OnLicenseAccessDenied",
-        message: Some("Access to the app is denied: No available access type"),
-        ends_session: None,
-    },
-    ProxyNotification {
-        method: "OnEngineWebsocketFailed",
-        message: Some("Connection to Qlik service failed, shutting down"),
-        ends_session: None,
-    },
-    ProxyNotification {
-        method: "OnRepositoryWebsocketFailed",
-        message: Some("Connection to Qlik service failed, shutting down"),
-        ends_session: None,
-    },
-];
-
-impl ProxyNotification {
-    /// The notification called `method` (exact spelling).
-    pub fn find(method: &str) -> Option<ProxyNotification> {
-        NOTIFICATIONS.iter().find(|n| n.method == method).copied()
-    }
-
-    /// The supported method names.
-    pub fn methods() -> Vec<&'static str> {
-        NOTIFICATIONS.iter().map(|n| n.method).collect()
-    }
 }
 
 /// An order to an open websocket task.
@@ -423,7 +337,7 @@ impl Shared {
             .iter()
             .flat_map(|(id, rec)| {
                 rec.engine_sessions.values().filter_map(|e| {
-                    let (app_id, fields) = crate::engine::selected_values(e)?;
+                    let (app_id, fields) = engine_session::selected_values(e)?;
                     Some(EngineSelections {
                         session_id: id.clone(),
                         app_id,
@@ -740,85 +654,6 @@ impl Shared {
     pub fn shutdown_sockets(&self, cmd: SocketCmd) {
         for sock in self.lock().sockets.values() {
             let _ = sock.tx.send(cmd.clone());
-        }
-    }
-
-    /// Expires sessions whose inactivity timer ran out; returns the next deadline, if any.
-    fn sweep(&self) -> Option<Instant> {
-        let timeout = self.opts.inactivity_timeout;
-        let mut inner = self.lock();
-        let overdue: Vec<String> = inner
-            .sessions
-            .iter()
-            .filter(|(_, r)| r.last_activity.elapsed() >= timeout)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in overdue {
-            Self::end_locked(&mut inner, &id, SessionEnd::TimedOut, true);
-        }
-        inner
-            .sessions
-            .values()
-            .map(|r| r.last_activity + timeout)
-            .min()
-    }
-
-    /// Ends each live session with probability `fraction` (see [`RandomExpiry`]); returns how
-    /// many ended.
-    pub fn expire_random(&self, fraction: f64) -> usize {
-        use rand::Rng;
-        let mut rng = rand::rng();
-        let fraction = fraction.clamp(0.0, 1.0);
-        let mut inner = self.lock();
-        let doomed: Vec<String> = inner
-            .sessions
-            .keys()
-            .filter(|_| rng.random_bool(fraction))
-            .cloned()
-            .collect();
-        for id in &doomed {
-            Self::end_locked(&mut inner, id, SessionEnd::TimedOut, true);
-        }
-        doomed.len()
-    }
-
-    /// Runs [`Shared::expire_random`] every `chaos.every` until shutdown.
-    pub async fn run_random_expiry(
-        self: Arc<Self>,
-        chaos: RandomExpiry,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut tick = tokio::time::interval(chaos.every.max(Duration::from_millis(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let n = self.expire_random(chaos.fraction);
-                    if n > 0 {
-                        tracing::info!(sessions = n, "random expiry ended proxy sessions");
-                    }
-                }
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-
-    /// Runs the inactivity timer until `shutdown` flips.
-    pub async fn run_sweeper(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            let next = self.sweep();
-            let sleep = async {
-                match next {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = sleep => {}
-                _ = self.sweeper.notified() => {}
-                _ = shutdown.changed() => return,
-            }
         }
     }
 }

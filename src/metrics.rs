@@ -23,6 +23,7 @@
 //! | `qlik_gateway_qlik_notifications_total` | counter | `method` (Qlik's fatal notifications, [`crate::stats`]) |
 //! | `qlik_gateway_login_prompts_total` | counter | — (`mustAuthenticate: true` sent to a client) |
 
+use crate::qlik::metrics::QpsMetrics;
 use crate::route_class::RouteClass;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,42 +132,10 @@ struct EventLabels {
     event: &'static str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct CallLabels {
-    call: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct CallErrorLabels {
-    call: &'static str,
-    code: &'static str,
-}
-
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
-}
-
-/// The QPS API client's share of the metrics (cheap to clone: handles to the same series).
-#[derive(Clone)]
-pub struct QpsMetrics {
-    duration: HistogramFamily<CallLabels>,
-    errors: Family<CallErrorLabels, Counter>,
-}
-
-impl QpsMetrics {
-    /// Records one QPS API call named `call`, how long it took and its error code if it failed.
-    pub fn observe(&self, call: &'static str, took: Duration, error: Option<&'static str>) {
-        self.duration
-            .get_or_create(&CallLabels { call })
-            .observe(took.as_secs_f64());
-        if let Some(code) = error {
-            self.errors
-                .get_or_create(&CallErrorLabels { call, code })
-                .inc();
-        }
-    }
 }
 
 /// Every metric of one gateway. Counting is an atomic add (a family lookup for labelled series
@@ -268,20 +237,7 @@ impl Metrics {
         let qlik_sessions = QlikSessionEvent::ALL
             .map(|e| qlik_family.get_or_create_owned(&EventLabels { event: e.as_str() }));
 
-        let qps_duration: HistogramFamily<CallLabels> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register_with_unit(
-            "qlik_gateway_qps_request_duration",
-            "Duration of QPS API calls (mutual TLS, port 4243), by call",
-            Unit::Seconds,
-            qps_duration.clone(),
-        );
-        let qps_errors = Family::<CallErrorLabels, Counter>::default();
-        registry.register(
-            "qlik_gateway_qps_errors",
-            "Failed QPS API calls, by call and error code",
-            qps_errors.clone(),
-        );
+        let qps = QpsMetrics::register(&mut registry, latency_histogram);
 
         let store_errors = Counter::default();
         registry.register(
@@ -305,10 +261,7 @@ impl Metrics {
             logins,
             logouts,
             qlik_sessions,
-            qps: QpsMetrics {
-                duration: qps_duration,
-                errors: qps_errors,
-            },
+            qps,
             store_errors,
             sessions,
         }

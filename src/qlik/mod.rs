@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod cookies;
+pub mod metrics;
 pub mod nodes;
 pub mod qps;
 pub mod xrfkey;

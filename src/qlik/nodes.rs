@@ -47,7 +47,7 @@ impl Nodes {
     /// The configured nodes, each with its QPS client (timed in `metrics` when given).
     pub fn new(
         cfg: &QlikConfig,
-        metrics: Option<crate::metrics::QpsMetrics>,
+        metrics: Option<super::metrics::QpsMetrics>,
     ) -> Result<Self, crate::net::tls::TlsFileError> {
         let mut list = Vec::new();
         for n in &cfg.nodes {

@@ -21,7 +21,7 @@ pub struct QpsClient {
     base: Url,
     timeout: Duration,
     /// Durations and errors of every call, by call.
-    metrics: Option<crate::metrics::QpsMetrics>,
+    metrics: Option<super::metrics::QpsMetrics>,
 }
 
 impl QpsClient {
@@ -65,7 +65,7 @@ impl QpsClient {
     }
 
     /// Records each call's duration and error code in `metrics`.
-    pub fn with_metrics(mut self, metrics: Option<crate::metrics::QpsMetrics>) -> Self {
+    pub fn with_metrics(mut self, metrics: Option<super::metrics::QpsMetrics>) -> Self {
         self.metrics = metrics;
         self
     }

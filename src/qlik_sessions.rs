@@ -471,3 +471,55 @@ impl Retryable for CsrfError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    fn with_qlik(cookie: Option<&str>) -> GatewaySession {
+        let mut s = GatewaySession::new(
+            Identity {
+                user_directory: "DEV".into(),
+                user_id: "alice".into(),
+                attributes: Vec::new(),
+            },
+            "static",
+        );
+        s.qlik = cookie.map(|c| QlikSession {
+            cookie_value: c.into(),
+            csrf_token: None,
+            created_at: SystemTime::now(),
+            node: String::new(),
+        });
+        s
+    }
+
+    /// What a caller that waited on the single-flight lock takes instead of making its own.
+    #[test]
+    fn a_waiter_takes_the_session_made_meanwhile_and_only_a_new_one() {
+        let made = |cur: Option<&str>, stale: Option<&str>| {
+            made_meanwhile(&with_qlik(cur), stale).map(|q| q.cookie_value)
+        };
+        assert_eq!(
+            made(None, None),
+            None,
+            "nothing made yet: this caller makes it"
+        );
+        assert_eq!(
+            made(Some("a"), None).as_deref(),
+            Some("a"),
+            "the first caller made one"
+        );
+        assert_eq!(
+            made(Some("a"), Some("a")),
+            None,
+            "still the stale one: this caller replaces it"
+        );
+        assert_eq!(
+            made(Some("b"), Some("a")).as_deref(),
+            Some("b"),
+            "another caller already replaced the stale one"
+        );
+    }
+}

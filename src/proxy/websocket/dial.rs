@@ -1,7 +1,8 @@
 //! Dialing Qlik: the upstream socket opened with the user's Qlik session and CSRF token, through
 //! the Qlik proxy of the session's node (or straight to the engine with `qlik.engine_url`). A
 //! refused token or session is renewed once; a node that does not answer is taken out
-//! ([`crate::qlik::nodes::Nodes::failed`], the one failover decision) and the user moved to another.
+//! ([`crate::qlik::nodes::Nodes::failed`], the one failover decision) and the user moved to
+//! another.
 
 use std::pin::Pin;
 use std::sync::Arc;

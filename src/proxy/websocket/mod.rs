@@ -1,18 +1,18 @@
 //! The engine websocket, in phases, each a module of its own:
 //!
-//! 1. [`upgrade`]: the browser's upgrade is checked (Origin, the handshake, the per-session
+//! 1. `upgrade`: the browser's upgrade is checked (Origin, the handshake, the per-session
 //!    socket limit) before Qlik is contacted.
-//! 2. [`dial`]: the upstream socket is opened with the user's Qlik session and CSRF token, on
+//! 2. `dial`: the upstream socket is opened with the user's Qlik session and CSRF token, on
 //!    another node when the session's node fails.
-//! 3. [`settle`]: until Qlik has said who the user is (`OnAuthenticationInformation`), frames
+//! 3. `settle`: until Qlik has said who the user is (`OnAuthenticationInformation`), frames
 //!    are read, and a Qlik session Qlik lost is renewed under the browser's socket.
-//! 4. [`relay`]: after that, bytes pass through as they come and only frame boundaries are
+//! 4. `relay`: after that, bytes pass through as they come and only frame boundaries are
 //!    followed ([`crate::proxy::frames`]): an open socket holds no buffers, and large frames
 //!    stream through.
-//! 5. [`close`]: the closes the gateway makes, and the end of a frame Qlik cut off.
+//! 5. `close`: the closes the gateway makes, and the end of a frame Qlik cut off.
 //!
 //! Qlik's fatal proxy notifications are watched in both the settle phase and the relay
-//! ([`notices`]).
+//! (`notices`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -285,6 +285,28 @@ impl QlikFrame {
             QlikFrame::Pass
         }
     }
+
+    /// After payload bytes were passed on (`end`: the frame ends with them); `read` gets a
+    /// watched frame's whole payload.
+    fn payload(&mut self, part: &[u8], end: bool, read: impl FnOnce(&[u8])) {
+        match self {
+            QlikFrame::Hold { bytes, .. } => bytes.extend_from_slice(part),
+            QlikFrame::Watch(buf) => {
+                if end && buf.is_empty() {
+                    read(part);
+                } else {
+                    buf.extend_from_slice(part);
+                    if end {
+                        read(buf);
+                    }
+                }
+                if end {
+                    *self = QlikFrame::Pass;
+                }
+            }
+            QlikFrame::Pass => {}
+        }
+    }
 }
 
 /// Whether the gateway is ending the socket (the Qlik → client direction writes its close).
@@ -450,28 +472,14 @@ where
                     let part = &chunk[i..i + n];
                     i += n;
                     self.tail.payload(part);
-                    match &mut self.frame {
-                        QlikFrame::Hold { bytes, .. } => {
-                            bytes.extend_from_slice(part);
-                            from = i;
-                            if end {
-                                break;
-                            }
+                    let (fatal, qlik) = (&mut *self.fatal, self.qlik);
+                    self.frame
+                        .payload(part, end, |text| observe_bytes(fatal, text, qlik));
+                    if let QlikFrame::Hold { .. } = self.frame {
+                        from = i;
+                        if end {
+                            break;
                         }
-                        QlikFrame::Watch(buf) => {
-                            if end && buf.is_empty() {
-                                observe_bytes(self.fatal, part, self.qlik);
-                            } else {
-                                buf.extend_from_slice(part);
-                                if end {
-                                    observe_bytes(self.fatal, buf, self.qlik);
-                                }
-                            }
-                            if end {
-                                self.frame = QlikFrame::Pass;
-                            }
-                        }
-                        QlikFrame::Pass => {}
                     }
                 }
             }
@@ -638,5 +646,38 @@ mod tests {
                 "{passed:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_watched_frame_is_read_whole_once() {
+        let mut read = Vec::new();
+        let mut frame = QlikFrame::Watch(Vec::new());
+        frame.payload(b"{\"a\"", false, |t| read.push(t.to_vec()));
+        assert!(read.is_empty());
+        frame.payload(b":1}", true, |t| read.push(t.to_vec()));
+        assert_eq!(read, [b"{\"a\":1}".to_vec()]);
+        assert_eq!(frame, QlikFrame::Pass);
+        // In one read: the payload as it came.
+        let mut frame = QlikFrame::Watch(Vec::new());
+        frame.payload(b"{}", true, |t| read.push(t.to_vec()));
+        assert_eq!(read[1], b"{}");
+        assert_eq!(frame, QlikFrame::Pass);
+        // A held close keeps its bytes, complete or not.
+        let close = Header {
+            fin: true,
+            opcode: frames::OP_CLOSE,
+            mask: None,
+            len: 2,
+        };
+        let mut frame = QlikFrame::starting(&close, &[0x88, 2]);
+        frame.payload(&[3], false, |_| unreachable!());
+        frame.payload(&[0xe8], true, |_| unreachable!());
+        assert_eq!(
+            frame,
+            QlikFrame::Hold {
+                header: close,
+                bytes: vec![0x88, 2, 3, 0xe8]
+            }
+        );
     }
 }

@@ -6,14 +6,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
-use axum::body::Body;
-use http::{Request, StatusCode};
+use http::StatusCode;
 
 use crate::metrics::{Metrics, QlikSessionEvent};
+use crate::net::error_chain::root_cause;
 use crate::net::retry::{RetryClass, Retryable};
 use crate::net::upstream::UpstreamClient;
 use crate::qlik::config::{QlikConfig, QlikMode};
+use crate::qlik::cookies::set_session_cookies;
 use crate::qlik::nodes::{Node, Nodes};
+use crate::qlik::proxy_api;
 use crate::qlik::QlikError;
 use crate::session::{GatewaySession, QlikSession, SessionId, SessionStore, StoreError};
 
@@ -263,36 +265,20 @@ impl QlikSessions {
         Err(QlikError::Redemption { detail: last })
     }
 
-    /// `GET /{vp}/qps/user?qlikTicket=…` (the Personal API: small, no side effects) and the session
-    /// cookie the proxy sets for it.
+    /// The ticket redeemed at `node`'s virtual proxy, and the session cookie the proxy set for it.
     async fn redeem(&self, node: &Node, ticket: &str) -> Result<String, String> {
-        let mut url = node.proxy_url.clone();
-        url.set_path(&format!("{}/qps/user", self.cfg.upstream_prefix()));
-        url.query_pairs_mut().append_pair("qlikTicket", ticket);
-        let req = Request::get(url.as_str())
-            .header(http::header::HOST, node.host.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .body(Body::empty())
-            .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(self.cfg.qps_timeout, self.upstream.request(req))
+        let resp = proxy_api::redeem_ticket(&self.upstream, node, &self.cfg, ticket)
             .await
-            .map_err(|_| format!("no answer within {:?}", self.cfg.qps_timeout))?
-            .map_err(|e| crate::net::error_chain::root_cause(&e))?;
-        let status = resp.status();
-        for v in resp.headers().get_all(http::header::SET_COOKIE) {
-            let Ok(s) = v.to_str() else { continue };
-            if let crate::qlik::cookies::QlikSetCookie::Ours(value) =
-                crate::qlik::cookies::qlik_session_set_cookie(s, &self.cfg.session_cookie)
-            {
-                if !value.is_empty() {
-                    return Ok(value.to_string());
-                }
-            }
-        }
-        Err(format!(
-            "the proxy answered HTTP {status} without a {} cookie",
-            self.cfg.session_cookie
-        ))
+            .map_err(|e| root_cause(&e))?;
+        set_session_cookies(resp.headers(), &self.cfg.session_cookie)
+            .ours
+            .ok_or_else(|| {
+                format!(
+                    "the proxy answered HTTP {} without a {} cookie",
+                    resp.status(),
+                    self.cfg.session_cookie
+                )
+            })
     }
 
     /// Adds the user's Qlik credentials to a request for the Qlik proxy: the session cookie (when
@@ -396,19 +382,18 @@ impl QlikSessions {
         qlik: &QlikSession,
     ) -> Result<Option<String>, CsrfError> {
         let node = self.node_of(qlik).ok_or(CsrfError::SessionRejected)?;
-        let mut url = node.proxy_url.clone();
-        url.set_path(&format!("{}/qps/csrftoken", self.cfg.upstream_prefix()));
-        let mut req = Request::get(url.as_str())
-            .header(http::header::HOST, node.host.clone())
-            .body(Body::empty())
-            .map_err(|e| CsrfError::Upstream(e.to_string()))?;
-        self.add_credentials(req.headers_mut(), "", identity, qlik);
-        let resp = tokio::time::timeout(self.cfg.qps_timeout, self.upstream.request(req))
-            .await
-            .map_err(|_| {
-                CsrfError::Upstream(format!("no answer within {:?}", self.cfg.qps_timeout))
-            })?
-            .map_err(|e| CsrfError::Upstream(crate::net::error_chain::root_cause(&e)))?;
+        let mut headers = http::HeaderMap::new();
+        self.add_credentials(&mut headers, "", identity, qlik);
+        let resp = proxy_api::get(
+            &self.upstream,
+            &node,
+            &self.cfg,
+            "/qps/csrftoken",
+            &[],
+            headers,
+        )
+        .await
+        .map_err(|e| CsrfError::Upstream(root_cause(&e)))?;
         let status = resp.status();
         if let Some(v) = resp.headers().get("qlik-csrf-token") {
             return v

@@ -95,6 +95,10 @@ pub enum UpstreamError {
     },
     #[error("connect to {origin}: no connection within {after:?}")]
     ConnectTimeout { origin: String, after: Duration },
+    /// The TLS handshake did not finish in time; said as [`UpstreamError::ConnectTimeout`] is,
+    /// kept apart for `doctor`, which names the step that hung.
+    #[error("connect to {origin}: no connection within {after:?}")]
+    TlsTimeout { origin: String, after: Duration },
     #[error("TLS with {origin}: {source}; check qlik.ca_cert")]
     Tls {
         origin: String,
@@ -213,6 +217,13 @@ impl UpstreamClient {
             }
         }
     }
+
+    /// A new connection to `origin` (TCP, and TLS for https, with this client's roots and connect
+    /// timeout) that the pool never sees: for an upgrade that keeps its connection, such as an
+    /// engine websocket.
+    pub async fn connect(&self, origin: &Origin) -> Result<Pin<Box<dyn Io>>, UpstreamError> {
+        self.pool.open(origin).await
+    }
 }
 
 impl Origin {
@@ -306,17 +317,22 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, origin: &Origin) -> Result<SendRequest<Body>, UpstreamError> {
-        let timed_out = || UpstreamError::ConnectTimeout {
-            origin: origin.to_string(),
-            after: self.connect_timeout,
+    /// TCP to `origin`, and TLS over it for https.
+    async fn open(&self, origin: &Origin) -> Result<Pin<Box<dyn Io>>, UpstreamError> {
+        let timed_out = |in_tls: bool| {
+            let (origin, after) = (origin.to_string(), self.connect_timeout);
+            if in_tls {
+                UpstreamError::TlsTimeout { origin, after }
+            } else {
+                UpstreamError::ConnectTimeout { origin, after }
+            }
         };
         let tcp = tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect((&*origin.host, origin.port)),
         )
         .await
-        .map_err(|_| timed_out())?
+        .map_err(|_| timed_out(false))?
         .map_err(|source| UpstreamError::Connect {
             origin: origin.to_string(),
             source,
@@ -327,7 +343,7 @@ impl Pool {
                 .map_err(|_| UpstreamError::Url(origin.to_string()))?;
             let tls = tokio::time::timeout(self.connect_timeout, self.tls.connect(name, tcp))
                 .await
-                .map_err(|_| timed_out())?
+                .map_err(|_| timed_out(true))?
                 .map_err(|source| UpstreamError::Tls {
                     origin: origin.to_string(),
                     source,
@@ -336,6 +352,11 @@ impl Pool {
         } else {
             Box::pin(tcp)
         };
+        Ok(io)
+    }
+
+    async fn connect(&self, origin: &Origin) -> Result<SendRequest<Body>, UpstreamError> {
+        let io = self.open(origin).await?;
         let (tx, conn) = http1::Builder::new()
             .max_header_size(self.max_response_head)
             .handshake(TokioIo::new(io))
@@ -532,6 +553,22 @@ mod tests {
             .unwrap();
         let e = c.request(req).await.unwrap_err();
         assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
+
+    #[tokio::test]
+    async fn connect_opens_a_stream_the_pool_never_sees() {
+        let (url, accepted) = server("hello", usize::MAX).await;
+        let c = test_client();
+        let origin = Origin::of(&url.parse().unwrap()).unwrap();
+        let mut io = c.connect(&origin).await.unwrap();
+        io.write_all(b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut b = [0u8; 64];
+        let n = io.read(&mut b).await.unwrap();
+        assert!(b[..n].starts_with(b"HTTP/1.1 200"));
+        assert_eq!(get(&c, &url).await, "hello");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "not pooled, either way");
     }
 
     #[test]

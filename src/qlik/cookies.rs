@@ -40,6 +40,31 @@ pub enum QlikSetCookie<'a> {
     NotQlik,
 }
 
+/// The Qlik session cookies a response from Qlik's proxy sets.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SetSessionCookies {
+    /// The first non-empty value set for the configured session cookie.
+    pub ours: Option<String>,
+    /// The last Qlik session cookie of another name: the name the virtual proxy really uses.
+    pub other: Option<String>,
+}
+
+/// What the `Set-Cookie` headers of a response from Qlik's proxy set, for session cookie `name`.
+pub fn set_session_cookies(headers: &http::HeaderMap, name: &str) -> SetSessionCookies {
+    let mut found = SetSessionCookies::default();
+    for v in headers.get_all(http::header::SET_COOKIE) {
+        let Ok(s) = v.to_str() else { continue };
+        match qlik_session_set_cookie(s, name) {
+            QlikSetCookie::Ours(v) if !v.is_empty() && found.ours.is_none() => {
+                found.ours = Some(v.to_string());
+            }
+            QlikSetCookie::Other(n) => found.other = Some(n.to_string()),
+            _ => {}
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +95,32 @@ mod tests {
         assert_eq!(
             qlik_session_set_cookie("garbage", ours),
             QlikSetCookie::NotQlik
+        );
+    }
+
+    #[test]
+    fn a_response_sets_our_cookie_or_names_another() {
+        let ours = "X-Qlik-Session-mashup";
+        let mut h = http::HeaderMap::new();
+        for v in [
+            "X-Qlik-Session-mashup=; Path=/",
+            "X-Qlik-Session-a=1",
+            "X-Qlik-Session-mashup=abc",
+            "X-Qlik-Session-mashup=def",
+            "X-Qlik-Session-b=2",
+        ] {
+            h.append(http::header::SET_COOKIE, v.parse().unwrap());
+        }
+        assert_eq!(
+            set_session_cookies(&h, ours),
+            SetSessionCookies {
+                ours: Some("abc".into()),
+                other: Some("X-Qlik-Session-b".into()),
+            }
+        );
+        assert_eq!(
+            set_session_cookies(&http::HeaderMap::new(), ours),
+            SetSessionCookies::default()
         );
     }
 }

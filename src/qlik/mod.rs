@@ -1,11 +1,12 @@
-//! The Qlik client: the QPS API, Qlik's nodes and their health, Qlik's cookie rules, xrfkeys and
-//! the typed `[qlik]` settings. Nothing here knows about gateway sessions or identity providers;
+//! The Qlik client: the QPS API, Qlik's nodes and their health, the calls on the proxy's own
+//! endpoints, Qlik's cookie rules, xrfkeys and the typed `[qlik]` settings. Nothing here knows about gateway sessions or identity providers;
 //! each user's Qlik session is kept by `qlik_sessions`.
 
 pub mod config;
 pub mod cookies;
 pub mod metrics;
 pub mod nodes;
+pub mod proxy_api;
 pub mod qps;
 pub mod xrfkey;
 

@@ -226,8 +226,9 @@ impl QpsClient {
     }
 }
 
-/// A key lookup that accepts `SessionId` and `sessionId`.
-fn field<'a>(v: &'a Value, pascal: &str) -> Option<&'a Value> {
+/// A key of a JSON reply from Qlik in either casing: Qlik writes `SessionId` (as documented) or
+/// `sessionId` (as in its OpenAPI), by release and endpoint.
+pub fn field<'a>(v: &'a Value, pascal: &str) -> Option<&'a Value> {
     let obj = v.as_object()?;
     obj.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(pascal))

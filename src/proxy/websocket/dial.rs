@@ -8,13 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::Request;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite;
 
 use super::legs::{tap_limit, ws_config, Upstream};
 use crate::error::GatewayError;
 use crate::net::retry::Retryable;
+use crate::net::ws_client::{self, HandshakeError};
 use crate::net::Io;
 use crate::proxy::frames::Tap;
 use crate::qlik_sessions::CsrfError;
@@ -228,43 +227,26 @@ async fn transport(
     Ok(Box::pin(s))
 }
 
-/// The websocket handshake for `uri` on `io`, within `qlik.response_timeout`.
+/// The websocket handshake for `uri` on `io`, within `qlik.response_timeout` (the one client
+/// handshake, `net::ws_client`, which `doctor` uses too), its bytes counted from the first frame.
 async fn handshake(
     state: &AppState,
     io: Pin<Box<dyn Io>>,
     uri: &str,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     what: &'static str,
 ) -> Result<Upstream, GatewayError> {
-    let mut req = Request::get(uri)
-        .body(())
-        .map_err(|e| up_err(e.to_string()))?;
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
-    if let Ok(k) = HeaderValue::from_str(&tungstenite::handshake::client::generate_key()) {
-        headers.insert("sec-websocket-key", k);
-    }
-    *req.headers_mut() = headers;
-    let cfg = ws_config(state);
-    match tokio::time::timeout(
-        state.cfg.qlik.response_timeout,
-        tokio_tungstenite::client_async_with_config(
-            req,
-            Tap::after_head(io, tap_limit(state)),
-            Some(cfg),
-        ),
-    )
-    .await
-    {
-        Err(_) => Err(GatewayError::UpstreamTimeout {
-            upstream: "qlik",
-            after: state.cfg.qlik.response_timeout,
-        }),
-        Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(tungstenite::Error::Http(resp))) => Err(GatewayError::UpgradeRefused {
-            status: resp.status().as_u16(),
-        }),
-        Ok(Err(e)) => Err(up_err(format!("websocket handshake with {what}: {e}"))),
-    }
+    let timeout = state.cfg.qlik.response_timeout;
+    let io = Tap::after_head(io, tap_limit(state));
+    ws_client::handshake(io, uri, headers, Some(ws_config(state)), timeout)
+        .await
+        .map_err(|e| match e {
+            HandshakeError::Timeout(_) => GatewayError::UpstreamTimeout {
+                upstream: "qlik",
+                after: timeout,
+            },
+            HandshakeError::Refused { status, .. } => GatewayError::UpgradeRefused { status },
+            HandshakeError::Request(e) => up_err(e),
+            HandshakeError::Failed(e) => up_err(format!("websocket handshake with {what}: {e}")),
+        })
 }

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod config_checks;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod doctor;

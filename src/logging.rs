@@ -1,6 +1,10 @@
-//! Log output: human-readable text or JSON lines, level from `log.level` or `RUST_LOG`.
+//! Log output: human-readable text or JSON lines, level from `log.level` or `RUST_LOG`; and the
+//! `[log]` section that says which.
 
+use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
+
+use crate::config_checks::ConfigError;
 
 /// Installs the global subscriber once; later calls (tests, demo) are no-ops.
 pub fn init(cfg: &LogConfig) {
@@ -24,4 +28,49 @@ pub fn init(cfg: &LogConfig) {
 pub struct LogConfig {
     pub json: bool,
     pub level: String,
+}
+
+/// `[log]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    #[serde(default = "default_format")]
+    pub format: String,
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: default_format(),
+            level: default_level(),
+        }
+    }
+}
+
+fn default_format() -> String {
+    "text".into()
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+/// Checks `[log]`.
+pub fn validate(raw: RawLog) -> Result<LogConfig, ConfigError> {
+    let json = match raw.format.as_str() {
+        "json" => true,
+        "text" => false,
+        other => {
+            return Err(ConfigError::key(
+                "log.format",
+                format!("unknown format {other:?}; expected \"text\" or \"json\""),
+            ))
+        }
+    };
+    Ok(LogConfig {
+        json,
+        level: raw.level,
+    })
 }

@@ -3,9 +3,11 @@
 //!
 //! Two layers, like rpxy: [`raw`] mirrors the file; [`Config`] holds checked, resolved values so the
 //! request path never re-parses or re-validates configuration.
+//!
+//! Each section's typed config, raw struct and checks live in the module that owns it (`auth`,
+//! `qlik`, `session`, `mashup`, `logging`); this module loads the file, hands each section to its
+//! owner, checks `[server]` and `[security]` and what spans sections, and assembles [`Config`].
 
-mod negotiate;
-mod oidc;
 pub mod raw;
 mod validate;
 
@@ -17,6 +19,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
 pub use crate::auth::config::{AuthConfig, NegotiateConfig, OidcConfig};
+pub use crate::config_checks::ConfigError;
 pub use crate::logging::LogConfig;
 pub use crate::mashup::config::{MashupConfig, MashupSource};
 pub use crate::qlik::config::{HeaderAuth, QlikConfig, QlikMode, QlikNodeConfig};
@@ -27,35 +30,6 @@ pub use validate::validate;
 
 /// Environment variables with this prefix override file keys: `QLIK_GATEWAY__QLIK__PROXY_URL`.
 pub const ENV_PREFIX: &str = "QLIK_GATEWAY__";
-
-/// A configuration problem, always naming the key and how to fix it.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{key}: {message}")]
-    Key { key: String, message: String },
-}
-
-impl ConfigError {
-    pub(crate) fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Key {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The offending key, when the problem is one key's value.
-    pub fn key_name(&self) -> Option<&str> {
-        match self {
-            Self::Key { key, .. } => Some(key),
-            Self::Read { .. } => None,
-        }
-    }
-}
 
 /// The checked configuration the gateway runs with.
 #[derive(Debug, Clone)]

@@ -1,7 +1,16 @@
-//! `[auth]`, checked: which identity provider logs users in, with its settings.
+//! `[auth]`: which identity provider logs users in, with its settings. [`raw`] mirrors the file;
+//! [`check`], [`negotiate`] and [`oidc`] turn it into [`AuthConfig`].
+
+mod check;
+mod negotiate;
+mod oidc;
+pub mod raw;
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use check::validate;
+pub use raw::RawAuth;
 
 /// Which identity provider logs users in.
 #[derive(Debug, Clone)]

@@ -1,7 +1,15 @@
-//! `[session]`, checked: timeouts, the cookie name and where sessions are stored.
+//! `[session]`: timeouts, the cookie name and where sessions are stored. [`raw`] mirrors the
+//! file, [`check`] (with [`redis`] for the Redis store) turns it into [`SessionConfig`].
+
+mod check;
+pub mod raw;
+mod redis;
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use check::validate;
+pub use raw::RawSession;
 
 /// Gateway session settings.
 #[derive(Debug, Clone)]

@@ -1,7 +1,14 @@
-//! `[qlik]`, checked: how the gateway reaches Qlik and how it gives Qlik the user.
+//! `[qlik]`: how the gateway reaches Qlik and how it gives Qlik the user. [`raw`] mirrors the
+//! file, [`check`] turns it into [`QlikConfig`].
+
+mod check;
+pub mod raw;
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use check::validate;
+pub use raw::RawQlik;
 
 /// How the gateway reaches Qlik.
 #[derive(Debug, Clone)]

@@ -3,31 +3,17 @@
 
 use std::time::Duration;
 
+use super::check::{check_qlik_name, domain_map};
 use super::raw::RawOidc;
-use super::validate::{check_qlik_name, domain_map};
-use super::{ConfigError, OidcConfig};
+use super::OidcConfig;
 use crate::auth::oidc::claims::{ClaimMap, DirectorySource};
 use crate::auth::oidc::client_auth::{AssertionSigner, ClientAuth};
+use crate::config_checks::ConfigError;
 
+/// Checks `[auth.oidc]`; `public_url` is `server.public_url`, the origin of the redirect and
+/// post-logout URLs.
 pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, ConfigError> {
-    let issuer_s = raw.issuer.ok_or_else(|| {
-        ConfigError::key(
-            "auth.oidc.issuer",
-            "missing: the IdP's issuer URL (its /.well-known/openid-configuration lives under it)",
-        )
-    })?;
-    let issuer = reqwest::Url::parse(&issuer_s).map_err(|e| {
-        ConfigError::key(
-            "auth.oidc.issuer",
-            format!("{issuer_s:?} is not a URL: {e}"),
-        )
-    })?;
-    if !matches!(issuer.scheme(), "https" | "http") {
-        return Err(ConfigError::key(
-            "auth.oidc.issuer",
-            "must be an https:// URL (http:// is accepted for a test IdP on a private network)",
-        ));
-    }
+    let issuer = issuer(raw.issuer)?;
     let client_id = raw
         .client_id
         .filter(|c| !c.trim().is_empty())
@@ -38,22 +24,7 @@ pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, C
             )
         })?;
     let client_secret = match raw.client_secret_file {
-        Some(path) => {
-            let s = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::key(
-                    "auth.oidc.client_secret_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            let s = s.trim().to_string();
-            if s.is_empty() {
-                return Err(ConfigError::key(
-                    "auth.oidc.client_secret_file",
-                    format!("{} is empty", path.display()),
-                ));
-            }
-            Some(s)
-        }
+        Some(path) => Some(client_secret(&path)?),
         None => None,
     };
     let client_auth = client_auth(
@@ -69,39 +40,13 @@ pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, C
     if !scopes.iter().any(|s| s == "openid") {
         scopes.insert(0, "openid".into());
     }
-    let redirect_path = raw
-        .redirect_path
-        .unwrap_or_else(|| "/_gateway/callback".into());
-    if !redirect_path.starts_with('/')
-        || redirect_path.starts_with("//")
-        || redirect_path.contains('?')
-    {
-        return Err(ConfigError::key(
-            "auth.oidc.redirect_path",
-            "must be a path like /_gateway/callback",
-        ));
-    }
+    let redirect_path = redirect_path(raw.redirect_path)?;
     let origin = public_url.origin().ascii_serialization();
-    let directory = match (raw.user_directory, raw.user_directory_claim) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::key(
-                "auth.oidc.user_directory_claim",
-                "set either user_directory (fixed) or user_directory_claim, not both",
-            ))
-        }
-        (Some(d), None) => {
-            check_qlik_name("auth.oidc.user_directory", &d)?;
-            DirectorySource::Fixed(d)
-        }
-        (None, Some(c)) => DirectorySource::Claim(c),
-        (None, None) if raw.split_user_id => DirectorySource::FromUserId,
-        (None, None) => {
-            return Err(ConfigError::key(
-                "auth.oidc.user_directory",
-                "missing: set user_directory (e.g. \"CORP\"), user_directory_claim, or split_user_id = true to take it from DOMAIN\\user or user@domain",
-            ))
-        }
-    };
+    let directory = directory(
+        raw.user_directory,
+        raw.user_directory_claim,
+        raw.split_user_id,
+    )?;
     let domain_map = match raw.domain_map {
         None => None,
         Some(_) if directory != DirectorySource::FromUserId => {
@@ -145,6 +90,86 @@ pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, C
         ca_cert: raw.ca_cert,
         timeout: raw.timeout.unwrap_or(Duration::from_secs(10)),
     })
+}
+
+/// `auth.oidc.issuer`: an http(s) URL.
+fn issuer(configured: Option<String>) -> Result<reqwest::Url, ConfigError> {
+    let issuer_s = configured.ok_or_else(|| {
+        ConfigError::key(
+            "auth.oidc.issuer",
+            "missing: the IdP's issuer URL (its /.well-known/openid-configuration lives under it)",
+        )
+    })?;
+    let issuer = reqwest::Url::parse(&issuer_s).map_err(|e| {
+        ConfigError::key(
+            "auth.oidc.issuer",
+            format!("{issuer_s:?} is not a URL: {e}"),
+        )
+    })?;
+    if !matches!(issuer.scheme(), "https" | "http") {
+        return Err(ConfigError::key(
+            "auth.oidc.issuer",
+            "must be an https:// URL (http:// is accepted for a test IdP on a private network)",
+        ));
+    }
+    Ok(issuer)
+}
+
+/// The client secret from `auth.oidc.client_secret_file`, trimmed.
+fn client_secret(path: &std::path::Path) -> Result<String, ConfigError> {
+    let s = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::key(
+            "auth.oidc.client_secret_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let s = s.trim().to_string();
+    if s.is_empty() {
+        return Err(ConfigError::key(
+            "auth.oidc.client_secret_file",
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(s)
+}
+
+/// `auth.oidc.redirect_path`, by default `/_gateway/callback`.
+fn redirect_path(configured: Option<String>) -> Result<String, ConfigError> {
+    let redirect_path = configured.unwrap_or_else(|| "/_gateway/callback".into());
+    if !redirect_path.starts_with('/')
+        || redirect_path.starts_with("//")
+        || redirect_path.contains('?')
+    {
+        return Err(ConfigError::key(
+            "auth.oidc.redirect_path",
+            "must be a path like /_gateway/callback",
+        ));
+    }
+    Ok(redirect_path)
+}
+
+/// Where a user's directory comes from: fixed, a claim, or the split user id.
+fn directory(
+    user_directory: Option<String>,
+    user_directory_claim: Option<String>,
+    split_user_id: bool,
+) -> Result<DirectorySource, ConfigError> {
+    match (user_directory, user_directory_claim) {
+        (Some(_), Some(_)) => Err(ConfigError::key(
+            "auth.oidc.user_directory_claim",
+            "set either user_directory (fixed) or user_directory_claim, not both",
+        )),
+        (Some(d), None) => {
+            check_qlik_name("auth.oidc.user_directory", &d)?;
+            Ok(DirectorySource::Fixed(d))
+        }
+        (None, Some(c)) => Ok(DirectorySource::Claim(c)),
+        (None, None) if split_user_id => Ok(DirectorySource::FromUserId),
+        (None, None) => Err(ConfigError::key(
+            "auth.oidc.user_directory",
+            "missing: set user_directory (e.g. \"CORP\"), user_directory_claim, or split_user_id = true to take it from DOMAIN\\user or user@domain",
+        )),
+    }
 }
 
 /// The token endpoint authentication, from `client_auth` or what the other keys imply.

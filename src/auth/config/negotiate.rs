@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use super::check::{check_qlik_name, domain_map};
 use super::raw::RawNegotiate;
-use super::validate::{check_qlik_name, domain_map};
-use super::{ConfigError, NegotiateConfig};
+use super::NegotiateConfig;
 use crate::auth::negotiate::keytab::{self, KeytabEntry};
 use crate::auth::negotiate::mapping::{DirectoryRule, PrincipalMap, UserIdCase};
+use crate::config_checks::ConfigError;
 
 const DEFAULT_POLL: Duration = Duration::from_secs(10);
 

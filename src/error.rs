@@ -13,7 +13,7 @@ use crate::session::StoreError;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     /// No gateway session: the client must log in at `login_url`.
     #[error("not logged in")]
     Unauthenticated { login_url: String },
@@ -111,7 +111,7 @@ impl GatewayError {
     }
 
     /// A short, fixed reason code (the JSON body's `error`, and a metric label).
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::Unauthenticated { .. } => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
@@ -194,7 +194,7 @@ impl GatewayError {
     }
 
     /// The response, HTML for a browser navigation, JSON otherwise. Logs the cause once.
-    pub fn respond(self, wants_html: bool) -> Response {
+    pub(crate) fn respond(self, wants_html: bool) -> Response {
         self.log();
         let status = self.status();
         let message = self.public_message();
@@ -233,7 +233,7 @@ impl IntoResponse for GatewayError {
 }
 
 /// A JSON response.
-pub fn json_body(status: StatusCode, v: serde_json::Value) -> Response {
+pub(crate) fn json_body(status: StatusCode, v: serde_json::Value) -> Response {
     let mut r = (status, v.to_string()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

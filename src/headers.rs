@@ -11,7 +11,7 @@ use crate::qlik::cookies::is_qlik_session_cookie;
 // are used on every request.
 /// Qlik's CSRF token header (`@qlik/api` sends it on modifying verbs): the gateway owns it, as it
 /// owns the Qlik session it belongs to.
-pub const CSRF_HEADER: &str = "qlik-csrf-token";
+pub(crate) const CSRF_HEADER: &str = "qlik-csrf-token";
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -47,7 +47,7 @@ const IDENTITY: [HeaderName; 6] = [
 ];
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the few headers there are, rather than a lookup per name: most messages
     // carry none of these, most of the rest only `Connection`.
     let mut found: Vec<HeaderName> = headers
@@ -77,7 +77,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// header (X-Qlik-User, X-Qlik-Session, …) except `X-Qlik-Xrfkey` (an anti-CSRF key, no
 /// identity), `Authorization` (a JWT virtual proxy would believe it), incoming forwarding
 /// headers, and the configured identity headers.
-pub fn remove_identity_headers(headers: &mut HeaderMap, extra: &[HeaderName]) {
+pub(crate) fn remove_identity_headers(headers: &mut HeaderMap, extra: &[HeaderName]) {
     let refused = |k: &HeaderName| {
         (k.as_str().starts_with("x-qlik-") && *k != X_QLIK_XRFKEY)
             || IDENTITY.contains(k)
@@ -103,7 +103,7 @@ fn is_gateway_aux_cookie(name: &str) -> bool {
 /// Rebuilds the `Cookie` header without the gateway's cookie and without any `X-Qlik-Session*`
 /// cookie, then appends `inject` (the user's Qlik session cookie) when given. Runs on every
 /// proxied request, so it builds the one new value without allocating per cookie.
-pub fn rewrite_cookies(
+pub(crate) fn rewrite_cookies(
     headers: &mut HeaderMap,
     gateway_cookie: &str,
     inject: Option<(&str, &str)>,
@@ -144,7 +144,7 @@ pub fn rewrite_cookies(
 }
 
 /// Sets `X-Forwarded-For/Proto/Host` and `Host`.
-pub fn set_forwarding(
+pub(crate) fn set_forwarding(
     headers: &mut HeaderMap,
     peer: IpAddr,
     proto: &'static str,
@@ -167,7 +167,7 @@ pub fn set_forwarding(
 
 /// Why a `Set-Cookie` from Qlik was not passed on (see [`scope_set_cookie`]).
 #[derive(Debug, PartialEq, Eq)]
-pub enum DroppedCookie {
+pub(crate) enum DroppedCookie {
     /// Not a `Set-Cookie` value a browser would accept.
     Malformed,
     /// Named like one of the gateway's own cookies: it would replace or shadow the user's
@@ -181,7 +181,7 @@ pub enum DroppedCookie {
 
 impl DroppedCookie {
     /// For the log line.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::Malformed => "it is not a valid Set-Cookie",
             Self::GatewayName => "it has the name of a gateway cookie",
@@ -196,7 +196,7 @@ impl DroppedCookie {
 /// the gateway's (`mount`); `Path=/` and no path become the mount, never the whole origin, where
 /// the mashup and `/_gateway` live. `Domain` goes (it names Qlik's host, or widens the cookie to
 /// sibling hosts of the gateway).
-pub fn scope_set_cookie(
+pub(crate) fn scope_set_cookie(
     set_cookie: &str,
     gateway_cookie: &str,
     prefix: &str,
@@ -251,7 +251,7 @@ fn path_matches(request_path: &str, cookie_path: &str) -> bool {
 /// Rewrites a `Location` that points into the virtual proxy on the Qlik proxy to the same place on
 /// the gateway. `upstream_origin` is `https://qlik:443` serialised as browsers do; `prefix` is
 /// `/mashup` or ``; `mount` is where the gateway shows Qlik.
-pub fn rewrite_location(
+pub(crate) fn rewrite_location(
     location: &str,
     upstream_origin: &str,
     prefix: &str,

@@ -17,7 +17,7 @@ const STATIC_PAGE_CSP: &str =
 
 /// A page without scripts, with the security headers and `Cache-Control: no-store` (every such
 /// page describes the state of one request).
-pub fn page(status: StatusCode, html: impl Into<Body>) -> Response {
+pub(crate) fn page(status: StatusCode, html: impl Into<Body>) -> Response {
     let mut r = (status, html.into()).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -32,7 +32,7 @@ pub fn page(status: StatusCode, html: impl Into<Body>) -> Response {
 /// The Content-Security-Policy of a page whose only script is the inline `<script>` elements of
 /// `html`, allowed by their hashes (so nothing injected into the page would run). Style
 /// attributes stay allowed: the built-in page draws its bars with them.
-pub fn script_page_csp(html: &str) -> HeaderValue {
+pub(crate) fn script_page_csp(html: &str) -> HeaderValue {
     let mut csp = String::from("default-src 'none'; script-src");
     let mut rest = html;
     while let Some(start) = rest.find("<script>") {
@@ -56,7 +56,7 @@ pub fn script_page_csp(html: &str) -> HeaderValue {
 
 /// Sets the headers every gateway page carries: `csp`, no MIME sniffing, no framing (also for
 /// browsers that predate `frame-ancestors`), and no referrer leaving the gateway.
-pub fn secure(h: &mut HeaderMap, csp: HeaderValue) {
+pub(crate) fn secure(h: &mut HeaderMap, csp: HeaderValue) {
     h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -70,7 +70,7 @@ pub fn secure(h: &mut HeaderMap, csp: HeaderValue) {
 }
 
 /// Escapes text for HTML element content and attribute values.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -1,36 +1,39 @@
 //! qlik-gateway: one same-origin gateway in front of a Qlik Sense mashup and Qlik Sense Enterprise.
 //!
-//! Request path: [`server`] accepts → [`routes`] dispatches → [`auth`] establishes identity →
-//! [`session`] keeps the gateway session → [`qlik`] keeps the user's Qlik session → [`proxy`] forwards.
+//! Request path: `server` accepts → `routes` dispatches → `auth` establishes identity →
+//! `session` keeps the gateway session → `qlik_sessions` keeps the user's Qlik session → `proxy`
+//! forwards. The layers and which way imports go: ARCHITECTURE.md.
 
 // The gateway reports through `tracing`; only commands (demo, doctor) write to stdout/stderr.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
+// The public modules are what the binary, the integration tests and the benchmark use; every
+// other module is private, so that rustc reports what nothing uses.
 
-pub mod auth;
+mod auth;
 pub mod config;
-pub mod config_checks;
+mod config_checks;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod doctor;
-pub mod error;
-pub mod gateway;
-pub mod headers;
-pub mod html;
-pub mod identity;
-pub mod limits;
+mod error;
+mod gateway;
+mod headers;
+mod html;
+mod identity;
+mod limits;
 pub mod logging;
 pub mod mashup;
-pub mod metrics;
+mod metrics;
 pub mod net;
-pub mod proxy;
-pub mod qlik;
-pub mod qlik_sessions;
-pub mod request_target;
-pub mod route_class;
-pub mod routes;
+mod proxy;
+mod qlik;
+mod qlik_sessions;
+mod request_target;
+mod route_class;
+mod routes;
 pub mod server;
 pub mod session;
-pub mod sockets;
+mod sockets;
 pub mod state;
 pub mod stats;
 

@@ -14,11 +14,11 @@ use http::{Request, StatusCode};
 const PARSER_SLACK: usize = 32 * 1024;
 
 /// hyper parses into a stack array of this many headers unless a larger count is configured.
-pub const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+pub(crate) const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// A request refused by a size limit.
 #[derive(Debug, thiserror::Error)]
-pub enum LimitError {
+pub(crate) enum LimitError {
     #[error("request line of {len} bytes exceeds server.max_request_line_bytes ({limit}); raise server.max_request_line_bytes")]
     RequestLine { len: usize, limit: usize },
     #[error("request headers of {len} bytes exceed server.max_header_bytes ({limit}); raise server.max_header_bytes")]
@@ -36,7 +36,7 @@ pub enum LimitError {
 impl LimitError {
     /// 414 for the request line (as nginx answers), 431 for headers, 413 for bodies, 502 when
     /// the upstream broke the limit.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::RequestLine { .. } => StatusCode::URI_TOO_LONG,
             Self::HeaderBytes { .. } | Self::HeaderCount { .. } => {
@@ -48,7 +48,7 @@ impl LimitError {
     }
 
     /// The JSON body's `error`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::RequestLine { .. } => "request_line_too_long",
             Self::HeaderBytes { .. } => "request_headers_too_large",
@@ -59,7 +59,7 @@ impl LimitError {
     }
 
     /// What the client is told: the cause and the fix.
-    pub fn public_message(&self) -> String {
+    pub(crate) fn public_message(&self) -> String {
         match self {
             Self::RequestLine { len, limit } => format!(
                 "The request line (method and URL) is {len} bytes; this gateway accepts at most {limit} (server.max_request_line_bytes). Use a shorter URL."
@@ -82,7 +82,7 @@ impl LimitError {
 
 /// The request-head limits, from `[server]`.
 #[derive(Debug, Clone, Copy)]
-pub struct HeadLimits {
+pub(crate) struct HeadLimits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_request_line: usize,
@@ -91,21 +91,21 @@ pub struct HeadLimits {
 impl HeadLimits {
     /// hyper's read buffer (HTTP/1) and header list limit (HTTP/2): strictly larger than any head
     /// [`Self::check`] accepts, so that hyper never decides about a head this module would accept.
-    pub fn parser_cap(&self) -> usize {
+    pub(crate) fn parser_cap(&self) -> usize {
         self.max_header_bytes + PARSER_SLACK
     }
 
     /// The header array size to give hyper, `None` for its default stack array (see
     /// [`HYPER_DEFAULT_MAX_HEADERS`]): larger than the configured count so that counts just over
     /// the limit reach [`Self::check`].
-    pub fn parser_max_headers(&self) -> Option<usize> {
+    pub(crate) fn parser_max_headers(&self) -> Option<usize> {
         (self.max_headers > HYPER_DEFAULT_MAX_HEADERS).then(|| self.max_headers * 2)
     }
 
     /// Measures the parsed head as HTTP/1.1 puts it on the wire (request line, `name: value\r\n`
     /// per header, the final `\r\n`; HTTP/2 requests are measured the same way, the authority
     /// counting as part of the URL) and refuses what exceeds a limit.
-    pub fn check<B>(&self, req: &Request<B>) -> Result<(), LimitError> {
+    pub(crate) fn check<B>(&self, req: &Request<B>) -> Result<(), LimitError> {
         let line = request_line_len(req);
         if line > self.max_request_line {
             return Err(LimitError::RequestLine {

@@ -42,10 +42,10 @@ use crate::sockets::SocketRegistry;
 use crate::stats::Stats;
 
 /// `Content-Type` of the OpenMetrics text format, served when the scraper asks for it.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
+pub(crate) const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// `Content-Type` of the Prometheus text format (0.0.4), served otherwise.
-pub const PROMETHEUS_CONTENT_TYPE: &str =
+pub(crate) const PROMETHEUS_CONTENT_TYPE: &str =
     prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of request latency buckets: loopback proxying is well under a

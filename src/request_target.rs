@@ -14,7 +14,7 @@ use std::borrow::Cow;
 
 /// Why a path may not be forwarded. Each names the construct, for the log line and the 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PathRefusal {
+pub(crate) enum PathRefusal {
     #[error("the path contains an encoded slash or backslash (%2F, %5C), which Qlik's proxy would read as a separator")]
     EncodedSeparator,
     #[error("the path contains a backslash, which Qlik's proxy reads as a separator")]
@@ -44,7 +44,7 @@ const DECODE_ROUNDS: usize = 4;
 ///
 /// Runs on every proxied request: a path without `%`, `\` or a segment starting with `.` is
 /// accepted after one scan.
-pub fn confine(rest: &str, below: &'static str) -> Result<(), PathRefusal> {
+pub(crate) fn confine(rest: &str, below: &'static str) -> Result<(), PathRefusal> {
     let b = rest.as_bytes();
     let mut suspicious = false;
     for (i, &c) in b.iter().enumerate() {
@@ -182,24 +182,26 @@ fn hex(c: u8) -> Option<u8> {
 /// Query parameters that carry a Qlik ticket. Qlik redeems a ticket on any proxied URL and sets its
 /// session cookie, so a ticket from the browser would swap the Qlik user behind a gateway session.
 /// The older documentation's spelling is refused too.
-pub const TICKET_PARAMS: &[&str] = &["qlikticket", "x-qlik-ticket"];
+pub(crate) const TICKET_PARAMS: &[&str] = &["qlikticket", "x-qlik-ticket"];
 
 /// What an engine websocket upgrade loses on the way to Qlik: tickets, and the client's own
 /// websocket CSRF token. The gateway sets the token for the Qlik session it injects; a client's
 /// token (Qlik's Nov 2024 guidance, `@qlik/api`, enigma.js `resume()` reusing an old URL) is for
 /// a session the client never had, or one the gateway has since replaced, and Qlik would refuse
 /// the upgrade with it (or read it instead of the gateway's, if it takes the first of two).
-pub const UPGRADE_PARAMS: &[&str] = &["qlikticket", "x-qlik-ticket", "qlik-csrf-token"];
+pub(crate) const UPGRADE_PARAMS: &[&str] = &["qlikticket", "x-qlik-ticket", "qlik-csrf-token"];
 
 /// `query` without Qlik ticket parameters (any case, any percent-encoding of the name). Borrowed
-/// when there is nothing to remove, which is every request a client library makes.
-pub fn strip_tickets(query: &str) -> Cow<'_, str> {
+/// when there is nothing to remove, which is every request a client library makes. (The proxy
+/// strips them together with other parameters through [`strip_params`]; this is for the tests.)
+#[cfg(test)]
+pub(crate) fn strip_tickets(query: &str) -> Cow<'_, str> {
     strip_params(query, TICKET_PARAMS)
 }
 
 /// `query` without the parameters named in `names` (lower case), however Qlik's proxy would
 /// spell them back: any case, any percent-encoding of the name, surrounding spaces.
-pub fn strip_params<'a>(query: &'a str, names: &[&str]) -> Cow<'a, str> {
+pub(crate) fn strip_params<'a>(query: &'a str, names: &[&str]) -> Cow<'a, str> {
     let shortest = names.iter().map(|n| n.len()).min().unwrap_or(0);
     let dropped = |p: &str| is_param(p.split('=').next().unwrap_or(""), names, shortest);
     if !query.split('&').any(dropped) {

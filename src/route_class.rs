@@ -48,7 +48,7 @@ impl RouteClass {
 }
 
 /// Whether the request asks for a websocket upgrade.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     let conn_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -65,7 +65,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Whether `path` is `mount` or below it.
-pub fn under_mount(path: &str, mount: &str) -> bool {
+pub(crate) fn under_mount(path: &str, mount: &str) -> bool {
     path == mount || path.strip_prefix(mount).is_some_and(|r| r.starts_with('/'))
 }
 

@@ -23,7 +23,7 @@ use crate::state::AppState;
 /// Builds the application router (the public listener's). `/_gateway/metrics` is here only when
 /// there is no admin listener: usage figures are not for the public origin when they can be
 /// served elsewhere.
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     let mut r = Router::new();
     if let Some(path) = state.provider.callback_path() {
         r = r.route(path, get(endpoints::callback));
@@ -53,13 +53,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 ///
 /// `callback` is the identity provider's callback path (`auth.oidc.redirect_path`), which may lie
 /// outside `/_gateway/`.
-pub fn routed(path: &str, callback: Option<&str>) -> bool {
+pub(crate) fn routed(path: &str, callback: Option<&str>) -> bool {
     path.starts_with("/_gateway/") || callback == Some(path)
 }
 
 /// The admin listener's router (`server.admin_listen`): metrics and the health checks, nothing
 /// else.
-pub fn admin_router(state: Arc<AppState>) -> Router {
+pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/_gateway/metrics", get(endpoints::metrics))
         .route("/_gateway/healthz", get(endpoints::healthz))
@@ -100,7 +100,11 @@ async fn dispatch_fallback(
 
 /// Everything outside `/_gateway/`: Qlik under the mount (HTTP or engine websocket), else the
 /// mashup; a session is needed unless the path is public.
-pub async fn dispatch(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Response {
+pub(crate) async fn dispatch(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    req: Request<Body>,
+) -> Response {
     let path = req.uri().path();
     let html = wants_html(req.headers());
     // Classified once, by the server (the metrics label); a router driven without it classifies here.
@@ -189,7 +193,7 @@ pub async fn dispatch(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>
 /// Middleware for the gateway's own endpoints (`/_gateway/`, the login callback): a body above
 /// `limit` bytes is refused with 413, by its Content-Length at once or while it is read; a
 /// smaller one is read up front, so a handler never waits on a client's upload.
-pub async fn bounded_gateway_body(
+pub(crate) async fn bounded_gateway_body(
     limit: usize,
     req: axum::extract::Request,
     next: axum::middleware::Next,

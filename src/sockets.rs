@@ -151,7 +151,7 @@ impl SocketRegistry {
 /// any replica), until the store's events end. After a gap in the events (the store lost its
 /// subscription, or this listener fell behind) it sweeps at once instead of waiting for the
 /// periodic sweep.
-pub async fn close_on_session_events(
+pub(crate) async fn close_on_session_events(
     mut events: broadcast::Receiver<SessionEvent>,
     store: Arc<dyn SessionStore>,
     sockets: SocketRegistry,

@@ -148,7 +148,7 @@ impl App {
     }
 
     /// The `qDocList` entry of this app.
-    pub fn doc_entry(&self) -> Value {
+    pub(crate) fn doc_entry(&self) -> Value {
         json!({
             "qDocName": self.id,
             "qDocId": self.id,
@@ -161,7 +161,7 @@ impl App {
     }
 
     /// The `qLayout` of `GetAppLayout`.
-    pub fn layout(&self) -> Value {
+    pub(crate) fn layout(&self) -> Value {
         json!({
             "qTitle": self.title,
             "qFileName": self.id,
@@ -178,7 +178,7 @@ impl App {
     }
 
     /// The `qProp` of `GetAppProperties`.
-    pub fn properties(&self) -> Value {
+    pub(crate) fn properties(&self) -> Value {
         json!({
             "qTitle": self.title,
             "qLastReloadTime": "2026-01-01T00:00:00.000Z",
@@ -189,7 +189,7 @@ impl App {
     }
 
     /// The properties of the sample object `id`.
-    pub fn object(&self, id: &str) -> Option<Value> {
+    pub(crate) fn object(&self, id: &str) -> Option<Value> {
         self.objects
             .iter()
             .find(|o| o.pointer("/qInfo/qId").and_then(Value::as_str) == Some(id))
@@ -197,7 +197,7 @@ impl App {
     }
 
     /// The column of `field` (case-insensitive, brackets allowed: `[Region]`).
-    pub fn column(&self, field: &str) -> Option<usize> {
+    pub(crate) fn column(&self, field: &str) -> Option<usize> {
         let field = field.trim();
         let field = field
             .strip_prefix('[')

@@ -103,7 +103,7 @@ impl EngineSession {
     }
 
     /// Stores object `id`'s properties; returns its handle (the one it has, else a new one).
-    pub fn add_object(&mut self, id: String, props: Value) -> i64 {
+    pub(crate) fn add_object(&mut self, id: String, props: Value) -> i64 {
         if let Some(&h) = self.by_id.get(&id) {
             self.objects.insert(h, props);
             return h;
@@ -115,7 +115,7 @@ impl EngineSession {
     }
 
     /// The handle of field `col` (one per field and session, like an object's).
-    pub fn field_handle(&mut self, col: usize) -> i64 {
+    pub(crate) fn field_handle(&mut self, col: usize) -> i64 {
         if let Some(&h) = self.field_handles.get(&col) {
             return h;
         }
@@ -127,7 +127,7 @@ impl EngineSession {
 
     /// The selections whose rows object `handle` shows: those before `BeginSelections`
     /// while it is in selection mode.
-    pub fn modal_rows(&self, handle: i64) -> Option<&Selections> {
+    pub(crate) fn modal_rows(&self, handle: i64) -> Option<&Selections> {
         self.modal
             .as_ref()
             .filter(|m| m.handle == handle)
@@ -135,7 +135,7 @@ impl EngineSession {
     }
 
     /// The open doc's app.
-    pub fn app(&self) -> Option<App> {
+    pub(crate) fn app(&self) -> Option<App> {
         self.doc.as_deref().and_then(apps::find)
     }
 
@@ -143,7 +143,7 @@ impl EngineSession {
     /// Returns whether it was accepted and the handles whose layout changed: the doc, then
     /// every open generic object whose layout (data, states, current selections) differs —
     /// nothing when the selections stayed the same.
-    pub fn reselect(
+    pub(crate) fn reselect(
         &mut self,
         app: &App,
         change: impl FnOnce(&mut Selections) -> Result<(), Refused>,

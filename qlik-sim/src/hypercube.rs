@@ -105,7 +105,7 @@ impl Cube {
     /// measure. `rows` decides which rows count: `sel`, except for an object in selection
     /// mode, which keeps the rows it had before (`BeginSelections`) so that its values can
     /// still be clicked, their states showing the selection being made, as in Qlik.
-    pub fn evaluate(
+    pub(crate) fn evaluate(
         app: &App,
         def: &Value,
         tick: u64,
@@ -179,7 +179,7 @@ impl Cube {
     }
 
     /// One `qDataPages` entry for `area`.
-    pub fn page(&self, area: Area) -> Value {
+    pub(crate) fn page(&self, area: Area) -> Value {
         let (left, top, width, height) = area.clamp(self.width(), self.matrix.len());
         let rows: Vec<Value> = self.matrix[top..top + height]
             .iter()
@@ -193,7 +193,7 @@ impl Cube {
     }
 
     /// The `qHyperCube` of a layout, with the pages of `fetch`.
-    pub fn layout(&self, fetch: &[Area]) -> Value {
+    pub(crate) fn layout(&self, fetch: &[Area]) -> Value {
         let dims: Vec<Value> = (0..self.dim_titles.len())
             .map(|d| {
                 let t = &self.dim_titles[d];

@@ -160,7 +160,7 @@ pub(crate) struct HeaderAuthenticator {
 
 impl HeaderAuthenticator {
     /// Validates the options (header name, pattern).
-    pub fn new(opts: &HeaderAuth) -> Result<Self, String> {
+    pub(crate) fn new(opts: &HeaderAuth) -> Result<Self, String> {
         let name = HeaderName::from_bytes(opts.header.trim().as_bytes())
             .map_err(|_| format!("invalid header name {:?}", opts.header))?;
         if let Some(reserved) = RESERVED_HEADERS.iter().find(|r| name.as_str().contains(*r)) {
@@ -178,12 +178,12 @@ impl HeaderAuthenticator {
     }
 
     /// The header's name (lowercase).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.name.as_str()
     }
 
     /// The user named by the request's header (the first one, when repeated).
-    pub fn user(&self, headers: &HeaderMap) -> HeaderUser {
+    pub(crate) fn user(&self, headers: &HeaderMap) -> HeaderUser {
         let Some(value) = headers.get(&self.name) else {
             return HeaderUser::Absent;
         };

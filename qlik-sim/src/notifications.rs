@@ -14,7 +14,7 @@ pub(crate) enum SessionEnd {
 
 impl SessionEnd {
     /// The message the session's websockets get.
-    pub fn notification(self) -> ProxyNotification {
+    pub(crate) fn notification(self) -> ProxyNotification {
         let method = match self {
             SessionEnd::LoggedOut => "OnSessionLoggedOut",
             SessionEnd::TimedOut => "OnSessionTimedOut",
@@ -82,12 +82,12 @@ const NOTIFICATIONS: [ProxyNotification; 8] = [
 
 impl ProxyNotification {
     /// The notification called `method` (exact spelling).
-    pub fn find(method: &str) -> Option<ProxyNotification> {
+    pub(crate) fn find(method: &str) -> Option<ProxyNotification> {
         NOTIFICATIONS.iter().find(|n| n.method == method).copied()
     }
 
     /// The supported method names.
-    pub fn methods() -> Vec<&'static str> {
+    pub(crate) fn methods() -> Vec<&'static str> {
         NOTIFICATIONS.iter().map(|n| n.method).collect()
     }
 }

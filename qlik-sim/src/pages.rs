@@ -14,7 +14,7 @@ pub(crate) struct Area {
 
 impl Area {
     /// Parses `{"qLeft","qTop","qWidth","qHeight"}` (missing numbers are 0).
-    pub fn from_json(v: &Value) -> Area {
+    pub(crate) fn from_json(v: &Value) -> Area {
         let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
         Area {
             left: n("qLeft"),
@@ -25,7 +25,7 @@ impl Area {
     }
 
     /// This area clipped to a `width` × `height` matrix: `(left, top, width, height)`.
-    pub fn clamp(&self, width: usize, height: usize) -> (usize, usize, usize, usize) {
+    pub(crate) fn clamp(&self, width: usize, height: usize) -> (usize, usize, usize, usize) {
         let top = self.top.min(height);
         let left = self.left.min(width);
         (
@@ -37,7 +37,7 @@ impl Area {
     }
 
     /// Parses a list of areas.
-    pub fn list(v: Option<&Value>) -> Vec<Area> {
+    pub(crate) fn list(v: Option<&Value>) -> Vec<Area> {
         v.and_then(Value::as_array)
             .map(|l| l.iter().map(Area::from_json).collect())
             .unwrap_or_default()

@@ -39,7 +39,7 @@ pub(crate) enum State {
 }
 
 impl State {
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             State::Locked => "L",
             State::Selected => "S",
@@ -74,22 +74,22 @@ pub(crate) enum Refused {
 impl Selections {
     /// True when no field has a selection.
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.selected.is_empty()
     }
 
     /// The selected symbols of `col`, if it has a selection.
-    pub fn of(&self, col: usize) -> Option<&BTreeSet<usize>> {
+    pub(crate) fn of(&self, col: usize) -> Option<&BTreeSet<usize>> {
         self.selected.get(&col)
     }
 
-    pub fn is_locked(&self, col: usize) -> bool {
+    pub(crate) fn is_locked(&self, col: usize) -> bool {
         self.locked.contains(&col)
     }
 
     /// Selects `values` in `col`: replaces the field's selection, or with `toggle` flips each
     /// value in or out of it. An empty result clears the field.
-    pub fn select(
+    pub(crate) fn select(
         &mut self,
         col: usize,
         values: &BTreeSet<usize>,
@@ -113,7 +113,7 @@ impl Selections {
     }
 
     /// Clears `col` (refused when locked, unless `soft_lock`).
-    pub fn clear(&mut self, col: usize, soft_lock: bool) -> Result<(), Refused> {
+    pub(crate) fn clear(&mut self, col: usize, soft_lock: bool) -> Result<(), Refused> {
         if self.is_locked(col) && !soft_lock {
             return Err(Refused::Locked);
         }
@@ -123,7 +123,7 @@ impl Selections {
 
     /// `Doc.ClearAll`: clears every field; locked ones only with `locked_also` (which also
     /// unlocks them).
-    pub fn clear_all(&mut self, locked_also: bool) {
+    pub(crate) fn clear_all(&mut self, locked_also: bool) {
         if locked_also {
             *self = Selections::default();
         } else {
@@ -134,7 +134,7 @@ impl Selections {
 
     /// `Field.ClearAllButThis`: clears every other unlocked field (locked ones too with
     /// `soft_lock`).
-    pub fn clear_all_but(&mut self, keep: usize, soft_lock: bool) {
+    pub(crate) fn clear_all_but(&mut self, keep: usize, soft_lock: bool) {
         let locked = self.locked.clone();
         self.selected
             .retain(|col, _| *col == keep || (!soft_lock && locked.contains(col)));
@@ -142,21 +142,21 @@ impl Selections {
     }
 
     /// `Field.Lock`: locks the field's selection, if it has one.
-    pub fn lock(&mut self, col: usize) {
+    pub(crate) fn lock(&mut self, col: usize) {
         if self.selected.contains_key(&col) {
             self.locked.insert(col);
         }
     }
 
-    pub fn unlock(&mut self, col: usize) {
+    pub(crate) fn unlock(&mut self, col: usize) {
         self.locked.remove(&col);
     }
 
-    pub fn lock_all(&mut self) {
+    pub(crate) fn lock_all(&mut self) {
         self.locked = self.selected.keys().copied().collect();
     }
 
-    pub fn unlock_all(&mut self) {
+    pub(crate) fn unlock_all(&mut self) {
         self.locked.clear();
     }
 
@@ -170,7 +170,7 @@ impl Selections {
     }
 
     /// Which rows of `app` are possible; `ignoring` leaves one field's selection out.
-    pub fn possible_rows(&self, app: &App, ignoring: Option<usize>) -> Vec<bool> {
+    pub(crate) fn possible_rows(&self, app: &App, ignoring: Option<usize>) -> Vec<bool> {
         app.cells
             .iter()
             .map(|row| {
@@ -183,7 +183,7 @@ impl Selections {
     }
 
     /// The state of every symbol of `col`, by `qElemNumber`.
-    pub fn states(&self, app: &App, col: usize) -> Vec<State> {
+    pub(crate) fn states(&self, app: &App, col: usize) -> Vec<State> {
         let symbols_in = |rows: &[bool]| -> BTreeSet<usize> {
             app.cells
                 .iter()
@@ -340,7 +340,7 @@ pub(crate) struct ListObject {
 }
 
 impl ListObject {
-    pub fn evaluate(app: &App, def: &Value, sel: &Selections) -> ListObject {
+    pub(crate) fn evaluate(app: &App, def: &Value, sel: &Selections) -> ListObject {
         let title = def
             .pointer("/qDef/qFieldDefs/0")
             .and_then(Value::as_str)
@@ -371,7 +371,7 @@ impl ListObject {
     }
 
     /// One `qDataPages` entry for `area` (one column: `qLeft` must be 0 to see it).
-    pub fn page(&self, app: &App, area: Area) -> Value {
+    pub(crate) fn page(&self, app: &App, area: Area) -> Value {
         let (left, top, width, height) = area.clamp(1, self.rows.len());
         let matrix: Vec<Value> = self.rows[top..top + height]
             .iter()
@@ -397,7 +397,7 @@ impl ListObject {
     }
 
     /// The `qListObject` of a layout, with the pages of `fetch`.
-    pub fn layout(&self, app: &App, fetch: &[Area]) -> Value {
+    pub(crate) fn layout(&self, app: &App, fetch: &[Area]) -> Value {
         let numeric = self
             .col
             .is_some_and(|c| app.symbols[c].iter().all(|s| s.num.is_some()));

@@ -58,7 +58,7 @@ impl DomainMap {
 
 /// A user name as a front proxy or IdP writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Qualified<'a> {
+pub(crate) struct Qualified<'a> {
     /// `CORP` of `CORP\alice`, `corp.example.com` of `alice@corp.example.com`.
     pub domain: Option<&'a str>,
     pub user: &'a str,
@@ -66,7 +66,7 @@ pub struct Qualified<'a> {
 
 /// Splits `DOMAIN\user` (at the first `\`) or `user@domain` (at the last `@`); anything else
 /// is a bare name.
-pub fn split(v: &str) -> Qualified<'_> {
+pub(crate) fn split(v: &str) -> Qualified<'_> {
     if let Some((d, u)) = v.split_once('\\') {
         Qualified {
             domain: Some(d),

@@ -9,18 +9,18 @@ use async_trait::async_trait;
 use super::{AuthError, Identity, IdentityProvider, LoginOutcome, LoginRequest};
 
 /// The longest user id, directory, attribute name or value accepted, in bytes.
-pub const MAX_LEN: usize = 256;
+pub(crate) const MAX_LEN: usize = 256;
 
 /// Which rules apply beyond the ones Qlik always has.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IdentityRules {
+pub(crate) struct IdentityRules {
     /// The values are spliced into a header: US-ASCII only, no `;` or `=`.
     pub header_safe: bool,
 }
 
 impl IdentityRules {
     /// The first rule `identity` breaks, as an error naming the field and the rule.
-    pub fn check(&self, identity: &Identity) -> Result<(), AuthError> {
+    pub(crate) fn check(&self, identity: &Identity) -> Result<(), AuthError> {
         self.value("user id", &identity.user_id, true)?;
         self.value("user directory", &identity.user_directory, true)?;
         for (name, value) in &identity.attributes {
@@ -68,14 +68,14 @@ impl IdentityRules {
 }
 
 /// A provider whose every successful login is checked against [`IdentityRules`].
-pub struct Checked<P: ?Sized> {
+pub(crate) struct Checked<P: ?Sized> {
     rules: IdentityRules,
     inner: std::sync::Arc<P>,
 }
 
 impl<P: ?Sized> Checked<P> {
     /// Wraps `inner`; its logins and callbacks are refused when the identity breaks a rule.
-    pub fn new(inner: std::sync::Arc<P>, rules: IdentityRules) -> Self {
+    pub(crate) fn new(inner: std::sync::Arc<P>, rules: IdentityRules) -> Self {
         Self { rules, inner }
     }
 

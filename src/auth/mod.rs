@@ -2,13 +2,13 @@
 //!
 //! Nothing here knows about Qlik; providers only answer "who is this" (or ask the browser for more).
 
-pub mod config;
-pub mod domain_map;
-pub mod identity_rules;
-pub mod negotiate;
-pub mod oidc;
-pub mod static_user;
-pub mod trusted_header;
+pub(crate) mod config;
+pub(crate) mod domain_map;
+pub(crate) mod identity_rules;
+pub(crate) mod negotiate;
+pub(crate) mod oidc;
+pub(crate) mod static_user;
+pub(crate) mod trusted_header;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -131,7 +131,7 @@ pub trait IdentityProvider: Send + Sync {
 /// Every identity it yields is checked against `rules` before anything else sees it.
 /// `shared_keys` (current, old): the key replicas share, for login state that must survive a
 /// request landing on another replica; `None` for a key of this process.
-pub fn from_config(
+pub(crate) fn from_config(
     cfg: &AuthConfig,
     secure: bool,
     rules: identity_rules::IdentityRules,

@@ -5,13 +5,13 @@ use async_trait::async_trait;
 use super::{AuthError, Identity, IdentityProvider, LoginOutcome, LoginRequest};
 
 /// Logs everyone in as the configured user.
-pub struct StaticUser {
+pub(crate) struct StaticUser {
     identity: Identity,
 }
 
 impl StaticUser {
     /// A provider that always answers `identity`.
-    pub fn new(identity: Identity) -> Self {
+    pub(crate) fn new(identity: Identity) -> Self {
         Self { identity }
     }
 }

@@ -10,7 +10,7 @@ use super::domain_map::{self, DomainMap};
 use super::{AuthError, Identity, IdentityProvider, LoginOutcome, LoginRequest};
 
 /// Reads the user from a header set by a trusted front proxy.
-pub struct TrustedHeader {
+pub(crate) struct TrustedHeader {
     header: http::HeaderName,
     trusted: Vec<ipnet::IpNet>,
     user_directory: Option<String>,
@@ -21,7 +21,7 @@ impl TrustedHeader {
     /// `user_directory` is used when the header carries a bare user name; the domain of a
     /// `DOMAIN\user` or `user@domain` value is looked up in `domain_map`, or without one must
     /// be `user_directory` itself.
-    pub fn new(
+    pub(crate) fn new(
         header: http::HeaderName,
         trusted: Vec<ipnet::IpNet>,
         user_directory: Option<String>,

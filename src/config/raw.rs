@@ -95,42 +95,42 @@ impl Default for RawSecurity {
 mod defaults {
     use std::time::Duration;
 
-    pub fn header_read_timeout() -> Duration {
+    pub(super) fn header_read_timeout() -> Duration {
         Duration::from_secs(10)
     }
     /// Kerberos tokens with a large PAC exceed 8 KiB; 64 KiB is the documented floor.
-    pub fn max_header_bytes() -> usize {
+    pub(super) fn max_header_bytes() -> usize {
         96 * 1024
     }
     /// hyper's default header count, which it parses into a stack array.
-    pub fn max_headers() -> usize {
+    pub(super) fn max_headers() -> usize {
         100
     }
     /// Twice nginx's 8 KiB buffer: Qlik's single-integration URLs carry selections in the query.
-    pub fn max_request_line_bytes() -> usize {
+    pub(super) fn max_request_line_bytes() -> usize {
         16 * 1024
     }
     /// nginx's `client_body_timeout`.
-    pub fn body_timeout() -> Duration {
+    pub(super) fn body_timeout() -> Duration {
         Duration::from_secs(60)
     }
     /// Gateway endpoints take forms at most (an OIDC form_post carries an ID token).
-    pub fn max_gateway_body_bytes() -> usize {
+    pub(super) fn max_gateway_body_bytes() -> usize {
         64 * 1024
     }
     /// Envoy's default for response headers is 60 KiB; Qlik's are a few KiB.
-    pub fn max_upstream_header_bytes() -> usize {
+    pub(super) fn max_upstream_header_bytes() -> usize {
         64 * 1024
     }
-    pub fn drain_timeout() -> Duration {
+    pub(super) fn drain_timeout() -> Duration {
         Duration::from_secs(20)
     }
-    pub fn max_websocket_message() -> usize {
+    pub(super) fn max_websocket_message() -> usize {
         64 * 1024 * 1024
     }
     /// A mashup opens one engine socket per app; a user with a dozen tabs of several apps stays
     /// well below this, a script opening sockets in a loop does not.
-    pub fn max_websockets_per_session() -> usize {
+    pub(super) fn max_websockets_per_session() -> usize {
         64
     }
 }

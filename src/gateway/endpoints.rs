@@ -21,10 +21,10 @@ use crate::state::AppState;
 
 /// The peer address of the connection, inserted by the server.
 #[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub SocketAddr);
+pub(crate) struct PeerAddr(pub SocketAddr);
 
 #[derive(Deserialize)]
-pub struct LoginParams {
+pub(crate) struct LoginParams {
     return_to: Option<String>,
 }
 
@@ -34,7 +34,7 @@ const UNFILLED_LOCATION: &str = "{location}";
 /// `GET /_gateway/login`: with a live gateway session, straight back to `return_to`; otherwise
 /// authenticate with the configured provider, start a fresh gateway session (a new id: an ended
 /// one's, if any, is never reused) and go back to `return_to`.
-pub async fn login(
+pub(crate) async fn login(
     State(state): State<Arc<AppState>>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
     Query(params): Query<LoginParams>,
@@ -90,7 +90,7 @@ pub async fn login(
 }
 
 /// `GET {auth.oidc.redirect_path}`: the identity provider sends the browser back here.
-pub async fn callback(
+pub(crate) async fn callback(
     State(state): State<Arc<AppState>>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
     uri: http::Uri,
@@ -221,7 +221,7 @@ fn request_host(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
 
 /// `POST /_gateway/logout`: ends the Qlik session at QPS, the gateway session, and its websockets.
 /// Requires a same-origin `Origin`, so another site cannot log users out.
-pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub(crate) async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let html = wants_html(&headers);
     if let Err(e) = same_origin(&state, &headers, "logout") {
         return e.respond(html);
@@ -304,7 +304,7 @@ fn with_cleared_cookie(state: &AppState, resp: &mut Response) {
 /// announces, rewritten to the gateway) end the gateway session as `POST /_gateway/logout` does.
 /// Left alone otherwise, the next request would quietly make a new Qlik session: a logout that
 /// does not log out. `None`: not a logout (a program's `GET` reads the user, from Qlik).
-pub async fn qlik_logout(
+pub(crate) async fn qlik_logout(
     state: &AppState,
     method: &http::Method,
     rest: &str,
@@ -379,7 +379,7 @@ fn started_here(state: &AppState, headers: &HeaderMap) -> bool {
 
 /// `GET /_gateway/logged-out`: where a logout lands a browser (not the login, which would log a
 /// Windows user straight back in).
-pub async fn logged_out() -> Response {
+pub(crate) async fn logged_out() -> Response {
     crate::html::page(
         StatusCode::OK,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Logged out</title></head>\
@@ -389,7 +389,7 @@ pub async fn logged_out() -> Response {
 }
 
 /// `GET /_gateway/me`: who the gateway thinks you are, and until when.
-pub async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub(crate) async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match current_session(&state, &headers).await {
         Err(e) => e.respond(false),
         Ok(None) => GatewayError::Unauthenticated {
@@ -433,12 +433,12 @@ pub async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
 }
 
 /// `GET /_gateway/healthz`: the process answers.
-pub async fn healthz() -> Response {
+pub(crate) async fn healthz() -> Response {
     json_body(StatusCode::OK, json!({"status": "ok"}))
 }
 
 /// `GET /_gateway/readyz`: QPS answers with the client certificate, and the session store answers.
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let (qps, store) = tokio::join!(state.qlik.probe(), state.store.ping());
     let qps_s = match &qps {
         Ok(()) => "ok".to_string(),
@@ -471,7 +471,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /_gateway/metrics`: every metric as text, OpenMetrics when the scraper asks for it
 /// (Prometheus does), else the Prometheus text format 0.0.4. On the admin listener only, when
 /// `server.admin_listen` is set.
-pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     // A failure is counted by the store (qlik_gateway_store_errors_total); the gauge keeps its
     // last value rather than dropping to 0, which would read as "everyone logged out".
     match state.store.count().await {

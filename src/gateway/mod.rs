@@ -1,7 +1,7 @@
 //! The gateway's own endpoints under `/_gateway/`, and the checks every other request goes through.
 
-pub mod endpoints;
-pub mod return_to;
+pub(crate) mod endpoints;
+pub(crate) mod return_to;
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use crate::state::AppState;
 
 /// Whether the request is a browser navigation (gets a redirect or an HTML page) rather than a
 /// program (gets 401 JSON it can act on).
-pub fn wants_html(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
     const SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
     if let Some(mode) = headers.get(SEC_FETCH_MODE).and_then(|v| v.to_str().ok()) {
         return mode.eq_ignore_ascii_case("navigate");
@@ -34,7 +34,7 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
 }
 
 /// `/_gateway/login?return_to=<path>` for the current request.
-pub fn login_url_for(uri: &Uri) -> String {
+pub(crate) fn login_url_for(uri: &Uri) -> String {
     let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     format!(
         "/_gateway/login?return_to={}",
@@ -43,7 +43,7 @@ pub fn login_url_for(uri: &Uri) -> String {
 }
 
 /// The answer to a request that needs a session and has none: 302 for navigations, 401 JSON otherwise.
-pub fn unauthenticated(uri: &Uri, headers: &HeaderMap, websocket: bool) -> Response {
+pub(crate) fn unauthenticated(uri: &Uri, headers: &HeaderMap, websocket: bool) -> Response {
     let login = login_url_for(uri);
     if !websocket && wants_html(headers) {
         return found(&login);
@@ -52,14 +52,14 @@ pub fn unauthenticated(uri: &Uri, headers: &HeaderMap, websocket: bool) -> Respo
 }
 
 /// A `302 Found` to `location` (axum's `Redirect::to` is a 303).
-pub fn found(location: &str) -> Response {
+pub(crate) fn found(location: &str) -> Response {
     let mut r = Redirect::to(location).into_response();
     *r.status_mut() = http::StatusCode::FOUND;
     r
 }
 
 /// The live gateway session of the request, touched (idle timer reset).
-pub async fn current_session(
+pub(crate) async fn current_session(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(SessionId, Arc<GatewaySession>)>, GatewayError> {

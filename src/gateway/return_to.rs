@@ -7,7 +7,7 @@ use percent_encoding::percent_decode_str;
 
 /// Returns the path to redirect to, or `None` when `raw` could leave `public_origin`
 /// (`scheme://host[:port]`, as `server.public_url` gives it).
-pub fn sanitize(raw: &str, public_origin: &str) -> Option<String> {
+pub(crate) fn sanitize(raw: &str, public_origin: &str) -> Option<String> {
     if raw.is_empty() || raw.len() > 4096 {
         return None;
     }

@@ -14,7 +14,7 @@ use super::frames::{Header, OP_BINARY, OP_TEXT};
 /// What the relay has passed on of Qlik's current data message: its kind and, for text, the
 /// start of a character the last payload bytes left open.
 #[derive(Debug, Default, Clone)]
-pub struct MessageTail {
+pub(crate) struct MessageTail {
     text: bool,
     /// The current frame is a data frame (text, binary or a continuation).
     in_data: bool,
@@ -24,7 +24,7 @@ pub struct MessageTail {
 
 impl MessageTail {
     /// A frame header was passed on.
-    pub fn header(&mut self, h: &Header) {
+    pub(crate) fn header(&mut self, h: &Header) {
         self.in_data = h.is_data();
         match h.opcode {
             OP_TEXT => {
@@ -42,7 +42,7 @@ impl MessageTail {
     }
 
     /// Payload bytes of the current frame were passed on.
-    pub fn payload(&mut self, part: &[u8]) {
+    pub(crate) fn payload(&mut self, part: &[u8]) {
         if !(self.in_data && self.text) || part.is_empty() {
             return;
         }
@@ -57,7 +57,7 @@ impl MessageTail {
     }
 
     /// The `remaining` payload bytes that finish the current frame.
-    pub fn filler(&self, remaining: u64) -> Filler {
+    pub(crate) fn filler(&self, remaining: u64) -> Filler {
         let completion = if self.in_data && self.text {
             completion(&self.open)
         } else {
@@ -74,7 +74,7 @@ impl MessageTail {
 
 /// Bytes that finish a cut frame: `head`, then `rest` copies of `fill`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Filler {
+pub(crate) struct Filler {
     pub head: Vec<u8>,
     pub fill: u8,
     pub rest: u64,

@@ -17,17 +17,17 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// Opcodes (RFC 6455 §5.2).
-pub const OP_CONTINUATION: u8 = 0x0;
-pub const OP_TEXT: u8 = 0x1;
-pub const OP_BINARY: u8 = 0x2;
-pub const OP_CLOSE: u8 = 0x8;
+pub(crate) const OP_CONTINUATION: u8 = 0x0;
+pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
+pub(crate) const OP_CLOSE: u8 = 0x8;
 
 /// Control frames carry at most 125 payload bytes (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: u64 = 125;
 
 /// One frame's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     pub fin: bool,
     pub opcode: u8,
     pub mask: Option<[u8; 4]>,
@@ -37,19 +37,19 @@ pub struct Header {
 
 impl Header {
     /// Control frames (close, ping, pong) may come between the fragments of a message.
-    pub fn is_control(&self) -> bool {
+    pub(crate) fn is_control(&self) -> bool {
         self.opcode & 0x8 != 0
     }
 
     /// Text, binary and continuation frames: the application's messages.
-    pub fn is_data(&self) -> bool {
+    pub(crate) fn is_data(&self) -> bool {
         matches!(self.opcode, OP_CONTINUATION | OP_TEXT | OP_BINARY)
     }
 }
 
 /// A byte stream that is not websocket framing the relay can follow.
 #[derive(Debug, thiserror::Error)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     #[error("websocket frame with reserved opcode {0:#x}")]
     ReservedOpcode(u8),
     #[error("websocket control frame with {0} payload bytes (at most 125 allowed)")]
@@ -60,7 +60,7 @@ pub enum FrameError {
 
 /// What the next bytes of the stream are.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// A complete header, the first `used` bytes of the input. A frame with an empty payload ends
     /// here.
     Header { header: Header, used: usize },
@@ -73,24 +73,24 @@ pub enum Step {
 
 /// Follows frame boundaries through a byte stream, payloads unseen.
 #[derive(Debug, Default, Clone)]
-pub struct FrameTracker {
+pub(crate) struct FrameTracker {
     /// Payload bytes of the current frame still to come.
     remaining: u64,
 }
 
 impl FrameTracker {
     /// Between two frames (the next bytes start a header).
-    pub fn at_boundary(&self) -> bool {
+    pub(crate) fn at_boundary(&self) -> bool {
         self.remaining == 0
     }
 
     /// Payload bytes of the current frame still to come (0 on a boundary).
-    pub fn remaining(&self) -> u64 {
+    pub(crate) fn remaining(&self) -> u64 {
         self.remaining
     }
 
     /// Advances over the start of `input` (not empty).
-    pub fn step(&mut self, input: &[u8]) -> Result<Step, FrameError> {
+    pub(crate) fn step(&mut self, input: &[u8]) -> Result<Step, FrameError> {
         if self.remaining > 0 {
             let n = usize::try_from(self.remaining).map_or(input.len(), |r| r.min(input.len()));
             self.remaining -= n as u64;
@@ -151,7 +151,7 @@ fn parse_header(h: &[u8]) -> Result<Header, FrameError> {
 }
 
 /// A close frame's code and reason from its (unmasked) payload.
-pub fn parse_close(payload: &[u8]) -> Option<CloseFrame> {
+pub(crate) fn parse_close(payload: &[u8]) -> Option<CloseFrame> {
     if payload.len() < 2 {
         return None;
     }
@@ -164,7 +164,7 @@ pub fn parse_close(payload: &[u8]) -> Option<CloseFrame> {
 }
 
 /// Unmasks (or masks) `data` in place; `offset` is the position of `data[0]` in the payload.
-pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
+pub(crate) fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
     for (i, b) in data.iter_mut().enumerate() {
         *b ^= mask[(offset + i) % 4];
     }
@@ -172,7 +172,7 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
 
 /// The bytes of a frame the gateway sends itself: unmasked towards a client, masked (as a
 /// client must) towards Qlik.
-pub fn encode(frame: Frame, masked: bool) -> Vec<u8> {
+pub(crate) fn encode(frame: Frame, masked: bool) -> Vec<u8> {
     let mut frame = frame;
     if masked {
         frame.header_mut().mask = Some(rand::random());
@@ -184,13 +184,13 @@ pub fn encode(frame: Frame, masked: bool) -> Vec<u8> {
 }
 
 /// A text frame.
-pub fn text_frame(text: impl Into<tokio_tungstenite::tungstenite::Bytes>) -> Frame {
+pub(crate) fn text_frame(text: impl Into<tokio_tungstenite::tungstenite::Bytes>) -> Frame {
     Frame::message(text, OpCode::Data(Data::Text), true)
 }
 
 /// How much one read takes at most. On the stack only while a read is being tried, so an idle
 /// socket pays nothing for it; large enough that a 1 MiB frame takes few system calls.
-pub const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// Reads what is there, into a buffer of just that size; `None` at the end of the stream.
 /// Cancel-safe: bytes are only taken from the stream when the call returns them.
@@ -198,7 +198,7 @@ pub const CHUNK: usize = 64 * 1024;
 /// `spare` is a buffer kept from the last read when that read filled a whole [`CHUNK`] (more
 /// is almost certainly waiting: a large frame is streaming): then the read goes straight into
 /// it, without the copy from the stack. See [`keep_for_next_read`].
-pub async fn read_chunk<R: AsyncRead + Unpin + ?Sized>(
+pub(crate) async fn read_chunk<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
     spare: &mut Vec<u8>,
 ) -> io::Result<Option<Vec<u8>>> {
@@ -225,7 +225,7 @@ pub async fn read_chunk<R: AsyncRead + Unpin + ?Sized>(
 
 /// After a chunk has been passed on: kept as the next read's buffer when it was a full one,
 /// dropped otherwise (an idle socket holds no buffer).
-pub fn keep_for_next_read(chunk: Vec<u8>, spare: &mut Vec<u8>) {
+pub(crate) fn keep_for_next_read(chunk: Vec<u8>, spare: &mut Vec<u8>) {
     if chunk.len() >= CHUNK {
         *spare = chunk;
     }
@@ -251,7 +251,7 @@ enum TapMode {
 /// has returned a message and waits for the next, it holds no bytes, and [`Tap::into_parts`]
 /// has all of them.
 #[derive(Debug)]
-pub struct Tap<S> {
+pub(crate) struct Tap<S> {
     inner: S,
     mode: TapMode,
     /// Read from `inner`, not yet passed on: `buf[pos..]`.
@@ -272,12 +272,12 @@ pub struct Tap<S> {
 
 impl<S> Tap<S> {
     /// A tap on a stream that starts with an HTTP response head (the client side of a handshake).
-    pub fn after_head(inner: S, limit: usize) -> Self {
+    pub(crate) fn after_head(inner: S, limit: usize) -> Self {
         Self::new(inner, TapMode::Head, limit)
     }
 
     /// A tap on a stream of websocket frames.
-    pub fn frames(inner: S, limit: usize) -> Self {
+    pub(crate) fn frames(inner: S, limit: usize) -> Self {
         Self::new(inner, TapMode::Frames, limit)
     }
 
@@ -298,7 +298,7 @@ impl<S> Tap<S> {
 
     /// The stream and the bytes read from it that the reader has not had. Starts at a message
     /// boundary whenever the reader has consumed everything it was given.
-    pub fn into_parts(mut self) -> (S, Vec<u8>) {
+    pub(crate) fn into_parts(mut self) -> (S, Vec<u8>) {
         let rest = self.buf.split_off(self.pos);
         (self.inner, rest)
     }

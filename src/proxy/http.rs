@@ -22,7 +22,7 @@ use crate::state::AppState;
 
 /// Maps a gateway path under the mount to the path on the Qlik proxy (`/mashup/x` → `/{vp}/x`),
 /// without the query parameters in `drop` (see [`crate::request_target::strip_params`]).
-pub fn upstream_path_and_query(state: &AppState, uri: &Uri, drop: &[&str]) -> String {
+pub(crate) fn upstream_path_and_query(state: &AppState, uri: &Uri, drop: &[&str]) -> String {
     let path = uri.path();
     let rest = path
         .strip_prefix(state.cfg.qlik.mount.as_str())
@@ -49,7 +49,7 @@ pub fn upstream_path_and_query(state: &AppState, uri: &Uri, drop: &[&str]) -> St
 }
 
 /// Forwards one request to the Qlik proxy as the session's user.
-pub async fn to_qlik(
+pub(crate) async fn to_qlik(
     state: &AppState,
     req: Request<Body>,
     peer: SocketAddr,
@@ -406,7 +406,7 @@ fn rewrite_location_header(state: &AppState, h: &mut HeaderMap) {
 /// Sends one request (`uri`: path and query) to `origin` with a response-header timeout,
 /// mapping failures to gateway errors.
 #[allow(clippy::too_many_arguments)]
-pub async fn send(
+pub(crate) async fn send(
     client: &UpstreamClient,
     origin: &Origin,
     method: &Method,
@@ -464,7 +464,7 @@ pub(super) fn to_mashup_parts(
 }
 
 /// Forwards a request to the mashup dev server (no Qlik credentials involved).
-pub async fn to_mashup_upstream(
+pub(crate) async fn to_mashup_upstream(
     state: &AppState,
     dev: &DevServer,
     req: Request<Body>,

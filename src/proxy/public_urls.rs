@@ -14,7 +14,7 @@ use crate::state::AppState;
 
 /// `url` on the public origin when it is on a Qlik node's origin (any spelling of its default
 /// port, any case of its host), under the virtual proxy mapped to the mount; `None` otherwise.
-pub fn rewrite(state: &AppState, url: &str) -> Option<String> {
+pub(crate) fn rewrite(state: &AppState, url: &str) -> Option<String> {
     let parsed = reqwest::Url::parse(url).ok()?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return None;
@@ -51,7 +51,7 @@ pub fn rewrite(state: &AppState, url: &str) -> Option<String> {
 
 /// `Content-Location` and `Refresh` (`5; url=…`) pointing at Qlik, pointed at the gateway.
 /// (`Location` has its own rule: path-absolute ones are mapped too.)
-pub fn rewrite_headers(state: &AppState, h: &mut HeaderMap) {
+pub(crate) fn rewrite_headers(state: &AppState, h: &mut HeaderMap) {
     if let Some(new) = h
         .get(header::CONTENT_LOCATION)
         .and_then(|v| v.to_str().ok())
@@ -91,7 +91,7 @@ fn rewrite_refresh(state: &AppState, v: &str) -> Option<String> {
 }
 
 /// Every string in `v` that is a URL on Qlik's origin, rewritten; whether anything changed.
-pub fn rewrite_json(state: &AppState, v: &mut Value) -> bool {
+pub(crate) fn rewrite_json(state: &AppState, v: &mut Value) -> bool {
     match v {
         Value::String(s) => match rewrite(state, s) {
             Some(new) => {
@@ -112,7 +112,7 @@ pub fn rewrite_json(state: &AppState, v: &mut Value) -> bool {
 
 /// An engine notification with its URLs on the public origin, when it has any on Qlik's;
 /// `None` when it is passed on as it is (every other frame: not parsed twice).
-pub fn rewrite_notification(state: &AppState, text: &str) -> Option<String> {
+pub(crate) fn rewrite_notification(state: &AppState, text: &str) -> Option<String> {
     if !text.contains("Uri\"") {
         return None;
     }

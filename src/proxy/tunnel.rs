@@ -17,7 +17,7 @@ use crate::sockets::CloseReason;
 use crate::state::AppState;
 
 /// Forwards an upgrade request to the dev server and splices the two connections after a 101.
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     state: Arc<AppState>,
     dev: &DevServer,
     mut req: Request<Body>,

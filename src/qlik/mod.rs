@@ -2,19 +2,19 @@
 //! endpoints, Qlik's cookie rules, xrfkeys and the typed `[qlik]` settings. Nothing here knows about gateway sessions or identity providers;
 //! each user's Qlik session is kept by `qlik_sessions`.
 
-pub mod config;
-pub mod cookies;
-pub mod metrics;
-pub mod nodes;
-pub mod proxy_api;
-pub mod qps;
-pub mod xrfkey;
+pub(crate) mod config;
+pub(crate) mod cookies;
+pub(crate) mod metrics;
+pub(crate) mod nodes;
+pub(crate) mod proxy_api;
+pub(crate) mod qps;
+pub(crate) mod xrfkey;
 
 use std::time::Duration;
 
 use crate::net::retry::{RetryClass, Retryable};
 
-pub use qps::QpsClient;
+pub(crate) use qps::QpsClient;
 
 /// A failure talking to Qlik's QPS API, each with the operator's fix in its message.
 #[derive(Debug, thiserror::Error)]

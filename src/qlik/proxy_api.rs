@@ -12,7 +12,7 @@ use crate::net::upstream::{PooledBody, UpstreamClient, UpstreamError};
 
 /// A call on the Qlik proxy that got no response.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyCallError {
+pub(crate) enum ProxyCallError {
     #[error("{0}")]
     Request(String),
     #[error("no answer within {0:?}")]
@@ -23,7 +23,7 @@ pub enum ProxyCallError {
 
 /// `GET {prefix}{path}?{query}` at `node`'s proxy with `headers` (after its `Host`), its response
 /// head within `qlik.qps_timeout`; the body is the caller's to read or drop.
-pub async fn get(
+pub(crate) async fn get(
     upstream: &UpstreamClient,
     node: &Node,
     cfg: &QlikConfig,
@@ -50,7 +50,7 @@ pub async fn get(
 /// `GET /{vp}/qps/user?qlikTicket=…`: redeems a QPS ticket at `node`'s virtual proxy (the
 /// Personal API: small, no side effects). The session cookie is in the response's `Set-Cookie`
 /// ([`super::cookies::set_session_cookies`]).
-pub async fn redeem_ticket(
+pub(crate) async fn redeem_ticket(
     upstream: &UpstreamClient,
     node: &Node,
     cfg: &QlikConfig,

@@ -228,7 +228,7 @@ impl QpsClient {
 
 /// A key of a JSON reply from Qlik in either casing: Qlik writes `SessionId` (as documented) or
 /// `sessionId` (as in its OpenAPI), by release and endpoint.
-pub fn field<'a>(v: &'a Value, pascal: &str) -> Option<&'a Value> {
+pub(crate) fn field<'a>(v: &'a Value, pascal: &str) -> Option<&'a Value> {
     let obj = v.as_object()?;
     obj.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(pascal))

@@ -4,7 +4,7 @@
 use rand::distr::{Alphanumeric, SampleString};
 
 /// A new random xrfkey.
-pub fn generate() -> String {
+pub(crate) fn generate() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 16)
 }
 

@@ -1,5 +1,7 @@
 //! Test harness: a qlik-sim and a gateway in-process on ephemeral loopback ports, plus clients.
 #![allow(dead_code)]
+// Shared by several test files, each using a part: `pub` is how they see it.
+#![allow(unreachable_pub)]
 
 pub mod browser;
 pub mod disk;

@@ -23,7 +23,7 @@ pub(super) struct Rpc {
 
 impl Rpc {
     /// Handles one text frame; returns the reply, if one is due.
-    pub fn handle_frame(&mut self, frame: &str) -> Option<Value> {
+    pub(super) fn handle_frame(&mut self, frame: &str) -> Option<Value> {
         let req: Value = match serde_json::from_str(frame) {
             Ok(v) => v,
             Err(_) => {

@@ -19,7 +19,7 @@ pub(super) struct RpcError {
 }
 
 impl RpcError {
-    pub fn new(code: i64, parameter: impl Into<String>, message: &'static str) -> Self {
+    pub(super) fn new(code: i64, parameter: impl Into<String>, message: &'static str) -> Self {
         RpcError {
             code,
             parameter: parameter.into(),
@@ -27,11 +27,11 @@ impl RpcError {
         }
     }
 
-    pub fn invalid_handle() -> Self {
+    pub(super) fn invalid_handle() -> Self {
         RpcError::new(-32602, "Invalid handle", "Invalid Params")
     }
 
-    pub fn method_not_found(method: &str) -> Self {
+    pub(super) fn method_not_found(method: &str) -> Self {
         RpcError::new(METHOD_NOT_FOUND, method, "Method not found")
     }
 }

@@ -30,7 +30,7 @@ impl Shared {
 
     /// Ends each live session with probability `fraction` (see [`RandomExpiry`]); returns how
     /// many ended.
-    pub fn expire_random(&self, fraction: f64) -> usize {
+    pub(crate) fn expire_random(&self, fraction: f64) -> usize {
         use rand::Rng;
         let mut rng = rand::rng();
         let fraction = fraction.clamp(0.0, 1.0);
@@ -48,7 +48,7 @@ impl Shared {
     }
 
     /// Runs [`Shared::expire_random`] every `chaos.every` until shutdown.
-    pub async fn run_random_expiry(
+    pub(crate) async fn run_random_expiry(
         self: Arc<Self>,
         chaos: RandomExpiry,
         mut shutdown: watch::Receiver<bool>,
@@ -70,7 +70,7 @@ impl Shared {
     }
 
     /// Runs the inactivity timer until `shutdown` flips.
-    pub async fn run_sweeper(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run_sweeper(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
             let next = self.sweep();
             let sleep = async {

@@ -210,7 +210,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// New, empty state.
-    pub fn new(
+    pub(crate) fn new(
         opts: SimOptions,
         proxy_url: String,
         header_auth: Option<HeaderAuthenticator>,
@@ -232,22 +232,22 @@ impl Shared {
     }
 
     /// `{proxy_url}/{vp}` (no trailing slash).
-    pub fn proxy_base(&self) -> String {
+    pub(crate) fn proxy_base(&self) -> String {
         format!("{}{}", self.proxy_url, self.opts.prefix_path())
     }
 
     /// Applies `f` to the counters.
-    pub fn count(&self, f: impl FnOnce(&mut Counters)) {
+    pub(crate) fn count(&self, f: impl FnOnce(&mut Counters)) {
         f(&mut self.lock().counters);
     }
 
     /// A snapshot of the counters.
-    pub fn counters(&self) -> Counters {
+    pub(crate) fn counters(&self) -> Counters {
         self.lock().counters.clone()
     }
 
     /// Records a request (counting proxy ones), keeping the last [`MAX_RECORDED`].
-    pub fn record(&self, req: RecordedRequest) {
+    pub(crate) fn record(&self, req: RecordedRequest) {
         let mut inner = self.lock();
         if !req.direct_engine {
             inner.counters.proxy_requests += 1;
@@ -259,22 +259,22 @@ impl Shared {
     }
 
     /// The recorded proxy requests, oldest first.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
+    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.iter().cloned().collect()
     }
 
     /// Forgets the recorded proxy requests.
-    pub fn clear_requests(&self) {
+    pub(crate) fn clear_requests(&self) {
         self.lock().requests.clear();
     }
 
     /// The injected QPS fault, if any.
-    pub fn fault(&self) -> Option<QpsFault> {
+    pub(crate) fn fault(&self) -> Option<QpsFault> {
         self.lock().fault
     }
 
     /// Injects (or clears) a QPS fault.
-    pub fn set_fault(&self, fault: Option<QpsFault>) {
+    pub(crate) fn set_fault(&self, fault: Option<QpsFault>) {
         self.lock().fault = fault;
     }
 
@@ -307,7 +307,11 @@ impl Shared {
     }
 
     /// Adds a proxy session with a caller-chosen id (QPS `POST session`).
-    pub fn create_session(&self, id: &str, user: User) -> Result<SessionInfo, SessionExists> {
+    pub(crate) fn create_session(
+        &self,
+        id: &str,
+        user: User,
+    ) -> Result<SessionInfo, SessionExists> {
         let mut inner = self.lock();
         if inner.sessions.contains_key(id) {
             return Err(SessionExists);
@@ -318,7 +322,7 @@ impl Shared {
     }
 
     /// Every live session.
-    pub fn sessions(&self) -> Vec<SessionInfo> {
+    pub(crate) fn sessions(&self) -> Vec<SessionInfo> {
         let inner = self.lock();
         let mut out: Vec<SessionInfo> = inner
             .sessions
@@ -330,7 +334,7 @@ impl Shared {
     }
 
     /// The selections of every proxy engine session with an open app, by session id.
-    pub fn selections(&self) -> Vec<EngineSelections> {
+    pub(crate) fn selections(&self) -> Vec<EngineSelections> {
         let inner = self.lock();
         let mut out: Vec<EngineSelections> = inner
             .sessions
@@ -351,7 +355,7 @@ impl Shared {
     }
 
     /// One session, without refreshing it.
-    pub fn session(&self, id: &str) -> Option<SessionInfo> {
+    pub(crate) fn session(&self, id: &str) -> Option<SessionInfo> {
         let inner = self.lock();
         inner
             .sessions
@@ -364,7 +368,7 @@ impl Shared {
     }
 
     /// The sessions of one user.
-    pub fn user_sessions(&self, dir: &str, id: &str) -> Vec<SessionInfo> {
+    pub(crate) fn user_sessions(&self, dir: &str, id: &str) -> Vec<SessionInfo> {
         self.sessions()
             .into_iter()
             .filter(|s| {
@@ -374,7 +378,7 @@ impl Shared {
     }
 
     /// Ends one session and orders its websockets to close.
-    pub fn end_session(&self, id: &str, why: SessionEnd) -> Option<SessionInfo> {
+    pub(crate) fn end_session(&self, id: &str, why: SessionEnd) -> Option<SessionInfo> {
         let mut inner = self.lock();
         Self::end_locked(&mut inner, id, why, true)
     }
@@ -413,7 +417,12 @@ impl Shared {
     /// Sends `n` to every proxy websocket (of one user, when given), closing them when
     /// `close`; a session-ending notification also ends the sessions (all, or the user's).
     /// Returns how many websockets got it.
-    pub fn notify(&self, user: Option<(&str, &str)>, n: ProxyNotification, close: bool) -> usize {
+    pub(crate) fn notify(
+        &self,
+        user: Option<(&str, &str)>,
+        n: ProxyNotification,
+        close: bool,
+    ) -> usize {
         let mut inner = self.lock();
         let matches = |u: Option<&(String, String)>| match (user, u) {
             (None, _) => true,
@@ -453,7 +462,12 @@ impl Shared {
     }
 
     /// Ends every session of one user.
-    pub fn end_user_sessions(&self, dir: &str, user_id: &str, why: SessionEnd) -> Vec<SessionInfo> {
+    pub(crate) fn end_user_sessions(
+        &self,
+        dir: &str,
+        user_id: &str,
+        why: SessionEnd,
+    ) -> Vec<SessionInfo> {
         let mut inner = self.lock();
         let ids: Vec<String> = inner
             .sessions
@@ -467,7 +481,7 @@ impl Shared {
     }
 
     /// Ends every session.
-    pub fn end_all_sessions(&self, why: SessionEnd) {
+    pub(crate) fn end_all_sessions(&self, why: SessionEnd) {
         let mut inner = self.lock();
         let ids: Vec<String> = inner.sessions.keys().cloned().collect();
         for id in ids {
@@ -477,7 +491,7 @@ impl Shared {
 
     /// Validates a session id and refreshes its inactivity timer. An overdue session is
     /// expired on the spot, so the answer never depends on when the sweeper last ran.
-    pub fn touch(&self, id: &str) -> Option<User> {
+    pub(crate) fn touch(&self, id: &str) -> Option<User> {
         let mut inner = self.lock();
         let timeout = self.opts.inactivity_timeout;
         let overdue = inner.sessions.get(id)?.last_activity.elapsed() >= timeout;
@@ -491,7 +505,7 @@ impl Shared {
     }
 
     /// Remembers the URI an unauthenticated request wanted; returns its `targetId`.
-    pub fn new_target(&self, uri: String) -> String {
+    pub(crate) fn new_target(&self, uri: String) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         let mut inner = self.lock();
         if inner.targets.len() >= MAX_TARGETS {
@@ -502,7 +516,11 @@ impl Shared {
     }
 
     /// Issues a ticket for `user`; returns the ticket and the `TargetUri` of `target_id`.
-    pub fn issue_ticket(&self, user: User, target_id: Option<&str>) -> (String, Option<String>) {
+    pub(crate) fn issue_ticket(
+        &self,
+        user: User,
+        target_id: Option<&str>,
+    ) -> (String, Option<String>) {
         let ticket = crate::util::random_alnum(16);
         let mut inner = self.lock();
         inner.tickets.retain(|_, t| t.issued.elapsed() < TICKET_TTL);
@@ -519,7 +537,7 @@ impl Shared {
     }
 
     /// Redeems a ticket (once, within its lifetime): creates a session, returns its id and user.
-    pub fn redeem_ticket(&self, ticket: &str) -> Option<(String, User)> {
+    pub(crate) fn redeem_ticket(&self, ticket: &str) -> Option<(String, User)> {
         let mut inner = self.lock();
         let rec = inner.tickets.remove(ticket)?;
         if rec.issued.elapsed() >= TICKET_TTL {
@@ -532,7 +550,7 @@ impl Shared {
     }
 
     /// Creates a session for a user named by a header-authentication header; returns its id.
-    pub fn create_header_session(&self, user: User) -> String {
+    pub(crate) fn create_header_session(&self, user: User) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         let mut inner = self.lock();
         self.insert_session(&mut inner, id.clone(), user);
@@ -541,7 +559,7 @@ impl Shared {
     }
 
     /// Issues a websocket CSRF token bound to a session.
-    pub fn issue_csrf_token(&self, session_id: &str) -> Option<String> {
+    pub(crate) fn issue_csrf_token(&self, session_id: &str) -> Option<String> {
         let token = crate::util::random_alnum(32);
         let mut inner = self.lock();
         inner
@@ -554,7 +572,7 @@ impl Shared {
     }
 
     /// True when `token` was issued for `session_id`.
-    pub fn check_csrf_token(&self, session_id: &str, token: &str) -> bool {
+    pub(crate) fn check_csrf_token(&self, session_id: &str, token: &str) -> bool {
         self.lock()
             .sessions
             .get(session_id)
@@ -563,7 +581,7 @@ impl Shared {
 
     /// The engine session of `session_id` for `key` (app + identity), created if needed.
     /// The flag is true when it already existed (`SESSION_ATTACHED`).
-    pub fn attach_engine(
+    pub(crate) fn attach_engine(
         &self,
         session_id: &str,
         key: &str,
@@ -581,7 +599,7 @@ impl Shared {
     /// The direct engine session for `key` (user + app + identity), created if needed or
     /// expired; the flag is true when it already existed (`SESSION_ATTACHED`). Counts one
     /// more socket on it: pair with [`Shared::release_direct_engine`].
-    pub fn attach_direct_engine(&self, key: &str) -> (Arc<Mutex<EngineSession>>, bool) {
+    pub(crate) fn attach_direct_engine(&self, key: &str) -> (Arc<Mutex<EngineSession>>, bool) {
         let mut inner = self.lock();
         let now = Instant::now();
         inner
@@ -606,7 +624,7 @@ impl Shared {
 
     /// A direct engine socket closed: the session goes with its last socket, unless a
     /// `/ttl/{sec}` keeps it for `ttl`.
-    pub fn release_direct_engine(&self, key: &str, ttl: Duration) {
+    pub(crate) fn release_direct_engine(&self, key: &str, ttl: Duration) {
         let mut inner = self.lock();
         let Some(d) = inner.direct_engines.get_mut(key) else {
             return;
@@ -623,7 +641,7 @@ impl Shared {
 
     /// Registers an open websocket. Returns its id, its command channel and whether its
     /// session (if any) is still alive.
-    pub fn register_socket(
+    pub(crate) fn register_socket(
         &self,
         kind: SocketKind,
         session_id: Option<&str>,
@@ -646,12 +664,12 @@ impl Shared {
     }
 
     /// Forgets a closed websocket.
-    pub fn unregister_socket(&self, id: u64) {
+    pub(crate) fn unregister_socket(&self, id: u64) {
         self.lock().sockets.remove(&id);
     }
 
     /// Orders every open websocket to close (`Shutdown`) or to drop its connection (`Abort`).
-    pub fn shutdown_sockets(&self, cmd: SocketCmd) {
+    pub(crate) fn shutdown_sockets(&self, cmd: SocketCmd) {
         for sock in self.lock().sockets.values() {
             let _ = sock.tx.send(cmd.clone());
         }

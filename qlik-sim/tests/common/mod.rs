@@ -17,14 +17,14 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
 /// How long any single wait in a test may take before it fails.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-pub type Ws = WebSocketStream<Box<dyn Io>>;
+pub(crate) type Ws = WebSocketStream<Box<dyn Io>>;
 
-pub struct TestSim {
+pub(crate) struct TestSim {
     pub sim: Sim,
     _dir: tempfile::TempDir,
 }
@@ -36,18 +36,18 @@ impl std::ops::Deref for TestSim {
     }
 }
 
-pub fn install_provider() {
+pub(crate) fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-pub async fn start(opts: SimOptions) -> TestSim {
+pub(crate) async fn start(opts: SimOptions) -> TestSim {
     install_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = Sim::start(opts, dir.path()).await.expect("sim starts");
     TestSim { sim, _dir: dir }
 }
 
-pub async fn start_default() -> TestSim {
+pub(crate) async fn start_default() -> TestSim {
     start(SimOptions::default()).await
 }
 
@@ -57,13 +57,13 @@ fn ca(sim: &Sim) -> reqwest::Certificate {
 }
 
 /// Which client certificate a QPS client presents.
-pub enum ClientCert {
+pub(crate) enum ClientCert {
     None,
     Trusted,
     Untrusted,
 }
 
-pub fn qps_client(sim: &Sim, cert: ClientCert) -> reqwest::Client {
+pub(crate) fn qps_client(sim: &Sim, cert: ClientCert) -> reqwest::Client {
     install_provider();
     let mut b = reqwest::Client::builder()
         .tls_certs_only([ca(sim)])
@@ -84,7 +84,7 @@ pub fn qps_client(sim: &Sim, cert: ClientCert) -> reqwest::Client {
     b.build().expect("client")
 }
 
-pub fn proxy_client(sim: &Sim) -> reqwest::Client {
+pub(crate) fn proxy_client(sim: &Sim) -> reqwest::Client {
     install_provider();
     reqwest::Client::builder()
         .tls_certs_only([ca(sim)])
@@ -93,10 +93,10 @@ pub fn proxy_client(sim: &Sim) -> reqwest::Client {
         .expect("client")
 }
 
-pub const XRF: &str = "abcdefghij012345";
+pub(crate) const XRF: &str = "abcdefghij012345";
 
 /// A QPS API call with a correct xrfkey; returns status and JSON (or Null) body.
-pub async fn qps(
+pub(crate) async fn qps(
     sim: &Sim,
     method: reqwest::Method,
     path: &str,
@@ -115,7 +115,7 @@ pub async fn qps(
 }
 
 /// Adds a proxy session for DIR\user through the QPS API; returns its id.
-pub async fn add_session(sim: &Sim, user: &str) -> String {
+pub(crate) async fn add_session(sim: &Sim, user: &str) -> String {
     let id = uuid::Uuid::new_v4().to_string();
     let (status, _) = qps(
         sim,
@@ -128,13 +128,13 @@ pub async fn add_session(sim: &Sim, user: &str) -> String {
     id
 }
 
-pub fn cookie(sim: &Sim, session_id: &str) -> String {
+pub(crate) fn cookie(sim: &Sim, session_id: &str) -> String {
     let _ = sim;
     format!("X-Qlik-Session-mashup={session_id}")
 }
 
 /// Fetches a websocket CSRF token for a session.
-pub async fn csrf_token(sim: &Sim, cookie: &str) -> String {
+pub(crate) async fn csrf_token(sim: &Sim, cookie: &str) -> String {
     let resp = proxy_client(sim)
         .get(format!("{}/mashup/qps/csrftoken", sim.proxy_url()))
         .header("Cookie", cookie)
@@ -149,7 +149,7 @@ pub async fn csrf_token(sim: &Sim, cookie: &str) -> String {
 }
 
 /// Opens a websocket at `path_and_query` on the proxy with optional Origin and Cookie.
-pub async fn ws_connect(
+pub(crate) async fn ws_connect(
     sim: &Sim,
     path_and_query: &str,
     origin: Option<&str>,
@@ -195,7 +195,7 @@ pub async fn ws_connect(
 }
 
 /// The HTTP status of a refused websocket handshake.
-pub fn refused_status(err: tungstenite::Error) -> u16 {
+pub(crate) fn refused_status(err: tungstenite::Error) -> u16 {
     match err {
         tungstenite::Error::Http(resp) => resp.status().as_u16(),
         other => panic!("expected an HTTP refusal, got {other:?}"),
@@ -203,7 +203,7 @@ pub fn refused_status(err: tungstenite::Error) -> u16 {
 }
 
 /// The next message, failing the test after [`WAIT`].
-pub async fn next(ws: &mut Ws) -> Option<Message> {
+pub(crate) async fn next(ws: &mut Ws) -> Option<Message> {
     match tokio::time::timeout(WAIT, ws.next()).await {
         Ok(Some(Ok(m))) => Some(m),
         Ok(Some(Err(_))) | Ok(None) => None,
@@ -212,7 +212,7 @@ pub async fn next(ws: &mut Ws) -> Option<Message> {
 }
 
 /// The next text frame as JSON.
-pub async fn next_json(ws: &mut Ws) -> Value {
+pub(crate) async fn next_json(ws: &mut Ws) -> Value {
     loop {
         match next(ws).await {
             Some(Message::Text(t)) => return serde_json::from_str(t.as_str()).expect("json frame"),
@@ -223,7 +223,7 @@ pub async fn next_json(ws: &mut Ws) -> Value {
 }
 
 /// Sends a JSON-RPC request and returns the response with the same id.
-pub async fn call(ws: &mut Ws, id: u64, handle: i64, method: &str, params: Value) -> Value {
+pub(crate) async fn call(ws: &mut Ws, id: u64, handle: i64, method: &str, params: Value) -> Value {
     let req =
         json!({"jsonrpc": "2.0", "id": id, "method": method, "handle": handle, "params": params});
     ws.send(Message::Text(req.to_string().into()))
@@ -239,7 +239,7 @@ pub async fn call(ws: &mut Ws, id: u64, handle: i64, method: &str, params: Value
 
 /// Reads until the socket closes; returns the close frame code, if one came. After a close
 /// frame it reads on until the end, so that the reply goes out and the handshake completes.
-pub async fn closed(ws: &mut Ws) -> Option<u16> {
+pub(crate) async fn closed(ws: &mut Ws) -> Option<u16> {
     loop {
         match next(ws).await {
             Some(Message::Close(frame)) => {
@@ -253,7 +253,7 @@ pub async fn closed(ws: &mut Ws) -> Option<u16> {
 }
 
 /// An authenticated engine websocket for a fresh session of DIR\`user` on `app`.
-pub async fn open_engine(sim: &Sim, user: &str, app: &str) -> (String, Ws) {
+pub(crate) async fn open_engine(sim: &Sim, user: &str, app: &str) -> (String, Ws) {
     let sid = add_session(sim, user).await;
     let cookie = cookie(sim, &sid);
     let token = csrf_token(sim, &cookie).await;
@@ -270,7 +270,7 @@ pub async fn open_engine(sim: &Sim, user: &str, app: &str) -> (String, Ws) {
 }
 
 /// A rustls client config trusting the sim's CA, presenting `cert` (if any).
-pub fn tls_config(sim: &Sim, cert: ClientCert) -> rustls::ClientConfig {
+pub(crate) fn tls_config(sim: &Sim, cert: ClientCert) -> rustls::ClientConfig {
     install_provider();
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(&sim.pki().ca_cert).expect("root.pem");
@@ -298,7 +298,7 @@ pub fn tls_config(sim: &Sim, cert: ClientCert) -> rustls::ClientConfig {
 
 /// Opens a websocket at `url` (`ws://` or `wss://`) with extra request headers and a TLS
 /// client config (for `wss://`).
-pub async fn ws_open(
+pub(crate) async fn ws_open(
     url: &str,
     headers: &[(&str, &str)],
     tls: Option<rustls::ClientConfig>,
@@ -330,7 +330,7 @@ pub async fn ws_open(
 }
 
 /// The proxy's websocket URL for `path_and_query`.
-pub fn proxy_ws_url(sim: &Sim, path_and_query: &str) -> String {
+pub(crate) fn proxy_ws_url(sim: &Sim, path_and_query: &str) -> String {
     let proxy = sim.proxy_url();
     let (scheme, authority) = proxy.split_once("://").expect("url");
     let ws = if scheme == "https" { "wss" } else { "ws" };
@@ -338,7 +338,7 @@ pub fn proxy_ws_url(sim: &Sim, path_and_query: &str) -> String {
 }
 
 /// Opens a websocket on the proxy with extra headers (Origin = the proxy's own).
-pub async fn proxy_ws(
+pub(crate) async fn proxy_ws(
     sim: &Sim,
     path_and_query: &str,
     headers: &[(&str, &str)],
@@ -355,7 +355,7 @@ pub async fn proxy_ws(
 }
 
 /// The `name=value` part of the first `Set-Cookie` header.
-pub fn set_cookie_pair(resp: &reqwest::Response) -> Option<String> {
+pub(crate) fn set_cookie_pair(resp: &reqwest::Response) -> Option<String> {
     let v = resp.headers().get("set-cookie")?.to_str().ok()?;
     Some(v.split(';').next()?.trim().to_string())
 }

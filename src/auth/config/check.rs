@@ -8,7 +8,7 @@ use crate::config_checks::ConfigError;
 
 /// Checks `[auth]` and the section of the chosen provider; `public_url` is `server.public_url`
 /// (the Kerberos service host, the OIDC redirect URL's origin).
-pub fn validate(raw: RawAuth, public_url: &reqwest::Url) -> Result<AuthConfig, ConfigError> {
+pub(crate) fn validate(raw: RawAuth, public_url: &reqwest::Url) -> Result<AuthConfig, ConfigError> {
     match raw.provider.as_str() {
         "static" => {
             let s = raw.static_user.ok_or_else(|| {

@@ -4,13 +4,12 @@
 mod check;
 mod negotiate;
 mod oidc;
-pub mod raw;
+pub(crate) mod raw;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use check::validate;
-pub use raw::RawAuth;
+pub(crate) use check::validate;
 
 /// Which identity provider logs users in.
 #[derive(Debug, Clone)]

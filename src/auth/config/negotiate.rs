@@ -12,7 +12,7 @@ use crate::config_checks::ConfigError;
 
 const DEFAULT_POLL: Duration = Duration::from_secs(10);
 
-pub fn validate(
+pub(super) fn validate(
     raw: RawNegotiate,
     public_url: &reqwest::Url,
 ) -> Result<NegotiateConfig, ConfigError> {
@@ -145,7 +145,7 @@ fn own_realms(
 }
 
 /// An `HTTP/<host>@…` key (service and host compared without case, as AD does).
-pub fn is_http_key_for(k: &KeytabEntry, host: &str) -> bool {
+pub(super) fn is_http_key_for(k: &KeytabEntry, host: &str) -> bool {
     k.service_host_realm()
         .is_some_and(|(s, h, _)| s.eq_ignore_ascii_case("HTTP") && h.eq_ignore_ascii_case(host))
 }

@@ -12,7 +12,7 @@ use crate::config_checks::ConfigError;
 
 /// Checks `[auth.oidc]`; `public_url` is `server.public_url`, the origin of the redirect and
 /// post-logout URLs.
-pub fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, ConfigError> {
+pub(super) fn validate(raw: RawOidc, public_url: &reqwest::Url) -> Result<OidcConfig, ConfigError> {
     let issuer = issuer(raw.issuer)?;
     let client_id = raw
         .client_id

@@ -37,7 +37,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 /// One checked version of the keytab and the credentials made from its private copy.
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// Acceptor credentials; valid as long as this value lives (it owns the copy).
     pub cred: Cred,
     pub keys: Vec<KeytabEntry>,
@@ -47,7 +47,7 @@ pub struct Loaded {
 
 /// Which key a keytab must hold to serve this site.
 #[derive(Debug, Clone)]
-pub enum Required {
+pub(crate) enum Required {
     /// `auth.negotiate.service_principal`, as the keytab spells it.
     Principal(String),
     /// Some `HTTP/<host>@…` key.
@@ -55,7 +55,7 @@ pub enum Required {
 }
 
 /// The acceptor credentials of the current keytab.
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     keytab: PathBuf,
     replay_cache: Option<String>,
     required: Required,
@@ -92,7 +92,7 @@ pub enum LoadError {
 
 impl Acceptor {
     /// Reads the keytab and acquires credentials for it. Blocks (file reads).
-    pub fn load(
+    pub(crate) fn load(
         keytab: &Path,
         replay_cache: Option<&str>,
         required: Required,
@@ -107,7 +107,7 @@ impl Acceptor {
     }
 
     /// The keytab version to accept the next login with.
-    pub fn current(&self) -> Arc<Loaded> {
+    pub(crate) fn current(&self) -> Arc<Loaded> {
         match self.current.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -115,16 +115,16 @@ impl Acceptor {
     }
 
     /// The keys of the keytab in use, for messages.
-    pub fn keys(&self) -> Vec<KeytabEntry> {
+    pub(crate) fn keys(&self) -> Vec<KeytabEntry> {
         self.current().keys.clone()
     }
 
-    pub fn keytab(&self) -> &Path {
+    pub(crate) fn keytab(&self) -> &Path {
         &self.keytab
     }
 
     /// Loads the keytab again if the file changed (or `force`). Blocks.
-    pub fn reload(&self, force: bool) -> Result<bool, LoadError> {
+    pub(crate) fn reload(&self, force: bool) -> Result<bool, LoadError> {
         let now = stamp(&self.keytab);
         if !force && now == self.current().stamp {
             return Ok(false);
@@ -145,7 +145,7 @@ impl Acceptor {
 
     /// Watches the keytab until the acceptor is dropped: polls every `every` (if set) and
     /// reloads on SIGHUP ([`crate::net::reload`]).
-    pub fn watch(self: &Arc<Self>, every: Option<Duration>) {
+    pub(crate) fn watch(self: &Arc<Self>, every: Option<Duration>) {
         crate::net::reload::watch(self, every);
     }
 }

@@ -19,7 +19,7 @@ use super::error::{Failure, NegotiateError};
 
 /// Acceptor credentials for every key of `keytab` (`gss_acquire_cred_from` with a credential
 /// store, so the keytab is per gateway and not the process-wide `KRB5_KTNAME`).
-pub fn acquire(keytab: &Path, replay_cache: Option<&str>) -> Result<Cred, GssError> {
+pub(crate) fn acquire(keytab: &Path, replay_cache: Option<&str>) -> Result<Cred, GssError> {
     let bad_input = || GssError {
         major: MajorFlags::GSS_S_FAILURE,
         minor: 0,
@@ -74,7 +74,7 @@ pub fn acquire(keytab: &Path, replay_cache: Option<&str>) -> Result<Cred, GssErr
 /// The file the replay cache `spec` (`auth.negotiate.replay_cache`; `None` for the library's
 /// default) keeps its records in, as MIT krb5 (1.18 and later) resolves it, for messages. A
 /// `default_rcache_name` in krb5.conf is not seen here.
-pub fn replay_cache_file(spec: Option<&str>) -> String {
+pub(crate) fn replay_cache_file(spec: Option<&str>) -> String {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let spec = match spec {
         Some(s) => s.to_string(),
@@ -96,7 +96,7 @@ pub fn replay_cache_file(spec: Option<&str>) -> String {
 }
 
 /// What one accept step produced.
-pub enum Step {
+pub(crate) enum Step {
     /// The client is authenticated.
     Done {
         /// `alice@CORP.EXAMPLE.COM`
@@ -111,7 +111,11 @@ pub enum Step {
 }
 
 /// Feeds `token` to `ctx` (a fresh context when `None`).
-pub fn step(cred: &Cred, ctx: Option<ServerCtx>, token: &[u8]) -> Result<Step, NegotiateError> {
+pub(crate) fn step(
+    cred: &Cred,
+    ctx: Option<ServerCtx>,
+    token: &[u8],
+) -> Result<Step, NegotiateError> {
     let mut ctx = ctx.unwrap_or_else(|| ServerCtx::new(Some(cred.clone())));
     let reply = ctx.step(token, None).map_err(classify)?;
     if !ctx.is_complete() {
@@ -140,7 +144,7 @@ pub fn step(cred: &Cred, ctx: Option<ServerCtx>, token: &[u8]) -> Result<Step, N
 /// MIT's mechanism glue renumbers the mechanism's minor codes, so the Kerberos error is read from
 /// its message (`gss_display_status`, the com_err table text, which MIT does not translate for
 /// the C locale a service runs in); the major status supplies the rest.
-pub fn classify(e: GssError) -> NegotiateError {
+pub(crate) fn classify(e: GssError) -> NegotiateError {
     let detail = e.to_string();
     let routine = (e.major.bits() >> 16) & 0xff;
     let supplementary = e.major.bits() & 0xffff;

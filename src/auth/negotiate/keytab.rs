@@ -23,7 +23,7 @@ impl KeytabEntry {
 }
 
 /// Splits `SERVICE/host@REALM` into its parts.
-pub fn split_service_principal(p: &str) -> Option<(&str, &str, &str)> {
+pub(crate) fn split_service_principal(p: &str) -> Option<(&str, &str, &str)> {
     let (name, realm) = p.rsplit_once('@')?;
     let (service, host) = name.split_once('/')?;
     (!host.contains('/')).then_some((service, host, realm))
@@ -31,6 +31,8 @@ pub fn split_service_principal(p: &str) -> Option<(&str, &str, &str)> {
 
 /// A keytab that cannot be used, with what to do about it.
 #[derive(Debug, thiserror::Error)]
+// Public through the Kerberos acceptor's load errors; without the GSSAPI binding nothing outside reaches it.
+#[cfg_attr(not(feature = "kerberos"), allow(unreachable_pub))]
 pub enum KeytabError {
     #[error("keytab {path} cannot be read: {source}; check the path and that the gateway's user may read it")]
     Unreadable {
@@ -44,7 +46,7 @@ pub enum KeytabError {
 }
 
 /// The keys of the keytab at `path`, in file order.
-pub fn read(path: &Path) -> Result<Vec<KeytabEntry>, KeytabError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<KeytabEntry>, KeytabError> {
     let bytes = std::fs::read(path).map_err(|source| KeytabError::Unreadable {
         path: path.to_path_buf(),
         source,
@@ -53,7 +55,7 @@ pub fn read(path: &Path) -> Result<Vec<KeytabEntry>, KeytabError> {
 }
 
 /// The keys of keytab bytes read from `path` (named in errors).
-pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Vec<KeytabEntry>, KeytabError> {
+pub(crate) fn parse_file(path: &Path, bytes: &[u8]) -> Result<Vec<KeytabEntry>, KeytabError> {
     let entries = parse(bytes).map_err(|why| KeytabError::Format {
         path: path.to_path_buf(),
         why,
@@ -67,7 +69,7 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Vec<KeytabEntry>, KeytabE
 }
 
 /// Principals of `entries`, deduplicated, for messages ("HTTP/a@R, HTTP/b@R").
-pub fn principal_list(entries: &[KeytabEntry]) -> String {
+pub(crate) fn principal_list(entries: &[KeytabEntry]) -> String {
     let mut names: Vec<&str> = entries.iter().map(|e| e.principal.as_str()).collect();
     names.sort_unstable();
     names.dedup();

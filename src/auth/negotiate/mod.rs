@@ -6,16 +6,18 @@
 //! `check-config` can inspect a keytab anywhere); the GSSAPI acceptor needs the `kerberos` feature.
 
 #[cfg(feature = "kerberos")]
-pub mod acceptor;
-pub mod error;
+pub(crate) mod acceptor;
+pub(crate) mod error;
 #[cfg(feature = "kerberos")]
-pub mod gss;
-pub mod keytab;
-pub mod mapping;
+pub(crate) mod gss;
+pub(crate) mod keytab;
+pub(crate) mod mapping;
 #[cfg(feature = "kerberos")]
 mod provider;
-pub mod token;
-
-pub use error::{Failure, NegotiateError};
+// Read only by the provider, which needs the GSSAPI binding.
 #[cfg(feature = "kerberos")]
-pub use provider::Negotiate;
+pub(crate) mod token;
+
+pub(crate) use error::NegotiateError;
+#[cfg(feature = "kerberos")]
+pub(crate) use provider::Negotiate;

@@ -26,7 +26,7 @@ const PENDING_TTL: Duration = Duration::from_secs(60);
 const PENDING_MAX: usize = 10_000;
 
 /// Kerberos/SPNEGO login against the configured keytab.
-pub struct Negotiate {
+pub(crate) struct Negotiate {
     acceptor: Arc<Acceptor>,
     /// Where the replay cache keeps its records, for the message when that disk is full.
     replay_cache_file: String,
@@ -40,7 +40,7 @@ pub struct Negotiate {
 
 impl Negotiate {
     /// Loads the keytab (blocking) and starts watching it for replacement.
-    pub fn new(cfg: &NegotiateConfig, secure: bool) -> Result<Self, LoadError> {
+    pub(crate) fn new(cfg: &NegotiateConfig, secure: bool) -> Result<Self, LoadError> {
         let required = match &cfg.service_principal {
             Some(p) => Required::Principal(p.clone()),
             None => Required::HttpHost(cfg.public_host.clone()),

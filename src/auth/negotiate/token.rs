@@ -5,7 +5,7 @@ use base64::Engine;
 use super::error::{Failure, NegotiateError};
 
 /// The decoded Negotiate token, `None` when the request carries none (first leg: challenge).
-pub fn read(headers: &http::HeaderMap) -> Result<Option<Vec<u8>>, NegotiateError> {
+pub(crate) fn read(headers: &http::HeaderMap) -> Result<Option<Vec<u8>>, NegotiateError> {
     for v in headers.get_all(http::header::AUTHORIZATION) {
         let Ok(v) = v.to_str() else {
             return Err(NegotiateError::new(
@@ -62,7 +62,7 @@ const OID_MS_KRB5: &[u8] = &[
 /// NTLM, bare or wrapped in SPNEGO: the NTLMSSP signature (a NEGOTIATE message as the optimistic
 /// token), or a mechanism list that offers NTLM and no Kerberos. A Kerberos token never carries
 /// either: its variable parts are encrypted.
-pub fn is_ntlm_token(token: &[u8]) -> bool {
+pub(crate) fn is_ntlm_token(token: &[u8]) -> bool {
     let has = |needle: &[u8]| token.windows(needle.len()).any(|w| w == needle);
     if token.starts_with(NTLMSSP) || has(NTLMSSP) {
         return true;

@@ -25,7 +25,7 @@ use crate::auth::config::OidcConfig;
 
 /// Every claim beyond the standard ones (groups, upn, roles, …), kept as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OtherClaims(Map<String, Value>);
+pub(super) struct OtherClaims(Map<String, Value>);
 impl AdditionalClaims for OtherClaims {}
 
 type Fields = IdTokenFields<
@@ -57,7 +57,7 @@ type OidcClient = Client<
 >;
 
 /// What discovery found, ready to use.
-pub struct Discovered {
+pub(super) struct Discovered {
     client: OidcClient,
     metadata: ProviderMetadataWithLogout,
     pub end_session: Option<EndSessionUrl>,
@@ -70,20 +70,20 @@ pub struct Discovered {
 }
 
 /// A verified login: every claim of the ID token and the raw token (the logout hint).
-pub struct Verified {
+pub(super) struct Verified {
     pub claims: Map<String, Value>,
     pub id_token: String,
 }
 
 /// reqwest behind `openidconnect`'s client trait. Redirects are not followed (an IdP endpoint
 /// that redirects is misconfigured, and following would open the gateway to SSRF).
-pub struct Http {
+pub(super) struct Http {
     client: reqwest::Client,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct HttpError(String);
+pub(super) struct HttpError(String);
 
 impl<'c> AsyncHttpClient<'c> for Http {
     type Error = HttpError;
@@ -115,7 +115,7 @@ impl<'c> AsyncHttpClient<'c> for Http {
 }
 
 impl Http {
-    pub fn new(cfg: &OidcConfig) -> Result<Self, crate::net::tls::TlsFileError> {
+    pub(super) fn new(cfg: &OidcConfig) -> Result<Self, crate::net::tls::TlsFileError> {
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
@@ -141,7 +141,7 @@ fn unreachable(what: &str, e: impl std::fmt::Display) -> OidcError {
 }
 
 /// Discovery and the client built from it.
-pub async fn discover(cfg: &OidcConfig, http: &Http) -> Result<Discovered, OidcError> {
+pub(super) async fn discover(cfg: &OidcConfig, http: &Http) -> Result<Discovered, OidcError> {
     let issuer = IssuerUrl::new(cfg.issuer.as_str().trim_end_matches('/').to_string())
         .map_err(|e| unreachable("issuer", e))?;
     let metadata = ProviderMetadataWithLogout::discover_async(issuer.clone(), http)
@@ -208,7 +208,7 @@ fn build(cfg: &OidcConfig, metadata: ProviderMetadataWithLogout) -> Result<Disco
 }
 
 /// Fetches the JWKS again (the IdP rotated its signing key) and returns an updated client.
-pub async fn refresh_jwks(
+pub(super) async fn refresh_jwks(
     cfg: &OidcConfig,
     http: &Http,
     d: &Discovered,
@@ -222,7 +222,10 @@ pub async fn refresh_jwks(
 }
 
 /// The authorization URL for a new login.
-pub fn authorize_url(d: &Discovered, cfg: &OidcConfig) -> (reqwest::Url, String, String, String) {
+pub(super) fn authorize_url(
+    d: &Discovered,
+    cfg: &OidcConfig,
+) -> (reqwest::Url, String, String, String) {
     use openidconnect::core::CoreAuthenticationFlow;
     use openidconnect::{CsrfToken, PkceCodeChallenge, Scope};
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -244,14 +247,14 @@ pub fn authorize_url(d: &Discovered, cfg: &OidcConfig) -> (reqwest::Url, String,
 }
 
 /// What can go wrong after the code comes back.
-pub enum ExchangeError {
+pub(super) enum ExchangeError {
     Failed(OidcError),
     /// The token names a key the JWKS does not have: fetch it again and retry.
     UnknownKey(String),
 }
 
 /// Exchanges the code (with the PKCE verifier) at the token endpoint.
-pub async fn request_tokens(
+pub(super) async fn request_tokens(
     d: &Discovered,
     cfg: &OidcConfig,
     http: &Http,
@@ -297,7 +300,7 @@ pub async fn request_tokens(
 }
 
 /// Validates the ID token: signature (JWKS), iss, aud, azp, exp and iat within `leeway`, nonce.
-pub fn verify(
+pub(super) fn verify(
     d: &Discovered,
     tokens: &TokenResponse,
     nonce: &str,
@@ -388,7 +391,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The IdP's logout URL for this session, if it has one.
-pub fn logout_url(d: &Discovered, cfg: &OidcConfig, id_token: Option<&str>) -> Option<String> {
+pub(super) fn logout_url(
+    d: &Discovered,
+    cfg: &OidcConfig,
+    id_token: Option<&str>,
+) -> Option<String> {
     let end = d.end_session.as_ref()?;
     let mut url = end.url().clone();
     {

@@ -2,9 +2,9 @@
 //! authorization code flow with PKCE, `state` and `nonce`, the ID token validated in full, its
 //! claims mapped to the Qlik user and session attributes. Qlik never sees the IdP.
 
-pub mod claims;
-pub mod client_auth;
-pub mod error;
+pub(crate) mod claims;
+pub(crate) mod client_auth;
+pub(crate) mod error;
 mod idp;
 mod pending;
 
@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use axum::response::IntoResponse;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
-pub use error::{OidcError, OidcFailure};
+pub(crate) use error::{OidcError, OidcFailure};
 use idp::{Discovered, ExchangeError, Http};
 use pending::{Pending, PendingLogins};
 
@@ -32,7 +32,7 @@ const CLOCK_LEEWAY: Duration = Duration::from_secs(60);
 const JWKS_REFRESH_MIN: Duration = Duration::from_secs(10);
 
 /// OIDC login.
-pub struct Oidc {
+pub(crate) struct Oidc {
     cfg: OidcConfig,
     http: Http,
     discovered: RwLock<Option<Arc<Discovered>>>,
@@ -47,7 +47,7 @@ impl Oidc {
     /// Builds the provider and starts discovery in the background: an IdP that is down at
     /// start-up does not keep the gateway from starting (readyz reports it until it answers).
     /// `shared_keys` seal the login cookie so that any replica holding them completes the login.
-    pub fn new(
+    pub(crate) fn new(
         cfg: &OidcConfig,
         secure: bool,
         shared_keys: Option<(&KeyMaterial, &[KeyMaterial])>,

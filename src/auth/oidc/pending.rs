@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::session::crypto::{KeyMaterial, Keyring};
 
 /// How long a login may take at the IdP.
-pub const TTL: Duration = Duration::from_secs(600);
+pub(super) const TTL: Duration = Duration::from_secs(600);
 /// Completed logins remembered against replays. Each entry costs a callback carrying a state this
 /// gateway sealed, so reaching the cap takes a flood; at the cap the oldest go, and a replay of
 /// one of those still fails at the IdP (an authorization code is single use there too).
@@ -27,7 +27,7 @@ const MAX_COOKIE_VALUE: usize = 3800;
 
 /// One login between the redirect to the IdP and the callback.
 #[derive(Serialize, Deserialize)]
-pub struct Pending {
+pub(super) struct Pending {
     pub state: String,
     pub nonce: String,
     pub pkce_verifier: String,
@@ -52,7 +52,12 @@ fn now_secs() -> u64 {
 }
 
 impl Pending {
-    pub fn new(state: String, nonce: String, pkce_verifier: String, return_to: String) -> Self {
+    pub(super) fn new(
+        state: String,
+        nonce: String,
+        pkce_verifier: String,
+        return_to: String,
+    ) -> Self {
         Self {
             state,
             nonce,
@@ -68,7 +73,7 @@ impl Pending {
 }
 
 /// Seals logins into cookie values and opens them at the callback, each once.
-pub struct PendingLogins {
+pub(super) struct PendingLogins {
     keys: Keyring,
     /// States of completed logins → when they were used.
     used: Mutex<HashMap<String, Instant>>,
@@ -85,14 +90,14 @@ impl Default for PendingLogins {
 
 impl PendingLogins {
     /// Logins sealed with `key`: replicas sharing it complete each other's logins.
-    pub fn with_key(key: &KeyMaterial) -> Self {
+    pub(super) fn with_key(key: &KeyMaterial) -> Self {
         Self::with_keys(key, &[])
     }
 
     /// Logins sealed with `current`; those sealed with one of `old` (before a key rotation)
     /// still complete. Completed logins are remembered per replica: a replay on another
     /// replica within the login's lifetime fails at the IdP, where the code is single use.
-    pub fn with_keys(current: &KeyMaterial, old: &[KeyMaterial]) -> Self {
+    pub(super) fn with_keys(current: &KeyMaterial, old: &[KeyMaterial]) -> Self {
         Self {
             keys: Keyring::new(current, old),
             used: Mutex::new(HashMap::new()),
@@ -100,7 +105,7 @@ impl PendingLogins {
     }
 
     /// Seals `p` into the value of the login cookie.
-    pub fn put(&self, mut p: Pending) -> String {
+    pub(super) fn put(&self, mut p: Pending) -> String {
         let seal = |p: &Pending| {
             let plain = serde_json::to_vec(p).unwrap_or_default();
             B64.encode(self.keys.seal(CONTEXT, &plain))
@@ -118,7 +123,11 @@ impl PendingLogins {
     /// completes once. An answer with another state is refused without using the login up, so
     /// a forged or stray callback cannot cancel a login in progress. `Err(())` when there is no
     /// such login at all (not sealed by us, expired, or already completed).
-    pub fn take_matching(&self, value: &str, state: Option<&str>) -> Result<Option<Pending>, ()> {
+    pub(super) fn take_matching(
+        &self,
+        value: &str,
+        state: Option<&str>,
+    ) -> Result<Option<Pending>, ()> {
         let raw = B64.decode(value).map_err(|_| ())?;
         let (plain, _) = self.keys.open(CONTEXT, &raw).map_err(|_| ())?;
         let p: Pending = serde_json::from_slice(&plain).map_err(|_| ())?;

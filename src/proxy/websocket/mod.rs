@@ -43,10 +43,10 @@ mod relay;
 mod settle;
 mod upgrade;
 
-pub use upgrade::origin_allowed;
+pub(crate) use upgrade::origin_allowed;
 
 /// Handles an engine websocket upgrade for a logged-in user.
-pub async fn engine(
+pub(crate) async fn engine(
     state: Arc<AppState>,
     mut req: Request<Body>,
     peer: SocketAddr,

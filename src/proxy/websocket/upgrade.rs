@@ -17,7 +17,7 @@ use crate::state::AppState;
 
 /// Checks the browser's `Origin` against the public origin and `security.allowed_origins`.
 /// Cross-Site WebSocket Hijacking is the first attack on cookie-authenticated websockets.
-pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> Result<(), GatewayError> {
+pub(crate) fn origin_allowed(state: &AppState, headers: &HeaderMap) -> Result<(), GatewayError> {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return Err(GatewayError::Forbidden(
             "websocket handshake without an Origin header refused".into(),

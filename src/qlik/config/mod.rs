@@ -2,13 +2,12 @@
 //! file, [`check`] turns it into [`QlikConfig`].
 
 mod check;
-pub mod raw;
+pub(crate) mod raw;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use check::validate;
-pub use raw::RawQlik;
+pub(crate) use check::validate;
 
 /// How the gateway reaches Qlik.
 #[derive(Debug, Clone)]

@@ -55,16 +55,16 @@ pub struct RawQlik {
 mod defaults {
     use std::time::Duration;
 
-    pub fn mode() -> String {
+    pub(super) fn mode() -> String {
         "session".into()
     }
-    pub fn connect_timeout() -> Duration {
+    pub(super) fn connect_timeout() -> Duration {
         Duration::from_secs(5)
     }
-    pub fn qps_timeout() -> Duration {
+    pub(super) fn qps_timeout() -> Duration {
         Duration::from_secs(10)
     }
-    pub fn response_timeout() -> Duration {
+    pub(super) fn response_timeout() -> Duration {
         Duration::from_secs(120)
     }
 }

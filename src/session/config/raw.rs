@@ -71,21 +71,21 @@ impl Default for RawSession {
 mod defaults {
     use std::time::Duration;
 
-    pub fn store() -> String {
+    pub(super) fn store() -> String {
         "memory".into()
     }
-    pub fn idle_timeout() -> Duration {
+    pub(super) fn idle_timeout() -> Duration {
         Duration::from_secs(30 * 60)
     }
-    pub fn absolute_timeout() -> Duration {
+    pub(super) fn absolute_timeout() -> Duration {
         Duration::from_secs(12 * 3600)
     }
-    pub fn sweep_interval() -> Duration {
+    pub(super) fn sweep_interval() -> Duration {
         Duration::from_secs(60)
     }
     /// Browsers, devices and a lost cookie now and then stay well below this; a script logging
     /// in without keeping the cookie does not.
-    pub fn max_sessions_per_user() -> usize {
+    pub(super) fn max_sessions_per_user() -> usize {
         100
     }
 }

@@ -164,7 +164,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// A registry with every family, reading `stats` and `sockets` at each scrape.
+    /// A registry with every family, reading `stats` and `sockets` at each scrape. Long by
+    /// nature: one registration per family, in the order `/metrics` lists them.
     pub fn new(stats: Stats, sockets: SocketRegistry) -> Self {
         let mut registry = Registry::default();
 

@@ -132,27 +132,7 @@ impl Server {
             max_headers: state.cfg.server.max_headers,
             max_request_line: state.cfg.server.max_request_line_bytes,
         };
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // hyper only refuses a head when its buffer fills first, which depends on how the bytes
-        // arrive; with room above the limit, every head the limit concerns is parsed and
-        // measured exactly in `service`. hyper also times each head, from the end of the
-        // previous response on a kept-alive connection.
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(state.cfg.server.header_read_timeout)
-            .max_buf_size(limits.parser_cap());
-        // hyper's default of 100 headers parses into a stack array, while an explicit count
-        // allocates an array of that size per request: only set when more are allowed.
-        if let Some(n) = limits.parser_max_headers() {
-            builder.http1().max_headers(n);
-        }
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(limits.parser_cap()).unwrap_or(u32::MAX))
-            .keep_alive_interval(Some(Duration::from_secs(30)));
-        let builder = Arc::new(builder);
+        let builder = Arc::new(connection_builder(&state, &limits));
         let first_request_timeout = state.cfg.server.header_read_timeout;
         let graceful = GracefulShutdown::new();
         let sweeper = tokio::spawn(sweep(state.clone()));
@@ -241,31 +221,62 @@ impl Server {
         if let Some(e) = events {
             e.abort();
         }
-        let drain = state.cfg.server.drain_timeout;
-        let open = state.sockets.len();
-        tracing::info!(websockets = open, drain = ?drain, "shutting down: draining connections");
-        state.sockets.close_all(CloseReason::Shutdown);
-        let all = async {
-            graceful.shutdown().await;
-            state.sockets.wait_empty(drain).await;
-        };
-        let timed_out = tokio::time::timeout(drain, all).await.is_err();
-        if timed_out {
-            tracing::warn!("drain timeout reached; closing the remaining connections");
-        }
-        // What an operator checks after a restart: whether every client was told, or some
-        // were cut off by the timeout.
-        let left = state.sockets.len();
-        tracing::info!(
-            websockets_closed = open.saturating_sub(left),
-            websockets_left = left,
-            timed_out,
-            "drain finished"
-        );
+        drain(&state, graceful).await;
         if let Some(a) = admin {
             let _ = a.await;
         }
     }
+}
+
+/// HTTP/1 and HTTP/2 as the limits and timeouts of `[server]` say.
+fn connection_builder(state: &AppState, limits: &HeadLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper only refuses a head when its buffer fills first, which depends on how the bytes
+    // arrive; with room above the limit, every head the limit concerns is parsed and
+    // measured exactly in `service`. hyper also times each head, from the end of the
+    // previous response on a kept-alive connection.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.cfg.server.header_read_timeout)
+        .max_buf_size(limits.parser_cap());
+    // hyper's default of 100 headers parses into a stack array, while an explicit count
+    // allocates an array of that size per request: only set when more are allowed.
+    if let Some(n) = limits.parser_max_headers() {
+        builder.http1().max_headers(n);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.parser_cap()).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
+/// After the listener is closed: every websocket told the server is going away, then the
+/// connections and sockets given `server.drain_timeout` to finish.
+async fn drain(state: &AppState, graceful: GracefulShutdown) {
+    let drain = state.cfg.server.drain_timeout;
+    let open = state.sockets.len();
+    tracing::info!(websockets = open, drain = ?drain, "shutting down: draining connections");
+    state.sockets.close_all(CloseReason::Shutdown);
+    let all = async {
+        graceful.shutdown().await;
+        state.sockets.wait_empty(drain).await;
+    };
+    let timed_out = tokio::time::timeout(drain, all).await.is_err();
+    if timed_out {
+        tracing::warn!("drain timeout reached; closing the remaining connections");
+    }
+    // What an operator checks after a restart: whether every client was told, or some
+    // were cut off by the timeout.
+    let left = state.sockets.len();
+    tracing::info!(
+        websockets_closed = open.saturating_sub(left),
+        websockets_left = left,
+        timed_out,
+        "drain finished"
+    );
 }
 
 /// The admin listener: plain HTTP, [`crate::routes::admin_router`], until `stop` fires; then

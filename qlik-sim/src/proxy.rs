@@ -247,6 +247,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     response
 }
 
+/// One arm per endpoint of Qlik's proxy that the simulator serves, tried in order (long for
+/// that reason: a table would hide the order).
 async fn route(
     shared: &Shared,
     req: Request,

@@ -49,6 +49,10 @@ pub(crate) fn upstream_path_and_query(state: &AppState, uri: &Uri, drop: &[&str]
 }
 
 /// Forwards one request to the Qlik proxy as the session's user.
+///
+/// Long (about 140 lines) on purpose: it is the per-request hot path, and its attempts (a
+/// bodyless request moves once to another node when its node does not answer) share the head
+/// prepared once; split, each try would rebuild or move it.
 pub(crate) async fn to_qlik(
     state: &AppState,
     req: Request<Body>,

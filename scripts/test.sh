@@ -32,9 +32,9 @@ need_pkg() { # need_pkg PACKAGE...: Debian packages without a command to probe f
 need_apt node nodejs
 need_apt npm npm
 need_apt curl curl
-# Headless Chromium for the browser login test (tests/kerberos_browser.rs).
+# Headless Chromium for the browser login test (tests/it/kerberos_browser.rs).
 need_apt chromium chromium
-# Redis for the shared session store tests (tests/session_redis.rs start their own redis-server).
+# Redis for the shared session store tests (tests/it/session_redis.rs start their own redis-server).
 need_apt redis-server redis-server
 need_apt redis-sentinel redis-sentinel
 # nginx and wrk for the benchmark's smoke run (bench/run.sh compares the gateway with nginx).

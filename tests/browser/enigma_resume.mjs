@@ -1,7 +1,7 @@
 // enigma.js with suspendOnClose and its own qlik-csrf-token (Qlik's Nov 2024 way) behind
 // qlik-gateway in headless Chromium: Qlik expires the session, then the gateway restarts, and
 // each time the page resumes by itself, with no login, and the app still answers. Driven by
-// tests/enigma_resume_browser.rs.
+// tests/it/enigma_resume_browser.rs.
 //
 // Environment:
 //   GATEWAY_URL   http://127.0.0.1:PORT

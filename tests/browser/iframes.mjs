@@ -2,7 +2,7 @@
 // qlik-sim's {mount}/single/ page opens the engine websocket itself (relative to the frame) and
 // shows live data, updated on a selection. The gateway adds no frame-blocking header to Qlik's
 // responses; its own pages refuse to be framed (frame-ancestors 'none'), even by its own origin.
-// Driven by tests/qlik_embed_browser.rs (static login).
+// Driven by tests/it/qlik_embed_browser.rs (static login).
 //
 // Environment: GATEWAY_URL, CHROMIUM, SHOTS. Prints one {"result":…} line.
 import { chromium } from 'playwright-core';

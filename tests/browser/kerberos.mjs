@@ -1,4 +1,4 @@
-// Windows login end to end in real headless Chromium (driven by tests/kerberos_browser.rs):
+// Windows login end to end in real headless Chromium (driven by tests/it/kerberos_browser.rs):
 // the built-in page → Kerberos/SPNEGO login → back to the page → live data over the engine
 // websocket, answered by qlik-sim.
 //

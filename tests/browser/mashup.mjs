@@ -1,5 +1,5 @@
 // The React example mashup (examples/react-mashup) behind qlik-gateway in headless Chromium.
-// Driven by tests/mashup_browser.rs, which starts qlik-sim and the gateway (trusted_header login,
+// Driven by tests/it/mashup_browser.rs, which starts qlik-sim and the gateway (trusted_header login,
 // so each browser context can be another user) and answers the handshake on stdin.
 //
 // Environment:

@@ -1,6 +1,6 @@
 // The React example's Vite dev server behind qlik-gateway (mashup.upstream): the page loads through
 // the gateway and a source edit reaches it through the HMR websocket, without a reload.
-// Driven by tests/mashup_dev_browser.rs. Env: GATEWAY_URL, CHROMIUM, SHOTS.
+// Driven by tests/it/mashup_dev_browser.rs. Env: GATEWAY_URL, CHROMIUM, SHOTS.
 // Protocol: prints {"phase":"loaded"} and waits for a line on stdin (the driver edits App.jsx).
 import { chromium } from 'playwright-core';
 import { createInterface } from 'node:readline';

@@ -1,5 +1,5 @@
 // The nebula.js example (examples/nebula-mashup: @nebula.js/stardust + @nebula.js/sn-bar-chart)
-// behind qlik-gateway in headless Chromium. Driven by tests/nebula_browser.rs, which starts
+// behind qlik-gateway in headless Chromium. Driven by tests/it/nebula_browser.rs, which starts
 // qlik-sim and the gateway with MASHUP_DIR (holding the example's index.html) as its [mashup] dir.
 //
 // Environment:

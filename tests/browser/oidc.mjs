@@ -1,4 +1,4 @@
-// OIDC login end to end in real headless Chromium (driven by tests/oidc_browser.rs): the built-in
+// OIDC login end to end in real headless Chromium (driven by tests/it/oidc_browser.rs): the built-in
 // page → /_gateway/login → the OpenID Provider's login form (tests/oidc/provider.mjs), filled in
 // and submitted → /_gateway/callback → the page with the user and live data over the engine
 // websocket, answered by qlik-sim → logout through the IdP's end_session endpoint → back at

@@ -1,6 +1,6 @@
 // @qlik/api (examples/qlik-api, bundled) behind qlik-gateway in headless Chromium, with
 // authType "windowscookie", host = gateway origin + mount and loginUri = the gateway's login with
-// {location}. Driven by tests/qlik_api_browser.rs (static login: DEV\alice).
+// {location}. Driven by tests/it/qlik_api_browser.rs (static login: DEV\alice).
 //
 // Environment: GATEWAY_URL, CHROMIUM, SHOTS (screenshot directory).
 // Protocol: prints {"phase":"live"} once the page works and waits for a line on stdin (the driver

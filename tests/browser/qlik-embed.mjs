@@ -1,6 +1,6 @@
 // qlik-embed's loader (@qlik/embed-web-components from npm, unmodified) behind qlik-gateway in
 // headless Chromium, with data-auth-type="windowscookie" and data-login-uri. Driven by
-// tests/qlik_embed_browser.rs (static login; /embed/ is a public mashup path, so the page loads
+// tests/it/qlik_embed_browser.rs (static login; /embed/ is a public mashup path, so the page loads
 // without a session).
 //
 // What runs is the loader's authentication steps against qlik-sim's STAND-IN

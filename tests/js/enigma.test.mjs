@@ -1,4 +1,4 @@
-// Real enigma.js through qlik-gateway (run by tests/enigma_node.rs, which starts a gateway and a
+// Real enigma.js through qlik-gateway (run by tests/it/enigma_node.rs, which starts a gateway and a
 // qlik-sim, logs in and passes GATEWAY_URL, GATEWAY_COOKIE and SIM_CONTROL_URL).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// What the enigma.js tests share (run by tests/enigma_node.rs, which starts a gateway and a
+// What the enigma.js tests share (run by tests/it/enigma_node.rs, which starts a gateway and a
 // qlik-sim, logs in and passes GATEWAY_URL, GATEWAY_COOKIE and SIM_CONTROL_URL). Not a test file
 // itself: `node --test tests/js/` only runs *.test.mjs.
 import assert from 'node:assert/strict';
@@ -11,7 +11,7 @@ export const schema = require('enigma.js/schemas/12.2027.0.json');
 
 function need(name) {
   const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set; run this through \`cargo test --test enigma_node\``);
+  if (!v) throw new Error(`${name} is not set; run this through \`cargo test --test it enigma_node::\``);
   return v;
 }
 

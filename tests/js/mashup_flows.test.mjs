@@ -1,4 +1,4 @@
-// A mashup's everyday flows with real enigma.js through qlik-gateway (run by tests/enigma_node.rs,
+// A mashup's everyday flows with real enigma.js through qlik-gateway (run by tests/it/enigma_node.rs,
 // like the other files here, one file at a time): open the Sales app, read a session hypercube,
 // select (Field.select, selectHyperCubeValues), see 'changed' fire and the layout follow, clear;
 // a second enigma.js session on the same Qlik session (a second tab) sees the selection too; then

@@ -1,5 +1,5 @@
 // Real enigma.js recovering through qlik-gateway after Qlik ends the user's Qlik session under an
-// open socket (run by tests/enigma_node.rs, like enigma.test.mjs, one file at a time): Qlik's fatal
+// open socket (run by tests/it/enigma_node.rs, like enigma.test.mjs, one file at a time): Qlik's fatal
 // notification reaches enigma.js unchanged, then `suspendOnClose` + `resume()`, or a new session
 // (a reconnect), carries on on a Qlik session the gateway renewed. Never a login, never
 // `mustAuthenticate: true`.

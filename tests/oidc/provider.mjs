@@ -1,5 +1,5 @@
 // A real OpenID Provider (node-oidc-provider) for qlik-gateway's OIDC tests, on loopback only.
-// Started and driven by tests/common/oidc.rs; see the "Contract" section below.
+// Started and driven by tests/it/common/oidc.rs; see the "Contract" section below.
 //
 // Contract
 //   Environment:

@@ -1,0 +1,63 @@
+//! One request id follows a request: taken from a load balancer's `X-Request-Id` or made, given
+//! back to the client, forwarded to Qlik, and in the gateway's log lines for that request.
+
+use crate::common::*;
+use serde_json::Value;
+
+#[tokio::test]
+async fn the_request_id_is_kept_forwarded_and_answered() {
+    let env = Env::start().await;
+    let cookie = env.login().await;
+    let r = http_client()
+        .get(format!("{}/mashup/sim/echo", env.url))
+        .header("cookie", &cookie)
+        .header("x-request-id", "lb-4711.abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "lb-4711.abc");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["headers"]["x-request-id"],
+        serde_json::json!(["lb-4711.abc"]),
+        "{v}"
+    );
+
+    // Made when absent, replaced when it could forge log content.
+    for sent in [None, Some("evil\" injected=1"), Some(&*"x".repeat(300))] {
+        let mut req = http_client().get(format!("{}/_gateway/healthz", env.url));
+        if let Some(s) = sent {
+            req = req.header("x-request-id", s);
+        }
+        let r = req.send().await.unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id.len(), 24, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn log_lines_carry_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = qlik_sim::Sim::start(qlik_sim::SimOptions::default(), &dir.path().join("pki"))
+        .await
+        .unwrap();
+    let toml = config_toml(&sim, &Setup::default(), "127.0.0.1:0".parse().unwrap());
+    let gw = Binary::start(dir.path(), &toml, &[]).await;
+    let r = http_client()
+        .get(format!("{}/_gateway/login", gw.url()))
+        .header("x-request-id", "trace-me-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let (_, log) = gw.stop().await;
+    let login = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "login")
+        .unwrap_or_else(|| panic!("no login line:\n{log}"));
+    assert_eq!(login["span"]["request_id"], "trace-me-1", "{login}");
+    sim.shutdown().await;
+}

@@ -1,9 +1,7 @@
 //! Proxy messages on demand (`SimControl::notify*`, `POST /control/notify`): the documented
 //! methods and messages, closing, ending the session or not, per user.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use qlik_sim::{Sim, SimOptions, SALES_APP_ID};
 use serde_json::{json, Value};
 

@@ -1,9 +1,7 @@
 //! Header-authentication virtual proxy: static and dynamic header forms, sessions made from
 //! the header (HTTP and engine websocket), US-ASCII only, options validation.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use qlik_sim::{HeaderAuth, Sim, SimError, SimOptions, SALES_APP_ID};
 use serde_json::{json, Value};
 

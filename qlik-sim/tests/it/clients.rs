@@ -2,9 +2,7 @@
 //! qlik-embed main.js stand-in, qrs/about behind the xrfkey check, and the Single and App
 //! Integration pages.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use qlik_sim::{SimOptions, SALES_APP_ID};
 use serde_json::Value;
 

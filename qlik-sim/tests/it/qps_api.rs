@@ -1,8 +1,6 @@
 //! QPS API listener: mutual TLS, xrfkey, sessions, tickets, users, faults.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use qlik_sim::{Casing, QpsFault, SimOptions};
 use reqwest::Method;
 use serde_json::json;

@@ -1,9 +1,7 @@
 //! Proxy listener: ticket redemption, session cookie, auth-module redirects, Personal API,
 //! CSRF tokens, sim/* endpoints, recorded requests and the control API.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use qlik_sim::SimOptions;
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -6,9 +6,7 @@
 //! (`BeginSelections` / `EndSelections` / `ResetMadeSelections`, `Doc.AbortModal`) and the
 //! property calls nebula.js charts make.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::SinkExt;
 use qlik_sim::SALES_APP_ID;
 use serde_json::{json, Value};

@@ -1,8 +1,6 @@
 //! Several simulated nodes of one site: a shared PKI, and stopping one node mid-session.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use qlik_sim::{Sim, SimError, SimOptions, SALES_APP_ID};
 use serde_json::json;
 use std::io::ErrorKind;

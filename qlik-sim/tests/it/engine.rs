@@ -1,9 +1,7 @@
 //! Engine websocket: Origin and CSRF checks, proxy notifications, QIX JSON-RPC, fatal
 //! session messages, large messages.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::SinkExt;
 use qlik_sim::{AuthInfoTiming, RandomExpiry, SimOptions, SALES_APP_ID};
 use serde_json::{json, Value};

@@ -1,9 +1,7 @@
 //! The direct engine listener: mutual TLS, `X-Qlik-User`, the engine without proxy messages,
 //! engine sessions shared per user and app, counters and recorded requests.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use qlik_sim::{SimOptions, HELPDESK_APP_ID, SALES_APP_ID};
 use serde_json::json;
 use std::time::Duration;

@@ -8,13 +8,22 @@ use std::path::{Path, PathBuf};
 /// A configuration problem, always naming the key and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The configuration file cannot be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The configuration file's path.
         path: PathBuf,
+        /// Why reading failed.
         source: std::io::Error,
     },
+    /// A key is missing, unknown or has a value that cannot be used.
     #[error("{key}: {message}")]
-    Key { key: String, message: String },
+    Key {
+        /// The full key, e.g. `server.listen`.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
 }
 
 impl ConfigError {

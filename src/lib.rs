@@ -40,8 +40,10 @@ pub mod stats;
 /// A failure that stops the gateway from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The gateway's state cannot be built (certificates, identity provider, session store).
     #[error(transparent)]
     State(#[from] state::StateError),
+    /// The listeners cannot be set up.
     #[error(transparent)]
     Serve(#[from] server::ServeError),
 }

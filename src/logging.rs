@@ -26,7 +26,9 @@ pub fn init(cfg: &LogConfig) {
 /// Logging.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
+    /// JSON lines (`log.format = "json"`) instead of text.
     pub json: bool,
+    /// The level filter (tracing's EnvFilter syntax); RUST_LOG overrides it.
     pub level: String,
 }
 
@@ -34,8 +36,10 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
+    /// log.format: "text" for people, "json" for log shippers.
     #[serde(default = "default_format")]
     pub format: String,
+    /// log.level: the level filter (tracing's EnvFilter syntax); RUST_LOG overrides it.
     #[serde(default = "default_level")]
     pub level: String,
 }

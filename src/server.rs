@@ -34,18 +34,25 @@ use crate::state::AppState;
 /// A failure to start listening.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The public listener (`server.listen`) cannot be bound or used.
     #[error(
         "cannot listen on {addr}: {source}; is another process using the port? (server.listen)"
     )]
     Bind {
+        /// `server.listen`, or the address of the listener given.
         addr: SocketAddr,
+        /// Why it failed.
         source: std::io::Error,
     },
+    /// The admin listener (`server.admin_listen`) cannot be bound.
     #[error("cannot listen on {addr}: {source}; is another process using the port? (server.admin_listen)")]
     BindAdmin {
+        /// `server.admin_listen`.
         addr: SocketAddr,
+        /// Why binding failed.
         source: std::io::Error,
     },
+    /// The listener's certificate or key (`[server.tls]`) cannot be used.
     #[error(transparent)]
     Tls(#[from] crate::net::tls::TlsFileError),
 }

@@ -21,27 +21,38 @@ use crate::stats::Stats;
 /// Why the gateway's state cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// A file cannot be used: Qlik's CA, client certificate or key, or the mashup directory.
     #[error(transparent)]
     Tls(#[from] TlsFileError),
+    /// The identity provider cannot be set up (its keytab or CA, or a provider not built in).
     #[error(transparent)]
     Auth(#[from] auth::SetupError),
+    /// The session store cannot be set up (Redis).
     #[error(transparent)]
     Store(#[from] crate::session::StoreError),
 }
 
 /// Shared, read-mostly state behind an `Arc`.
 pub struct AppState {
+    /// The checked configuration the gateway runs with.
     pub cfg: Config,
+    /// Logs users in (`[auth]`).
     pub provider: Arc<dyn IdentityProvider>,
+    /// Where gateway sessions live (`[session]`).
     pub store: Arc<dyn SessionStore>,
+    /// The name and flags of the gateway's cookie.
     pub cookies: CookieSettings,
+    /// The Qlik sessions of gateway sessions, made through the nodes' QPS APIs.
     pub qlik: QlikSessions,
+    /// The pooled HTTP client for proxied requests (to Qlik and the mashup dev server).
     pub upstream: UpstreamClient,
     /// TLS settings for upstream websocket handshakes to the Qlik proxy.
     pub ws_tls: Arc<rustls::ClientConfig>,
     /// TLS settings for the direct engine (`qlik.engine_url`): the Qlik client certificate.
     pub engine_tls: Option<Arc<rustls::ClientConfig>>,
+    /// What is served beside Qlik (`[mashup]`): static files, a dev server or the demo page.
     pub mashup: Mashup,
+    /// The open upgraded connections (websockets), closed with their session.
     pub sockets: SocketRegistry,
     /// Event counters (fatal Qlik notifications, login prompts), for tests and metrics.
     pub stats: Stats,

@@ -34,12 +34,19 @@ pub const ENV_PREFIX: &str = "QLIK_GATEWAY__";
 /// The checked configuration the gateway runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `[server]`, checked.
     pub server: ServerConfig,
+    /// `[session]`, checked.
     pub session: SessionConfig,
+    /// `[auth]`, checked: the provider and its settings.
     pub auth: AuthConfig,
+    /// `[qlik]`, checked: the proxy nodes and the hand-over mode.
     pub qlik: QlikConfig,
+    /// `[mashup]`, checked: what is served beside Qlik.
     pub mashup: MashupConfig,
+    /// `[security]`, checked.
     pub security: SecurityConfig,
+    /// `[log]`, checked.
     pub log: LogConfig,
     /// Non-fatal findings worth an operator's attention (printed by `check-config` and at start).
     pub warnings: Vec<String>,
@@ -48,11 +55,15 @@ pub struct Config {
 /// Listener settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// The address the public listener binds.
     pub listen: SocketAddr,
     /// Scheme + authority users see, without a trailing slash (`https://bi.example.com`).
     pub public_origin: String,
+    /// Whether `server.public_url` is https (the cookie is then Secure and, by default, `__Host-` prefixed).
     pub public_https: bool,
+    /// The plain-HTTP admin listener (metrics, healthz, readyz), when configured.
     pub admin_listen: Option<SocketAddr>,
+    /// The listener's certificate and key; `None` serves plain HTTP.
     pub tls: Option<TlsFiles>,
     /// The first request head of a connection (from accept, or the end of the TLS handshake)
     /// and every later head must arrive within this.
@@ -69,13 +80,16 @@ pub struct ServerConfig {
     pub max_gateway_body_bytes: usize,
     /// Response heads from Qlik and the mashup dev server; above it: 502.
     pub max_upstream_header_bytes: usize,
+    /// On SIGTERM/SIGINT, the time requests and websockets get to finish.
     pub drain_timeout: Duration,
 }
 
 /// PEM files for the HTTPS listener.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
+    /// The certificate chain (PEM).
     pub cert: PathBuf,
+    /// The private key (PEM).
     pub key: PathBuf,
 }
 
@@ -84,6 +98,7 @@ pub struct TlsFiles {
 pub struct SecurityConfig {
     /// Origins (scheme://host[:port]) besides the public one that may open websockets.
     pub allowed_origins: Vec<String>,
+    /// The largest websocket message relayed in either direction (bytes).
     pub max_websocket_message: usize,
     /// Open engine websockets one gateway session may hold; one more is refused with 429.
     pub max_websockets_per_session: usize,

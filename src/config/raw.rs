@@ -23,15 +23,22 @@ pub use crate::session::config::RawSession;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `[server]`: listeners, public URL and request limits.
     pub server: RawServer,
+    /// `[session]`: where gateway sessions live and when they end.
     #[serde(default)]
     pub session: RawSession,
+    /// `[auth]`: who logs users in.
     pub auth: RawAuth,
+    /// `[qlik]`: the Qlik proxy and how users are handed to it.
     pub qlik: RawQlik,
+    /// `[mashup]`: the mashup served beside Qlik.
     #[serde(default)]
     pub mashup: RawMashup,
+    /// `[security]`: websocket origins and limits.
     #[serde(default)]
     pub security: RawSecurity,
+    /// `[log]`: log format and level.
     #[serde(default)]
     pub log: RawLog,
 }
@@ -40,24 +47,36 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
+    /// server.listen: the address the gateway listens on.
     pub listen: SocketAddr,
+    /// server.public_url: the one origin users see; cookies, redirects and the websocket Origin check derive from it.
     pub public_url: String,
+    /// server.admin_listen: the optional plain-HTTP admin listener for metrics, healthz and readyz.
     pub admin_listen: Option<SocketAddr>,
+    /// `[server.tls]`: HTTPS on the listener itself; absent, the gateway serves plain HTTP.
     pub tls: Option<RawTls>,
+    /// server.header_read_timeout: the time allowed for a client to send a request head.
     #[serde(default = "defaults::header_read_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// server.max_header_bytes: the largest request head accepted (431 above it).
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
+    /// server.max_headers: the most header lines per request (431 above it).
     #[serde(default = "defaults::max_headers")]
     pub max_headers: usize,
+    /// server.max_request_line_bytes: the longest request line (414 above it).
     #[serde(default = "defaults::max_request_line_bytes")]
     pub max_request_line_bytes: usize,
+    /// server.body_timeout: the longest wait for the next piece of a request body.
     #[serde(default = "defaults::body_timeout", with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// server.max_gateway_body_bytes: the largest request body to the gateway's own endpoints (413 above it).
     #[serde(default = "defaults::max_gateway_body_bytes")]
     pub max_gateway_body_bytes: usize,
+    /// server.max_upstream_header_bytes: the largest response head from Qlik or the mashup dev server (502 above it).
     #[serde(default = "defaults::max_upstream_header_bytes")]
     pub max_upstream_header_bytes: usize,
+    /// server.drain_timeout: on SIGTERM/SIGINT, the time requests and websockets get to finish.
     #[serde(default = "defaults::drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
 }
@@ -66,7 +85,9 @@ pub struct RawServer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
+    /// server.tls.cert: the certificate chain (PEM).
     pub cert: PathBuf,
+    /// server.tls.key: the private key (PEM).
     pub key: PathBuf,
 }
 
@@ -74,10 +95,13 @@ pub struct RawTls {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecurity {
+    /// security.allowed_origins: origins besides public_url whose pages may open the engine websocket.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// security.max_websocket_message: the largest websocket message relayed in either direction (bytes).
     #[serde(default = "defaults::max_websocket_message")]
     pub max_websocket_message: usize,
+    /// security.max_websockets_per_session: the open websockets one gateway session may hold at once.
     #[serde(default = "defaults::max_websockets_per_session")]
     pub max_websockets_per_session: usize,
 }

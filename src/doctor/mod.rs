@@ -30,8 +30,9 @@ pub use report::{Check, Report, Status};
 /// Options of the `doctor` subcommand.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The user the probe session is created for.
+    /// The user directory of the user the probe session is created for.
     pub user_directory: String,
+    /// The user id of that user.
     pub user_id: String,
 }
 

@@ -9,16 +9,22 @@ use http::header;
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// It passed.
     Ok,
+    /// Not a failure, but worth a look; `cause` says why.
     Warn,
+    /// It failed; `cause` says why and `qmc` / `gateway` what to change.
     Fail,
 }
 
 /// One check: what was checked and, unless it passed, why and what to change.
 #[derive(Debug, Clone)]
 pub struct Check {
+    /// How the check ended.
     pub status: Status,
+    /// What was checked, in a few words.
     pub what: String,
+    /// Why it did not pass (`None` when it did).
     pub cause: Option<String>,
     /// The setting to change in the QMC.
     pub qmc: Option<String>,
@@ -95,6 +101,7 @@ pub(super) type SeenDate = (String, SystemTime, SystemTime);
 /// Every check run, printed as it completes.
 #[derive(Default)]
 pub struct Report {
+    /// The checks in the order they were run.
     pub checks: Vec<Check>,
     /// Print each check to stdout as it is added.
     pub print: bool,

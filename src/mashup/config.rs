@@ -9,15 +9,20 @@ use crate::config_checks::{parse_url, ConfigError};
 /// Where the mashup comes from.
 #[derive(Debug, Clone)]
 pub struct MashupConfig {
+    /// Where the mashup's files come from.
     pub source: MashupSource,
+    /// Paths served without a login: exact paths, or prefixes ending in `/`.
     pub public_paths: Vec<String>,
 }
 
 /// `mashup.dir`, `mashup.upstream`, or neither (the built-in page).
 #[derive(Debug, Clone)]
 pub enum MashupSource {
+    /// `mashup.dir`: a built mashup, static files with SPA fallback to `index.html`.
     Dir(PathBuf),
+    /// `mashup.upstream`: a dev server (Vite), its HMR websocket included.
     Upstream(reqwest::Url),
+    /// Neither is set: the built-in demo page.
     Builtin,
 }
 
@@ -25,8 +30,11 @@ pub enum MashupSource {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMashup {
+    /// mashup.dir: the built mashup's directory.
     pub dir: Option<PathBuf>,
+    /// mashup.upstream: the URL of a dev server (Vite) to proxy instead.
     pub upstream: Option<String>,
+    /// mashup.public_paths: paths served without a login (exact paths, or prefixes ending in "/").
     #[serde(default)]
     pub public_paths: Vec<String>,
 }

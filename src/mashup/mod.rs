@@ -9,13 +9,17 @@ use config::{MashupConfig, MashupSource};
 
 /// Where mashup requests go.
 pub enum Mashup {
+    /// `mashup.dir`: static files from a directory.
     Dir(static_files::StaticFiles),
+    /// `mashup.upstream`: proxied to a dev server.
     Upstream(DevServer),
+    /// Neither: the built-in demo page.
     Builtin,
 }
 
 /// A mashup dev server (`mashup.upstream`), with what every request to it needs worked out once.
 pub struct DevServer {
+    /// `mashup.upstream` as configured.
     pub url: reqwest::Url,
     /// Where the gateway's HTTP client connects.
     pub upstream: crate::net::upstream::Origin,

@@ -85,31 +85,58 @@ struct Idle {
 /// A request that did not get a response.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// The request's URI is not an absolute http(s) URL with a host.
     #[error("cannot send a request to {0}: not an http(s) URL with a host")]
     Url(String),
+    /// The TCP connection could not be made.
     #[error("connect to {origin}: {source}")]
     Connect {
+        /// The upstream, as `scheme://host:port`.
         origin: String,
+        /// Why connecting failed.
         #[source]
         source: std::io::Error,
     },
+    /// The TCP connection was not made within the connect timeout.
     #[error("connect to {origin}: no connection within {after:?}")]
-    ConnectTimeout { origin: String, after: Duration },
+    ConnectTimeout {
+        /// The upstream, as `scheme://host:port`.
+        origin: String,
+        /// The connect timeout that ran out.
+        after: Duration,
+    },
     /// The TLS handshake did not finish in time; said as [`UpstreamError::ConnectTimeout`] is,
     /// kept apart for `doctor`, which names the step that hung.
     #[error("connect to {origin}: no connection within {after:?}")]
-    TlsTimeout { origin: String, after: Duration },
+    TlsTimeout {
+        /// The upstream, as `scheme://host:port`.
+        origin: String,
+        /// The connect timeout that ran out.
+        after: Duration,
+    },
+    /// The TLS handshake failed (e.g. the upstream's certificate is not trusted).
     #[error("TLS with {origin}: {source}; check qlik.ca_cert")]
     Tls {
+        /// The upstream, as `scheme://host:port`.
         origin: String,
+        /// Why the handshake failed.
         #[source]
         source: std::io::Error,
     },
+    /// The response head exceeded the limit (or never ended).
     #[error("{origin} answered with a response head larger than {limit} bytes (server.max_upstream_header_bytes)")]
-    HeadTooLarge { origin: String, limit: usize },
+    HeadTooLarge {
+        /// The upstream, as `scheme://host:port`.
+        origin: String,
+        /// The limit in bytes (`server.max_upstream_header_bytes`).
+        limit: usize,
+    },
+    /// The HTTP exchange failed after connecting (the connection broke, a malformed response).
     #[error("{origin}: {source}")]
     Http {
+        /// The upstream, as `scheme://host:port`.
         origin: String,
+        /// hyper's error.
         #[source]
         source: hyper::Error,
     },

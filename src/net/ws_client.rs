@@ -11,14 +11,22 @@ use tokio_tungstenite::WebSocketStream;
 /// Why an upgrade gave no websocket.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
+    /// The upgrade request cannot be built from the URI and headers.
     #[error("{0}")]
     Request(String),
+    /// The server did not answer the upgrade within the timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     /// The server answered without upgrading: its status and the start of its body (the reason
     /// Qlik's proxy gives for a 403).
     #[error("HTTP {status}")]
-    Refused { status: u16, body: String },
+    Refused {
+        /// The HTTP status of the answer.
+        status: u16,
+        /// The start of its body.
+        body: String,
+    },
+    /// The websocket handshake failed (connection closed, invalid answer).
     #[error("websocket handshake: {0}")]
     Failed(tungstenite::Error),
 }

@@ -8,7 +8,9 @@ use super::SessionId;
 /// How the gateway names and flags its cookie.
 #[derive(Debug, Clone)]
 pub struct CookieSettings {
+    /// The cookie's name (`session.cookie_name` or its default).
     pub name: String,
+    /// Whether the cookie is `Secure` (`server.public_url` is https).
     pub secure: bool,
 }
 

@@ -43,6 +43,7 @@ const TAG_LEN: usize = 16;
 pub struct KeyMaterial([u8; 32]);
 
 impl KeyMaterial {
+    /// Key material from raw bytes, unchecked ([`read_key_file`] refuses keys that are not random).
     pub fn new(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
@@ -106,10 +107,13 @@ fn parse_key(raw: &[u8]) -> Result<KeyMaterial, String> {
 /// Why a sealed value does not open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
+    /// Too short, or an unknown format version.
     #[error("the value is not a sealed session (too short or unknown format version)")]
     Malformed,
+    /// Sealed with a key that is neither the current nor an old one; holds that key's fingerprint.
     #[error("the value was sealed with key {0}, which is neither session.encryption_key_file nor in session.old_encryption_key_files")]
     UnknownKey(String),
+    /// The authentication tag does not match: tampered with, or moved from another session.
     #[error("the value does not authenticate (tampered with, or moved from another session)")]
     Forged,
 }
@@ -146,6 +150,7 @@ fn cipher(k: &KeyMaterial) -> Cipher {
 }
 
 impl Keyring {
+    /// Seals with `current`, opens with `current` or any of `old`.
     pub fn new(current: &KeyMaterial, old: &[KeyMaterial]) -> Self {
         Self {
             current: cipher(current),

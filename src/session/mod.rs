@@ -28,6 +28,7 @@ pub struct QlikSession {
     /// Qlik's websocket CSRF token for this session, once fetched (`None` = not fetched yet,
     /// `Some("")` = this Qlik does not issue one).
     pub csrf_token: Option<String>,
+    /// When the gateway obtained this Qlik session.
     pub created_at: SystemTime,
     /// The proxy node the session lives on (its configured URL; `""` = the first node).
     #[serde(default)]
@@ -54,6 +55,7 @@ impl fmt::Debug for QlikSession {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a credential so that it is never printed.
     pub fn new(s: String) -> Self {
         Self(s)
     }
@@ -73,11 +75,15 @@ impl fmt::Debug for Secret {
 /// One logged-in browser.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewaySession {
+    /// Who the user is, as Qlik gets it: user directory, user id and session attributes.
     pub identity: Identity,
     /// Which identity provider logged the user in.
     pub provider: String,
+    /// When the user logged in; the absolute timeout counts from it.
     pub created_at: SystemTime,
+    /// The last request that touched the session; the idle timeout counts from it.
     pub last_seen: SystemTime,
+    /// The user's Qlik session, once one was made.
     pub qlik: Option<QlikSession>,
     /// The OIDC ID token, for `id_token_hint` at the IdP's logout.
     #[serde(default)]
@@ -122,7 +128,9 @@ impl GatewaySession {
 /// Idle and absolute session lifetimes.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
+    /// A session ends after this long without a request.
     pub idle: Duration,
+    /// A session ends after this long in any case.
     pub absolute: Duration,
 }
 

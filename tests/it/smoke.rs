@@ -1,3 +1,5 @@
+//! Smoke test: a login, a proxied request to qlik-sim and an engine call over the websocket.
+
 use crate::common::*;
 
 #[tokio::test]

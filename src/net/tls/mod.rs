@@ -11,14 +11,34 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// A certificate or key file that cannot be used, naming the file and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsFileError {
+    /// The file cannot be read.
     #[error("cannot read {path}: {reason}")]
-    Unreadable { path: PathBuf, reason: String },
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why reading failed.
+        reason: String,
+    },
+    /// The file holds no PEM certificate.
     #[error("{path} holds no PEM certificate; export it as PEM (QMC: Certificates → Export, format \"Windows format\" off)")]
-    NoCertificate { path: PathBuf },
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file holds no PEM private key.
     #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
-    NoKey { path: PathBuf },
+    NoKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// rustls refused the certificate or key (e.g. a key that does not match the certificate).
     #[error("certificate/key in {path} rejected: {reason}")]
-    Rejected { path: PathBuf, reason: String },
+    Rejected {
+        /// The file (empty when the refusal concerns no file).
+        path: PathBuf,
+        /// rustls's reason.
+        reason: String,
+    },
 }
 
 /// The one crypto provider the gateway uses.

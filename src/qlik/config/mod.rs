@@ -20,19 +20,29 @@ pub struct QlikConfig {
     pub nodes: Vec<QlikNodeConfig>,
     /// How often each node's QPS API is checked; failing nodes get no new sessions.
     pub health_interval: Duration,
+    /// The virtual proxy prefix, without slashes; empty for the default virtual proxy.
     pub virtual_proxy: String,
+    /// How users get their Qlik session.
     pub mode: QlikMode,
+    /// The name of Qlik's session cookie for the virtual proxy (configured or Qlik's default).
     pub session_cookie: String,
+    /// The client certificate (PEM) for the QPS API and the direct engine.
     pub client_cert: PathBuf,
+    /// The key of that certificate (PEM).
     pub client_key: PathBuf,
+    /// The Qlik root CA (PEM) trusted for Qlik's TLS certificates.
     pub ca_cert: PathBuf,
+    /// `qlik.header_name` as configured; in header mode also in [`QlikMode::Header`].
     pub header_name: Option<http::HeaderName>,
     /// Engine websockets go here directly (`wss://engine:4747`) instead of through the proxy.
     pub engine_url: Option<reqwest::Url>,
     /// Path prefix on the gateway's origin under which Qlik appears (`/mashup`), never ending in `/`.
     pub mount: String,
+    /// The TCP connect timeout towards Qlik.
     pub connect_timeout: Duration,
+    /// The timeout for each QPS API call.
     pub qps_timeout: Duration,
+    /// The time Qlik may take to start answering a proxied request.
     pub response_timeout: Duration,
 }
 
@@ -50,7 +60,9 @@ impl QlikConfig {
 /// One Qlik proxy node: its proxy (where browsers' requests go) and its QPS API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QlikNodeConfig {
+    /// Where browsers' requests to this node go.
     pub proxy_url: reqwest::Url,
+    /// This node's QPS API.
     pub qps_api_url: reqwest::Url,
 }
 
@@ -68,6 +80,7 @@ pub enum QlikMode {
 /// The header of a header-authentication virtual proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderAuth {
+    /// The header the virtual proxy reads the user from.
     pub name: http::HeaderName,
     /// `None`: the static form `UserDirectory=<dir>; UserId=<id>`; else a dynamic pattern with
     /// `$ud` and `$id` (e.g. `$ud\\$id`), as configured on the virtual proxy.

@@ -14,9 +14,13 @@ pub use raw::RawSession;
 /// Gateway session settings.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    /// Where sessions live: in this process or in Redis.
     pub store: StoreKind,
+    /// A session ends after this long without a request.
     pub idle_timeout: Duration,
+    /// A session ends after this long in any case.
     pub absolute_timeout: Duration,
+    /// How often expired sessions are removed (their websockets closed).
     pub sweep_interval: Duration,
     /// `__Host-qlik-gateway` on https, `qlik-gateway` on http, unless configured.
     pub cookie_name: String,
@@ -28,6 +32,7 @@ pub struct SessionConfig {
 /// Where gateway sessions live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
+    /// In this process: one replica only, sessions lost on restart.
     Memory,
     /// Redis, shared by several replicas; sessions sealed with [`RedisStoreConfig::encryption_key`].
     Redis(RedisStoreConfig),
@@ -45,6 +50,7 @@ pub struct RedisStoreConfig {
     pub password: Option<String>,
     /// `session.redis_ca_cert`.
     pub ca_cert: Option<PathBuf>,
+    /// Prefix of every key the gateway writes (`session.redis_key_prefix`, default `qlik-gateway:`).
     pub key_prefix: String,
     /// Per Redis call, connecting included.
     pub timeout: Duration,

@@ -9,6 +9,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSession {
+    /// session.store: where gateway sessions live ("memory" or "redis").
     #[serde(default = "defaults::store")]
     pub store: String,
     /// `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS).
@@ -35,13 +36,18 @@ pub struct RawSession {
     /// Previous keys, still accepted for reading sessions sealed before a rotation.
     #[serde(default)]
     pub old_encryption_key_files: Vec<PathBuf>,
+    /// session.idle_timeout: a session ends after this long without a request.
     #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// session.absolute_timeout: a session ends after this long in any case.
     #[serde(default = "defaults::absolute_timeout", with = "humantime_serde")]
     pub absolute_timeout: Duration,
+    /// session.sweep_interval: how often expired sessions are removed (their websockets closed).
     #[serde(default = "defaults::sweep_interval", with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// session.cookie_name: the gateway's cookie name (default "__Host-qlik-gateway" on https, "qlik-gateway" on http).
     pub cookie_name: Option<String>,
+    /// session.max_sessions_per_user: the live sessions one user may hold, all replicas together.
     #[serde(default = "defaults::max_sessions_per_user")]
     pub max_sessions_per_user: usize,
 }

@@ -190,6 +190,7 @@ impl RedisStore {
         Ok(self.read(id).await?.map(|r| r.session))
     }
 
+    /// A store for `cfg`; nothing is connected yet.
     pub fn new(cfg: &RedisStoreConfig, timeouts: Timeouts) -> Result<Self, StoreError> {
         let target = cfg.target.clone();
         let bad = |what: String| StoreError(format!("Redis at {target}: {what}"));
@@ -290,10 +291,12 @@ impl RedisStore {
         })
     }
 
+    /// A touch within this time of the last one is not written.
     pub fn touch_every(&self) -> Duration {
         self.touch_every
     }
 
+    /// The Redis key holding the session `id`.
     pub fn redis_key(&self, id: &SessionId) -> String {
         format!("{}{}", self.prefix, id.storage_key())
     }

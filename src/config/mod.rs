@@ -96,7 +96,7 @@ pub struct TlsFiles {
 /// Browser-facing security settings.
 #[derive(Debug, Clone)]
 pub struct SecurityConfig {
-    /// Origins (scheme://host[:port]) besides the public one that may open websockets.
+    /// Origins (`scheme://host[:port]`) besides the public one that may open websockets.
     pub allowed_origins: Vec<String>,
     /// The largest websocket message relayed in either direction (bytes).
     pub max_websocket_message: usize,

@@ -1,5 +1,5 @@
 //! `[session]`: timeouts, the cookie name and where sessions are stored. [`raw`] mirrors the
-//! file, [`check`] (with [`redis`] for the Redis store) turns it into [`SessionConfig`].
+//! file, `check` (with `redis` for the Redis store) turns it into [`SessionConfig`].
 
 mod check;
 pub mod raw;

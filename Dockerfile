@@ -27,6 +27,7 @@ WORKDIR /src
 # Only what the two binaries are built from (see .dockerignore for what never enters the context).
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY qlik-sim/Cargo.toml ./qlik-sim/Cargo.toml
 COPY qlik-sim/src ./qlik-sim/src
 # The registry and target caches persist across builds (BuildKit, buildah); the binaries are copied

@@ -24,7 +24,7 @@ mod limits;
 pub mod logging;
 pub mod mashup;
 mod metrics;
-pub mod net;
+pub use qlik_gateway_net as net;
 mod proxy;
 mod qlik;
 mod qlik_sessions;

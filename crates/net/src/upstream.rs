@@ -24,6 +24,10 @@ use tokio::net::TcpStream;
 
 use super::{tls, Io};
 
+/// The log target this module had inside the gateway crate, kept so that operators' filters
+/// (`RUST_LOG=qlik_gateway=…`) and documented log lines still match.
+const LOG_TARGET: &str = "qlik_gateway::net::upstream";
+
 /// How long a connection may wait in the pool; Qlik's proxy closes idle keep-alive connections
 /// itself after a while, and a connection it closed is never handed out.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
@@ -223,7 +227,7 @@ impl UpstreamClient {
                 Ok(resp) => return Ok(self.pool.clone().wrap(resp, origin.clone(), tx)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if !fresh => {
-                        tracing::debug!(%origin, error = %e.error(), "pooled connection was closed; sending on a new one");
+                        tracing::debug!(target: LOG_TARGET, %origin, error = %e.error(), "pooled connection was closed; sending on a new one");
                         req = unsent;
                         fresh = true;
                     }
@@ -395,7 +399,7 @@ impl Pool {
         let o = origin.to_string();
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(origin = %o, error = %e, "upstream connection ended");
+                tracing::debug!(target: LOG_TARGET, origin = %o, error = %e, "upstream connection ended");
             }
         });
         Ok(tx)
@@ -619,7 +623,7 @@ mod tests {
             let o = Origin::of_url(&parsed);
             assert_eq!(o, Origin::of(&url.parse().unwrap()).unwrap(), "{url}");
             // The Host header of a configured URL (Qlik nodes, the dev server) comes from here.
-            assert_eq!(crate::net::upstream::host_header(&parsed), host, "{url}");
+            assert_eq!(crate::upstream::host_header(&parsed), host, "{url}");
         }
     }
 }

@@ -12,6 +12,10 @@ use rustls::sign::CertifiedKey;
 
 use super::TlsFileError;
 
+/// The log target this module had inside the gateway crate, kept so that operators' filters
+/// (`RUST_LOG=qlik_gateway=…`) and documented log lines still match.
+const LOG_TARGET: &str = "qlik_gateway::net::tls::reloading";
+
 /// How often the certificate files are looked at.
 const POLL: Duration = Duration::from_secs(5);
 
@@ -74,7 +78,7 @@ impl ReloadingCert {
             key: key.to_path_buf(),
             current: RwLock::new((ck, s)),
         });
-        crate::net::reload::watch(&me, Some(POLL));
+        crate::reload::watch(&me, Some(POLL));
         Ok(me)
     }
 
@@ -93,12 +97,12 @@ impl ReloadingCert {
             Ok(mut g) => *g = (ck, now),
             Err(p) => *p.into_inner() = (ck, now),
         }
-        tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded; new connections use it");
+        tracing::info!(target: LOG_TARGET, cert = %self.cert.display(), "TLS certificate reloaded; new connections use it");
         Ok(true)
     }
 }
 
-impl crate::net::reload::Reload for ReloadingCert {
+impl crate::reload::Reload for ReloadingCert {
     type Error = TlsFileError;
 
     fn reload(&self, force: bool) -> Result<bool, TlsFileError> {

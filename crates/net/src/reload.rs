@@ -9,6 +9,10 @@ use std::fmt::Display;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+/// The log target this module had inside the gateway crate, kept so that operators' filters
+/// (`RUST_LOG=qlik_gateway=…`) and documented log lines still match.
+const LOG_TARGET: &str = "qlik_gateway::net::reload";
+
 /// Something loaded from files that can be loaded again.
 pub trait Reload: Send + Sync + 'static {
     /// Why a reload failed, for the log.
@@ -38,7 +42,7 @@ pub fn watch<T: Reload>(target: &Arc<T>, every: Option<Duration>) {
     let hup = {
         let _guard = rt.enter();
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| tracing::warn!("no reload on SIGHUP: {e}"))
+            .map_err(|e| tracing::warn!(target: LOG_TARGET, "no reload on SIGHUP: {e}"))
             .ok()
     };
     #[cfg(not(unix))]
@@ -96,15 +100,15 @@ async fn run<T: Reload>(weak: Weak<T>, every: Option<Duration>, mut hup: Option<
             Ok(Err(e)) => {
                 let file = target.file().display();
                 if reported.as_ref() == Some(&e) {
-                    tracing::debug!(%file, "the reload still fails (already reported): {e}");
+                    tracing::debug!(target: LOG_TARGET, %file, "the reload still fails (already reported): {e}");
                 } else {
-                    tracing::error!(%file, "{}: {e}", target.failed());
+                    tracing::error!(target: LOG_TARGET, %file, "{}: {e}", target.failed());
                     reported = Some(e);
                 }
             }
             Err(e) => {
                 let file = target.file().display();
-                tracing::error!(%file, "{} (the reload task failed): {e}", target.failed());
+                tracing::error!(target: LOG_TARGET, %file, "{} (the reload task failed): {e}", target.failed());
             }
         }
     }

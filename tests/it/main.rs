@@ -8,6 +8,8 @@ mod common;
 
 mod audit_log;
 mod config_cli;
+// Runs the `demo` command, which builds without the simulator do not have.
+#[cfg(feature = "demo")]
 mod demo;
 mod doctor;
 mod enigma_node;

@@ -96,7 +96,8 @@ impl GatewayError {
             Self::Auth(AuthError::NoCallback) => StatusCode::NOT_FOUND,
             Self::Auth(AuthError::UnacceptableIdentity { .. }) => StatusCode::FORBIDDEN,
             Self::Auth(AuthError::UnknownDomain { .. }) => StatusCode::FORBIDDEN,
-            Self::Qlik(q) if q.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            // Qlik did not answer: retrying later may help (503); it answered no: the setup (502).
+            Self::Qlik(q) if q.is_node_failure() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Qlik(_) => StatusCode::BAD_GATEWAY,
             Self::Csrf(_) => StatusCode::BAD_GATEWAY,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -161,7 +162,7 @@ impl GatewayError {
             Self::Auth(AuthError::BadHeaderValue { .. }) => {
                 "The front proxy sent an unusable user name.".into()
             }
-            Self::Qlik(q) if q.is_transient() => {
+            Self::Qlik(q) if q.is_node_failure() => {
                 "Qlik Sense is not answering right now. Please try again in a moment.".into()
             }
             Self::Qlik(_) | Self::Csrf(_) => {

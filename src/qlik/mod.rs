@@ -52,11 +52,6 @@ impl QlikError {
             Self::Redemption { .. } => "qlik_ticket_redemption",
         }
     }
-
-    /// Whether retrying later may help (503) or the setup is wrong (502).
-    pub fn is_transient(&self) -> bool {
-        self.is_node_failure()
-    }
 }
 
 impl Retryable for QlikError {

@@ -11,7 +11,7 @@
 
 mod auth;
 pub mod config;
-mod config_checks;
+use qlik_gateway_core::config_checks;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod doctor;
@@ -19,14 +19,14 @@ mod error;
 mod gateway;
 mod headers;
 mod html;
-mod identity;
+use qlik_gateway_core::identity;
 mod limits;
 pub mod logging;
 pub mod mashup;
 mod metrics;
 pub use qlik_gateway_net as net;
 mod proxy;
-mod qlik;
+use qlik_gateway_qlik as qlik;
 mod qlik_sessions;
 mod request_target;
 mod route_class;

@@ -8,6 +8,7 @@ mod binary;
 mod clients;
 mod direct_engine;
 mod engine;
+mod gateway_client;
 mod header_auth;
 mod nodes;
 mod notify;

@@ -27,7 +27,8 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A problem with `key`'s value; `message` says what is wrong and how to fix it.
+    pub fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Key {
             key: key.into(),
             message: message.into(),
@@ -44,19 +45,19 @@ impl ConfigError {
 }
 
 /// `s` as a URL, or an error naming `key` and the value.
-pub(crate) fn parse_url(key: &str, s: &str) -> Result<reqwest::Url, ConfigError> {
+pub fn parse_url(key: &str, s: &str) -> Result<reqwest::Url, ConfigError> {
     reqwest::Url::parse(s)
         .map_err(|e| ConfigError::key(key, format!("{s:?} is not a valid URL: {e}")))
 }
 
 /// The file at `p` opens for reading: a bad path fails `check-config`, not the first use.
-pub(crate) fn readable(key: &str, p: &Path) -> Result<(), ConfigError> {
+pub fn readable(key: &str, p: &Path) -> Result<(), ConfigError> {
     std::fs::File::open(p)
         .map(drop)
         .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", p.display())))
 }
 
 /// A byte allowed in a cookie name (an RFC 7230 token).
-pub(crate) fn is_token_char(b: u8) -> bool {
+pub fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

@@ -8,22 +8,25 @@ use http::{header, HeaderMap, HeaderValue, Request, Response};
 
 use super::config::QlikConfig;
 use super::nodes::Node;
-use crate::net::upstream::{PooledBody, UpstreamClient, UpstreamError};
+use qlik_gateway_net::upstream::{PooledBody, UpstreamClient, UpstreamError};
 
 /// A call on the Qlik proxy that got no response.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ProxyCallError {
+pub enum ProxyCallError {
+    /// The request could not be built (a header value Qlik's proxy would reject).
     #[error("{0}")]
     Request(String),
+    /// No response head within `qlik.qps_timeout`.
     #[error("no answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// The connection to the proxy failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
 
 /// `GET {prefix}{path}?{query}` at `node`'s proxy with `headers` (after its `Host`), its response
 /// head within `qlik.qps_timeout`; the body is the caller's to read or drop.
-pub(crate) async fn get(
+pub async fn get(
     upstream: &UpstreamClient,
     node: &Node,
     cfg: &QlikConfig,
@@ -50,7 +53,7 @@ pub(crate) async fn get(
 /// `GET /{vp}/qps/user?qlikTicket=…`: redeems a QPS ticket at `node`'s virtual proxy (the
 /// Personal API: small, no side effects). The session cookie is in the response's `Set-Cookie`
 /// ([`super::cookies::set_session_cookies`]).
-pub(crate) async fn redeem_ticket(
+pub async fn redeem_ticket(
     upstream: &UpstreamClient,
     node: &Node,
     cfg: &QlikConfig,

@@ -4,14 +4,11 @@ use std::path::PathBuf;
 
 use super::raw::RawQlik;
 use super::{HeaderAuth, QlikConfig, QlikMode, QlikNodeConfig};
-use crate::config_checks::{is_token_char, parse_url, readable, ConfigError};
+use qlik_gateway_core::config_checks::{is_token_char, parse_url, readable, ConfigError};
 
 /// Checks `[qlik]`: the node URLs, the mode, the cookie name, the mount, and that the QPS
 /// certificate files are readable.
-pub(crate) fn validate(
-    raw: RawQlik,
-    warnings: &mut Vec<String>,
-) -> Result<QlikConfig, ConfigError> {
+pub fn validate(raw: RawQlik, warnings: &mut Vec<String>) -> Result<QlikConfig, ConfigError> {
     let nodes = nodes(&raw)?;
     let proxy_url = nodes[0].proxy_url.clone();
     let qps_api_url = nodes[0].qps_api_url.clone();

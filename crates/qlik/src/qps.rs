@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 
 use super::config::QlikConfig;
 use super::{xrfkey, QlikError};
-use crate::identity::Identity;
-use crate::net::error_chain::{root_cause, tls_cause};
-use crate::net::tls;
+use qlik_gateway_core::identity::Identity;
+use qlik_gateway_net::error_chain::{root_cause, tls_cause};
+use qlik_gateway_net::tls;
 
 /// A client for `https://host:4243/qps/{vp}/…`.
 #[derive(Clone)]
@@ -228,7 +228,7 @@ impl QpsClient {
 
 /// A key of a JSON reply from Qlik in either casing: Qlik writes `SessionId` (as documented) or
 /// `sessionId` (as in its OpenAPI), by release and endpoint.
-pub(crate) fn field<'a>(v: &'a Value, pascal: &str) -> Option<&'a Value> {
+pub fn field<'a>(v: &'a Value, pascal: &str) -> Option<&'a Value> {
     let obj = v.as_object()?;
     obj.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(pascal))

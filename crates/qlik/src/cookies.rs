@@ -3,7 +3,7 @@
 
 /// Whether a cookie name is a Qlik session cookie (`X-Qlik-Session`, `X-Qlik-Session-HTTP`, or a
 /// virtual proxy's own `X-Qlik-Session-…`), in any case.
-pub(crate) fn is_qlik_session_cookie(name: &str) -> bool {
+pub fn is_qlik_session_cookie(name: &str) -> bool {
     const PREFIX: &str = "x-qlik-session";
     name.get(..PREFIX.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
@@ -11,7 +11,7 @@ pub(crate) fn is_qlik_session_cookie(name: &str) -> bool {
 
 /// Whether a `Set-Cookie` value sets the Qlik session cookie `name` (or any `X-Qlik-Session*`).
 /// Returns the cookie's value when it does.
-pub(crate) fn qlik_session_set_cookie<'a>(set_cookie: &'a str, name: &str) -> QlikSetCookie<'a> {
+pub fn qlik_session_set_cookie<'a>(set_cookie: &'a str, name: &str) -> QlikSetCookie<'a> {
     let Some((n, v)) = set_cookie
         .split(';')
         .next()
@@ -31,7 +31,7 @@ pub(crate) fn qlik_session_set_cookie<'a>(set_cookie: &'a str, name: &str) -> Ql
 
 /// What a `Set-Cookie` from Qlik is to the gateway.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum QlikSetCookie<'a> {
+pub enum QlikSetCookie<'a> {
     /// The configured session cookie, with its value (empty when Qlik clears it).
     Ours(&'a str),
     /// A Qlik session cookie of another name (another virtual proxy, the `-HTTP` variant).
@@ -42,7 +42,7 @@ pub(crate) enum QlikSetCookie<'a> {
 
 /// The Qlik session cookies a response from Qlik's proxy sets.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct SetSessionCookies {
+pub struct SetSessionCookies {
     /// The first non-empty value set for the configured session cookie.
     pub ours: Option<String>,
     /// The last Qlik session cookie of another name: the name the virtual proxy really uses.
@@ -50,7 +50,7 @@ pub(crate) struct SetSessionCookies {
 }
 
 /// What the `Set-Cookie` headers of a response from Qlik's proxy set, for session cookie `name`.
-pub(crate) fn set_session_cookies(headers: &http::HeaderMap, name: &str) -> SetSessionCookies {
+pub fn set_session_cookies(headers: &http::HeaderMap, name: &str) -> SetSessionCookies {
     let mut found = SetSessionCookies::default();
     for v in headers.get_all(http::header::SET_COOKIE) {
         let Ok(s) = v.to_str() else { continue };

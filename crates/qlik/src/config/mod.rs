@@ -1,13 +1,13 @@
 //! `[qlik]`: how the gateway reaches Qlik and how it gives Qlik the user. [`raw`] mirrors the
-//! file, [`check`] turns it into [`QlikConfig`].
+//! file, `check` ([`validate`]) turns it into [`QlikConfig`].
 
 mod check;
-pub(crate) mod raw;
+pub mod raw;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub(crate) use check::validate;
+pub use check::validate;
 
 /// How the gateway reaches Qlik.
 #[derive(Debug, Clone)]

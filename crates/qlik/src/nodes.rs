@@ -8,30 +8,36 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::net::retry::Retryable;
-use crate::net::upstream::header_value;
+use qlik_gateway_net::retry::Retryable;
+use qlik_gateway_net::upstream::header_value;
 
 use super::config::QlikConfig;
 use super::QpsClient;
+
+/// The target these lines had as a gateway module; operators' `RUST_LOG` filters name it.
+const LOG_TARGET: &str = "qlik_gateway::qlik::nodes";
 
 /// One proxy node.
 pub struct Node {
     /// Identifies the node in a stored Qlik session: its proxy URL as configured.
     pub key: String,
+    /// The node's proxy URL (`qlik.proxy_url`, one of them).
     pub proxy_url: reqwest::Url,
     /// `https://host:port` of the proxy, serialised once (every proxied request starts with it).
     pub base: String,
+    /// The node's QPS API (`qlik.qps_api_url`, the one at the same position).
     pub qps: QpsClient,
     /// `Host` for requests to this proxy.
     pub host: HeaderValue,
     /// `Origin` this proxy expects on websocket upgrades (its own).
     pub origin: HeaderValue,
     /// Where the gateway's HTTP client connects for this proxy.
-    pub upstream: crate::net::upstream::Origin,
+    pub upstream: qlik_gateway_net::upstream::Origin,
     up: AtomicBool,
 }
 
 impl Node {
+    /// Whether the node gets new sessions (it answered its last check).
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
@@ -48,7 +54,7 @@ impl Nodes {
     pub fn new(
         cfg: &QlikConfig,
         metrics: Option<super::metrics::QpsMetrics>,
-    ) -> Result<Self, crate::net::tls::TlsFileError> {
+    ) -> Result<Self, qlik_gateway_net::tls::TlsFileError> {
         let mut list = Vec::new();
         for n in &cfg.nodes {
             let base = n.proxy_url.origin().ascii_serialization();
@@ -56,9 +62,9 @@ impl Nodes {
                 key: n.proxy_url.as_str().trim_end_matches('/').to_string(),
                 proxy_url: n.proxy_url.clone(),
                 qps: QpsClient::for_node(cfg, &n.qps_api_url)?.with_metrics(metrics.clone()),
-                host: header_value(&crate::net::upstream::host_header(&n.proxy_url)),
+                host: header_value(&qlik_gateway_net::upstream::host_header(&n.proxy_url)),
                 origin: header_value(&base),
-                upstream: crate::net::upstream::Origin::of_url(&n.proxy_url),
+                upstream: qlik_gateway_net::upstream::Origin::of_url(&n.proxy_url),
                 base,
                 up: AtomicBool::new(true),
             }));
@@ -69,6 +75,7 @@ impl Nodes {
         })
     }
 
+    /// Every node, healthy or not, in configuration order.
     pub fn all(&self) -> &[Arc<Node>] {
         &self.list
     }
@@ -106,7 +113,7 @@ impl Nodes {
             return;
         }
         if node.up.swap(false, Ordering::Relaxed) {
-            tracing::warn!(node = %node.key, "Qlik node taken out of rotation: {why}");
+            tracing::warn!(target: LOG_TARGET, node = %node.key, "Qlik node taken out of rotation: {why}");
         }
     }
 
@@ -123,7 +130,7 @@ impl Nodes {
 
     fn mark_up(&self, node: &Node) {
         if !node.up.swap(true, Ordering::Relaxed) && self.list.len() > 1 {
-            tracing::info!(node = %node.key, "Qlik node back in rotation");
+            tracing::info!(target: LOG_TARGET, node = %node.key, "Qlik node back in rotation");
         }
     }
 
@@ -175,16 +182,19 @@ mod tests {
         let proxy = list(proxies.iter().map(|u| format!("\"{u}\"")).collect());
         let qps = list(proxies.iter().map(|u| format!("\"{u}:4243\"")).collect());
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:8443\"\npublic_url = \"https://bi.example.com\"\n\
-             [auth]\nprovider = \"static\"\n[auth.static]\nuser_directory = \"DEV\"\nuser_id = \"alice\"\n\
-             [qlik]\nproxy_url = {proxy}\nqps_api_url = {qps}\nvirtual_proxy = \"mashup\"\n\
+            "proxy_url = {proxy}\nqps_api_url = {qps}\nvirtual_proxy = \"mashup\"\n\
              client_cert = \"{}\"\nclient_key = \"{}\"\nca_cert = \"{}\"\n",
             p("client.pem"),
             p("client_key.pem"),
             p("root.pem")
         );
-        let cfg = crate::config::load_str(&toml).unwrap();
-        (Nodes::new(&cfg.qlik, None).unwrap(), dir)
+        let raw: crate::config::raw::RawQlik = figment::Figment::from(
+            <figment::providers::Toml as figment::providers::Format>::string(&toml),
+        )
+        .extract()
+        .unwrap();
+        let cfg = crate::config::validate(raw, &mut Vec::new()).unwrap();
+        (Nodes::new(&cfg, None).unwrap(), dir)
     }
 
     #[test]
@@ -224,7 +234,7 @@ mod tests {
 
     #[test]
     fn failover_is_decided_by_the_error_class() {
-        use crate::qlik::QlikError;
+        use crate::QlikError;
         let (n, _dir) = nodes(&["https://a.example", "https://b.example"]);
         let a = n.get("https://a.example").unwrap();
         let refused = QlikError::Status {

@@ -4,7 +4,7 @@
 use rand::distr::{Alphanumeric, SampleString};
 
 /// A new random xrfkey.
-pub(crate) fn generate() -> String {
+pub fn generate() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 16)
 }
 

@@ -48,17 +48,20 @@ wait_port() { # wait_port PORT
 # start_sim PORT [QLIK-SIM OPTION...]: qlik-sim with a plain-http proxy on PORT, QPS on PORT+1,
 # control on PORT+2, PEM files in $W/pki; waits for its ready line and sets QPS, CA, CERT, KEY
 # and SIM_PID. The caller runs it under its CPU pinning with $SIM_PREFIX (may be empty).
+# SIM_DIR (default $W) holds its pki/, sim.json and sim.log, so that several can run side by side.
 start_sim() {
-  local port=$1; shift
-  ${SIM_PREFIX:-} "$BIN/qlik-sim" --cert-dir "$W/pki" --no-proxy-tls \
+  local port=$1 dir=${SIM_DIR:-$W}; shift
+  mkdir -p "$dir"
+  ${SIM_PREFIX:-} "$BIN/qlik-sim" --cert-dir "$dir/pki" --no-proxy-tls \
     --proxy-port "$port" --qps-port $((port + 1)) --control-port $((port + 2)) "$@" \
-    > "$W/sim.json" 2>"$W/sim.log" &
+    > "$dir/sim.json" 2>"$dir/sim.log" &
   SIM_PID=$!
   wait_port "$port"
-  for _ in $(seq 1 100); do [ -s "$W/sim.json" ] && break; sleep 0.05; done
-  QPS=$(sim_field qps_api_url); CA=$(sim_field ca_cert); CERT=$(sim_field client_cert); KEY=$(sim_field client_key)
+  for _ in $(seq 1 100); do [ -s "$dir/sim.json" ] && break; sleep 0.05; done
+  QPS=$(sim_field "$dir" qps_api_url); CA=$(sim_field "$dir" ca_cert)
+  CERT=$(sim_field "$dir" client_cert); KEY=$(sim_field "$dir" client_key)
 }
-sim_field() { python3 -c "import json,sys; print(json.load(open('$W/sim.json'))['$1'])"; }
+sim_field() { python3 -c "import json,sys; print(json.load(open('$1/sim.json'))['$2'])"; }
 
 # gw_qlik_config PROXY_URL: the gateway's [qlik] section for qlik-sim at PROXY_URL (QPS and
 # certificates from start_sim), and [log] at warn.

@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: qlik-gateway vs nginx proxying the same upstream vs a direct connection.
-#   bench/run.sh                      # everything, ~5 minutes
+# Side-by-side benchmark: qlik-gateway vs nginx proxying the same upstreams vs a direct connection,
+# in two placements, one after the other in the same run:
+#
+#   default  every process on the scheduler's defaults, nothing pinned: the gateway with the
+#            runtime it picks by itself (a worker per CPU), nginx with `worker_processes auto`
+#            (how operators run both);
+#   pinned   the proxy under test on CPU 0 (the gateway then sees one CPU; nginx one worker),
+#            load generators and upstreams on CPU 1 (a like-for-like core each).
+#
+#   bench/run.sh                      # everything, both placements, ~12 minutes
 #   DUR=5 IDLE_MAX=1000 bench/run.sh  # shorter
+#
 # Environment: CARGO_TARGET_DIR (default /tmp/bench-target), DUR (seconds per measurement, 10),
-# IDLE_MAX (largest idle-websocket count, 9000), PIN (1 = proxy on CPU 0, load and upstreams on
-# CPU 1; 0 = no pinning), C128 (1 = also HTTP at 128 connections), OUT (results directory),
-# ONLY (a comma-separated subset of http,ws,login,memory; the table then shows what was measured),
-# GW_WRAP (a command the websocket gateway runs under, e.g. "heaptrack -o /tmp/gw"),
-# SMOKE (1 = the test command's check that every figure is produced; see below).
+# IDLE_MAX (largest idle-websocket count, 9000), PLACEMENTS ("default pinned"; PIN=1 is "pinned",
+# PIN=0 "default"), C128 (1 = also HTTP at 128 connections), OUT (results directory; one
+# subdirectory per placement), ONLY (a comma-separated subset of http,ws,login,memory; the tables
+# then show what was measured), GREETINGS (the websocket upstream's greeting variants for the
+# memory rows, "immediate first-frame never"), GW_WRAP (a command the websocket gateways run
+# under, e.g. "heaptrack -o /tmp/gw"), SMOKE (1 = the test command's check that every figure is
+# produced in both placements and every greeting variant; see below).
+#
+# Greeting variants (the engine socket's first frames; qlik-reference.md §4):
+#   immediate    Qlik sends OnAuthenticationInformation right after the upgrade (qlik-sim's
+#                default); the idle client reads it, so the gateway's socket is in its relay phase.
+#   first-frame  Qlik sends it only after the client's first frame (Qlik's documented order); the
+#                idle client sends one call and reads the greeting and the answer, as enigma.js
+#                does when it opens a document.
+#   never        Qlik sends no greeting and the client stays quiet: the gateway's socket stays in
+#                its settle phase (waiting to learn who the user is) for as long as it is open.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -17,7 +37,9 @@ SMOKE=${SMOKE:-0}
 if [ "$SMOKE" = 1 ]; then DUR=${DUR:-1}; IDLE_MAX=${IDLE_MAX:-50}; fi
 DUR=${DUR:-10}
 IDLE_MAX=${IDLE_MAX:-9000}
-PIN=${PIN:-1}
+case ${PIN:-} in 1) PLACEMENTS=${PLACEMENTS:-pinned} ;; 0) PLACEMENTS=${PLACEMENTS:-default} ;; esac
+PLACEMENTS=${PLACEMENTS:-default pinned}
+GREETINGS=${GREETINGS:-immediate first-frame never}
 C128=${C128:-0}
 OUT=${OUT:-/tmp/qlik-gateway-bench}
 BASE_PORT=${BASE_PORT:-19100}
@@ -42,11 +64,9 @@ if [ "$(ulimit -n)" -lt 19000 ] && [ "$IDLE_MAX" -gt 1000 ]; then
   log "ulimit -n is $(ulimit -n); limiting idle websockets to 1000"
   IDLE_MAX=1000
 fi
-
-if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
-  PROXY_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"
-else
-  PROXY_CPU=""; LOAD_CPU=""; PIN=0
+if [ "$(nproc)" -lt 2 ]; then
+  log "one CPU: the pinned placement needs two; measuring the default placement only"
+  PLACEMENTS=default
 fi
 
 W=$(mktemp -d /tmp/qlik-gateway-bench.XXXXXX)
@@ -55,21 +75,15 @@ rm -rf "$OUT"; mkdir -p "$OUT"
 cut -d" " -f1-3 /proc/loadavg > "$OUT/loadavg.before"
 with_cleanup
 
-P_UP=$((BASE_PORT + 1))      # nginx static upstream (512 B and 1 MiB files)
-P_SIM=$((BASE_PORT + 2))     # qlik-sim proxy (plain http), QPS +1, control +2
-P_NGX=$((BASE_PORT + 10))    # nginx as the proxy under test
-P_GWH=$((BASE_PORT + 20))    # gateway, qlik.proxy_url = the static upstream (HTTP runs, logins)
-P_GWW=$((BASE_PORT + 21))    # gateway, qlik.proxy_url = qlik-sim (websocket runs)
+IDLE_COUNTS="0 1000"; [ "$IDLE_MAX" -gt 1000 ] && IDLE_COUNTS="0 1000 $IDLE_MAX"
+[ "$IDLE_MAX" -lt 1000 ] && IDLE_COUNTS="0 $IDLE_MAX"
+part memory || IDLE_COUNTS=""
 
-# --- upstreams -----------------------------------------------------------------------------------
-mkdir -p "$W/www/mashup" "$W/ngx-up" "$W/ngx-px"
-head -c 512 /dev/zero | tr '\0' 'a' > "$W/www/mashup/small.bin"
-head -c 1048576 /dev/zero | tr '\0' 'b' > "$W/www/mashup/big.bin"
-
-ngx_common() { # ngx_common DIR
+ngx_common() { # ngx_common DIR WORKERS
   cat <<EOF
 daemon off;
 master_process on;
+worker_processes $2;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
 worker_rlimit_nofile 20000;
@@ -86,65 +100,15 @@ http_common() { # http_common DIR
 EOF
 }
 
-{ ngx_common "$W/ngx-up"; echo "worker_processes 1;"; echo "http {"; http_common "$W/ngx-up"
-  cat <<EOF
-  server { listen 127.0.0.1:$P_UP; root $W/www; default_type application/octet-stream; }
-}
-EOF
-} > "$W/ngx-up/nginx.conf"
-$LOAD_CPU "$NGINX" -p "$W/ngx-up" -c "$W/ngx-up/nginx.conf" 2>"$W/ngx-up/stderr" &
-PIDS+=($!)
-
-SIM_PREFIX=$LOAD_CPU start_sim "$P_SIM" --no-csrf
-PIDS+=("$SIM_PID")
-wait_port "$P_UP"
-
-# A Qlik session made through the QPS API, for nginx and the direct runs to present.
-QSID="bench-$(date +%s)-$$"
-XRF=0123456789abcdef
-QPS_BASE=${QPS%/}
-case "$QPS_BASE" in */qps/*) ;; *) QPS_BASE="$QPS_BASE/qps/mashup" ;; esac
-curl -fsS --cacert "$CA" --cert "$CERT" --key "$KEY" -H "X-Qlik-Xrfkey: $XRF" \
-  -H 'Content-Type: application/json' -X POST "$QPS_BASE/session?xrfkey=$XRF" \
-  -d "{\"UserDirectory\":\"DEV\",\"UserId\":\"alice\",\"Attributes\":[],\"SessionId\":\"$QSID\"}" >/dev/null
-QCOOKIE="X-Qlik-Session-mashup=$QSID"
-
-# --- the proxies under test ----------------------------------------------------------------------
-{ ngx_common "$W/ngx-px"; echo "worker_processes 1;"; echo "http {"; http_common "$W/ngx-px"
-  cat <<EOF
-  upstream files { server 127.0.0.1:$P_UP; keepalive 256; }
-  upstream qlik { server 127.0.0.1:$P_SIM; keepalive 256; }
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
-  server {
-    listen 127.0.0.1:$P_NGX backlog=4096;
-    proxy_http_version 1.1;
-    # proxy_set_header is inherited only by locations that set none: repeat Cookie in each.
-    location /mashup/app/ {
-      proxy_pass http://qlik;
-      proxy_set_header Cookie "$QCOOKIE";
-      proxy_set_header Upgrade \$http_upgrade;
-      proxy_set_header Connection \$connection_upgrade;
-      proxy_read_timeout 3600s; proxy_send_timeout 3600s;
-    }
-    location /mashup/ {
-      proxy_pass http://files;
-      proxy_set_header Cookie "$QCOOKIE";
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
-} > "$W/ngx-px/nginx.conf"
-$PROXY_CPU "$NGINX" -p "$W/ngx-px" -c "$W/ngx-px/nginx.conf" 2>"$W/ngx-px/stderr" &
-NGX_MASTER=$!; PIDS+=($NGX_MASTER)
-
-gw_config() { # gw_config PORT PROXY_URL
+gw_config() { # gw_config PORT PROXY_URL: a gateway config; QPS and certificates from the last start_sim
   cat <<EOF
 [server]
 listen = "127.0.0.1:$1"
 public_url = "http://127.0.0.1:$1"
 [session]
 store = "memory"
+# One static user logs in thousands of times a second in the login run.
+max_sessions_per_user = 10000000
 [auth]
 provider = "static"
 [auth.static]
@@ -153,27 +117,21 @@ user_id = "alice"
 EOF
   gw_qlik_config "$2"
 }
-gw_config "$P_GWH" "http://127.0.0.1:$P_UP" > "$W/gw-http.toml"
-gw_config "$P_GWW" "http://127.0.0.1:$P_SIM" > "$W/gw-ws.toml"
-$PROXY_CPU "$BIN/qlik-gateway" --config "$W/gw-http.toml" 2>"$W/gw-http.log" &
-GWH=$!; PIDS+=($GWH)
-$PROXY_CPU ${GW_WRAP:-} "$BIN/qlik-gateway" --config "$W/gw-ws.toml" 2>"$W/gw-ws.log" &
-GWW=$!; PIDS+=($GWW)
-wait_port "$P_NGX"; wait_port "$P_GWH"; wait_port "$P_GWW"
-
 gw_cookie() { # gw_cookie PORT: logs in (static user) and returns the gateway cookie
   curl -fsS -o /dev/null -D - "http://127.0.0.1:$1/_gateway/login" |
     tr -d '\r' | awk -F'[:;] *' 'tolower($1)=="set-cookie"{print $2; exit}'
 }
-GWH_COOKIE=$(gw_cookie "$P_GWH"); GWW_COOKIE=$(gw_cookie "$P_GWW")
-# First proxied request creates the gateway's Qlik session; check every path answers.
-for u in "http://127.0.0.1:$P_GWH/mashup/small.bin|$GWH_COOKIE" "http://127.0.0.1:$P_NGX/mashup/small.bin|" \
-         "http://127.0.0.1:$P_UP/mashup/small.bin|"; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: ${u#*|}" "${u%|*}")
-  [ "$code" = 200 ] || { log "${u%|*} answered $code"; cat "$W"/gw-http.log >&2; exit 1; }
-done
+qps_session() { # qps_session: a Qlik session made through the last started sim's QPS API; prints its cookie
+  local qsid qps_base xrf=0123456789abcdef
+  qsid="bench-$(date +%s%N)-$$"
+  qps_base=${QPS%/}
+  case "$qps_base" in */qps/*) ;; *) qps_base="$qps_base/qps/mashup" ;; esac
+  curl -fsS --cacert "$CA" --cert "$CERT" --key "$KEY" -H "X-Qlik-Xrfkey: $xrf" \
+    -H 'Content-Type: application/json' -X POST "$qps_base/session?xrfkey=$xrf" \
+    -d "{\"UserDirectory\":\"DEV\",\"UserId\":\"alice\",\"Attributes\":[],\"SessionId\":\"$qsid\"}" >/dev/null
+  echo "X-Qlik-Session-mashup=$qsid"
+}
 
-nginx_workers() { pgrep -P "$NGX_MASTER" | tr '\n' ' '; }
 cpu_ticks() { # cpu_ticks PID...: utime+stime of the processes (and their threads), in ticks
   local t=0 p
   for p in "$@"; do
@@ -186,97 +144,235 @@ rss_kib() { # rss_kib PID...
   for p in "$@"; do t=$((t + $(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done
   echo "$t"
 }
-proxy_pids() { # proxy_pids gw-http|gw-ws|nginx|direct
-  case $1 in gw-http) echo "$GWH" ;; gw-ws) echo "$GWW" ;; nginx) echo "$NGX_MASTER $(nginx_workers)" ;; *) echo "" ;; esac
-}
 HZ=$(getconf CLK_TCK)
-measure() { # measure NAME PIDS -- COMMAND...: runs COMMAND, saves its stdout and the proxy's CPU use
-  local name=$1 pids=$2; shift 3
-  local c0 c1 t0 t1
-  c0=$(cpu_ticks $pids); t0=$(date +%s.%N)
-  "$@" > "$OUT/$name.out" 2>"$OUT/$name.err" || log "$name: exit $?"
-  t1=$(date +%s.%N); c1=$(cpu_ticks $pids)
-  python3 -c "print(round(100*($c1-$c0)/$HZ/($t1-$t0)))" > "$OUT/$name.cpu"
-  log "$name: $(tr '\n' ' ' < "$OUT/$name.out" | grep -oE 'Requests/sec: *[0-9.]+|"rate":[0-9.]+|"open":[0-9]+' | head -1) proxy CPU $(cat "$OUT/$name.cpu")%"
-}
 
-# --- HTTP ----------------------------------------------------------------------------------------
-CONCS="4 32"; [ "$C128" = 1 ] && CONCS="4 32 128"
-part http || CONCS=""
-for size in small big; do
-  for c in $CONCS; do
-    if [ "${PROFILE:-0}" = 1 ] && [ "$size" = small ] && command -v perf >/dev/null; then
-      # A software-clock profile of the gateway during this run (no hardware counters in VMs).
-      perf record -q -F 999 -e cpu-clock --call-graph dwarf,16384 -p "$GWH" -o "$OUT/gateway-http-small.perf" -- sleep "$DUR" 2>/dev/null &
-      PERF_PID=$!
-    fi
-    measure "http-$size-c$c-gateway" "$GWH" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
-      -H "Cookie: $GWH_COOKIE" "http://127.0.0.1:$P_GWH/mashup/$size.bin"
-    if [ -n "${PERF_PID:-}" ]; then wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
-    measure "http-$size-c$c-nginx" "$(proxy_pids nginx)" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
-      "http://127.0.0.1:$P_NGX/mashup/$size.bin"
-    measure "http-$size-c$c-direct" "" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
-      "http://127.0.0.1:$P_UP/mashup/$size.bin"
-  done
-done
+# greeting_flag VARIANT: qlik-sim's option for it; idle_mode VARIANT: what the idle client does.
+greeting_flag() { case $1 in immediate) echo "" ;; first-frame) echo --auth-info-after-first-frame ;; never) echo --no-auth-info ;; esac; }
+idle_mode() { case $1 in immediate) echo greeting ;; first-frame) echo call ;; never) echo quiet ;; esac; }
 
-# --- websocket echo through the engine path ------------------------------------------------------
-ws_run() { # ws_run NAME CONNS SIZE KIND
-  measure "$1-gateway" "$GWW" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:$P_GWW/mashup/app/$APP" \
-    "http://127.0.0.1:$P_GWW" "$GWW_COOKIE" "$2" "$3" "$4" "$DUR"
-  measure "$1-nginx" "$(proxy_pids nginx)" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:$P_NGX/mashup/app/$APP" \
-    "http://127.0.0.1:$P_NGX" "" "$2" "$3" "$4" "$DUR"
-  measure "$1-direct" "" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:$P_SIM/mashup/app/$APP" \
-    "http://127.0.0.1:$P_SIM" "$QCOOKIE" "$2" "$3" "$4" "$DUR"
-}
-if part ws; then
-  ws_run ws-small 32 200 text
-  ws_run ws-big 4 1048576 binary
-fi
-
-# --- logins + Qlik session creations -------------------------------------------------------------
-part login && measure "login-gateway" "$GWH" -- $LOAD_CPU "$LOADGEN" login "http://127.0.0.1:$P_GWH" /mashup/small.bin 16 "$DUR"
-
-# --- memory with idle proxied websockets ---------------------------------------------------------
-idle() { # idle TARGET N: RSS of the proxy with N idle websockets open through it
-  local target=$1 n=$2 url origin cookie pids fifo
-  case $target in
-    gateway) url="ws://127.0.0.1:$P_GWW/mashup/app/$APP"; origin="http://127.0.0.1:$P_GWW"; cookie=$GWW_COOKIE ;;
-    nginx) url="ws://127.0.0.1:$P_NGX/mashup/app/$APP"; origin="http://127.0.0.1:$P_NGX"; cookie="" ;;
-  esac
-  fifo="$W/idle.fifo"; rm -f "$fifo"; mkfifo "$fifo"
-  $LOAD_CPU "$LOADGEN" ws-idle "$url" "$origin" "$cookie" "$n" < "$fifo" > "$OUT/idle-$target-$n.out" 2>"$OUT/idle-$target-$n.err" &
-  local lg=$!
-  exec 7>"$fifo"
-  for _ in $(seq 1 1200); do [ -s "$OUT/idle-$target-$n.out" ] && break; sleep 0.1; done
-  sleep 1
-  pids=$(proxy_pids "$([ "$target" = gateway ] && echo gw-ws || echo nginx)")
-  rss_kib $pids > "$OUT/idle-$target-$n.rss"
-  log "idle $target $n: $(cat "$OUT/idle-$target-$n.out") RSS $(cat "$OUT/idle-$target-$n.rss") KiB"
-  exec 7>&-
-  wait "$lg" 2>/dev/null || true
-  sleep 2   # let both sides tear the sockets down
-}
-IDLE_COUNTS="0 1000"; [ "$IDLE_MAX" -gt 1000 ] && IDLE_COUNTS="0 1000 $IDLE_MAX"
-[ "$IDLE_MAX" -lt 1000 ] && IDLE_COUNTS="0 $IDLE_MAX"
-for n in $(part memory && echo "$IDLE_COUNTS"); do
-  if [ "$n" = 0 ]; then
-    rss_kib "$GWW" > "$OUT/idle-gateway-0.rss"; rss_kib $(proxy_pids nginx) > "$OUT/idle-nginx-0.rss"
-    echo '{"open":0,"errors":0}' | tee "$OUT/idle-gateway-0.out" > "$OUT/idle-nginx-0.out"
+# run_placement NAME OFFSET: starts upstreams and proxies placed as NAME on ports BASE_PORT+OFFSET…,
+# measures everything into $OUT/NAME, and stops them again.
+run_placement() {
+  local placement=$1 base=$((BASE_PORT + $2)) D="$W/$1" R="$OUT/$1" workers
+  mkdir -p "$D" "$R"
+  if [ "$placement" = pinned ]; then
+    PROXY_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"; workers=1
   else
-    idle gateway "$n"; idle nginx "$n"
+    PROXY_CPU=""; LOAD_CPU=""; workers=auto
   fi
+  local started=${#PIDS[@]}
+  local P_UP=$((base + 1))      # nginx static upstream (512 B and 1 MiB files)
+  local P_NGX=$((base + 10))    # nginx as the proxy under test (+1, +2: the other greeting variants)
+  local P_GWH=$((base + 20))    # gateway, qlik.proxy_url = the static upstream (HTTP runs, logins)
+  # Per greeting variant i (0, 1, 2): qlik-sim at base+30+3i (QPS +1, control +2), and the
+  # websocket gateway at base+21+i, with qlik.proxy_url = that qlik-sim.
+
+  # --- upstreams ---------------------------------------------------------------------------------
+  mkdir -p "$D/www/mashup" "$D/ngx-up" "$D/ngx-px"
+  head -c 512 /dev/zero | tr '\0' 'a' > "$D/www/mashup/small.bin"
+  head -c 1048576 /dev/zero | tr '\0' 'b' > "$D/www/mashup/big.bin"
+  chmod -R a+rX "$D"
+  { ngx_common "$D/ngx-up" "$([ "$placement" = pinned ] && echo 1 || echo auto)"; echo "http {"; http_common "$D/ngx-up"
+    echo "  server { listen 127.0.0.1:$P_UP; root $D/www; default_type application/octet-stream; }"
+    echo "}"
+  } > "$D/ngx-up/nginx.conf"
+  $LOAD_CPU "$NGINX" -p "$D/ngx-up" -c "$D/ngx-up/nginx.conf" 2>"$D/ngx-up/stderr" &
+  PIDS+=($!)
+
+  local i=0 g sim_port
+  declare -gA SIM_PORT=() QCOOKIE=() GW_PORT=() GW_PID=() GW_COOKIE=()
+  for g in immediate first-frame never; do
+    sim_port=$((base + 30 + 3 * i))
+    # shellcheck disable=SC2046
+    SIM_DIR="$D/sim-$g" SIM_PREFIX=$LOAD_CPU start_sim "$sim_port" --no-csrf $(greeting_flag "$g")
+    PIDS+=("$SIM_PID")
+    SIM_PORT[$g]=$sim_port
+    QCOOKIE[$g]=$(qps_session)
+    GW_PORT[$g]=$((base + 21 + i))
+    gw_config "${GW_PORT[$g]}" "http://127.0.0.1:$sim_port" > "$D/gw-ws-$g.toml"
+    $PROXY_CPU ${GW_WRAP:-} "$BIN/qlik-gateway" --config "$D/gw-ws-$g.toml" 2>"$D/gw-ws-$g.log" &
+    GW_PID[$g]=$!; PIDS+=($!)
+    i=$((i + 1))
+  done
+  # The HTTP gateway's [qlik] is the immediate variant's QPS (the last start_sim set the never one's).
+  SIM_DIR="$D/sim-immediate"
+  QPS=$(sim_field "$SIM_DIR" qps_api_url); CA=$(sim_field "$SIM_DIR" ca_cert)
+  CERT=$(sim_field "$SIM_DIR" client_cert); KEY=$(sim_field "$SIM_DIR" client_key)
+  gw_config "$P_GWH" "http://127.0.0.1:$P_UP" > "$D/gw-http.toml"
+  $PROXY_CPU "$BIN/qlik-gateway" --config "$D/gw-http.toml" 2>"$D/gw-http.log" &
+  local GWH=$!; PIDS+=($GWH)
+  wait_port "$P_UP"
+
+  # --- nginx, the proxy under test -----------------------------------------------------------------
+  { ngx_common "$D/ngx-px" "$workers"; echo "http {"; http_common "$D/ngx-px"
+    echo "  upstream files { server 127.0.0.1:$P_UP; keepalive 256; }"
+    i=0
+    for g in immediate first-frame never; do
+      echo "  upstream qlik$i { server 127.0.0.1:${SIM_PORT[$g]}; keepalive 256; }"
+      i=$((i + 1))
+    done
+    echo "  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }"
+    i=0
+    for g in immediate first-frame never; do
+      cat <<EOF
+  server {
+    listen 127.0.0.1:$((P_NGX + i)) backlog=4096;
+    proxy_http_version 1.1;
+    # proxy_set_header is inherited only by locations that set none: repeat Cookie in each.
+    location /mashup/app/ {
+      proxy_pass http://qlik$i;
+      proxy_set_header Cookie "${QCOOKIE[$g]}";
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_read_timeout 3600s; proxy_send_timeout 3600s;
+    }
+    location /mashup/ {
+      proxy_pass http://files;
+      proxy_set_header Cookie "${QCOOKIE[$g]}";
+      proxy_set_header Connection "";
+    }
+  }
+EOF
+      i=$((i + 1))
+    done
+    echo "}"
+  } > "$D/ngx-px/nginx.conf"
+  $PROXY_CPU "$NGINX" -p "$D/ngx-px" -c "$D/ngx-px/nginx.conf" 2>"$D/ngx-px/stderr" &
+  local NGX_MASTER=$!; PIDS+=($NGX_MASTER)
+  wait_port "$P_NGX"; wait_port "$P_GWH"
+  for g in immediate first-frame never; do wait_port "${GW_PORT[$g]}"; done
+
+  local GWH_COOKIE
+  GWH_COOKIE=$(gw_cookie "$P_GWH")
+  for g in immediate first-frame never; do GW_COOKIE[$g]=$(gw_cookie "${GW_PORT[$g]}"); done
+  # First proxied request creates the gateway's Qlik session; check every path answers.
+  local u code
+  for u in "http://127.0.0.1:$P_GWH/mashup/small.bin|$GWH_COOKIE" "http://127.0.0.1:$P_NGX/mashup/small.bin|" \
+           "http://127.0.0.1:$P_UP/mashup/small.bin|"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: ${u#*|}" "${u%|*}")
+    [ "$code" = 200 ] || { log "${u%|*} answered $code"; cat "$D"/gw-http.log >&2; exit 1; }
+  done
+
+  nginx_pids() { echo "$NGX_MASTER $(pgrep -P "$NGX_MASTER" | tr '\n' ' ')"; }
+  measure() { # measure NAME PIDS -- COMMAND...: runs COMMAND, saves its stdout and the proxy's CPU use
+    local name=$1 pids=$2; shift 3
+    local c0 c1 t0 t1
+    c0=$(cpu_ticks $pids); t0=$(date +%s.%N)
+    "$@" > "$R/$name.out" 2>"$R/$name.err" || log "$placement $name: exit $?"
+    t1=$(date +%s.%N); c1=$(cpu_ticks $pids)
+    python3 -c "print(round(100*($c1-$c0)/$HZ/($t1-$t0)))" > "$R/$name.cpu"
+    log "$placement $name: $(tr '\n' ' ' < "$R/$name.out" | grep -oE 'Requests/sec: *[0-9.]+|"rate":[0-9.]+|"open":[0-9]+' | head -1) proxy CPU $(cat "$R/$name.cpu")%"
+  }
+
+  # --- HTTP --------------------------------------------------------------------------------------
+  local CONCS="4 32" size c
+  [ "$C128" = 1 ] && CONCS="4 32 128"
+  part http || CONCS=""
+  for size in small big; do
+    for c in $CONCS; do
+      if [ "${PROFILE:-0}" = 1 ] && [ "$size" = small ] && command -v perf >/dev/null; then
+        # A software-clock profile of the gateway during this run (no hardware counters in VMs).
+        perf record -q -F 999 -e cpu-clock --call-graph dwarf,16384 -p "$GWH" -o "$R/gateway-http-small-c$c.perf" -- sleep "$DUR" 2>/dev/null &
+        PERF_PID=$!
+      fi
+      measure "http-$size-c$c-gateway" "$GWH" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
+        -H "Cookie: $GWH_COOKIE" "http://127.0.0.1:$P_GWH/mashup/$size.bin"
+      if [ -n "${PERF_PID:-}" ]; then wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
+      measure "http-$size-c$c-nginx" "$(nginx_pids)" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
+        "http://127.0.0.1:$P_NGX/mashup/$size.bin"
+      measure "http-$size-c$c-direct" "" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
+        "http://127.0.0.1:$P_UP/mashup/$size.bin"
+    done
+  done
+
+  # --- websocket echo through the engine path (the immediate variant) -----------------------------
+  ws_run() { # ws_run NAME CONNS SIZE KIND
+    local g=immediate
+    measure "$1-gateway" "${GW_PID[$g]}" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:${GW_PORT[$g]}/mashup/app/$APP" \
+      "http://127.0.0.1:${GW_PORT[$g]}" "${GW_COOKIE[$g]}" "$2" "$3" "$4" "$DUR"
+    measure "$1-nginx" "$(nginx_pids)" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:$P_NGX/mashup/app/$APP" \
+      "http://127.0.0.1:$P_NGX" "" "$2" "$3" "$4" "$DUR"
+    measure "$1-direct" "" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:${SIM_PORT[$g]}/mashup/app/$APP" \
+      "http://127.0.0.1:${SIM_PORT[$g]}" "${QCOOKIE[$g]}" "$2" "$3" "$4" "$DUR"
+  }
+  if part ws; then
+    ws_run ws-small 32 200 text
+    ws_run ws-big 4 1048576 binary
+  fi
+
+  # --- logins + Qlik session creations -------------------------------------------------------------
+  part login && measure "login-gateway" "$GWH" -- $LOAD_CPU "$LOADGEN" login "http://127.0.0.1:$P_GWH" /mashup/small.bin 16 "$DUR"
+
+  # --- memory with idle proxied websockets, per greeting variant -----------------------------------
+  idle() { # idle TARGET VARIANT N: RSS of the proxy with N idle websockets open through it
+    local target=$1 g=$2 n=$3 url origin cookie pids fifo name lg
+    name="idle-$g-$target-$n"
+    case $target in
+      gateway) url="ws://127.0.0.1:${GW_PORT[$g]}/mashup/app/$APP"; origin="http://127.0.0.1:${GW_PORT[$g]}"
+               cookie=${GW_COOKIE[$g]}; pids=${GW_PID[$g]} ;;
+      nginx) local off=0; [ "$g" = first-frame ] && off=1; [ "$g" = never ] && off=2
+             url="ws://127.0.0.1:$((P_NGX + off))/mashup/app/$APP"; origin="http://127.0.0.1:$((P_NGX + off))"
+             cookie=""; pids=$(nginx_pids) ;;
+    esac
+    if [ "$n" = 0 ]; then
+      rss_kib $pids > "$R/$name.rss"
+      echo '{"open":0,"errors":0}' > "$R/$name.out"
+      return 0
+    fi
+    fifo="$D/idle.fifo"; rm -f "$fifo"; mkfifo "$fifo"
+    $LOAD_CPU "$LOADGEN" ws-idle "$url" "$origin" "$cookie" "$n" "$(idle_mode "$g")" < "$fifo" > "$R/$name.out" 2>"$R/$name.err" &
+    lg=$!
+    exec 7>"$fifo"
+    for _ in $(seq 1 1200); do [ -s "$R/$name.out" ] && break; sleep 0.1; done
+    sleep 1
+    rss_kib $pids > "$R/$name.rss"
+    log "$placement idle $g $target $n: $(cat "$R/$name.out") RSS $(cat "$R/$name.rss") KiB"
+    exec 7>&-
+    wait "$lg" 2>/dev/null || true
+    sleep 2   # let both sides tear the sockets down
+  }
+  local n
+  for g in $GREETINGS; do
+    for n in $IDLE_COUNTS; do idle gateway "$g" "$n"; idle nginx "$g" "$n"; done
+  done
+
+  # --- stop this placement's processes -------------------------------------------------------------
+  local p
+  for p in "${PIDS[@]:$started}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]:$started}"; do wait "$p" 2>/dev/null || true; done
+  PIDS=("${PIDS[@]:0:$started}")
+  {
+    echo "nginx $($NGINX -v 2>&1 | cut -d/ -f2), wrk -t1, ${DUR}s per figure; gateway $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
+    if [ "$placement" = pinned ]; then
+      echo "placement: pinned: proxy (gateway, its runtime then on 1 CPU / nginx, 1 worker) on CPU 0; wrk, load generator, upstreams on CPU 1"
+    else
+      echo "placement: default: nothing pinned; the gateway's runtime picks its workers ($(nproc)), nginx worker_processes auto"
+    fi
+  } > "$R/about"
+}
+
+offset=0
+for placement in $PLACEMENTS; do
+  run_placement "$placement" "$offset"
+  offset=$((offset + 100))
 done
 
-# --- the table -----------------------------------------------------------------------------------
+# --- the tables ----------------------------------------------------------------------------------
 {
   echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r)"
   echo "load average before/after: $(cat "$OUT/loadavg.before" 2>/dev/null || echo '?') / $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "pinning: $([ "$PIN" = 1 ] && echo 'proxy (gateway / nginx, 1 worker) on CPU 0; wrk, load generator, upstreams on CPU 1' || echo none)"
-  echo "nginx $($NGINX -v 2>&1 | cut -d/ -f2), wrk -t1, ${DUR}s per figure; gateway $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
-  python3 "$ROOT/bench/table.py" "$OUT" "$(part memory && echo "$IDLE_COUNTS")"
+  for placement in $PLACEMENTS; do
+    echo
+    echo "## $placement placement"
+    echo
+    cat "$OUT/$placement/about"
+    python3 "$ROOT/bench/table.py" "$OUT/$placement" "$IDLE_COUNTS" "$GREETINGS"
+  done
 } | tee "$OUT/table.md"
 log "raw outputs in $OUT"
 if [ "$SMOKE" = 1 ]; then
-  python3 "$ROOT/bench/table.py" "$OUT" "$(part memory && echo "$IDLE_COUNTS")" --check "$ONLY" >&2
+  for placement in $PLACEMENTS; do
+    python3 "$ROOT/bench/table.py" "$OUT/$placement" "$IDLE_COUNTS" "$GREETINGS" --check "$ONLY" >&2 ||
+      { log "$placement placement: figures missing"; exit 1; }
+  done
 fi

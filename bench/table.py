@@ -5,10 +5,17 @@ import os
 import re
 import sys
 
+# table.py OUT "IDLE COUNTS" "GREETING VARIANTS" [--check PARTS]: OUT is one placement's directory.
 out = sys.argv[1]
 idle_counts = [int(n) for n in sys.argv[2].split()]
+greetings = sys.argv[3].split()
 # --check PARTS: instead of the tables, exit 1 naming every figure of PARTS that was not produced.
-check = sys.argv[4].split(",") if len(sys.argv) > 4 and sys.argv[3] == "--check" else None
+check = sys.argv[5].split(",") if len(sys.argv) > 5 and sys.argv[4] == "--check" else None
+GREETING_LABEL = {
+    "immediate": "greets at once (client reads it: relay phase)",
+    "first-frame": "greets after the client's first frame (client sends one call: relay phase)",
+    "never": "never greets, quiet client (settle phase)",
+}
 
 
 def read(name):
@@ -75,13 +82,16 @@ def missing_figures(parts):
         want.append("login-gateway")
     gone = [w for w in want if result(w) is None or any(v is None for v in result(w)[:4])]
     if "memory" in parts:
-        for n in idle_counts:
-            for t in ("gateway", "nginx"):
-                r = read(f"idle-{t}-{n}.rss").strip()
-                o = read(f"idle-{t}-{n}.out").strip().splitlines()
-                j = json.loads(o[-1]) if o and o[-1].startswith("{") else {}
-                if not r.isdigit() or int(r) == 0 or "open" not in j or "errors" not in j:
-                    gone.append(f"idle-{t}-{n}")
+        for g in greetings:
+            for n in idle_counts:
+                for t in ("gateway", "nginx"):
+                    r = read(f"idle-{g}-{t}-{n}.rss").strip()
+                    o = read(f"idle-{g}-{t}-{n}.out").strip().splitlines()
+                    j = json.loads(o[-1]) if o and o[-1].startswith("{") else {}
+                    if not r.isdigit() or int(r) == 0 or "open" not in j or "errors" not in j:
+                        gone.append(f"idle-{g}-{t}-{n}")
+                    elif n > 0 and j["open"] != n:
+                        gone.append(f"idle-{g}-{t}-{n} (only {j['open']} of {n} opened)")
     return gone
 
 
@@ -139,26 +149,33 @@ if login:
 
 if idle_counts:
     print()
-    print("| idle proxied websockets | gateway RSS | nginx RSS (master + worker) | gateway open/errors | nginx open/errors |")
-    print("|---|---|---|---|---|")
+    print("| upstream greeting | idle proxied websockets | gateway RSS | nginx RSS (master + workers) "
+          "| gateway open/errors | nginx open/errors |")
+    print("|---|---|---|---|---|---|")
     rss = {}
-    for n in idle_counts:
-        cells = []
-        for t in ("gateway", "nginx"):
-            r = read(f"idle-{t}-{n}.rss").strip()
-            rss[(t, n)] = int(r) if r else None
-            o = read(f"idle-{t}-{n}.out").strip().splitlines()
-            j = json.loads(o[-1]) if o and o[-1].startswith("{") else {}
-            cells.append((rss[(t, n)] or 0, f"{j.get('open', '?')}/{j.get('errors', '?')}"))
-        print(f"| {n:,} | {cells[0][0] / 1024:.1f} MiB | {cells[1][0] / 1024:.1f} MiB | {cells[0][1]} | {cells[1][1]} |")
+    for g in greetings:
+        for n in idle_counts:
+            cells = []
+            for t in ("gateway", "nginx"):
+                r = read(f"idle-{g}-{t}-{n}.rss").strip()
+                rss[(g, t, n)] = int(r) if r.isdigit() else None
+                o = read(f"idle-{g}-{t}-{n}.out").strip().splitlines()
+                j = json.loads(o[-1]) if o and o[-1].startswith("{") else {}
+                cells.append((rss[(g, t, n)] or 0, f"{j.get('open', '?')}/{j.get('errors', '?')}"))
+            print(f"| {g} | {n:,} | {cells[0][0] / 1024:.1f} MiB | {cells[1][0] / 1024:.1f} MiB "
+                  f"| {cells[0][1]} | {cells[1][1]} |")
     big = max(idle_counts)
     if big > 0:
-        per = {}
-        for t in ("gateway", "nginx"):
-            a, b = rss.get((t, 0)), rss.get((t, big))
-            per[t] = (b - a) / big if a is not None and b is not None else None
-        g, n = per["gateway"], per["nginx"]
         print()
-        if g is not None and n is not None:
-            print(f"Per proxied websocket, (RSS at {big:,} − RSS at 0) / {big:,}: gateway **{g:.1f} KiB**, "
-                  f"nginx **{n:.1f} KiB** (gw/nginx {ratio(g, n)})")
+        print(f"Per proxied websocket, (RSS at {big:,} − RSS at 0) / {big:,}:")
+        print()
+        print("| upstream greeting | gateway | nginx | gw/nginx |")
+        print("|---|---|---|---|")
+        for g in greetings:
+            per = {}
+            for t in ("gateway", "nginx"):
+                a, b = rss.get((g, t, 0)), rss.get((g, t, big))
+                per[t] = (b - a) / big if a is not None and b is not None else None
+            gw, ng = per["gateway"], per["nginx"]
+            f = lambda x: "—" if x is None else f"{x:.1f} KiB"
+            print(f"| {GREETING_LABEL.get(g, g)} | **{f(gw)}** | {f(ng)} | {ratio(gw, ng)} |")

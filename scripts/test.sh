@@ -113,4 +113,4 @@ SMOKE=1 CARGO_TARGET_DIR="$PWD/target" BENCH_CARGO_FLAGS="--locked --all-feature
 # may see mustAuthenticate: true or lose a message.
 log "soak smoke run (bench/soak.sh, SMOKE=1)"
 SMOKE=1 CARGO_TARGET_DIR="$PWD/target" BENCH_CARGO_FLAGS="--locked --all-features" \
-  OUT="$PWD/target/soak-smoke" BASE_PORT=19700 bench/soak.sh >/dev/null
+  OUT="$PWD/target/soak-smoke" BASE_PORT=19900 bench/soak.sh >/dev/null

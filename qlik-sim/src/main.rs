@@ -43,6 +43,9 @@ struct Args {
     /// Send OnAuthenticationInformation only after the client's first frame.
     #[arg(long)]
     auth_info_after_first_frame: bool,
+    /// Never send OnAuthenticationInformation on proxy engine sockets (calls are still answered).
+    #[arg(long, conflicts_with = "auth_info_after_first_frame")]
+    no_auth_info: bool,
     /// Keep websockets open after mustAuthenticate:true.
     #[arg(long)]
     keep_open_after_must_authenticate: bool,
@@ -95,7 +98,9 @@ impl Args {
             } else {
                 Casing::Pascal
             },
-            auth_info_timing: if self.auth_info_after_first_frame {
+            auth_info_timing: if self.no_auth_info {
+                AuthInfoTiming::Never
+            } else if self.auth_info_after_first_frame {
                 AuthInfoTiming::AfterFirstFrame
             } else {
                 AuthInfoTiming::Immediate

@@ -22,6 +22,9 @@ pub enum AuthInfoTiming {
     Immediate,
     /// Only after the client's first frame (Qlik documentation).
     AfterFirstFrame,
+    /// Never: the engine answers calls but sends no greeting, so a proxy that waits for one
+    /// keeps waiting (the benchmark's settle-phase memory rows).
+    Never,
 }
 
 /// A header-authentication virtual proxy (§3 "Header auth"): the user comes in a request

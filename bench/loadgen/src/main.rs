@@ -1,7 +1,8 @@
 //! Load generator for bench/run.sh. Prints one JSON line per run.
 //!
 //!   bench-loadgen ws-echo URL ORIGIN COOKIE CONNS SIZE text|binary SECS
-//!   bench-loadgen ws-idle URL ORIGIN COOKIE CONNS      (holds the sockets until stdin closes)
+//!   bench-loadgen ws-idle URL ORIGIN COOKIE CONNS [greeting|call|quiet]
+//!                                                      (holds the sockets until stdin closes)
 //!   bench-loadgen login BASE PATH CONNS SECS
 //!   bench-loadgen soak BASE APP USERS SECS              (bench/soak.sh; see soak.rs)
 //!
@@ -9,6 +10,11 @@
 //! loop, one message in flight per socket). `text` sends a JSON-RPC `SimEcho` call padded to SIZE
 //! bytes and waits for the reply with its id; `binary` sends SIZE bytes and waits for the binary
 //! echo. The first second is warm-up and not counted.
+//!
+//! ws-idle: after each upgrade, `greeting` (the default) reads Qlik's first frame, `call` sends
+//! one JSON-RPC call and reads until its answer (what a client opening a document does, and
+//! what makes Qlik greet when it greets only after the client's first frame), `quiet` sends and
+//! reads nothing (a page that has not spoken yet). Then the socket is held, idle.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +30,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 mod soak;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn arg(args: &[String], i: usize) -> &str {
     args.get(i).map(String::as_str).unwrap_or_else(|| {
@@ -191,15 +198,52 @@ async fn ws_idle(args: &[String]) {
     let origin = arg(args, 3).to_string();
     let cookie = arg(args, 4).to_string();
     let conns: usize = num(args, 5);
+    let mode = args.get(6).cloned().unwrap_or_else(|| "greeting".into());
+    if !["greeting", "call", "quiet"].contains(&mode.as_str()) {
+        eprintln!("ws-idle mode must be greeting, call or quiet, not {mode}");
+        std::process::exit(2)
+    }
     let sem = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (url, origin, cookie, sem) = (url.clone(), origin.clone(), cookie.clone(), sem.clone());
+        let (url, origin, cookie, sem, mode) = (
+            url.clone(),
+            origin.clone(),
+            cookie.clone(),
+            sem.clone(),
+            mode.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await.ok()?;
             let mut ws = open(&url, &origin, &cookie).await.map_err(|e| eprintln!("{e}")).ok()?;
-            // Read the greeting so that both legs are fully established.
-            let _ = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+            match mode.as_str() {
+                "greeting" => {
+                    // Both legs are established once the greeting has come through.
+                    let _ = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+                }
+                "call" => {
+                    let call = r#"{"jsonrpc":"2.0","id":1,"method":"EngineVersion","handle":-1,"params":[]}"#;
+                    ws.send(Message::text(call)).await.map_err(|e| eprintln!("{e}")).ok()?;
+                    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+                        while let Some(Ok(m)) = ws.next().await {
+                            if let Message::Text(t) = m {
+                                if t.as_str().contains("\"id\":1") {
+                                    return true;
+                                }
+                            }
+                        }
+                        false
+                    })
+                    .await;
+                    if answered != Ok(true) {
+                        eprintln!("no answer to the first call");
+                        return None;
+                    }
+                }
+                // The gateway and nginx dial Qlik before they answer the upgrade: both legs
+                // are open now.
+                _ => {}
+            }
             Some(ws)
         }));
     }

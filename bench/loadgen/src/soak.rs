@@ -45,8 +45,10 @@ const MAX_RECONNECTS: u32 = 20;
 /// How many error messages and mustAuthenticate frames are kept for the report.
 const EXAMPLES: usize = 10;
 
-type Client =
-    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Empty<Bytes>,
+>;
 
 /// The counters, printed as they are named here.
 #[derive(Default, serde::Serialize)]
@@ -139,7 +141,10 @@ pub async fn run(args: &[String]) {
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move {
             // Staggered over the first two seconds, so logins do not all land at once.
-            tokio::time::sleep(Duration::from_millis((i as u64 * 2000) / users.max(1) as u64)).await;
+            tokio::time::sleep(Duration::from_millis(
+                (i as u64 * 2000) / users.max(1) as u64,
+            ))
+            .await;
             user(i, &ctx).await;
         }));
     }
@@ -174,7 +179,9 @@ pub async fn run(args: &[String]) {
     }
     progress.abort();
     if stuck > 0 {
-        ctx.error(format!("{stuck} users did not finish within 30 s of the end"));
+        ctx.error(format!(
+            "{stuck} users did not finish within 30 s of the end"
+        ));
     }
     let ex = ctx.examples.lock().unwrap();
     let mut report = serde_json::to_value(&ctx.n).unwrap();
@@ -232,7 +239,11 @@ async fn login(ctx: &Ctx, i: usize) -> Result<String, String> {
         .header("x-remote-user", format!("soak{i}"))
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
-    let resp = ctx.client.request(req).await.map_err(|e| format!("login: {e}"))?;
+    let resp = ctx
+        .client
+        .request(req)
+        .await
+        .map_err(|e| format!("login: {e}"))?;
     let cookie = login_cookie(&resp);
     let _ = resp.into_body().collect().await;
     cookie
@@ -245,7 +256,10 @@ async fn get(ctx: &Ctx, url: &str, cookie: &str) -> Result<u16, String> {
         .map_err(|e| e.to_string())?;
     let resp = ctx.client.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    resp.into_body().collect().await.map_err(|e| e.to_string())?;
+    resp.into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(status)
 }
 
@@ -352,7 +366,9 @@ impl Conn<'_> {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => {
                     let method = self.pending.get(&id).copied().unwrap_or("?");
-                    return Err(self.failed(format!("no reply to {method} within {REPLY_TIMEOUT:?}")));
+                    return Err(
+                        self.failed(format!("no reply to {method} within {REPLY_TIMEOUT:?}"))
+                    );
                 }
                 Ok(frame) => self.frame(frame)?,
             }
@@ -445,13 +461,22 @@ impl Conn<'_> {
         })
         .await;
         if drained.is_err() {
-            self.ctx
-                .error(format!("soak{}: the server never completed the close", self.user));
+            self.ctx.error(format!(
+                "soak{}: the server never completed the close",
+                self.user
+            ));
         }
     }
 }
 
-async fn socket(i: usize, ctx: &Ctx, cookie: &str, rng: &mut Rng, target: u64, made: &mut u64) -> End {
+async fn socket(
+    i: usize,
+    ctx: &Ctx,
+    cookie: &str,
+    rng: &mut Rng,
+    target: u64,
+    made: &mut u64,
+) -> End {
     // A fresh engine session per socket (Qlik keeps one per Qlik session, app and identity: a
     // second socket of the same login would find the app already open).
     let n = ctx.n.websockets.load(Ordering::Relaxed);

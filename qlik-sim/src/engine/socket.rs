@@ -120,7 +120,8 @@ async fn serve(
 ) {
     let authenticated = params.user.is_some();
     let closes_unauthenticated = !authenticated && shared.opts.close_after_must_authenticate;
-    let mut greeted = false;
+    let mut greeted =
+        shared.opts.auth_info_timing == AuthInfoTiming::Never && params.kind != SocketKind::Direct;
     if params.kind == SocketKind::Direct
         || shared.opts.auth_info_timing == AuthInfoTiming::Immediate
     {

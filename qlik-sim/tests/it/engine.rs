@@ -423,3 +423,23 @@ async fn shutdown_closes_websockets_and_listeners() {
     assert_eq!(closed(&mut ws).await, Some(1001));
     assert!(tokio::net::TcpStream::connect(authority).await.is_err());
 }
+
+#[tokio::test]
+async fn never_greeting_answers_calls_without_auth_information() {
+    let sim = start(SimOptions {
+        auth_info_timing: AuthInfoTiming::Never,
+        ..SimOptions::default()
+    })
+    .await;
+    let (_sid, mut ws) = open_engine(&sim, "alice", SALES_APP_ID).await;
+    // The first frame Qlik sends is the answer to the first call: no greeting before it.
+    for id in 1..=2 {
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": "EngineVersion", "handle": -1, "params": []});
+        ws.send(Message::Text(req.to_string().into()))
+            .await
+            .expect("send");
+        let v = next_json(&mut ws).await;
+        assert_eq!(v["id"], id, "{v}");
+        assert!(v["result"].is_object(), "{v}");
+    }
+}

@@ -1229,3 +1229,63 @@ async fn qliks_logout_ends_the_gateway_session_and_its_websockets() {
     assert!(env.sim().control().sessions().is_empty());
     env.stop().await;
 }
+
+/// A socket neither side has spoken on yet (Qlik's documented order: it greets only after the
+/// client's first frame) is parked, holding no buffers; it still ends with its session, and
+/// still wakes when the client speaks.
+#[tokio::test]
+async fn a_quiet_socket_ends_with_its_session_and_wakes_when_the_client_speaks() {
+    let env = Env::with(Setup {
+        sim: SimOptions {
+            auth_info_timing: AuthInfoTiming::AfterFirstFrame,
+            ..SimOptions::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let cookie = env.login().await;
+    let mut quiet = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
+    let mut talking = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
+    // Both upstream sockets are open (the gateway dials Qlik before it answers the upgrade).
+    assert_eq!(env.sim().control().sessions()[0].open_websockets, 2);
+
+    let v = within("first call", talking.call(-1, "EngineVersion", json!([]))).await;
+    assert!(v["result"]["qVersion"].is_object(), "{v}");
+    close(talking).await;
+
+    logout(&env, &cookie).await;
+    let (frames, close_frame) =
+        within("close of the quiet socket", read_until_close(&mut quiet)).await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["method"], "OnSessionLoggedOut", "{frames:?}");
+    let f = close_frame.expect("close frame");
+    assert_eq!(f.code, CloseCode::Normal, "{f:?}");
+    drop(quiet);
+    env.stop().await;
+}
+
+/// Qlik ends a parked socket (the session timed out before anyone spoke): the client gets Qlik's
+/// notification and a close, as on a socket that had settled.
+#[tokio::test]
+async fn qlik_ending_a_quiet_socket_reaches_the_client() {
+    let env = Env::with(Setup {
+        sim: SimOptions {
+            auth_info_timing: AuthInfoTiming::Never,
+            ..SimOptions::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let cookie = env.login().await;
+    let mut quiet = env.ws(&app_path(), Some(&cookie)).await.expect("ws");
+    assert_eq!(env.sim().control().sessions()[0].open_websockets, 1);
+    env.sim().control().expire_all_sessions();
+    let (frames, close_frame) = within("close", read_until_close(&mut quiet)).await;
+    assert!(
+        frames.iter().any(|f| f["method"] == "OnSessionTimedOut"),
+        "{frames:?}"
+    );
+    assert!(close_frame.is_some(), "{frames:?}");
+    drop(quiet);
+    env.stop().await;
+}

@@ -12,10 +12,14 @@ use crate::net::Io;
 use crate::proxy::frames::Tap;
 use crate::state::AppState;
 
+/// Qlik's connection, raw (parked, and in the byte relay).
+pub(super) type RawUpstream = Pin<Box<dyn Io>>;
+/// The browser's connection, raw (parked, and in the byte relay).
+pub(super) type RawClient = TokioIo<hyper::upgrade::Upgraded>;
 /// Qlik's leg, while tungstenite reads it (the settle phase).
-pub(super) type Upstream = WebSocketStream<Tap<Pin<Box<dyn Io>>>>;
+pub(super) type Upstream = WebSocketStream<Tap<RawUpstream>>;
 /// The browser's leg, while tungstenite reads it (the settle phase).
-pub(super) type Client = WebSocketStream<Tap<TokioIo<hyper::upgrade::Upgraded>>>;
+pub(super) type Client = WebSocketStream<Tap<RawClient>>;
 
 /// Which side's close frame has already been passed on when the byte relay starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

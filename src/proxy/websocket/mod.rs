@@ -4,12 +4,14 @@
 //!    socket limit) before Qlik is contacted.
 //! 2. `dial`: the upstream socket is opened with the user's Qlik session and CSRF token, on
 //!    another node when the session's node fails.
-//! 3. `settle`: until Qlik has said who the user is (`OnAuthenticationInformation`), frames
+//! 3. `park`: until either side sends its first bytes, both legs are held raw, without
+//!    buffers (a page that has not spoken yet; an engine that greets only after the client).
+//! 4. `settle`: until Qlik has said who the user is (`OnAuthenticationInformation`), frames
 //!    are read, and a Qlik session Qlik lost is renewed under the browser's socket.
-//! 4. `relay`: after that, bytes pass through as they come and only frame boundaries are
+//! 5. `relay`: after that, bytes pass through as they come and only frame boundaries are
 //!    followed ([`crate::proxy::frames`]): an open socket holds no buffers, and large frames
 //!    stream through.
-//! 5. `close`: the closes the gateway makes, and the end of a frame Qlik cut off.
+//! 6. `close`: the closes the gateway makes, and the end of a frame Qlik cut off.
 //!
 //! Qlik's fatal proxy notifications are watched in both the settle phase and the relay
 //! (`notices`).
@@ -21,16 +23,14 @@ use axum::body::Body;
 use axum::response::Response;
 use http::Request;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::error::GatewayError;
-use crate::proxy::frames::Tap;
 use crate::session::{GatewaySession, SessionId};
 use crate::state::AppState;
-use legs::{tap_limit, ws_config, Client, Side, Upstream};
+use legs::{Client, Side, Upstream};
 use notices::FatalWatch;
+use park::Parked;
 use relay::{Legs, Relay};
 use settle::{Settled, Settling};
 
@@ -39,6 +39,7 @@ mod close;
 mod dial;
 mod legs;
 mod notices;
+mod park;
 mod relay;
 mod settle;
 mod upgrade;
@@ -60,9 +61,8 @@ pub(crate) async fn engine(
         dial::connect_with_session(&state, &sid, &path_q, &fwd, qlik.into_owned()).await?;
 
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let cfg = ws_config(&state);
     let fatal = FatalWatch::new(state.clone(), sid.clone(), upgrade::user_of(&gw));
-    let socket = Settling {
+    let mut socket = Settling {
         state,
         sid,
         path_q,
@@ -71,19 +71,20 @@ pub(crate) async fn engine(
         guard,
         fatal,
     };
+    // Qlik's handshake has been read through a tap that stops at the end of the response head:
+    // tungstenite holds no bytes, the tap the rest.
+    let (qlik_io, qlik_read) = upstream.into_inner().into_parts();
+    // A task that holds little while the socket is parked; settling gets a task of its own.
     tokio::spawn(
         async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let client = WebSocketStream::from_raw_socket(
-                        Tap::frames(TokioIo::new(upgraded), tap_limit(&socket.state)),
-                        Role::Server,
-                        Some(cfg),
-                    )
-                    .await;
-                    run(socket, client, upstream).await;
-                }
-                Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
+            let client = match on_upgrade.await {
+                Ok(upgraded) => TokioIo::new(upgraded),
+                Err(e) => return tracing::debug!(error = %e, "client upgrade failed"),
+            };
+            let woken = park::park(&socket.state, &mut socket.guard, client, qlik_io, qlik_read);
+            if let Parked::Woken(legs) = woken.await {
+                let (client, upstream) = *legs;
+                tokio::spawn(run(socket, client, upstream).instrument(tracing::Span::current()));
             }
         }
         .instrument(tracing::Span::current()),

@@ -97,6 +97,15 @@ pub(super) fn check(
         &state.public_host,
         &state.qlik_host,
     );
+    // Kept for reconnects for as long as the socket settles (or is parked). hyper's header
+    // values are slices of the buffer it read the whole request into: copied, so that buffer
+    // goes with the request instead of staying with every quiet socket.
+    for v in fwd.values_mut() {
+        if let Ok(mut owned) = http::HeaderValue::from_bytes(v.as_bytes()) {
+            owned.set_sensitive(v.is_sensitive());
+            *v = owned;
+        }
+    }
     Ok(Upgrade { key, path_q, fwd })
 }
 

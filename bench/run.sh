@@ -109,6 +109,9 @@ public_url = "http://127.0.0.1:$1"
 store = "memory"
 # One static user logs in thousands of times a second in the login run.
 max_sessions_per_user = 10000000
+[security]
+# The idle rows open thousands of sockets with one gateway session.
+max_websockets_per_session = 100000
 [auth]
 provider = "static"
 [auth.static]

@@ -1,6 +1,6 @@
 //! The in-process store: one replica, sessions lost on restart.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -10,6 +10,29 @@ use super::{GatewaySession, QlikSession, SessionId, SessionStore, StoreError, Ti
 
 type Map = HashMap<String, (SessionId, Arc<GatewaySession>)>;
 
+/// The sessions, and which of them each user holds (for `session.max_sessions_per_user`).
+#[derive(Default)]
+struct Sessions {
+    map: Map,
+    /// Per user key, the storage keys of the user's sessions in `map`, expired ones included
+    /// until the sweep (or a login at the limit) drops them. A login then costs the same with
+    /// ten sessions in the process or a million: it looks at its own user's sessions only, and
+    /// at those only when there are as many as the limit.
+    by_user: HashMap<String, HashSet<String>>,
+}
+
+impl Sessions {
+    /// Forgets `key` in its user's set; the user's entry goes with its last session.
+    fn unindex(&mut self, user: String, key: &str) {
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.by_user.entry(user) {
+            e.get_mut().remove(key);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+    }
+}
+
 /// Sessions in a mutex-guarded map, keyed by the id's hash so a heap dump does not hold usable ids.
 /// Each session is shared with the requests using it; a change copies it if any request still
 /// holds it (copy on write), which keeps the per-request lookup free of copies.
@@ -18,7 +41,7 @@ pub struct MemoryStore {
     /// Touches closer together than this are not written (as in the Redis store): a write may
     /// copy the session, and the idle timeout does not need more precision.
     touch_every: Duration,
-    sessions: Mutex<Map>,
+    sessions: Mutex<Sessions>,
 }
 
 impl MemoryStore {
@@ -27,11 +50,11 @@ impl MemoryStore {
         Self {
             touch_every: timeouts.touch_every(),
             timeouts,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
         // A panic while holding the lock cannot leave a half-written session (every write is one
         // insert or field assignment), so a poisoned map is still consistent.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
@@ -48,18 +71,24 @@ impl SessionStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         let now = SystemTime::now();
         let user = session.user_key();
-        let mut map = self.lock();
-        // A scan, once per login: cheaper overall than an index kept up to date on every
-        // removal, and bounded by the number of sessions the process holds anyway.
-        let live = map
-            .values()
-            .filter(|(_, s)| !s.is_expired(&self.timeouts, now) && s.user_key() == user)
-            .take(max_per_user)
-            .count();
-        if live >= max_per_user {
-            return Ok(false);
+        let mut guard = self.lock();
+        let Sessions { map, by_user } = &mut *guard;
+        let keys = by_user.entry(user).or_default();
+        // Fewer sessions than the limit, expired or not: below it without looking at them.
+        if keys.len() >= max_per_user {
+            // Expired ones no longer count; they stay in the map for the sweep, which reports
+            // them so that their websockets are closed.
+            keys.retain(|k| {
+                map.get(k)
+                    .is_some_and(|(_, s)| !s.is_expired(&self.timeouts, now))
+            });
+            if keys.len() >= max_per_user {
+                return Ok(false);
+            }
         }
-        map.insert(id.storage_key().to_owned(), (id.clone(), Arc::new(session)));
+        let key = id.storage_key().to_owned();
+        keys.insert(key.clone());
+        map.insert(key, (id.clone(), Arc::new(session)));
         Ok(true)
     }
 
@@ -69,8 +98,8 @@ impl SessionStore for MemoryStore {
     ) -> Result<Option<Arc<GatewaySession>>, StoreError> {
         let key = id.storage_key();
         let now = SystemTime::now();
-        let mut map = self.lock();
-        match map.get_mut(key) {
+        let mut guard = self.lock();
+        match guard.map.get_mut(key) {
             // Left in place for the sweep: removing it here would end the session without
             // anyone closing its websockets (only the sweep reports what ended).
             Some((_, s)) if s.is_expired(&self.timeouts, now) => Ok(None),
@@ -91,6 +120,7 @@ impl SessionStore for MemoryStore {
         let now = SystemTime::now();
         Ok(self
             .lock()
+            .map
             .get(id.storage_key())
             .filter(|(_, s)| !s.is_expired(&self.timeouts, now))
             .map(|(_, s)| GatewaySession::clone(s)))
@@ -101,7 +131,7 @@ impl SessionStore for MemoryStore {
         id: &SessionId,
         qlik: Option<QlikSession>,
     ) -> Result<bool, StoreError> {
-        match self.lock().get_mut(id.storage_key()) {
+        match self.lock().map.get_mut(id.storage_key()) {
             Some((_, s)) => {
                 Arc::make_mut(s).qlik = qlik;
                 Ok(true)
@@ -111,27 +141,35 @@ impl SessionStore for MemoryStore {
     }
 
     async fn remove(&self, id: &SessionId) -> Result<Option<GatewaySession>, StoreError> {
-        Ok(self
-            .lock()
-            .remove(id.storage_key())
-            .map(|(_, s)| Arc::unwrap_or_clone(s)))
+        let mut guard = self.lock();
+        let Some((_, s)) = guard.map.remove(id.storage_key()) else {
+            return Ok(None);
+        };
+        guard.unindex(s.user_key(), id.storage_key());
+        Ok(Some(Arc::unwrap_or_clone(s)))
     }
 
     async fn sweep(&self) -> Result<Vec<SessionId>, StoreError> {
         let now = SystemTime::now();
         let mut removed = Vec::new();
-        self.lock().retain(|_, (id, s)| {
+        let mut users = Vec::new();
+        let mut guard = self.lock();
+        guard.map.retain(|_, (id, s)| {
             let keep = !s.is_expired(&self.timeouts, now);
             if !keep {
                 removed.push(id.clone());
+                users.push(s.user_key());
             }
             keep
         });
+        for (id, user) in removed.iter().zip(users) {
+            guard.unindex(user, id.storage_key());
+        }
         Ok(removed)
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
-        Ok(self.lock().len())
+        Ok(self.lock().map.len())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -265,5 +303,35 @@ mod tests {
             .insert(&extra, GatewaySession::new(identity(), "static"), 3)
             .await
             .unwrap());
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_free_their_place_before_the_sweep_and_leave_no_index_behind() {
+        let store = MemoryStore::new(Timeouts {
+            idle: Duration::from_secs(60),
+            absolute: Duration::from_secs(3600),
+        });
+        let old = SessionId::generate();
+        let mut s = GatewaySession::new(identity(), "static");
+        s.last_seen -= Duration::from_secs(61);
+        assert!(store.insert(&old, s, 2).await.unwrap());
+        let live = SessionId::generate();
+        let s = GatewaySession::new(identity(), "static");
+        assert!(store.insert(&live, s, 2).await.unwrap());
+        // At the limit by count, but one of the two has expired: a third fits.
+        let third = SessionId::generate();
+        let s = GatewaySession::new(identity(), "static");
+        assert!(store.insert(&third, s, 2).await.unwrap());
+        let fourth = SessionId::generate();
+        let s = GatewaySession::new(identity(), "static");
+        assert!(!store.insert(&fourth, s, 2).await.unwrap());
+        // The sweep still reports the expired one (its websockets are closed).
+        assert_eq!(store.sweep().await.unwrap(), vec![old]);
+        store.remove(&live).await.unwrap();
+        store.remove(&third).await.unwrap();
+        assert!(
+            store.lock().by_user.is_empty(),
+            "no user entry outlives its sessions"
+        );
     }
 }

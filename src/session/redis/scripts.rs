@@ -3,20 +3,25 @@
 /// Stores a new session `KEYS[1]` = `ARGV[1]` (expiring in `ARGV[2]` ms) unless the user's set of
 /// sessions `KEYS[2]` already holds `ARGV[4]` live ones; then returns 0 and stores nothing.
 /// Members are storage keys scored with the latest time they can be alive (`ARGV[3]`, ms since the
-/// epoch: the absolute timeout); members past it, or whose session is gone (logout, idle expiry),
-/// are removed as they are counted. `ARGV[5]` is the storage key, `ARGV[6]` the sessions' key
+/// epoch: the absolute timeout); members past it are removed first. Only a set that still holds
+/// `ARGV[4]` members is walked, removing those whose session is gone (logout, idle expiry) as
+/// they are counted: a login below the limit costs O(log n) whatever the user's history, and
+/// the set never holds more members than the limit, since the walk prunes it there. (The script
+/// blocks every replica's Redis calls while it runs, so it must not walk what it need not.) `ARGV[5]` is the storage key, `ARGV[6]` the sessions' key
 /// prefix, `ARGV[7]` now (ms).
 pub(super) const INSERT: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[7])
-local live = 0
-for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  if redis.call('EXISTS', ARGV[6] .. m) == 1 then
-    live = live + 1
-  else
-    redis.call('ZREM', KEYS[2], m)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+  local live = 0
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if redis.call('EXISTS', ARGV[6] .. m) == 1 then
+      live = live + 1
+    else
+      redis.call('ZREM', KEYS[2], m)
+    end
   end
+  if live >= tonumber(ARGV[4]) then return 0 end
 end
-if live >= tonumber(ARGV[4]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')

@@ -24,6 +24,11 @@
 # user alice, as in run.sh; N > 1: the trusted_header provider and N users bench0…, the sessions
 # spread over them), QLIK_SESSIONS (1), ONLY (a subset of sessions,logins,ws), BASE_PORT (19600),
 # OUT (/tmp/qlik-gateway-scale).
+#
+# Time: making N sessions costs O(N²) today (each login checks max_sessions_per_user by scanning
+# the memory store's sessions, or the Redis store's set of that user's sessions; see BENCHMARKS.md,
+# Scaling). On a 2-CPU VM 10,000 took 7 s (memory) and 47 s (Redis, one user); 100,000 will take
+# about 100 times that. USERS=1000 keeps the Redis store's share flat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -239,7 +244,9 @@ fi
   echo "# Scaling (bench/scale.sh)"
   echo
   echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r)"
-  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')"
+  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty') (this script's tree)"
+  # With SKIP_BUILD=1 the binaries may come from another tree: name them and when they were built.
+  echo "binaries: $(for b in "$BIN/qlik-gateway" "$BIN/qlik-sim" "$LOADGEN"; do printf '%s (%s) ' "$b" "$(date -r "$b" '+%Y-%m-%d %H:%M')"; done)"
   echo "command: $(for v in SMOKE SESSIONS SOCKETS DUR LOGINS LOGIN_CONNS USERS QLIK_SESSIONS ONLY; do printf '%s="%s" ' "$v" "${!v}"; done)bench/scale.sh"
   echo "nginx $($NGINX -v 2>&1 | cut -d/ -f2), $(redis-server --version | grep -oE 'v=[0-9.]+' | sed 's/v=/Redis /'), wrk -t1, ${DUR}s per figure; load average before/after: $(cat "$OUT/loadavg.before") / $(cut -d' ' -f1-3 /proc/loadavg)"
   python3 "$ROOT/bench/scale_table.py" "$OUT" "$SESSIONS" "$SOCKETS" "$ONLY" "$USERS" "$QLIK_SESSIONS" "$LOGIN_CONNS"

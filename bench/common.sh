@@ -1,5 +1,5 @@
-# Helpers shared by bench/run.sh and bench/soak.sh (sourced, not run). Both set CARGO_TARGET_DIR,
-# SMOKE and (for start_sim) W, the run's temporary directory, before using them.
+# Helpers shared by bench/run.sh, bench/soak.sh and bench/scale.sh (sourced, not run). They set
+# CARGO_TARGET_DIR, SMOKE and (for start_sim) W, the run's temporary directory, before using them.
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -16,11 +16,13 @@ need_apt() { # need_apt COMMAND PACKAGE...
 
 # build_all: qlik-gateway, qlik-sim and bench-loadgen, release (debug with SMOKE=1: the tests
 # have just built those), into $CARGO_TARGET_DIR; sets BIN and LOADGEN. SKIP_BUILD=1 reuses them.
+# build_all release|debug forces that profile. A LOADGEN set beforehand (a load generator built
+# elsewhere, e.g. from a work tree) is used instead of $BIN/bench-loadgen.
 build_all() {
   local profile=release release=--release
-  if [ "$SMOKE" = 1 ]; then profile=debug; release=""; fi
+  if [ "${1:-}" = debug ] || { [ -z "${1:-}" ] && [ "$SMOKE" = 1 ]; }; then profile=debug; release=""; fi
   BIN=$CARGO_TARGET_DIR/$profile
-  LOADGEN=$BIN/bench-loadgen
+  LOADGEN=${LOADGEN:-$BIN/bench-loadgen}
   if [ "${SKIP_BUILD:-0}" = 1 ] && [ -x "$BIN/qlik-gateway" ] && [ -x "$BIN/qlik-sim" ] && [ -x "$LOADGEN" ]; then
     log "SKIP_BUILD=1: using the binaries in $BIN"
     return 0
@@ -82,3 +84,110 @@ EOF
 
 # The sales app of qlik-sim (fields Region, Product, …; chart sales-by-region).
 APP=5a1e5000-5a1e-4000-8000-000000000001
+
+ngx_common() { # ngx_common DIR WORKERS
+  cat <<EOF
+daemon off;
+master_process on;
+worker_processes $2;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 20000; multi_accept on; }
+EOF
+}
+http_common() { # http_common DIR
+  cat <<EOF
+  access_log off;
+  client_body_temp_path $1/body; proxy_temp_path $1/proxy; fastcgi_temp_path $1/fcgi;
+  uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;
+  keepalive_requests 1000000; keepalive_timeout 300s;
+  sendfile on; tcp_nodelay on;
+EOF
+}
+# ngx_proxy_server PORT QLIK_UPSTREAM FILES_UPSTREAM COOKIE: nginx as the proxy under test, a
+# server block: the engine path /mashup/app/ (websocket upgrade) to upstream QLIK_UPSTREAM, the
+# rest of /mashup/ to FILES_UPSTREAM, both with the fixed Qlik session cookie COOKIE. The http
+# block around it defines both upstreams and the $connection_upgrade map.
+ngx_proxy_server() {
+  cat <<EOF
+  server {
+    listen 127.0.0.1:$1 backlog=4096;
+    proxy_http_version 1.1;
+    # proxy_set_header is inherited only by locations that set none: repeat Cookie in each.
+    location /mashup/app/ {
+      proxy_pass http://$2;
+      proxy_set_header Cookie "$4";
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_read_timeout 3600s; proxy_send_timeout 3600s;
+    }
+    location /mashup/ {
+      proxy_pass http://$3;
+      proxy_set_header Cookie "$4";
+      proxy_set_header Connection "";
+    }
+  }
+EOF
+}
+www_files() { # www_files ROOT: the static upstream's files, ROOT/mashup/small.bin (512 B) and big.bin (1 MiB)
+  mkdir -p "$1/mashup"
+  head -c 512 /dev/zero | tr '\0' 'a' > "$1/mashup/small.bin"
+  head -c 1048576 /dev/zero | tr '\0' 'b' > "$1/mashup/big.bin"
+}
+gw_config() { # gw_config PORT PROXY_URL [SESSION_STORE [AUTH]]: a gateway config; QPS and
+  # certificates from the last start_sim. SESSION_STORE: the [session] store keys (default the
+  # memory store); AUTH: the [auth] section (default the static user alice).
+  # (The default is a variable: quotes inside ${3:-…} in a here-document would be removed.)
+  local store='store = "memory"'
+  cat <<EOF
+[server]
+listen = "127.0.0.1:$1"
+public_url = "http://127.0.0.1:$1"
+[session]
+${3:-$store}
+# One static user logs in thousands of times a second in the login run.
+max_sessions_per_user = 10000000
+[security]
+# The idle rows open thousands of sockets with one gateway session.
+max_websockets_per_session = 100000
+${4:-$(gw_auth_static)}
+EOF
+  gw_qlik_config "$2"
+}
+gw_auth_static() {
+  cat <<EOF
+[auth]
+provider = "static"
+[auth.static]
+user_directory = "DEV"
+user_id = "alice"
+EOF
+}
+gw_cookie() { # gw_cookie PORT: logs in (static user) and returns the gateway cookie
+  curl -fsS -o /dev/null -D - "http://127.0.0.1:$1/_gateway/login" |
+    tr -d '\r' | awk -F'[:;] *' 'tolower($1)=="set-cookie"{print $2; exit}'
+}
+qps_session() { # qps_session: a Qlik session made through the last started sim's QPS API; prints its cookie
+  local qsid qps_base xrf=0123456789abcdef
+  qsid="bench-$(date +%s%N)-$$"
+  qps_base=${QPS%/}
+  case "$qps_base" in */qps/*) ;; *) qps_base="$qps_base/qps/mashup" ;; esac
+  curl -fsS --cacert "$CA" --cert "$CERT" --key "$KEY" -H "X-Qlik-Xrfkey: $xrf" \
+    -H 'Content-Type: application/json' -X POST "$qps_base/session?xrfkey=$xrf" \
+    -d "{\"UserDirectory\":\"DEV\",\"UserId\":\"alice\",\"Attributes\":[],\"SessionId\":\"$qsid\"}" >/dev/null
+  echo "X-Qlik-Session-mashup=$qsid"
+}
+cpu_ticks() { # cpu_ticks PID...: utime+stime of the processes (and their threads), in ticks
+  local t=0 p
+  for p in "$@"; do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+rss_kib() { # rss_kib PID...
+  local t=0 p
+  for p in "$@"; do t=$((t + $(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done
+  echo "$t"
+}
+HZ=$(getconf CLK_TCK)

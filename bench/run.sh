@@ -79,75 +79,8 @@ IDLE_COUNTS="0 1000"; [ "$IDLE_MAX" -gt 1000 ] && IDLE_COUNTS="0 1000 $IDLE_MAX"
 [ "$IDLE_MAX" -lt 1000 ] && IDLE_COUNTS="0 $IDLE_MAX"
 part memory || IDLE_COUNTS=""
 
-ngx_common() { # ngx_common DIR WORKERS
-  cat <<EOF
-daemon off;
-master_process on;
-worker_processes $2;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 20000; multi_accept on; }
-EOF
-}
-http_common() { # http_common DIR
-  cat <<EOF
-  access_log off;
-  client_body_temp_path $1/body; proxy_temp_path $1/proxy; fastcgi_temp_path $1/fcgi;
-  uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;
-  keepalive_requests 1000000; keepalive_timeout 300s;
-  sendfile on; tcp_nodelay on;
-EOF
-}
 
-gw_config() { # gw_config PORT PROXY_URL: a gateway config; QPS and certificates from the last start_sim
-  cat <<EOF
-[server]
-listen = "127.0.0.1:$1"
-public_url = "http://127.0.0.1:$1"
-[session]
-store = "memory"
-# One static user logs in thousands of times a second in the login run.
-max_sessions_per_user = 10000000
-[security]
-# The idle rows open thousands of sockets with one gateway session.
-max_websockets_per_session = 100000
-[auth]
-provider = "static"
-[auth.static]
-user_directory = "DEV"
-user_id = "alice"
-EOF
-  gw_qlik_config "$2"
-}
-gw_cookie() { # gw_cookie PORT: logs in (static user) and returns the gateway cookie
-  curl -fsS -o /dev/null -D - "http://127.0.0.1:$1/_gateway/login" |
-    tr -d '\r' | awk -F'[:;] *' 'tolower($1)=="set-cookie"{print $2; exit}'
-}
-qps_session() { # qps_session: a Qlik session made through the last started sim's QPS API; prints its cookie
-  local qsid qps_base xrf=0123456789abcdef
-  qsid="bench-$(date +%s%N)-$$"
-  qps_base=${QPS%/}
-  case "$qps_base" in */qps/*) ;; *) qps_base="$qps_base/qps/mashup" ;; esac
-  curl -fsS --cacert "$CA" --cert "$CERT" --key "$KEY" -H "X-Qlik-Xrfkey: $xrf" \
-    -H 'Content-Type: application/json' -X POST "$qps_base/session?xrfkey=$xrf" \
-    -d "{\"UserDirectory\":\"DEV\",\"UserId\":\"alice\",\"Attributes\":[],\"SessionId\":\"$qsid\"}" >/dev/null
-  echo "X-Qlik-Session-mashup=$qsid"
-}
 
-cpu_ticks() { # cpu_ticks PID...: utime+stime of the processes (and their threads), in ticks
-  local t=0 p
-  for p in "$@"; do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$t"
-}
-rss_kib() { # rss_kib PID...
-  local t=0 p
-  for p in "$@"; do t=$((t + $(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done
-  echo "$t"
-}
-HZ=$(getconf CLK_TCK)
 
 # greeting_flag VARIANT: qlik-sim's option for it; idle_mode VARIANT: what the idle client does.
 greeting_flag() { case $1 in immediate) echo "" ;; first-frame) echo --auth-info-after-first-frame ;; never) echo --no-auth-info ;; esac; }
@@ -172,8 +105,7 @@ run_placement() {
 
   # --- upstreams ---------------------------------------------------------------------------------
   mkdir -p "$D/www/mashup" "$D/ngx-up" "$D/ngx-px"
-  head -c 512 /dev/zero | tr '\0' 'a' > "$D/www/mashup/small.bin"
-  head -c 1048576 /dev/zero | tr '\0' 'b' > "$D/www/mashup/big.bin"
+  www_files "$D/www"
   chmod -R a+rX "$D"
   { ngx_common "$D/ngx-up" "$([ "$placement" = pinned ] && echo 1 || echo auto)"; echo "http {"; http_common "$D/ngx-up"
     echo "  server { listen 127.0.0.1:$P_UP; root $D/www; default_type application/octet-stream; }"
@@ -217,25 +149,7 @@ run_placement() {
     echo "  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }"
     i=0
     for g in immediate first-frame never; do
-      cat <<EOF
-  server {
-    listen 127.0.0.1:$((P_NGX + i)) backlog=4096;
-    proxy_http_version 1.1;
-    # proxy_set_header is inherited only by locations that set none: repeat Cookie in each.
-    location /mashup/app/ {
-      proxy_pass http://qlik$i;
-      proxy_set_header Cookie "${QCOOKIE[$g]}";
-      proxy_set_header Upgrade \$http_upgrade;
-      proxy_set_header Connection \$connection_upgrade;
-      proxy_read_timeout 3600s; proxy_send_timeout 3600s;
-    }
-    location /mashup/ {
-      proxy_pass http://files;
-      proxy_set_header Cookie "${QCOOKIE[$g]}";
-      proxy_set_header Connection "";
-    }
-  }
-EOF
+      ngx_proxy_server $((P_NGX + i)) "qlik$i" files "${QCOOKIE[$g]}"
       i=$((i + 1))
     done
     echo "}"

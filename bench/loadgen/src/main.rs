@@ -4,6 +4,7 @@
 //!   bench-loadgen ws-idle URL ORIGIN COOKIE CONNS [greeting|call|quiet]
 //!                                                      (holds the sockets until stdin closes)
 //!   bench-loadgen login BASE PATH CONNS SECS
+//!   bench-loadgen logins BASE[,BASE…] N CONNS [PATH] [USERS]    (bench/scale.sh)
 //!   bench-loadgen soak BASE APP USERS SECS              (bench/soak.sh; see soak.rs)
 //!
 //! ws-echo: CONNS sockets, each sending one frame and waiting for its echo, in a loop (closed
@@ -15,6 +16,13 @@
 //! one JSON-RPC call and reads until its answer (what a client opening a document does, and
 //! what makes Qlik greet when it greets only after the client's first frame), `quiet` sends and
 //! reads nothing (a page that has not spoken yet). Then the socket is held, idle.
+//!
+//! logins: exactly N logins (`GET /_gateway/login`), shared among CONNS loops, as fast as they
+//! go; each new session's cookie then fetches PATH (unless PATH is empty or `-`), which makes the
+//! gateway create its Qlik session. With several BASEs, login k goes to BASE[k % n] and its PATH
+//! request to the next one: a load balancer without affinity, so a session made on one replica
+//! is used on another. USERS > 0 sends `X-Remote-User: benchK` (K = k % USERS) for the
+//! trusted_header provider, so that the sessions belong to USERS users instead of one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -94,6 +102,7 @@ async fn main() {
         "ws-echo" => ws_echo(&args).await,
         "ws-idle" => ws_idle(&args).await,
         "login" => login(&args).await,
+        "logins" => logins(&args).await,
         "soak" => soak::run(&args).await,
         other => {
             eprintln!("unknown command {other}");
@@ -354,6 +363,115 @@ async fn login(args: &[String]) {
         pct(&all, 0.99),
         all.len(),
         errors.load(Ordering::Relaxed),
+        fe
+    );
+}
+
+async fn logins(args: &[String]) {
+    let bases: Arc<Vec<String>> = Arc::new(arg(args, 2).split(',').map(String::from).collect());
+    let total: u64 = num(args, 3);
+    let conns: usize = num(args, 4);
+    let path = match args.get(5).map(String::as_str) {
+        None | Some("" | "-") => None,
+        Some(p) => Some(p.to_string()),
+    };
+    let users: u64 = args.get(6).map_or(0, |_| num(args, 6));
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(conns)
+            .build_http();
+    // Loops claim login numbers from one counter, so that exactly `total` are attempted however
+    // unevenly the loops progress.
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (client, bases, path, next, errors, first_error) = (
+            client.clone(),
+            bases.clone(),
+            path.clone(),
+            next.clone(),
+            errors.clone(),
+            first_error.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let fail = |why: String| {
+                errors.fetch_add(1, Ordering::Relaxed);
+                first_error.lock().unwrap().get_or_insert(why);
+            };
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= total {
+                    break;
+                }
+                let n = bases.len() as u64;
+                let login_base = &bases[(k % n) as usize];
+                let t = Instant::now();
+                let mut req = http::Request::get(format!("{login_base}/_gateway/login"));
+                if users > 0 {
+                    req = req.header("x-remote-user", format!("bench{}", k % users));
+                }
+                let resp = match client.request(req.body(Empty::new()).unwrap()).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        fail(format!("login: {e}"));
+                        continue;
+                    }
+                };
+                let cookie = login_cookie(&resp);
+                let _ = resp.into_body().collect().await;
+                let cookie = match cookie {
+                    Ok(c) => c,
+                    Err(e) => {
+                        fail(e);
+                        continue;
+                    }
+                };
+                if let Some(path) = &path {
+                    let base = &bases[((k + 1) % n) as usize];
+                    let req = http::Request::get(format!("{base}{path}"))
+                        .header("cookie", cookie)
+                        .body(Empty::new())
+                        .unwrap();
+                    match client.request(req).await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.into_body().collect().await;
+                        }
+                        Ok(r) => {
+                            fail(format!("proxied request answered {}", r.status()));
+                            continue;
+                        }
+                        Err(e) => {
+                            fail(format!("proxied request: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(l) = t.await {
+            all.extend(l);
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let fe = first_error.lock().unwrap().clone().unwrap_or_default();
+    println!(
+        "{{\"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"count\":{},\"errors\":{},\"secs\":{:.3},\"first_error\":{:?}}}",
+        all.len() as f64 / elapsed,
+        pct(&all, 0.50),
+        pct(&all, 0.99),
+        all.len(),
+        errors.load(Ordering::Relaxed),
+        elapsed,
         fe
     );
 }

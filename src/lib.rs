@@ -67,7 +67,7 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(listen = %addr, public_url = %state.cfg.server.public_origin, qlik = %state.cfg.qlik.proxy_url, "qlik-gateway listening");
+    tracing::info!(listen = %addr, public_url = %state.cfg.server.public_origin, qlik = %state.cfg.qlik.proxy_url, threads = state.cfg.server.threads, "qlik-gateway listening");
     if let Some(admin) = server.admin_addr() {
         tracing::info!(admin_listen = %admin, "admin listener (metrics, healthz, readyz) listening");
     }

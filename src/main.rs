@@ -48,8 +48,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // One CPU (a container's quota, a pinned process): a single-threaded scheduler, which does
-    // without the work-stealing machinery that only costs when there is nothing to steal.
+    let Some(command) = cli.command else {
+        // `run` serves on threads of its own (`server.threads`), each with a single-threaded
+        // scheduler; the one it starts here is the first of them.
+        return run(cli.config);
+    };
+    // The other commands: with one CPU (a container's quota, a pinned process) a
+    // single-threaded scheduler, which does without the work-stealing machinery that only
+    // costs when there is nothing to steal.
     let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
     let mut builder = if one_cpu {
         tokio::runtime::Builder::new_current_thread()
@@ -64,11 +70,10 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        match cli.command {
-            Some(Command::Demo { listen }) => demo(listen).await,
-            Some(Command::CheckConfig) => check_config(cli.config),
-            Some(Command::Doctor { user }) => doctor(cli.config, &user).await,
-            None => run(cli.config).await,
+        match command {
+            Command::Demo { listen } => demo(listen).await,
+            Command::CheckConfig => check_config(cli.config),
+            Command::Doctor { user } => doctor(cli.config, &user).await,
         }
     })
 }
@@ -134,13 +139,23 @@ async fn doctor(path: Option<PathBuf>, user: &str) -> ExitCode {
     }
 }
 
-async fn run(path: Option<PathBuf>) -> ExitCode {
+fn run(path: Option<PathBuf>) -> ExitCode {
     let cfg = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     qlik_gateway::logging::init(&cfg.log);
-    match qlik_gateway::serve(cfg, None, shutdown_signal()).await {
+    match runtime.block_on(qlik_gateway::serve(cfg, None, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -64,6 +64,8 @@ pub struct Server {
     admin: Option<TcpListener>,
     state: Arc<AppState>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Threads accepting and serving connections (`server.threads`), the caller's included.
+    threads: usize,
 }
 
 impl Server {
@@ -114,6 +116,7 @@ impl Server {
         Ok(Self {
             listener,
             admin,
+            threads: state.cfg.server.threads,
             state,
             tls,
         })
@@ -131,9 +134,16 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains: no new connections, in-flight requests finish,
     /// websockets get close 1001, and everything is given up after `server.drain_timeout`.
+    ///
+    /// Connections are accepted and served on `server.threads` threads: the caller's, and as
+    /// many more, each with a single-threaded runtime of its own. A connection lives on the
+    /// thread that accepted it, as in nginx's worker processes, and so do its upstream
+    /// connections (the pool keeps them per runtime): no task moves between cores and no
+    /// request waits for a wake-up on another one. Measured against tokio's work-stealing
+    /// scheduler in BENCHMARKS.md ("Thread per core"). Background work (session sweeps,
+    /// reloads, the admin listener) stays on the caller's runtime.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let state = self.state;
-        let router = crate::routes::router(state.clone());
         let limits = HeadLimits {
             max_header_bytes: state.cfg.server.max_header_bytes,
             max_headers: state.cfg.server.max_headers,
@@ -141,7 +151,13 @@ impl Server {
         };
         let builder = Arc::new(connection_builder(&state, &limits));
         let first_request_timeout = state.cfg.server.header_read_timeout;
-        let graceful = GracefulShutdown::new();
+        let accept = Arc::new(Accept {
+            router: crate::routes::router(state.clone()),
+            state: state.clone(),
+            limits,
+            builder: builder.clone(),
+            tls: self.tls,
+        });
         let sweeper = tokio::spawn(sweep(state.clone()));
         // Logouts on other replicas close this replica's websockets at once (a shared store).
         let events = state.store.events().map(|rx| {
@@ -162,11 +178,128 @@ impl Server {
                 first_request_timeout,
             ))
         });
-        tokio::pin!(shutdown);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let others = spawn_accept_threads(
+            &accept,
+            &self.listener,
+            self.threads.saturating_sub(1),
+            &stop,
+        );
+        let graceful = GracefulShutdown::new();
+        {
+            let stopped = async {
+                shutdown.await;
+                stop.cancel();
+            };
+            tokio::pin!(stopped);
+            accept.serve(self.listener, &graceful, stopped).await;
+        }
+        stop.cancel();
+        let _ = stop_admin.send(());
+        sweeper.abort();
+        if let Some(e) = events {
+            e.abort();
+        }
+        drain(&state, graceful).await;
+        for done in others {
+            let _ = done.await;
+        }
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
+    }
+}
+
+/// What every accepting thread shares.
+struct Accept {
+    router: Router,
+    state: Arc<AppState>,
+    limits: HeadLimits,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Starts `n` more accepting threads on clones of `listener`; each ends when `stop` is
+/// cancelled and its connections and websockets have drained, and then reports on its receiver.
+fn spawn_accept_threads(
+    accept: &Arc<Accept>,
+    listener: &TcpListener,
+    n: usize,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+    let mut done = Vec::with_capacity(n);
+    for i in 0..n {
+        // The clones share one socket: whichever thread is free first takes the connection.
+        let std_listener = match socket2::SockRef::from(listener).try_clone() {
+            Ok(s) => std::net::TcpListener::from(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot share the listener with another thread; serving on fewer threads");
+                break;
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let accept = accept.clone();
+        let stop = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("qlik-gateway-{}", i + 1))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start an accepting thread's runtime");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot use the listener on another thread");
+                            return;
+                        }
+                    };
+                    let graceful = GracefulShutdown::new();
+                    accept.serve(listener, &graceful, stop.cancelled()).await;
+                    // The connections and websocket relays of this thread run on its runtime,
+                    // which must outlive them; the main thread's drain closes the websockets.
+                    let drain = accept.state.cfg.server.drain_timeout;
+                    let all = async {
+                        graceful.shutdown().await;
+                        accept.state.sockets.wait_empty(drain).await;
+                    };
+                    let _ = tokio::time::timeout(drain, all).await;
+                });
+                let _ = tx.send(());
+            });
+        match spawned {
+            Ok(_) => done.push(rx),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start an accepting thread; serving on fewer threads");
+                break;
+            }
+        }
+    }
+    done
+}
+
+impl Accept {
+    /// Accepts on `listener` until `stop` resolves; every connection is watched by `graceful`.
+    async fn serve(
+        &self,
+        listener: TcpListener,
+        graceful: &GracefulShutdown,
+        stop: impl Future<Output = ()>,
+    ) {
+        let state = &self.state;
+        let first_request_timeout = state.cfg.server.header_read_timeout;
+        tokio::pin!(stop);
         loop {
             let (tcp, peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
+                _ = &mut stop => break,
+                accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -178,8 +311,14 @@ impl Server {
             };
             let _ = tcp.set_nodelay(true);
             let arrived = Arrived::default();
-            let svc = service(router.clone(), peer, state.clone(), limits, arrived.clone());
-            let builder = builder.clone();
+            let svc = service(
+                self.router.clone(),
+                peer,
+                state.clone(),
+                self.limits,
+                arrived.clone(),
+            );
+            let builder = self.builder.clone();
             match &self.tls {
                 None => {
                     let io = FirstRequestDeadline::new(tcp, first_request_timeout, arrived);
@@ -195,7 +334,7 @@ impl Server {
                 }
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
-                    let timeout = state.cfg.server.header_read_timeout;
+                    let timeout = first_request_timeout;
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
                         let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await
@@ -221,16 +360,6 @@ impl Server {
                     });
                 }
             }
-        }
-        drop(self.listener);
-        let _ = stop_admin.send(());
-        sweeper.abort();
-        if let Some(e) = events {
-            e.abort();
-        }
-        drain(&state, graceful).await;
-        if let Some(a) = admin {
-            let _ = a.await;
         }
     }
 }

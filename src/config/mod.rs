@@ -82,6 +82,10 @@ pub struct ServerConfig {
     pub max_upstream_header_bytes: usize,
     /// On SIGTERM/SIGINT, the time requests and websockets get to finish.
     pub drain_timeout: Duration,
+    /// Threads that accept and serve connections (`server.threads`, else one per CPU the
+    /// process may use: `available_parallelism`, which follows `taskset`, CPU affinity and a
+    /// container's CPU quota).
+    pub threads: usize,
 }
 
 /// PEM files for the HTTPS listener.

@@ -79,6 +79,10 @@ pub struct RawServer {
     /// server.drain_timeout: on SIGTERM/SIGINT, the time requests and websockets get to finish.
     #[serde(default = "defaults::drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// server.threads: threads that accept and serve connections, each with its own scheduler;
+    /// absent: one per CPU the process may use.
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 /// `[server.tls]`

@@ -97,6 +97,9 @@ fn validate_server(
         max_gateway_body_bytes: raw.max_gateway_body_bytes,
         max_upstream_header_bytes: raw.max_upstream_header_bytes,
         drain_timeout: raw.drain_timeout,
+        threads: raw
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
     Ok((server, public_url))
 }
@@ -117,6 +120,12 @@ fn check_server_limits(raw: &RawServer) -> Result<(), ConfigError> {
         return Err(ConfigError::key(
             "server.max_request_line_bytes",
             "must be between 1024 and 65536, and not above server.max_header_bytes",
+        ));
+    }
+    if raw.threads.is_some_and(|n| n == 0 || n > 1024) {
+        return Err(ConfigError::key(
+            "server.threads",
+            "must be between 1 and 1024; leave it out for one per CPU",
         ));
     }
     if raw.max_headers < 16 || raw.max_headers > 1000 {
@@ -277,6 +286,26 @@ virtual_proxy = "mashup"
         assert_eq!(cfg.server.public_origin, "https://bi.example.com");
         assert_eq!(cfg.qlik.mount, "/mashup");
         assert!(cfg.server.admin_listen.is_none());
+    }
+
+    #[test]
+    fn serving_threads_default_to_the_cpus_and_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cfg = load_str(&toml(dir.path(), "", certs(), "")).unwrap();
+        assert_eq!(cfg.server.threads, cpus);
+        let with = |n: &str| {
+            toml(dir.path(), "", certs(), "").replace(
+                "public_url = \"https://bi.example.com\"",
+                &format!("public_url = \"https://bi.example.com\"\nthreads = {n}"),
+            )
+        };
+        assert_eq!(load_str(&with("3")).unwrap().server.threads, 3);
+        for bad in ["0", "1025"] {
+            let (key, msg) = refused_key(load_str(&with(bad)));
+            assert_eq!(key, "server.threads", "{bad}");
+            assert!(msg.contains("one per CPU"), "{msg}");
+        }
     }
 
     #[test]

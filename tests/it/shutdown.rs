@@ -12,12 +12,20 @@ const ORIGIN: &str = "http://gateway.test";
 /// qlik-sim and the gateway binary in front of it, with `server.drain_timeout = drain` and
 /// `security` as more `[security]` lines.
 async fn start(drain: &str, security: &str) -> (tempfile::TempDir, qlik_sim::Sim, common::Binary) {
+    start_with(&format!("drain_timeout = \"{drain}\""), security).await
+}
+
+/// [`start`] with `server` as the `[server]` lines.
+async fn start_with(
+    server: &str,
+    security: &str,
+) -> (tempfile::TempDir, qlik_sim::Sim, common::Binary) {
     let dir = tempfile::tempdir().unwrap();
     let sim = qlik_sim::Sim::start(qlik_sim::SimOptions::default(), &dir.path().join("pki"))
         .await
         .unwrap();
     let setup = common::Setup {
-        server: format!("drain_timeout = \"{drain}\""),
+        server: server.to_owned(),
         security: format!("allowed_origins = [\"{ORIGIN}\"]\n{security}"),
         ..Default::default()
     };
@@ -161,11 +169,18 @@ async fn sigterm_with_1000_open_websockets_and_requests_in_flight() {
     const UPLOAD_CHUNKS: usize = 8;
     raise_nofile(8 * SOCKETS as u64);
 
-    let (_dir, sim, gw) = start(
-        "15s",
+    // Four serving threads whatever the machine: the sockets and requests are spread over
+    // them, and each thread's runtime must outlive its connections while the drain runs.
+    let (_dir, sim, gw) = start_with(
+        "drain_timeout = \"15s\"\nthreads = 4",
         &format!("max_websockets_per_session = {PER_SESSION}"),
     )
     .await;
+    assert!(
+        gw.log_so_far().contains("\"threads\":4"),
+        "{}",
+        gw.log_so_far()
+    );
     let addr = gw.addr.clone();
     let url = format!("http://{addr}");
     let client = common::http_client();

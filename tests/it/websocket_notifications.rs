@@ -219,6 +219,8 @@ impl Gw {
                 "[auth]\nprovider = \"static\"\n[auth.static]\nuser_directory = \"{DIR}\"\nuser_id = \"{user_id}\"\n"
             )),
             session: session.to_string(),
+            // One serving thread, this test's: the logs are captured by a subscriber set on it.
+            server: "threads = 1".into(),
             ..Setup::default()
         };
         let toml = config_toml(&sim, &setup, addr).replace(

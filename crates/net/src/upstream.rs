@@ -55,9 +55,10 @@ struct Pool {
     /// The largest response head read (status line, headers, final CRLF, as received): hyper
     /// stops reading there, so a huge or endless header block costs at most this much memory.
     max_response_head: usize,
-    /// Per origin, idle connections, oldest first. Few origins (the Qlik nodes, a dev server):
-    /// a list is quicker to search than a map is to hash.
-    idle: Mutex<Vec<(Origin, Vec<Idle>)>>,
+    /// Per origin and runtime, idle connections, oldest first. Few origins (the Qlik nodes, a
+    /// dev server) and runtimes (one per accepting thread): a list is quicker to search than a
+    /// map is to hash.
+    idle: Mutex<Vec<(Home, Vec<Idle>)>>,
 }
 
 /// Where a connection goes: scheme, host and port. Cheap to clone: every response body carries
@@ -84,6 +85,25 @@ impl std::fmt::Display for Origin {
 struct Idle {
     tx: SendRequest<Body>,
     since: Instant,
+}
+
+/// Where a pooled connection belongs: its origin, and the runtime its connection task was
+/// spawned on. A request takes only connections of its own runtime, so with one runtime per
+/// accepting thread (`server::Server::threads` in the gateway) a request and its upstream
+/// connection never wake each other across cores.
+#[derive(Clone, PartialEq)]
+struct Home {
+    origin: Origin,
+    runtime: Option<tokio::runtime::Id>,
+}
+
+impl Home {
+    fn here(origin: &Origin) -> Home {
+        Home {
+            origin: origin.clone(),
+            runtime: tokio::runtime::Handle::try_current().ok().map(|h| h.id()),
+        }
+    }
 }
 
 /// A request that did not get a response.
@@ -210,11 +230,12 @@ impl UpstreamClient {
             }
         }
         let mut fresh = false;
+        let home = Home::here(origin);
         loop {
             let pooled = if fresh {
                 None
             } else {
-                self.pool.checkout(origin).await
+                self.pool.checkout(&home).await
             };
             let mut tx = match pooled {
                 Some(tx) => tx,
@@ -224,7 +245,7 @@ impl UpstreamClient {
                 }
             };
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok(self.pool.clone().wrap(resp, origin.clone(), tx)),
+                Ok(resp) => return Ok(self.pool.clone().wrap(resp, home, tx)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if !fresh => {
                         tracing::debug!(target: LOG_TARGET, %origin, error = %e.error(), "pooled connection was closed; sending on a new one");
@@ -305,11 +326,11 @@ impl Origin {
 
 impl Pool {
     /// The most recently used idle connection to `origin` that is still open, once it is ready.
-    async fn checkout(&self, origin: &Origin) -> Option<SendRequest<Body>> {
+    async fn checkout(&self, home: &Home) -> Option<SendRequest<Body>> {
         loop {
             let idle = {
                 let mut all = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                let (_, list) = all.iter_mut().find(|(o, _)| o == origin)?;
+                let (_, list) = all.iter_mut().find(|(h, _)| h == home)?;
                 list.pop()?
             };
             if idle.tx.is_closed() || idle.since.elapsed() > IDLE_TIMEOUT {
@@ -323,16 +344,16 @@ impl Pool {
         }
     }
 
-    fn checkin(&self, origin: Origin, tx: SendRequest<Body>) {
+    fn checkin(&self, home: Home, tx: SendRequest<Body>) {
         if tx.is_closed() {
             return;
         }
         let now = Instant::now();
         let mut all = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = match all.iter().position(|(o, _)| *o == origin) {
+        let list = match all.iter().position(|(h, _)| *h == home) {
             Some(i) => &mut all[i].1,
             None => {
-                all.push((origin, Vec::new()));
+                all.push((home, Vec::new()));
                 let last = all.len() - 1;
                 &mut all[last].1
             }
@@ -408,13 +429,13 @@ impl Pool {
     fn wrap(
         self: Arc<Self>,
         resp: Response<Incoming>,
-        origin: Origin,
+        home: Home,
         tx: SendRequest<Body>,
     ) -> Response<PooledBody> {
         // An upgraded connection belongs to the upgrade from now on.
         let checkin = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then_some(Checkin {
             pool: self,
-            origin,
+            home,
             tx,
         });
         resp.map(|body| {
@@ -429,7 +450,7 @@ impl Pool {
 
 struct Checkin {
     pool: Arc<Pool>,
-    origin: Origin,
+    home: Home,
     tx: SendRequest<Body>,
 }
 
@@ -451,7 +472,7 @@ impl std::fmt::Debug for PooledBody {
 impl PooledBody {
     fn release(&mut self) {
         if let Some(c) = self.checkin.take() {
-            c.pool.checkin(c.origin, c.tx);
+            c.pool.checkin(c.home, c.tx);
         }
     }
 }
@@ -560,6 +581,29 @@ mod tests {
         let req = Request::get(&url).body(Body::empty()).unwrap();
         drop(c.request(req).await.unwrap());
         assert_eq!(get(&c, &url).await, "hello");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_runtime_only_reuses_its_own_connections() {
+        let (url, accepted) = server("mine", usize::MAX).await;
+        let c = test_client();
+        assert_eq!(get(&c, &url).await, "mine");
+        // Another runtime (another serving thread) gets a connection of its own, which its own
+        // runtime drives, and reuses it; this runtime's is still here afterwards.
+        let (other, u) = (c.clone(), url.clone());
+        let answers = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async { (get(&other, &u).await, get(&other, &u).await) })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(answers, ("mine".to_owned(), "mine".to_owned()));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(get(&c, &url).await, "mine");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 

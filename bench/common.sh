@@ -39,6 +39,24 @@ with_cleanup() {
   trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"' EXIT
 }
 
+wait_rss_steady() { # wait_rss_steady PID...: until two readings 0.2 s apart agree within 1 % (at most 5 s)
+  local a b
+  a=$(rss_kib "$@")
+  for _ in $(seq 1 25); do
+    sleep 0.2
+    b=$(rss_kib "$@")
+    [ $(( (b > a ? b - a : a - b) * 100 )) -le "$a" ] && return 0
+    a=$b
+  done
+}
+wait_no_connections() { # wait_no_connections PORT: until nothing is connected to the local PORT (at most 20 s)
+  for _ in $(seq 1 200); do
+    [ -z "$(ss -Htn state established "( sport = :$1 )" 2>/dev/null)" ] && return 0
+    sleep 0.1
+  done
+  log "connections to port $1 still open after 20 s"
+}
+
 wait_port() { # wait_port PORT
   for _ in $(seq 1 200); do
     (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0

@@ -51,6 +51,7 @@ part() { [[ ",$ONLY," == *",$1,"* ]]; }
 need_apt nginx nginx
 need_apt wrk wrk
 need_apt curl curl
+need_apt ss iproute2
 need_apt python3 python3
 NGINX=$(command -v nginx)
 
@@ -222,13 +223,13 @@ run_placement() {
 
   # --- memory with idle proxied websockets, per greeting variant -----------------------------------
   idle() { # idle TARGET VARIANT N: RSS of the proxy with N idle websockets open through it
-    local target=$1 g=$2 n=$3 url origin cookie pids fifo name lg
+    local target=$1 g=$2 n=$3 url origin cookie pids fifo name lg port
     name="idle-$g-$target-$n"
     case $target in
-      gateway) url="ws://127.0.0.1:${GW_PORT[$g]}/mashup/app/$APP"; origin="http://127.0.0.1:${GW_PORT[$g]}"
+      gateway) port=${GW_PORT[$g]}; url="ws://127.0.0.1:$port/mashup/app/$APP"; origin="http://127.0.0.1:${GW_PORT[$g]}"
                cookie=${GW_COOKIE[$g]}; pids=${GW_PID[$g]} ;;
       nginx) local off=0; [ "$g" = first-frame ] && off=1; [ "$g" = never ] && off=2
-             url="ws://127.0.0.1:$((P_NGX + off))/mashup/app/$APP"; origin="http://127.0.0.1:$((P_NGX + off))"
+             port=$((P_NGX + off)); url="ws://127.0.0.1:$port/mashup/app/$APP"; origin="http://127.0.0.1:$((P_NGX + off))"
              cookie=""; pids=$(nginx_pids) ;;
     esac
     if [ "$n" = 0 ]; then
@@ -241,12 +242,15 @@ run_placement() {
     lg=$!
     exec 7>"$fifo"
     for _ in $(seq 1 1200); do [ -s "$R/$name.out" ] && break; sleep 0.1; done
-    sleep 1
+    # Every socket is open and has done what its variant does; the proxy may still be handing
+    # sockets from one phase to the next.
+    wait_rss_steady $pids
     rss_kib $pids > "$R/$name.rss"
     log "$placement idle $g $target $n: $(cat "$R/$name.out") RSS $(cat "$R/$name.rss") KiB"
     exec 7>&-
     wait "$lg" 2>/dev/null || true
-    sleep 2   # let both sides tear the sockets down
+    # The next step starts from a proxy that holds none of these sockets any more.
+    wait_no_connections "$port"
   }
   local n
   for g in $GREETINGS; do

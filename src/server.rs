@@ -19,10 +19,12 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tracing::Instrument;
 
+mod balance;
 pub mod body_timeout;
 pub mod first_request;
 
 use crate::limits::HeadLimits;
+use balance::{Balance, Inbox, Placed};
 use body_timeout::TimedBody;
 use first_request::{Arrived, FirstRequestDeadline};
 
@@ -136,10 +138,11 @@ impl Server {
     /// websockets get close 1001, and everything is given up after `server.drain_timeout`.
     ///
     /// Connections are accepted and served on `server.threads` threads: the caller's, and as
-    /// many more, each with a single-threaded runtime of its own. A connection lives on the
-    /// thread that accepted it, as in nginx's worker processes, and so do its upstream
-    /// connections (the pool keeps them per runtime): no task moves between cores and no
-    /// request waits for a wake-up on another one. Measured against tokio's work-stealing
+    /// many more, each with a single-threaded runtime of its own. A connection lives on one
+    /// thread, as in nginx's worker processes: the one that accepted it, or the one serving the
+    /// fewest connections when that is another ([`balance`]). Its upstream connections live
+    /// there too (the pool keeps them per runtime): no task moves between cores and no request
+    /// waits for a wake-up on another one. Measured against tokio's work-stealing
     /// scheduler in BENCHMARKS.md ("Thread per core"). Background work (session sweeps,
     /// reloads, the admin listener) stays on the caller's runtime.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
@@ -151,12 +154,14 @@ impl Server {
         };
         let builder = Arc::new(connection_builder(&state, &limits));
         let first_request_timeout = state.cfg.server.header_read_timeout;
+        let (balance, mut inboxes) = Balance::new(self.threads.max(1));
         let accept = Arc::new(Accept {
             router: crate::routes::router(state.clone()),
             state: state.clone(),
             limits,
             builder: builder.clone(),
             tls: self.tls,
+            balance,
         });
         let sweeper = tokio::spawn(sweep(state.clone()));
         // Logouts on other replicas close this replica's websockets at once (a shared store).
@@ -179,12 +184,8 @@ impl Server {
             ))
         });
         let stop = tokio_util::sync::CancellationToken::new();
-        let others = spawn_accept_threads(
-            &accept,
-            &self.listener,
-            self.threads.saturating_sub(1),
-            &stop,
-        );
+        let mine = inboxes.remove(0);
+        let others = spawn_accept_threads(&accept, &self.listener, inboxes, &stop);
         let graceful = GracefulShutdown::new();
         {
             let stopped = async {
@@ -192,7 +193,7 @@ impl Server {
                 stop.cancel();
             };
             tokio::pin!(stopped);
-            accept.serve(self.listener, &graceful, stopped).await;
+            accept.serve(self.listener, mine, &graceful, stopped).await;
         }
         stop.cancel();
         let _ = stop_admin.send(());
@@ -217,18 +218,22 @@ struct Accept {
     limits: HeadLimits,
     builder: Arc<auto::Builder<TokioExecutor>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Which thread serves a connection one of them accepted.
+    balance: Arc<Balance>,
 }
 
-/// Starts `n` more accepting threads on clones of `listener`; each ends when `stop` is
+/// Starts an accepting thread per inbox on clones of `listener`; each ends when `stop` is
 /// cancelled and its connections and websockets have drained, and then reports on its receiver.
+/// A thread that cannot start drops its inbox, and the others stop handing it connections.
 fn spawn_accept_threads(
     accept: &Arc<Accept>,
     listener: &TcpListener,
-    n: usize,
+    inboxes: Vec<Inbox>,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Vec<tokio::sync::oneshot::Receiver<()>> {
-    let mut done = Vec::with_capacity(n);
-    for i in 0..n {
+    let mut done = Vec::with_capacity(inboxes.len());
+    for inbox in inboxes {
+        let i = inbox.index;
         // The clones share one socket: whichever thread is free first takes the connection.
         let std_listener = match socket2::SockRef::from(listener).try_clone() {
             Ok(s) => std::net::TcpListener::from(s),
@@ -241,7 +246,7 @@ fn spawn_accept_threads(
         let accept = accept.clone();
         let stop = stop.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("qlik-gateway-{}", i + 1))
+            .name(format!("qlik-gateway-{i}"))
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -262,7 +267,9 @@ fn spawn_accept_threads(
                         }
                     };
                     let graceful = GracefulShutdown::new();
-                    accept.serve(listener, &graceful, stop.cancelled()).await;
+                    accept
+                        .serve(listener, inbox, &graceful, stop.cancelled())
+                        .await;
                     // The connections and websocket relays of this thread run on its runtime,
                     // which must outlive them; the main thread's drain closes the websockets.
                     let drain = accept.state.cfg.server.drain_timeout;
@@ -286,21 +293,34 @@ fn spawn_accept_threads(
 }
 
 impl Accept {
-    /// Accepts on `listener` until `stop` resolves; every connection is watched by `graceful`.
+    /// Accepts on `listener`, and takes the connections other threads hand to `inbox`, until
+    /// `stop` resolves; every connection is watched by `graceful`.
     async fn serve(
         &self,
         listener: TcpListener,
+        mut inbox: Inbox,
         graceful: &GracefulShutdown,
         stop: impl Future<Output = ()>,
     ) {
-        let state = &self.state;
-        let first_request_timeout = state.cfg.server.header_read_timeout;
         tokio::pin!(stop);
         loop {
-            let (tcp, peer) = tokio::select! {
+            let placed = tokio::select! {
                 _ = &mut stop => break,
+                Some(handed) = inbox.rx.recv() => match handed.take() {
+                    Ok(placed) => placed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take a connection from another thread");
+                        continue;
+                    }
+                },
                 accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
+                    Ok((tcp, peer)) => {
+                        let _ = tcp.set_nodelay(true);
+                        match self.balance.place(inbox.index, tcp, peer) {
+                            Ok(placed) => placed,
+                            Err(()) => continue,
+                        }
+                    }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -309,56 +329,69 @@ impl Accept {
                     }
                 },
             };
-            let _ = tcp.set_nodelay(true);
-            let arrived = Arrived::default();
-            let svc = service(
-                self.router.clone(),
-                peer,
-                state.clone(),
-                self.limits,
-                arrived.clone(),
-            );
-            let builder = self.builder.clone();
-            match &self.tls {
-                None => {
-                    let io = FirstRequestDeadline::new(tcp, first_request_timeout, arrived);
+            self.serve_one(placed, graceful);
+        }
+        // Connections handed over just before the stop are served (and drained) like the rest.
+        self.balance.close(inbox.index);
+        inbox.rx.close();
+        while let Ok(handed) = inbox.rx.try_recv() {
+            if let Ok(placed) = handed.take() {
+                self.serve_one(placed, graceful);
+            }
+        }
+    }
+
+    /// Serves one connection on this thread's runtime, watched by `graceful`.
+    fn serve_one(&self, (tcp, peer, load): Placed, graceful: &GracefulShutdown) {
+        let state = &self.state;
+        let first_request_timeout = state.cfg.server.header_read_timeout;
+        let arrived = Arrived::default();
+        let svc = service(
+            self.router.clone(),
+            peer,
+            state.clone(),
+            self.limits,
+            arrived.clone(),
+        );
+        let builder = self.builder.clone();
+        match &self.tls {
+            None => {
+                let io = FirstRequestDeadline::new(tcp, first_request_timeout, arrived, Some(load));
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), svc)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        log_connection_error(peer, &*e);
+                    }
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let timeout = first_request_timeout;
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %peer, "TLS handshake not finished within server.header_read_timeout; closing");
+                            return;
+                        }
+                    };
+                    // The clock for the first request starts after the handshake.
+                    let io = FirstRequestDeadline::new(stream, timeout, arrived, Some(load));
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(io), svc)
                         .into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            log_connection_error(peer, &*e);
-                        }
-                    });
-                }
-                Some(acceptor) => {
-                    let acceptor = acceptor.clone();
-                    let timeout = first_request_timeout;
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(peer = %peer, "TLS handshake not finished within server.header_read_timeout; closing");
-                                return;
-                            }
-                        };
-                        // The clock for the first request starts after the handshake.
-                        let io = FirstRequestDeadline::new(stream, timeout, arrived);
-                        let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(io), svc)
-                            .into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
-                            log_connection_error(peer, &*e);
-                        }
-                    });
-                }
+                    if let Err(e) = watcher.watch(conn).await {
+                        log_connection_error(peer, &*e);
+                    }
+                });
             }
         }
     }
@@ -440,7 +473,7 @@ async fn serve_admin(
         };
         let _ = tcp.set_nodelay(true);
         let arrived = Arrived::default();
-        let io = FirstRequestDeadline::new(tcp, first_request_timeout, arrived.clone());
+        let io = FirstRequestDeadline::new(tcp, first_request_timeout, arrived.clone(), None);
         let router = router.clone();
         let svc = TowerToHyperService::new(tower::service_fn(move |req| {
             arrived.mark();

@@ -18,6 +18,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::balance::Load;
+
 /// Set by the service when a connection's first request head has arrived.
 #[derive(Clone, Default)]
 pub struct Arrived(Arc<AtomicBool>);
@@ -37,14 +39,19 @@ pub struct FirstRequestDeadline<S> {
     inner: S,
     /// `None` once the first request arrived: then this is a pass-through.
     armed: Option<Box<(Pin<Box<Sleep>>, Arrived)>>,
+    /// The connection's count on its thread, held as long as the stream is open (also when
+    /// hyper has handed it to an upgrade).
+    _load: Option<Load>,
 }
 
 impl<S> FirstRequestDeadline<S> {
-    /// Starts the clock now (after the TLS handshake, for TLS connections).
-    pub fn new(inner: S, timeout: Duration, arrived: Arrived) -> Self {
+    /// Starts the clock now (after the TLS handshake, for TLS connections); `load` is
+    /// released when the stream is dropped.
+    pub(crate) fn new(inner: S, timeout: Duration, arrived: Arrived, load: Option<Load>) -> Self {
         Self {
             inner,
             armed: Some(Box::new((Box::pin(tokio::time::sleep(timeout)), arrived))),
+            _load: load,
         }
     }
 }
@@ -108,7 +115,8 @@ mod tests {
     #[tokio::test]
     async fn a_silent_connection_times_out() {
         let (a, _b) = tokio::io::duplex(64);
-        let mut s = FirstRequestDeadline::new(a, Duration::from_millis(20), Arrived::default());
+        let mut s =
+            FirstRequestDeadline::new(a, Duration::from_millis(20), Arrived::default(), None);
         let mut buf = [0u8; 8];
         let e = s.read(&mut buf).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
@@ -118,7 +126,7 @@ mod tests {
     async fn after_the_first_request_reads_wait_for_ever() {
         let (a, mut b) = tokio::io::duplex(64);
         let arrived = Arrived::default();
-        let mut s = FirstRequestDeadline::new(a, Duration::from_millis(20), arrived.clone());
+        let mut s = FirstRequestDeadline::new(a, Duration::from_millis(20), arrived.clone(), None);
         arrived.mark();
         let reader = tokio::spawn(async move {
             let mut buf = [0u8; 2];

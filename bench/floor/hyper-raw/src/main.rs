@@ -17,10 +17,11 @@ fn main() {
     let mode = args[1].clone();
     let listen: SocketAddr = args[2].parse().unwrap();
     let upstream: SocketAddr = args[3].parse().unwrap();
-    let threads: usize = args
-        .get(4)
-        .map(|s| s.parse().unwrap())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads: usize = args.get(4).map(|s| s.parse().unwrap()).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_reuse_address(true).unwrap();
     sock.bind(&listen.into()).unwrap();
@@ -31,7 +32,10 @@ fn main() {
         let s: std::net::TcpListener = sock.try_clone().unwrap().into();
         let mode = mode.clone();
         hs.push(std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async move {
                 let l = TcpListener::from_std(s).unwrap();
@@ -59,25 +63,38 @@ fn main() {
     }
 }
 
-async fn serve_hyper(tcp: TcpStream, upstream: SocketAddr, pool: Rc<RefCell<Vec<SendRequest<Incoming>>>>) {
+async fn serve_hyper(
+    tcp: TcpStream,
+    upstream: SocketAddr,
+    pool: Rc<RefCell<Vec<SendRequest<Incoming>>>>,
+) {
     let writev = std::env::var("WRITEV").ok().map(|v| v == "1");
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let pool = pool.clone();
         async move {
-            let pq = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
             *req.uri_mut() = pq.parse().unwrap();
-            req.headers_mut().insert(header::COOKIE, header::HeaderValue::from_static(COOKIE));
+            req.headers_mut()
+                .insert(header::COOKIE, header::HeaderValue::from_static(COOKIE));
             let sender = {
                 let mut p = pool.borrow_mut();
                 p.retain(|s| !s.is_closed());
-                p.iter().position(|s| s.is_ready()).map(|i| p.swap_remove(i))
+                p.iter()
+                    .position(|s| s.is_ready())
+                    .map(|i| p.swap_remove(i))
             };
             let mut sender = match sender {
                 Some(s) => s,
                 None => {
                     let up = TcpStream::connect(upstream).await.unwrap();
                     up.set_nodelay(true).unwrap();
-                    let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(up)).await.unwrap();
+                    let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(up))
+                        .await
+                        .unwrap();
                     tokio::task::spawn_local(conn);
                     s
                 }
@@ -111,14 +128,18 @@ async fn serve_raw(mut tcp: TcpStream, upstream: SocketAddr) -> std::io::Result<
         let head_len = loop {
             let mut hdrs = [httparse::EMPTY_HEADER; 64];
             let mut req = httparse::Request::new(&mut hdrs);
-            if let httparse::Status::Complete(n) = req.parse(&cbuf[..clen]).map_err(std::io::Error::other)? {
+            if let httparse::Status::Complete(n) =
+                req.parse(&cbuf[..clen]).map_err(std::io::Error::other)?
+            {
                 out.clear();
                 out.extend_from_slice(req.method.unwrap().as_bytes());
                 out.push(b' ');
                 out.extend_from_slice(req.path.unwrap().as_bytes());
                 out.extend_from_slice(b" HTTP/1.1\r\n");
                 for h in req.headers.iter() {
-                    if h.name.eq_ignore_ascii_case("cookie") || h.name.eq_ignore_ascii_case("connection") {
+                    if h.name.eq_ignore_ascii_case("cookie")
+                        || h.name.eq_ignore_ascii_case("connection")
+                    {
                         continue;
                     }
                     out.extend_from_slice(h.name.as_bytes());
@@ -150,7 +171,9 @@ async fn serve_raw(mut tcp: TcpStream, upstream: SocketAddr) -> std::io::Result<
             ulen += n;
             let mut hdrs = [httparse::EMPTY_HEADER; 64];
             let mut resp = httparse::Response::new(&mut hdrs);
-            if let httparse::Status::Complete(n) = resp.parse(&ubuf[..ulen]).map_err(std::io::Error::other)? {
+            if let httparse::Status::Complete(n) =
+                resp.parse(&ubuf[..ulen]).map_err(std::io::Error::other)?
+            {
                 let cl = resp
                     .headers
                     .iter()
@@ -172,6 +195,5 @@ async fn serve_raw(mut tcp: TcpStream, upstream: SocketAddr) -> std::io::Result<
             tcp.write_all(&ubuf[..n]).await?;
             left -= n;
         }
-        
     }
 }

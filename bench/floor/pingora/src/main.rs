@@ -19,7 +19,11 @@ impl ProxyHttp for P {
     type CTX = ();
     fn new_ctx(&self) {}
     async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream.as_str(), false, String::new())))
+        Ok(Box::new(HttpPeer::new(
+            self.upstream.as_str(),
+            false,
+            String::new(),
+        )))
     }
     async fn upstream_request_filter(
         &self,
@@ -27,7 +31,10 @@ impl ProxyHttp for P {
         req: &mut RequestHeader,
         _c: &mut (),
     ) -> Result<()> {
-        req.insert_header("Cookie", "X-Qlik-Session-mashup=0123456789abcdef0123456789abcdef")
+        req.insert_header(
+            "Cookie",
+            "X-Qlik-Session-mashup=0123456789abcdef0123456789abcdef",
+        )
     }
 }
 
@@ -42,7 +49,12 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut svc = pingora_proxy::http_proxy_service(&server.configuration, P { upstream: args[2].clone() });
+    let mut svc = pingora_proxy::http_proxy_service(
+        &server.configuration,
+        P {
+            upstream: args[2].clone(),
+        },
+    );
     svc.add_tcp(&args[1]);
     server.add_service(svc);
     server.run_forever();

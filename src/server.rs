@@ -154,7 +154,7 @@ impl Server {
         };
         let builder = Arc::new(connection_builder(&state, &limits));
         let first_request_timeout = state.cfg.server.header_read_timeout;
-        let (balance, mut inboxes) = Balance::new(self.threads.max(1));
+        let (balance, mut inboxes) = Balance::new(self.threads);
         let accept = Arc::new(Accept {
             router: crate::routes::router(state.clone()),
             state: state.clone(),
@@ -317,8 +317,8 @@ impl Accept {
                     Ok((tcp, peer)) => {
                         let _ = tcp.set_nodelay(true);
                         match self.balance.place(inbox.index, tcp, peer) {
-                            Ok(placed) => placed,
-                            Err(()) => continue,
+                            Some(placed) => placed,
+                            None => continue,
                         }
                     }
                     Err(e) => {
@@ -331,8 +331,8 @@ impl Accept {
             };
             self.serve_one(placed, graceful);
         }
-        // Connections handed over just before the stop are served (and drained) like the rest.
-        self.balance.close(inbox.index);
+        // A closed inbox takes no more connections; those handed over just before the stop
+        // are served (and drained) like the rest.
         inbox.rx.close();
         while let Ok(handed) = inbox.rx.try_recv() {
             if let Ok(placed) = handed.take() {

@@ -54,10 +54,6 @@ pub(crate) struct Inbox {
     pub(crate) rx: mpsc::UnboundedReceiver<Handed>,
 }
 
-/// A thread whose inbox is gone (it failed to start, or has stopped) never looks the least
-/// loaded again.
-const GONE: usize = usize::MAX / 2;
-
 impl Balance {
     /// A balance over `n` threads (at least one), with the inbox of each.
     pub(crate) fn new(n: usize) -> (Arc<Balance>, Vec<Inbox>) {
@@ -74,55 +70,51 @@ impl Balance {
         (Arc::new(Balance { threads }), inboxes)
     }
 
-    /// Where a connection just accepted by thread `here` should be served: `Ok` with it counted
-    /// for this thread, or `Err` once it has been handed to a thread serving fewer.
+    /// Where a connection just accepted by thread `here` should be served: `Some` with it
+    /// counted for this thread, `None` once it has been handed to a thread serving fewer.
     pub(crate) fn place(
         self: &Arc<Self>,
         here: usize,
-        tcp: TcpStream,
+        mut tcp: TcpStream,
         peer: SocketAddr,
-    ) -> Result<Placed, ()> {
+    ) -> Option<Placed> {
         let target = self.least_loaded(here);
         if target != here {
-            let load = self.claim(target);
-            match tcp.into_std() {
-                Ok(std) => {
-                    let handed = Handed {
-                        tcp: std,
-                        peer,
-                        load,
-                    };
-                    match self.threads[target].inbox.send(handed) {
-                        Ok(()) => return Err(()),
-                        Err(mpsc::error::SendError(back)) => {
-                            // Its thread is gone: serve the connection here after all.
-                            self.threads[target].live.store(GONE, Ordering::Relaxed);
-                            drop(back.load);
-                            return TcpStream::from_std(back.tcp)
-                                .map(|tcp| (tcp, peer, self.claim(here)))
-                                .map_err(|e| {
-                                    tracing::warn!(error = %e, "cannot serve a connection on this thread");
-                                });
-                        }
-                    }
-                }
+            let std = match tcp.into_std() {
+                Ok(std) => std,
                 Err(e) => {
                     // The socket could not leave this thread's reactor; it is lost either way.
                     tracing::warn!(error = %e, "cannot hand a connection to another thread");
-                    return Err(());
+                    return None;
                 }
-            }
+            };
+            let handed = Handed {
+                tcp: std,
+                peer,
+                load: self.claim(target),
+            };
+            // Sent: `None`. Refused only when that thread stopped since `least_loaded` looked;
+            // then the connection is served here.
+            let mpsc::error::SendError(back) = self.threads[target].inbox.send(handed).err()?;
+            tcp = match TcpStream::from_std(back.tcp) {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot serve a connection on this thread");
+                    return None;
+                }
+            };
         }
-        Ok((tcp, peer, self.claim(here)))
+        Some((tcp, peer, self.claim(here)))
     }
 
-    /// The thread serving the fewest connections, `here` when it is among them.
+    /// The thread serving the fewest connections, `here` when it is among them. A thread whose
+    /// inbox is closed (it failed to start, or is stopping) takes none.
     fn least_loaded(&self, here: usize) -> usize {
         let mine = self.threads[here].live.load(Ordering::Relaxed);
         let mut best = (mine, here);
         for (i, t) in self.threads.iter().enumerate() {
             let n = t.live.load(Ordering::Relaxed);
-            if n < best.0 {
+            if n < best.0 && !t.inbox.is_closed() {
                 best = (n, i);
             }
         }
@@ -138,11 +130,6 @@ impl Balance {
             balance: self.clone(),
             index: i,
         }
-    }
-
-    /// Thread `i` takes no more connections: it is stopping.
-    pub(crate) fn close(&self, i: usize) {
-        self.threads[i].live.fetch_add(GONE, Ordering::Relaxed);
     }
 
     #[cfg(test)]
@@ -189,7 +176,7 @@ mod tests {
             let (c, s, peer) = pair(&l).await;
             clients.push(c);
             // Thread 0 accepts every connection.
-            if let Ok(conn) = balance.place(0, s, peer) {
+            if let Some(conn) = balance.place(0, s, peer) {
                 kept.push(conn);
             }
         }
@@ -214,12 +201,11 @@ mod tests {
     async fn a_closed_thread_gets_no_more_connections() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (balance, mut inboxes) = Balance::new(2);
-        balance.close(1);
-        drop(inboxes.pop());
+        inboxes[1].rx.close();
         let mut kept = Vec::new();
         for _ in 0..4 {
             let (_c, s, peer) = pair(&l).await;
-            kept.push(balance.place(0, s, peer).ok().unwrap());
+            kept.push(balance.place(0, s, peer).unwrap());
         }
         assert_eq!(balance.live()[0], 4);
     }
@@ -231,12 +217,15 @@ mod tests {
         // Thread 1 never started: its inbox was dropped, its count says nothing.
         drop(inboxes.pop());
         let (_c1, s1, p1) = pair(&l).await;
-        let first = balance.place(0, s1, p1).ok().unwrap();
+        let first = balance.place(0, s1, p1).unwrap();
         let (_c2, s2, p2) = pair(&l).await;
         let second = balance.place(0, s2, p2);
-        assert!(second.is_ok(), "served here when the other thread is gone");
+        assert!(
+            second.is_some(),
+            "served here when the other thread is gone"
+        );
         let (_c3, s3, p3) = pair(&l).await;
-        assert!(balance.place(0, s3, p3).is_ok());
+        assert!(balance.place(0, s3, p3).is_some());
         drop((first, second));
     }
 }

@@ -23,8 +23,9 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// user, and `@qlik/api` and the Capability API send it on every QRS call, so it passes.
 const X_QLIK_XRFKEY: HeaderName = HeaderName::from_static("x-qlik-xrfkey");
 
-/// RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies still see.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies still see. A static,
+/// not a const: a const array is built and dropped again at every use, once per header here.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -37,7 +38,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Headers a browser may not send upstream, besides `X-Qlik-*` (see [`remove_identity_headers`]).
-const IDENTITY: [HeaderName; 6] = [
+static IDENTITY: [HeaderName; 6] = [
     header::AUTHORIZATION,
     header::FORWARDED,
     X_FORWARDED_FOR,
@@ -49,26 +50,49 @@ const IDENTITY: [HeaderName; 6] = [
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the few headers there are, rather than a lookup per name: most messages
-    // carry none of these, most of the rest only `Connection`.
-    let mut found: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| HOP_BY_HOP.contains(k))
-        .cloned()
-        .collect();
-    if found.is_empty() {
+    // carry none of these, most of the rest only `Connection: keep-alive` or `close`, and those
+    // are handled without allocating.
+    let mut found = 0u16;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            found |= 1 << i;
+        }
+    }
+    if found == 0 {
         return;
     }
-    if found.contains(&header::CONNECTION) {
-        found.extend(
-            headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()),
-        );
+    // Names `Connection` lists besides those removed anyway (`keep-alive`, `upgrade`, …).
+    let mut listed: Vec<HeaderName> = Vec::new();
+    if found & 1 != 0 {
+        let tokens = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim);
+        for t in tokens {
+            if t.is_empty()
+                || HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(t))
+            {
+                continue;
+            }
+            // `close` is a connection option, not the name of a header one would send.
+            if t.eq_ignore_ascii_case("close") && !headers.contains_key("close") {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+                listed.push(n);
+            }
+        }
     }
-    for name in found {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    for name in listed {
         headers.remove(name);
     }
 }
@@ -151,18 +175,47 @@ pub(crate) fn set_forwarding(
     public_host: &HeaderValue,
     upstream_host: &HeaderValue,
 ) {
-    // An address is at most 45 characters: formatted on the stack, not into a new String.
     let mut buf = [0u8; 64];
-    let mut w = &mut buf[..];
-    if std::io::Write::write_fmt(&mut w, format_args!("{peer}")).is_ok() {
-        let n = 64 - w.len();
-        if let Ok(v) = HeaderValue::from_bytes(&buf[..n]) {
-            headers.insert(X_FORWARDED_FOR, v);
-        }
+    if let Some(v) = ip_text(peer, &mut buf).and_then(|t| HeaderValue::from_bytes(t).ok()) {
+        headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     headers.insert(X_FORWARDED_HOST, public_host.clone());
     headers.insert(header::HOST, upstream_host.clone());
+}
+
+/// `ip` as text in `buf`. An IPv4 address (nearly every client) is written digit by digit: this
+/// runs on every proxied request, and `Display` takes seven formatter calls for one address.
+fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            Some(&buf[..n])
+        }
+        // At most 45 characters: formatted on the stack, not into a new String.
+        IpAddr::V6(_) => {
+            let mut w = &mut buf[..];
+            std::io::Write::write_fmt(&mut w, format_args!("{ip}")).ok()?;
+            let n = 64 - w.len();
+            Some(&buf[..n])
+        }
+    }
 }
 
 /// Why a `Set-Cookie` from Qlik was not passed on (see [`scope_set_cookie`]).
@@ -302,6 +355,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn forwarded_for_is_the_peer_address_as_display_writes_it() {
+        let mut buf = [0u8; 64];
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "9.99.100.255",
+            "192.168.1.109",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:192.0.2.128",
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            let text = ip_text(addr, &mut buf).unwrap();
+            assert_eq!(std::str::from_utf8(text).unwrap(), addr.to_string(), "{ip}");
+        }
+        for octets in [[1, 2, 3, 4], [255, 255, 255, 255], [100, 10, 0, 199]] {
+            let addr = IpAddr::from(octets);
+            let text = ip_text(addr, &mut buf).unwrap();
+            assert_eq!(std::str::from_utf8(text).unwrap(), addr.to_string());
+        }
+    }
+
+    #[test]
     fn cookies_lose_gateway_and_qlik_session_and_gain_injected() {
         let mut h = HeaderMap::new();
         h.append(
@@ -336,6 +413,26 @@ mod tests {
         h.insert("accept", "*/*".parse().unwrap());
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
+
+        // Every listed name, in any case, over several Connection headers; `close` names a
+        // header only when there is one.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "close".parse().unwrap());
+        h.append(header::CONNECTION, " Upgrade ,X-Two,,".parse().unwrap());
+        for name in &HOP_BY_HOP {
+            h.append(name, "v".parse().unwrap());
+        }
+        h.insert("x-two", "2".parse().unwrap());
+        h.insert("close", "c".parse().unwrap());
+        h.insert("accept", "*/*".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["accept"]);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "close".parse().unwrap());
+        h.insert("accept", "*/*".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["accept"]);
     }
 
     #[test]

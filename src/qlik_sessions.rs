@@ -112,7 +112,18 @@ impl QlikSessions {
         self.replace(id, Some(&stale.cookie_value)).await
     }
 
+    /// Boxed: the store and QPS calls make this future several KiB, and every proxied request's
+    /// future would carry (and move) that much room for the rare request that creates a Qlik
+    /// session.
     async fn replace(
+        &self,
+        id: &SessionId,
+        stale: Option<&str>,
+    ) -> Result<QlikSession, LifecycleError> {
+        Box::pin(self.replace_now(id, stale)).await
+    }
+
+    async fn replace_now(
         &self,
         id: &SessionId,
         stale: Option<&str>,

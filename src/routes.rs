@@ -140,7 +140,10 @@ pub(crate) async fn dispatch(
         let result = if websocket {
             // Boxed: the relay's setup future is large, and unboxed it would be moved along
             // with every plain HTTP request's future.
-            Box::pin(proxy::websocket::engine(state.clone(), req, peer, sid, gw)).await
+            // Bound first: a temporary in the awaited statement would keep its room in this
+            // future's state, boxed or not.
+            let relay = Box::pin(proxy::websocket::engine(state.clone(), req, peer, sid, gw));
+            relay.await
         } else {
             proxy::http::to_qlik(&state, req, peer, &sid, &gw).await
         };
@@ -174,7 +177,8 @@ pub(crate) async fn dispatch(
                 return GatewayError::from(r).respond(html);
             }
             let r = if websocket {
-                Box::pin(proxy::tunnel::upgrade(state.clone(), dev, req, peer)).await
+                let tunnel = Box::pin(proxy::tunnel::upgrade(state.clone(), dev, req, peer));
+                tunnel.await
             } else {
                 proxy::http::to_mashup_upstream(&state, dev, req, peer).await
             };

@@ -317,7 +317,7 @@ pub(crate) async fn qlik_logout(
         if let Err(e) = same_origin(state, headers, "Qlik's logout (DELETE qps/user)") {
             return Some(e.respond(false));
         }
-        return Some(match end_session(state, headers).await {
+        return Some(match Box::pin(end_session(state, headers)).await {
             Ok(idp) => {
                 let mut r = json_body(
                     StatusCode::OK,
@@ -344,7 +344,7 @@ pub(crate) async fn qlik_logout(
              </body></html>",
         ));
     }
-    Some(match end_session(state, headers).await {
+    Some(match Box::pin(end_session(state, headers)).await {
         Ok(idp) => logged_out_answer(state, true, idp),
         Err(e) => e.respond(true),
     })

@@ -98,7 +98,8 @@ pub(crate) async fn to_qlik(
             std::mem::take(&mut base_headers)
         };
         if client_csrf {
-            own_csrf_header(state, sid, &mut qlik, &mut h).await?;
+            // Boxed: a QPS call's future, which the requests without a token need no room for.
+            Box::pin(own_csrf_header(state, sid, &mut qlik, &mut h)).await?;
         }
         headers::set_forwarding(
             &mut h,
@@ -163,7 +164,9 @@ pub(crate) async fn to_qlik(
             return Ok(r);
         }
         if personal {
-            match read_personal(resp).await {
+            // Boxed: a body read the other requests need no room for.
+            let read = Box::pin(read_personal(resp));
+            match read.await {
                 Personal::Inactive if attempt == 1 => {
                     // Qlik no longer knows the session (it answers 200 with "inactive" here,
                     // not its login redirect): the user is still logged in at the gateway.

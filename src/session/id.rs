@@ -19,7 +19,8 @@ impl SessionId {
         let mut hex = [0u8; 64];
         // 32 bytes always fit 64 hex digits.
         let _ = hex::encode_to_slice(Sha256::digest(id.as_bytes()), &mut hex);
-        let key = String::from_utf8_lossy(&hex).into_owned();
+        // Hex digits are ASCII: never the empty fallback.
+        let key = std::str::from_utf8(&hex).unwrap_or_default().to_owned();
         Self { id, key }
     }
 

@@ -241,7 +241,11 @@ impl UpstreamClient {
                 Some(tx) => tx,
                 None => {
                     fresh = true;
-                    self.pool.connect(origin).await?
+                    // Boxed (and bound before the await, or the temporary keeps its room): a
+                    // connect with its TLS handshake is a large future, and every request's
+                    // future would carry that room for the few that open a connection.
+                    let connect = Box::pin(self.pool.connect(origin));
+                    connect.await?
                 }
             };
             match tx.try_send_request(req).await {

@@ -95,24 +95,23 @@ async fn dispatch_fallback(
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
     req: Request<Body>,
 ) -> Response {
-    dispatch(state, peer, req).await
+    dispatch(state, peer, None, req).await
 }
 
 /// Everything outside `/_gateway/`: Qlik under the mount (HTTP or engine websocket), else the
 /// mashup; a session is needed unless the path is public.
+///
+/// `class` is the request's class when the caller has it (the server, for its metrics label);
+/// an argument rather than a request extension, whose map would be allocated per request.
 pub(crate) async fn dispatch(
     state: Arc<AppState>,
     peer: SocketAddr,
+    class: Option<RouteClass>,
     req: Request<Body>,
 ) -> Response {
     let path = req.uri().path();
     let html = wants_html(req.headers());
-    // Classified once, by the server (the metrics label); a router driven without it classifies here.
-    let class = req
-        .extensions()
-        .get::<RouteClass>()
-        .copied()
-        .unwrap_or_else(|| RouteClass::of(path, &state.cfg.qlik.mount, req.headers()));
+    let class = class.unwrap_or_else(|| RouteClass::of(path, &state.cfg.qlik.mount, req.headers()));
     // The mashup's dev server takes upgrades too (hot module replacement).
     let websocket = class == RouteClass::Websocket || is_upgrade(req.headers());
 

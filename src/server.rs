@@ -543,6 +543,10 @@ fn service(
             let refused = limits.check(&req).err();
             let http1 = req.version() < http::Version::HTTP_2;
             let id = request_id(req.headers());
+            // Room, in one step, for what the gateway adds on the way upstream (this id, three
+            // X-Forwarded-* and Qlik's cookie): grown one insert at a time, the map is
+            // rebuilt twice on a typical request.
+            req.headers_mut().reserve(6);
             req.headers_mut().insert(REQUEST_ID, id.clone());
             // Every log line of this request (and of its websocket relay) carries the id, and
             // Qlik gets it too (the header is forwarded), so one id follows a request end to end.
@@ -581,12 +585,11 @@ fn service(
                         axum::body::Body::new(TimedBody::new(b, body_timeout))
                     }
                 });
-                req.extensions_mut().insert(class);
                 let mut resp = if routed {
                     req.extensions_mut().insert(PeerAddr(peer));
                     router.oneshot(req).await?
                 } else {
-                    crate::routes::dispatch(state, peer, req).await
+                    crate::routes::dispatch(state, peer, Some(class), req).await
                 };
                 // Time to the response head: a streamed body is not waited for.
                 metrics.http_request(class, resp.status(), start.elapsed());

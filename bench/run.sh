@@ -262,6 +262,8 @@ run_placement() {
   for p in "${PIDS[@]:$started}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]:$started}"; do wait "$p" 2>/dev/null || true; done
   PIDS=("${PIDS[@]:0:$started}")
+  # The proxies' own logs go with the raw outputs: $W is removed on exit.
+  cp "$D"/gw-*.log "$D/ngx-px/stderr" "$R/" 2>/dev/null || true
   {
     echo "nginx $($NGINX -v 2>&1 | cut -d/ -f2), wrk -t1, ${DUR}s per figure; gateway $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
     if [ "$placement" = pinned ]; then
@@ -294,6 +296,10 @@ log "raw outputs in $OUT"
 if [ "$SMOKE" = 1 ]; then
   for placement in $PLACEMENTS; do
     python3 "$ROOT/bench/table.py" "$OUT/$placement" "$IDLE_COUNTS" "$GREETINGS" --check "$ONLY" >&2 ||
-      { log "$placement placement: figures missing"; exit 1; }
+      { log "$placement placement: figures missing; the load generators' and the gateways' own words:"
+        for f in "$OUT/$placement"/*.err "$OUT/$placement"/gw-*.log; do
+          [ -s "$f" ] && { echo "--- $f (last 20 lines)"; tail -n 20 "$f"; } >&2
+        done
+        exit 1; }
   done
 fi

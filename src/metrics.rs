@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | `qlik_gateway_http_requests_total` | counter | `route_class` (gateway, qlik, websocket, mashup), `status` |
 //! | `qlik_gateway_http_request_duration_seconds` | histogram | `route_class`: time to the response head (101 for websockets) |
+//! | `qlik_gateway_proxy_phase_duration_seconds` | histogram | `phase` (session, qlik_session, upstream_connection, upstream_response): where a proxied request's time to its head went |
 //! | `qlik_gateway_websockets_open` | gauge | — (engine websockets and proxied dev-server websockets) |
 //! | `qlik_gateway_websocket_frames_total` | counter | `direction` (client_to_qlik, qlik_to_client): text and binary messages relayed |
 //! | `qlik_gateway_websocket_bytes_total` | counter | `direction`: their payload bytes |
@@ -23,8 +24,11 @@
 //! | `qlik_gateway_qlik_notifications_total` | counter | `method` (Qlik's fatal notifications, [`crate::stats`]) |
 //! | `qlik_gateway_login_prompts_total` | counter | — (`mustAuthenticate: true` sent to a client) |
 
+mod durations;
+
 use crate::qlik::metrics::QpsMetrics;
 use crate::route_class::RouteClass;
+use durations::DurationHistogram;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +57,65 @@ pub(crate) const PROMETHEUS_CONTENT_TYPE: &str =
 const LATENCY_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// Upper bounds (nanoseconds) of the phase buckets: finer than [`LATENCY_BUCKETS`] below a
+/// millisecond, where a proxied request's phases take tens of microseconds and a tail of a
+/// few hundred shows only in fine buckets.
+const PHASE_BUCKETS_NS: &[u64] = &[
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+];
+
+/// A step of a request proxied to Qlik (or to the mashup's dev server), timed on its own so that
+/// a slow request shows which step was slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the gateway session the cookie names (the store's read and touch).
+    Session,
+    /// The gateway session's Qlik session: at hand, or created through QPS.
+    QlikSession,
+    /// Waiting for an upstream connection: a pooled one to finish its previous response, or a
+    /// new one to be made (TLS included).
+    UpstreamConnection,
+    /// From the request handed to its connection to the upstream's response head.
+    UpstreamResponse,
+}
+
+impl Phase {
+    const ALL: [Phase; 4] = [
+        Self::Session,
+        Self::QlikSession,
+        Self::UpstreamConnection,
+        Self::UpstreamResponse,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::QlikSession => "qlik_session",
+            Self::UpstreamConnection => "upstream_connection",
+            Self::UpstreamResponse => "upstream_response",
+        }
+    }
+}
 
 /// Which way a websocket frame went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +179,11 @@ struct RouteLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DirectionLabels {
     direction: &'static str,
 }
@@ -145,6 +213,8 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     /// Indexed like [`RouteClass::ALL`].
     http_duration: [Histogram; 4],
+    /// Indexed like [`Phase::ALL`].
+    phases: [DurationHistogram; 4],
     /// Indexed client_to_qlik, qlik_to_client.
     ws_frames: [Counter; 2],
     ws_bytes: [Counter; 2],
@@ -188,6 +258,17 @@ impl Metrics {
                 route_class: c.as_str(),
             })
         });
+
+        let phase_family: Family<PhaseLabels, DurationHistogram, fn() -> DurationHistogram> =
+            Family::new_with_constructor(|| DurationHistogram::new(PHASE_BUCKETS_NS));
+        registry.register_with_unit(
+            "qlik_gateway_proxy_phase_duration",
+            "Time a proxied request spent in each step before its response head: session lookup, Qlik session, waiting for an upstream connection, the upstream's answer",
+            Unit::Seconds,
+            phase_family.clone(),
+        );
+        let phases = Phase::ALL
+            .map(|p| phase_family.get_or_create_owned(&PhaseLabels { phase: p.as_str() }));
 
         registry.register_collector(Box::new(Live { stats, sockets }));
 
@@ -257,6 +338,7 @@ impl Metrics {
             registry,
             http_requests,
             http_duration,
+            phases,
             ws_frames,
             ws_bytes,
             logins,
@@ -277,6 +359,11 @@ impl Metrics {
             })
             .inc();
         self.http_duration[class as usize].observe(took.as_secs_f64());
+    }
+
+    /// One step of a proxied request and how long it took.
+    pub fn phase(&self, phase: Phase, took: Duration) {
+        self.phases[phase as usize].observe(took);
     }
 
     /// One websocket message of `bytes` payload bytes relayed in `direction`.
@@ -498,6 +585,51 @@ mod tests {
         ));
         assert!(tb.contains("qlik_gateway_logouts_total 0\n"), "{tb}");
         assert!(!tb.contains("status=\"101\""));
+    }
+
+    /// The cumulative count of `phase`'s bucket with upper bound `le`. The two formats differ
+    /// in the labels' order and in how they spell a bound (`1e-05`, `0.00001`).
+    fn phase_bucket(text: &str, phase: &str, le: f64) -> Option<u64> {
+        let phase = format!("phase=\"{phase}\"");
+        text.lines().find_map(|l| {
+            let (labels, n) = l
+                .strip_prefix("qlik_gateway_proxy_phase_duration_seconds_bucket{")?
+                .split_once("} ")?;
+            let mut bound = None;
+            let mut ours = false;
+            for label in labels.split(',') {
+                ours |= label == phase;
+                if let Some(v) = label.strip_prefix("le=\"") {
+                    bound = v.trim_end_matches('"').parse::<f64>().ok();
+                }
+            }
+            (ours && bound == Some(le)).then(|| n.parse().ok())?
+        })
+    }
+
+    #[test]
+    fn each_phase_has_its_own_series_in_both_formats() {
+        let m = metrics();
+        m.phase(Phase::Session, Duration::from_micros(7));
+        m.phase(Phase::UpstreamResponse, Duration::from_micros(300));
+        m.phase(Phase::UpstreamResponse, Duration::from_millis(3));
+        for openmetrics in [false, true] {
+            let t = m.encode(openmetrics);
+            let count = |phase: &str| {
+                format!("qlik_gateway_proxy_phase_duration_seconds_count{{phase=\"{phase}\"}} ")
+            };
+            assert!(t.contains(&format!("{}1\n", count("session"))), "{t}");
+            assert!(t.contains(&format!("{}2\n", count("upstream_response"))));
+            assert!(t.contains(&format!("{}0\n", count("qlik_session"))));
+            assert_eq!(phase_bucket(&t, "session", 1e-5), Some(1), "{t}");
+            assert_eq!(phase_bucket(&t, "upstream_response", 2.5e-4), Some(0));
+            assert_eq!(phase_bucket(&t, "upstream_response", 5e-4), Some(1));
+            assert_eq!(phase_bucket(&t, "upstream_response", 5e-3), Some(2));
+            assert_eq!(
+                phase_bucket(&t, "upstream_response", f64::INFINITY),
+                Some(2)
+            );
+        }
     }
 
     #[test]

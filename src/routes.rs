@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -16,6 +17,7 @@ use crate::error::GatewayError;
 use crate::gateway::endpoints::{self, PeerAddr};
 use crate::gateway::{current_session, unauthenticated, wants_html};
 use crate::mashup::Mashup;
+use crate::metrics::Phase;
 use crate::proxy;
 use crate::route_class::{is_upgrade, RouteClass};
 use crate::state::AppState;
@@ -129,10 +131,12 @@ pub(crate) async fn dispatch(
                 return e.respond(false);
             }
         }
+        let looked_up = Instant::now();
         let session = match current_session(&state, req.headers()).await {
             Ok(s) => s,
             Err(e) => return e.respond(html),
         };
+        state.metrics.phase(Phase::Session, looked_up.elapsed());
         let Some((sid, gw)) = session else {
             return unauthenticated(req.uri(), req.headers(), websocket);
         };

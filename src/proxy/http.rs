@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -13,8 +13,9 @@ use http::{Method, Request, StatusCode, Uri};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::mashup::DevServer;
+use crate::metrics::Phase;
 use crate::net::retry::Retryable;
-use crate::net::upstream::{Origin, PooledBody, UpstreamClient};
+use crate::net::upstream::{Origin, PooledBody};
 use crate::qlik::cookies::{qlik_session_set_cookie, QlikSetCookie};
 use crate::qlik_sessions::CsrfError;
 use crate::session::{GatewaySession, QlikSession, SessionId};
@@ -60,7 +61,9 @@ pub(crate) async fn to_qlik(
     sid: &SessionId,
     gw: &GatewaySession,
 ) -> Result<Response, GatewayError> {
+    let asked = Instant::now();
     let mut qlik = state.qlik.ensure(sid, gw).await?;
+    state.metrics.phase(Phase::QlikSession, asked.elapsed());
     let (parts, body) = req.into_parts();
     let http::request::Parts {
         method,
@@ -113,7 +116,7 @@ pub(crate) async fn to_qlik(
             .add_credentials(&mut h, &state.cookies.name, &gw.identity, &qlik);
         let b = body.take().unwrap_or_else(Body::empty);
         let sent = send(
-            &state.upstream,
+            state,
             &node.upstream,
             &method,
             uri.clone(),
@@ -410,11 +413,12 @@ fn rewrite_location_header(state: &AppState, h: &mut HeaderMap) {
     }
 }
 
-/// Sends one request (`uri`: path and query) to `origin` with a response-header timeout,
-/// mapping failures to gateway errors.
+/// Sends one request (`uri`: path and query) to `origin` on the gateway's upstream client with
+/// a response-header timeout, timing its wait for a connection and the upstream's answer
+/// ([`Phase`]), and mapping failures to gateway errors.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn send(
-    client: &UpstreamClient,
+    state: &AppState,
     origin: &Origin,
     method: &Method,
     uri: Uri,
@@ -427,7 +431,20 @@ pub(crate) async fn send(
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    match tokio::time::timeout(timeout, client.send(origin, req)).await {
+    let start = Instant::now();
+    let sent = tokio::time::timeout(timeout, state.upstream.send_timed(origin, req)).await;
+    let sent = sent.map(|(r, waited)| {
+        if r.is_ok() {
+            let m = &state.metrics;
+            m.phase(Phase::UpstreamConnection, waited);
+            m.phase(
+                Phase::UpstreamResponse,
+                start.elapsed().saturating_sub(waited),
+            );
+        }
+        r
+    });
+    match sent {
         Err(_) => Err(GatewayError::UpstreamTimeout {
             upstream,
             after: timeout,
@@ -480,7 +497,7 @@ pub(crate) async fn to_mashup_upstream(
     let (parts, body) = req.into_parts();
     let (uri, h) = to_mashup_parts(state, dev, &parts.uri, parts.headers, peer);
     let resp = send(
-        &state.upstream,
+        state,
         &dev.upstream,
         &parts.method,
         uri,

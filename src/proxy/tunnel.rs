@@ -36,7 +36,7 @@ pub(crate) async fn upgrade(
         h.insert(header::UPGRADE, u);
     }
     let mut resp = super::http::send(
-        &state.upstream,
+        &state,
         &dev.upstream,
         &parts.method,
         uri,

@@ -23,6 +23,14 @@ async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+const PHASE_COUNT: &str = "qlik_gateway_proxy_phase_duration_seconds_count";
+const PHASES: [&str; 4] = [
+    "session",
+    "qlik_session",
+    "upstream_connection",
+    "upstream_response",
+];
+
 /// One sample line: `name{labels} value`.
 #[derive(Debug)]
 struct Sample {
@@ -209,6 +217,9 @@ async fn a_login_a_proxied_request_a_websocket_and_a_refusal_are_counted() {
     );
     assert_eq!(s.value("qlik_gateway_login_prompts_total", &[]), 0.0);
     assert_eq!(s.value("qlik_gateway_store_errors_total", &[]), 0.0);
+    for phase in PHASES {
+        assert_eq!(s.value(PHASE_COUNT, &[("phase", phase)]), 0.0, "{phase}");
+    }
 
     // A login through the trusted front proxy (127.0.0.1).
     let r = http_client()
@@ -324,6 +335,29 @@ async fn a_login_a_proxied_request_a_websocket_and_a_refusal_are_counted() {
     );
     assert_eq!(s.sum("qlik_gateway_qps_errors_total"), 0.0);
     assert_eq!(s.value("qlik_gateway_sessions", &[]), 1.0);
+    // Where the proxied request's time went: its session was looked up (and the websocket's),
+    // its Qlik session made (the QPS call is inside that phase), a connection to Qlik opened
+    // and Qlik answered.
+    let phase = |p: &str| s.value(PHASE_COUNT, &[("phase", p)]);
+    assert_eq!(phase("session"), 2.0);
+    assert_eq!(phase("qlik_session"), 1.0);
+    assert_eq!(phase("upstream_connection"), 1.0);
+    assert_eq!(phase("upstream_response"), 1.0);
+    let phase_sum = "qlik_gateway_proxy_phase_duration_seconds_sum";
+    assert!(
+        s.value(phase_sum, &[("phase", "qlik_session")])
+            >= s.value(
+                "qlik_gateway_qps_request_duration_seconds_sum",
+                &[("call", "create_session")]
+            )
+    );
+    assert_eq!(
+        s.value(
+            "qlik_gateway_proxy_phase_duration_seconds_bucket",
+            &[("phase", "upstream_response"), ("le", "+Inf")]
+        ),
+        1.0
+    );
     let frames = "qlik_gateway_websocket_frames_total";
     let bytes = "qlik_gateway_websocket_bytes_total";
     let up = [("direction", "client_to_qlik")];

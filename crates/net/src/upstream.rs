@@ -222,7 +222,29 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         origin: &Origin,
+        req: Request<Body>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        self.send_timed(origin, req).await.0
+    }
+
+    /// As [`Self::send`], and how long the request waited for a connection before it could be
+    /// written: for a pooled one to finish its previous response, or for a new one (TLS
+    /// included). The rest of the time to the response head is the upstream's.
+    pub async fn send_timed(
+        &self,
+        origin: &Origin,
+        req: Request<Body>,
+    ) -> (Result<Response<PooledBody>, UpstreamError>, Duration) {
+        let mut waited = Duration::ZERO;
+        let r = self.send_counting(origin, req, &mut waited).await;
+        (r, waited)
+    }
+
+    async fn send_counting(
+        &self,
+        origin: &Origin,
         mut req: Request<Body>,
+        waited: &mut Duration,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         if !req.headers().contains_key(header::HOST) {
             if let Ok(h) = HeaderValue::from_str(&origin.host_header()) {
@@ -232,6 +254,7 @@ impl UpstreamClient {
         let mut fresh = false;
         let home = Home::here(origin);
         loop {
+            let asked = Instant::now();
             let pooled = if fresh {
                 None
             } else {
@@ -248,6 +271,7 @@ impl UpstreamClient {
                     connect.await?
                 }
             };
+            *waited += asked.elapsed();
             match tx.try_send_request(req).await {
                 Ok(resp) => return Ok(self.pool.clone().wrap(resp, home, tx)),
                 Err(mut e) => match e.take_message() {

@@ -193,8 +193,11 @@ run_placement() {
         perf record -q -F 999 -e cpu-clock --call-graph dwarf,16384 -p "$GWH" -o "$R/gateway-http-small-c$c.perf" -- sleep "$DUR" 2>/dev/null &
         PERF_PID=$!
       fi
+      # The gateway's own histograms around the run: where its time per request went.
+      curl -s "http://127.0.0.1:$P_GWH/_gateway/metrics" > "$R/http-$size-c$c-gateway.metrics.before" || true
       measure "http-$size-c$c-gateway" "$GWH" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
         -H "Cookie: $GWH_COOKIE" "http://127.0.0.1:$P_GWH/mashup/$size.bin"
+      curl -s "http://127.0.0.1:$P_GWH/_gateway/metrics" > "$R/http-$size-c$c-gateway.metrics.after" || true
       if [ -n "${PERF_PID:-}" ]; then wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
       measure "http-$size-c$c-nginx" "$(nginx_pids)" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
         "http://127.0.0.1:$P_NGX/mashup/$size.bin"
@@ -290,12 +293,14 @@ done
     echo
     cat "$OUT/$placement/about"
     python3 "$ROOT/bench/table.py" "$OUT/$placement" "$IDLE_COUNTS" "$GREETINGS"
+    python3 "$ROOT/bench/phases.py" "$OUT/$placement"
   done
 } | tee "$OUT/table.md"
 log "raw outputs in $OUT"
 if [ "$SMOKE" = 1 ]; then
   for placement in $PLACEMENTS; do
-    python3 "$ROOT/bench/table.py" "$OUT/$placement" "$IDLE_COUNTS" "$GREETINGS" --check "$ONLY" >&2 ||
+    { python3 "$ROOT/bench/table.py" "$OUT/$placement" "$IDLE_COUNTS" "$GREETINGS" --check "$ONLY" >&2 &&
+      { ! part http || python3 "$ROOT/bench/phases.py" "$OUT/$placement" --check; }; } ||
       { log "$placement placement: figures missing; the load generators' and the gateways' own words:"
         for f in "$OUT/$placement"/*.err "$OUT/$placement"/gw-*.log; do
           [ -s "$f" ] && { echo "--- $f (last 20 lines)"; tail -n 20 "$f"; } >&2

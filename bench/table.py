@@ -161,7 +161,8 @@ if idle_counts:
                 rss[(g, t, n)] = int(r) if r.isdigit() else None
                 o = read(f"idle-{g}-{t}-{n}.out").strip().splitlines()
                 j = json.loads(o[-1]) if o and o[-1].startswith("{") else {}
-                cells.append((rss[(g, t, n)] or 0, f"{j.get('open', '?')}/{j.get('errors', '?')}"))
+                retried = f" ({j['retried']} retried)" if j.get("retried") else ""
+                cells.append((rss[(g, t, n)] or 0, f"{j.get('open', '?')}/{j.get('errors', '?')}{retried}"))
             print(f"| {g} | {n:,} | {cells[0][0] / 1024:.1f} MiB | {cells[1][0] / 1024:.1f} MiB "
                   f"| {cells[0][1]} | {cells[1][1]} |")
     big = max(idle_counts)

@@ -52,16 +52,16 @@ pub(crate) const OPENMETRICS_CONTENT_TYPE: &str =
 pub(crate) const PROMETHEUS_CONTENT_TYPE: &str =
     prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// Upper bounds (seconds) of request latency buckets: loopback proxying is well under a
-/// millisecond, a QPS call or a slow Qlik app open takes seconds.
+/// Upper bounds (seconds) of the QPS call latency buckets: a QPS call takes milliseconds to
+/// seconds.
 const LATENCY_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Upper bounds (nanoseconds) of the phase buckets: finer than [`LATENCY_BUCKETS`] below a
-/// millisecond, where a proxied request's phases take tens of microseconds and a tail of a
-/// few hundred shows only in fine buckets.
-const PHASE_BUCKETS_NS: &[u64] = &[
+/// Upper bounds (nanoseconds) of the buckets of request and phase durations: finer than
+/// [`LATENCY_BUCKETS`] below a millisecond, where a proxied request takes tens of microseconds
+/// and a tail of a few hundred shows only in fine buckets.
+const FINE_BUCKETS_NS: &[u64] = &[
     10_000,
     25_000,
     50_000,
@@ -200,10 +200,14 @@ struct EventLabels {
     event: &'static str,
 }
 
-type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
-
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
+}
+
+type DurationFamily<S> = Family<S, DurationHistogram, fn() -> DurationHistogram>;
+
+fn fine_histogram() -> DurationHistogram {
+    DurationHistogram::new(FINE_BUCKETS_NS)
 }
 
 /// Every metric of one gateway. Counting is an atomic add (a family lookup for labelled series
@@ -212,7 +216,7 @@ pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
     /// Indexed like [`RouteClass::ALL`].
-    http_duration: [Histogram; 4],
+    http_duration: [DurationHistogram; 4],
     /// Indexed like [`Phase::ALL`].
     phases: [DurationHistogram; 4],
     /// Indexed client_to_qlik, qlik_to_client.
@@ -245,8 +249,8 @@ impl Metrics {
             "HTTP requests answered, by route class and status (websocket upgrades count once, at their 101)",
             http_requests.clone(),
         );
-        let http_duration_family: HistogramFamily<RouteLabels> =
-            Family::new_with_constructor(latency_histogram);
+        let http_duration_family: DurationFamily<RouteLabels> =
+            Family::new_with_constructor(fine_histogram);
         registry.register_with_unit(
             "qlik_gateway_http_request_duration",
             "Time from the request to the response head, by route class",
@@ -259,8 +263,8 @@ impl Metrics {
             })
         });
 
-        let phase_family: Family<PhaseLabels, DurationHistogram, fn() -> DurationHistogram> =
-            Family::new_with_constructor(|| DurationHistogram::new(PHASE_BUCKETS_NS));
+        let phase_family: DurationFamily<PhaseLabels> =
+            Family::new_with_constructor(fine_histogram);
         registry.register_with_unit(
             "qlik_gateway_proxy_phase_duration",
             "Time a proxied request spent in each step before its response head: session lookup, Qlik session, waiting for an upstream connection, the upstream's answer",
@@ -358,7 +362,7 @@ impl Metrics {
                 status: status.as_u16(),
             })
             .inc();
-        self.http_duration[class as usize].observe(took.as_secs_f64());
+        self.http_duration[class as usize].observe(took);
     }
 
     /// One step of a proxied request and how long it took.

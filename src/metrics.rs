@@ -59,9 +59,13 @@ const LATENCY_BUCKETS: [f64; 15] = [
 ];
 
 /// Upper bounds (nanoseconds) of the buckets of request and phase durations: finer than
-/// [`LATENCY_BUCKETS`] below a millisecond, where a proxied request takes tens of microseconds
-/// and a tail of a few hundred shows only in fine buckets.
+/// [`LATENCY_BUCKETS`] below a millisecond, where a proxied request takes tens of microseconds,
+/// its own steps (session lookup, Qlik session) one or two, and a tail of a few hundred shows
+/// only in fine buckets.
 const FINE_BUCKETS_NS: &[u64] = &[
+    1_000,
+    2_500,
+    5_000,
     10_000,
     25_000,
     50_000,

@@ -45,21 +45,25 @@ for p in $P_UP $P_NGX $P_GW $P_GWO $P_HY $P_HYW $P_RAW $P_PG; do wait_port $p; d
 GC=$(gw_cookie $P_GW); GCO=$(gw_cookie $P_GWO)
 for u in $P_GW $P_NGX $P_HY $P_HYW $P_RAW $P_PG; do curl -s -o /dev/null -w "$u %{http_code}\n" -H "Cookie: $GC" http://127.0.0.1:$u/mashup/small.bin; done
 thread_ticks() { for t in /proc/$1/task/*; do awk '{printf "%s ", $14+$15}' $t/stat; done; }
+# Time the processes' threads spent runnable but waiting for a CPU (ns; schedstat's second field):
+# where a latency tail comes from when the proxy has work and no core.
+rq_wait() { local s=0 p t; for p in $*; do for t in /proc/$p/task/*/schedstat; do read -r _ w _ < $t && s=$((s+w)); done; done; echo $s; }
 npids() { echo "$1 $(pgrep -P $1 | tr '\n' ' ')"; }
 run() { # name port pids c
   local c0 c1 t0 t1 out
   st0=$(awk '/^cpu /{print $9}' /proc/stat)
-  c0=$(cpu_ticks $3); t0=$(date +%s.%N); case $1 in gateway*) th0=$(thread_ticks ${3%% *});; esac
+  c0=$(cpu_ticks $3); q0=$(rq_wait $3); t0=$(date +%s.%N); case $1 in gateway*) th0=$(thread_ticks ${3%% *});; esac
   [ -n "${STRACE:-}" ] && { timeout $((DUR-1)) strace -c -f -p ${3%% *} -o /tmp/strace-$1-c$4.txt 2>/dev/null & }
   [ -n "${PERF:-}" ] && { perf record -q -F 999 ${PERF_G:--g} -p ${3%% *} -o /tmp/perf-$1-c$4.data -- sleep $((DUR-1)) 2>/dev/null & }
   local ck=$GC; [ "$1" = gateway-old ] && ck=$GCO
   out=$($LD wrk -t1 -c$4 -d${DUR}s --latency -H "Cookie: $ck" http://127.0.0.1:$2/mashup/small.bin)
-  t1=$(date +%s.%N); c1=$(cpu_ticks $3); case $1 in gateway*) th1=$(thread_ticks ${3%% *}); echo "  $1 threads (ticks): $th0 -> $th1";; esac
+  t1=$(date +%s.%N); c1=$(cpu_ticks $3); q1=$(rq_wait $3); case $1 in gateway*) th1=$(thread_ticks ${3%% *}); echo "  $1 threads (ticks): $th0 -> $th1";; esac
   rps=$(echo "$out" | awk '/Requests\/sec/{print $2}'); p99=$(echo "$out" | awk '$1=="99%"{print $2}'); p50=$(echo "$out" | awk '$1=="50%"{print $2}')
   cpu=$(python3 -c "print(round(100*($c1-$c0)/$HZ/($t1-$t0)))")
   us=$(python3 -c "print(round(1e6*($c1-$c0)/$HZ/($t1-$t0)/$rps,1))")
   st1=$(awk '/^cpu /{print $9}' /proc/stat)
-  printf '%s\t%s\tc%s\t%s\t%s\t%s\t%s%%\t%sus/req\tsteal %s ticks\n' "$PLACEMENT" "$1" "$4" "$rps" "$p50" "$p99" "$cpu" "$us" "$((st1-st0))"
+  rq=$(python3 -c "print(round(($q1-$q0)/1e3/($t1-$t0)/$rps,1))")
+  printf '%s\t%s\tc%s\t%s\t%s\t%s\t%s%%\t%sus/req\tsteal %s ticks\twaiting for a CPU %sus/req\n' "$PLACEMENT" "$1" "$4" "$rps" "$p50" "$p99" "$cpu" "$us" "$((st1-st0))" "$rq"
 }
 TARGETS=${TARGETS:-nginx gateway hyper hyper-nowritev raw pingora}  # and gateway-old
 declare -A PORTOF=([gateway-old]=$P_GWO [nginx]=$P_NGX [gateway]=$P_GW [hyper]=$P_HY [hyper-nowritev]=$P_HYW [raw]=$P_RAW [pingora]=$P_PG)

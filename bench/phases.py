@@ -29,8 +29,7 @@ def parse(path):
         m = LINE.match(line.strip())
         if not m:
             continue
-        labels = frozenset(tuple(kv.split("=", 1)) for kv in re.findall(r'\w+="[^"]*"', m.group(2)))
-        labels = frozenset((k, v.strip('"')) for k, v in labels)
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
         out[(m.group(1), labels)] = float(m.group(3))
     return out
 
@@ -73,13 +72,18 @@ def us(seconds):
     return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs" if v >= 10 else f"{v:.1f} µs"
 
 
+def scrapes(results):
+    """(run name, path of the scrape before, path of the one after or None) of each scraped run."""
+    for b in sorted(glob.glob(os.path.join(results, "*.metrics.before"))):
+        a = b[: -len(".before")] + ".after"
+        yield os.path.basename(b)[: -len(".metrics.before")], b, a if os.path.exists(a) else None
+
+
 def check(runs):
     """The smoke run's check: each run's scrapes exist and every step counted requests."""
     bad = []
-    for b in runs:
-        a = b[: -len(".before")] + ".after"
-        name = os.path.basename(b)[: -len(".metrics.before")]
-        if not os.path.exists(a):
+    for name, b, a in runs:
+        if a is None:
             bad.append(f"{name}: no scrape after the run")
             continue
         before, after = parse(b), parse(a)
@@ -93,7 +97,7 @@ def check(runs):
 
 def main():
     results = sys.argv[1]
-    runs = sorted(glob.glob(os.path.join(results, "*.metrics.before")))
+    runs = list(scrapes(results))
     if "--check" in sys.argv[2:]:
         sys.exit(check(runs))
     if not runs:
@@ -103,10 +107,8 @@ def main():
     print()
     print("| run | step | requests | mean | p50 | p99 | p99.9 |")
     print("|---|---|---|---|---|---|---|")
-    for b in runs:
-        name = os.path.basename(b)[: -len(".metrics.before")]
-        a = b[: -len(".before")] + ".after"
-        if not os.path.exists(a):
+    for name, b, a in runs:
+        if a is None:
             continue
         before, after = parse(b), parse(a)
         rows = [("total (to the response head)",

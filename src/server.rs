@@ -139,8 +139,8 @@ impl Server {
     ///
     /// Connections are accepted and served on `server.threads` threads: the caller's, and as
     /// many more, each with a single-threaded runtime of its own. A connection lives on one
-    /// thread, as in nginx's worker processes: the one that accepted it, or the one serving the
-    /// fewest connections when that is another ([`balance`]). Its upstream connections live
+    /// thread, as in nginx's worker processes: packed onto one thread while the load is light,
+    /// spread evenly over all of them once it is not ([`balance`]). Its upstream connections live
     /// there too (the pool keeps them per runtime): no task moves between cores and no request
     /// waits for a wake-up on another one. Measured against tokio's work-stealing
     /// scheduler in BENCHMARKS.md ("Thread per core"). Background work (session sweeps,

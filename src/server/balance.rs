@@ -1,13 +1,19 @@
-//! Spreads connections evenly over the accepting threads.
+//! Places connections on the accepting threads: packed onto one while the load is light,
+//! spread evenly once it is not.
 //!
 //! Every thread accepts on the one listening socket, and the thread that wakes first drains the
 //! whole backlog: a burst of new connections (a load balancer opening its pool, a page opening
 //! its six, a benchmark's 32) landed on one thread while the others idled, which left the
 //! gateway on one core under load (measured in BENCHMARKS.md, "Connections spread over the
-//! threads"). nginx's workers have the same race; here a thread that accepts a connection
-//! while another thread serves fewer hands the connection over to the thread serving the
-//! fewest. That costs moving the socket from one reactor to the other once per connection,
-//! nothing per request.
+//! threads"). Spread evenly from the first connection, though, a light load (a few browsers)
+//! kept every thread waking up for a request now and then, and on a VM each of those wake-ups
+//! across cores cost more CPU than the request itself: 4 connections spread over two threads
+//! took 43–51 µs of CPU per request, packed onto one 32–39 µs, at 0.75 × the packed rate
+//! (BENCHMARKS.md, "Packed at light load"). nginx's workers fall into the packed placement by their accept race;
+//! here it is the rule: a new connection goes to the busiest thread that serves fewer than
+//! [`PACK`], and once every thread serves that many, to the thread serving the fewest. A
+//! connection accepted on another thread than its target is handed over: that costs moving the
+//! socket from one reactor to the other once per connection, nothing per request.
 //!
 //! A connection counts for its thread from the accept until its socket closes, upgraded
 //! websockets included: the connection's IO holds its [`Load`].
@@ -19,6 +25,13 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+/// Connections a thread takes before another thread is given any: about one browser's worth (up to
+/// six HTTP/1 connections per origin, and its engine websockets). Below it the load is light
+/// enough for one thread, and packing it there spares the others their wake-ups; above it every
+/// thread gets its share, so a burst (a load balancer's pool, clients reconnecting after a
+/// restart) still reaches every core.
+pub(crate) const PACK: usize = 8;
 
 /// A connection handed from the thread that accepted it to the one that will serve it.
 pub(crate) struct Handed {
@@ -71,14 +84,15 @@ impl Balance {
     }
 
     /// Where a connection just accepted by thread `here` should be served: `Some` with it
-    /// counted for this thread, `None` once it has been handed to a thread serving fewer.
+    /// counted for this thread, `None` once it has been handed to the thread [`Self::target`]
+    /// picked.
     pub(crate) fn place(
         self: &Arc<Self>,
         here: usize,
         mut tcp: TcpStream,
         peer: SocketAddr,
     ) -> Option<Placed> {
-        let target = self.least_loaded(here);
+        let target = self.target(here);
         if target != here {
             let std = match tcp.into_std() {
                 Ok(std) => std,
@@ -93,7 +107,7 @@ impl Balance {
                 peer,
                 load: self.claim(target),
             };
-            // Sent: `None`. Refused only when that thread stopped since `least_loaded` looked;
+            // Sent: `None`. Refused only when that thread stopped since `target` looked;
             // then the connection is served here.
             let mpsc::error::SendError(back) = self.threads[target].inbox.send(handed).err()?;
             tcp = match TcpStream::from_std(back.tcp) {
@@ -107,18 +121,26 @@ impl Balance {
         Some((tcp, peer, self.claim(here)))
     }
 
-    /// The thread serving the fewest connections, `here` when it is among them. A thread whose
-    /// inbox is closed (it failed to start, or is stopping) takes none.
-    fn least_loaded(&self, here: usize) -> usize {
-        let mine = self.threads[here].live.load(Ordering::Relaxed);
-        let mut best = (mine, here);
-        for (i, t) in self.threads.iter().enumerate() {
-            let n = t.live.load(Ordering::Relaxed);
-            if n < best.0 && !t.inbox.is_closed() {
-                best = (n, i);
+    /// Where the next connection goes: the busiest thread serving fewer than [`PACK`], else the
+    /// thread serving the fewest; `here` whenever it is among the best. A thread whose inbox is
+    /// closed (it failed to start, or is stopping) takes none.
+    fn target(&self, here: usize) -> usize {
+        let open = |i: usize| i == here || !self.threads[i].inbox.is_closed();
+        let live = |i: usize| self.threads[i].live.load(Ordering::Relaxed);
+        let mut packed: Option<(usize, usize)> = None;
+        let mut fewest = (live(here), here);
+        for i in (0..self.threads.len()).filter(|&i| open(i)) {
+            let n = live(i);
+            // Ties go to `here`: no hand-over.
+            let busier = |(m, j): (usize, usize)| n > m || (n == m && i == here && j != here);
+            if n < PACK && packed.is_none_or(busier) {
+                packed = Some((n, i));
+            }
+            if n < fewest.0 {
+                fewest = (n, i);
             }
         }
-        best.1
+        packed.map_or(fewest.1, |(_, i)| i)
     }
 
     /// Counts a connection for thread `i` until the returned guard is dropped. Counted when the
@@ -166,35 +188,78 @@ mod tests {
         (client, server, peer)
     }
 
+    /// Accepts `n` connections, the `i`th on thread `by(i)`: the clients, and the connections
+    /// that stayed on the thread that accepted them.
+    async fn accept(
+        l: &TcpListener,
+        balance: &Arc<Balance>,
+        n: usize,
+        by: impl Fn(usize) -> usize,
+    ) -> (Vec<TcpStream>, Vec<Placed>) {
+        let (mut clients, mut kept) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let (c, s, peer) = pair(l).await;
+            clients.push(c);
+            kept.extend(balance.place(by(i), s, peer));
+        }
+        (clients, kept)
+    }
+
+    /// Takes what `balance` handed to `inbox`, as its thread would.
+    fn take_all(inbox: &mut Inbox) -> Vec<Placed> {
+        let mut got = Vec::new();
+        while let Ok(h) = inbox.rx.try_recv() {
+            let placed = h.take().unwrap();
+            assert!(placed.1.ip().is_loopback());
+            got.push(placed);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_light_load_is_packed_onto_one_thread_whichever_accepts_it() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (balance, mut inboxes) = Balance::new(2);
+        // The threads take turns accepting: the first one's connections stay where they are, the
+        // other's are handed to it.
+        let (_clients, kept) = accept(&l, &balance, PACK, |i| i % 2).await;
+        assert_eq!(balance.live(), vec![PACK, 0]);
+        assert_eq!(kept.len(), PACK / 2);
+        assert_eq!(take_all(&mut inboxes[0]).len(), PACK / 2);
+        assert!(take_all(&mut inboxes[1]).is_empty());
+    }
+
     #[tokio::test]
     async fn a_burst_accepted_on_one_thread_is_spread_over_all() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (balance, mut inboxes) = Balance::new(3);
-        let mut kept = Vec::new();
-        let mut clients = Vec::new();
-        for _ in 0..9 {
-            let (c, s, peer) = pair(&l).await;
-            clients.push(c);
-            // Thread 0 accepts every connection.
-            if let Some(conn) = balance.place(0, s, peer) {
-                kept.push(conn);
-            }
-        }
-        assert_eq!(balance.live(), vec![3, 3, 3]);
-        assert_eq!(kept.len(), 3);
+        // Thread 0 accepts every connection.
+        let (_clients, kept) = accept(&l, &balance, 3 * PACK + 3, |_| 0).await;
+        // Each thread filled to PACK in turn, then one more each.
+        assert_eq!(balance.live(), vec![PACK + 1; 3]);
+        assert_eq!(kept.len(), PACK + 1);
         for inbox in &mut inboxes[1..] {
-            let mut got = 0;
-            while let Ok(h) = inbox.rx.try_recv() {
-                let (_conn, peer, _load) = h.take().unwrap();
-                assert!(peer.ip().is_loopback());
-                got += 1;
-            }
-            assert_eq!(got, 3, "thread {}", inbox.index);
+            assert_eq!(take_all(inbox).len(), PACK + 1, "thread {}", inbox.index);
         }
         // Handed connections were dropped above: their threads count none now.
-        assert_eq!(balance.live(), vec![3, 0, 0]);
+        assert_eq!(balance.live(), vec![PACK + 1, 0, 0]);
         drop(kept);
         assert_eq!(balance.live(), vec![0, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_thread_with_room_takes_the_next_connection_before_an_idle_one() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (balance, mut inboxes) = Balance::new(2);
+        let (_clients, _kept) = accept(&l, &balance, 2 * PACK, |_| 0).await;
+        let mut theirs = take_all(&mut inboxes[1]);
+        assert_eq!(balance.live(), vec![PACK, PACK]);
+        // Two of thread 1's connections close: it has room again, and gets the next ones.
+        theirs.truncate(PACK - 2);
+        let (_c, s, peer) = pair(&l).await;
+        assert!(balance.place(0, s, peer).is_none(), "handed to thread 1");
+        assert_eq!(balance.live(), vec![PACK, PACK - 1]);
+        drop(theirs);
     }
 
     #[tokio::test]

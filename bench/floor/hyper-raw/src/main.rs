@@ -1,6 +1,13 @@
 //! Spike (issue 16, point 5): the floor of an HTTP/1 proxy built on hyper, against a hand-written
 //! forwarder, both thread per core like the gateway. Not part of the gateway.
-use std::{cell::RefCell, net::SocketAddr, rc::Rc};
+use std::{
+    cell::RefCell,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll},
+};
 
 use hyper::{body::Incoming, client::conn::http1::SendRequest, header, Request, Response};
 use hyper_util::rt::TokioIo;
@@ -40,12 +47,16 @@ fn main() {
             local.block_on(&rt, async move {
                 let l = TcpListener::from_std(s).unwrap();
                 let pool: Rc<RefCell<Vec<SendRequest<Incoming>>>> = Rc::default();
+                let ipool: InlinePool = Rc::default();
                 loop {
                     let (tcp, _) = l.accept().await.unwrap();
                     tcp.set_nodelay(true).unwrap();
                     match mode.as_str() {
                         "hyper" => {
                             tokio::task::spawn_local(serve_hyper(tcp, upstream, pool.clone()));
+                        }
+                        "inline" => {
+                            tokio::task::spawn_local(serve_inline(tcp, upstream, ipool.clone()));
                         }
                         "raw" => {
                             tokio::task::spawn_local(async move {
@@ -72,14 +83,7 @@ async fn serve_hyper(
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let pool = pool.clone();
         async move {
-            let pq = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default();
-            *req.uri_mut() = pq.parse().unwrap();
-            req.headers_mut()
-                .insert(header::COOKIE, header::HeaderValue::from_static(COOKIE));
+            rewrite(&mut req);
             let sender = {
                 let mut p = pool.borrow_mut();
                 p.retain(|s| !s.is_closed());
@@ -113,6 +117,134 @@ async fn serve_hyper(
         b.pipeline_flush(true);
     }
     let _ = b.serve_connection(TokioIo::new(tcp), svc).await;
+}
+
+/// What every proxy here does to a request: its URI to the path, and the Qlik cookie set.
+fn rewrite(req: &mut Request<Incoming>) {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    *req.uri_mut() = pq.parse().unwrap();
+    req.headers_mut()
+        .insert(header::COOKIE, header::HeaderValue::from_static(COOKIE));
+}
+
+/// An upstream connection driven by the request that uses it, not by a task of its own.
+struct Up {
+    tx: SendRequest<Incoming>,
+    conn: hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Incoming>,
+}
+type InlinePool = Rc<RefCell<Vec<Up>>>;
+
+impl Up {
+    /// Drives the connection until it can take a request; `false` once it is closed.
+    async fn ready(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            if Pin::new(&mut self.conn).poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            match self.tx.poll_ready(cx) {
+                Poll::Ready(r) => Poll::Ready(r.is_ok()),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+/// A response body that drives its connection while it is read, and hands the connection back to
+/// the pool at its end.
+struct InlineBody {
+    body: Incoming,
+    up: Option<Up>,
+    pool: InlinePool,
+}
+
+impl hyper::body::Body for InlineBody {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        if let Some(up) = this.up.as_mut() {
+            if Pin::new(&mut up.conn).poll(cx).is_ready() {
+                this.up = None;
+            }
+        }
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        // hyper's server stops asking once the body says it is at its end.
+        let done = match &r {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
+            Poll::Ready(Some(Err(_))) => {
+                this.up = None;
+                false
+            }
+            Poll::Pending => false,
+        };
+        if done {
+            if let Some(up) = this.up.take() {
+                this.pool.borrow_mut().push(up);
+            }
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+async fn serve_inline(tcp: TcpStream, upstream: SocketAddr, pool: InlinePool) {
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let pool = pool.clone();
+        async move {
+            rewrite(&mut req);
+            let mut up = loop {
+                let popped = pool.borrow_mut().pop();
+                match popped {
+                    Some(mut up) => {
+                        if up.ready().await {
+                            break up;
+                        }
+                    }
+                    None => {
+                        let s = TcpStream::connect(upstream).await.unwrap();
+                        s.set_nodelay(true).unwrap();
+                        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                            .await
+                            .unwrap();
+                        let mut up = Up { tx, conn };
+                        if up.ready().await {
+                            break up;
+                        }
+                    }
+                }
+            };
+            let sent = up.tx.send_request(req);
+            tokio::pin!(sent);
+            let mut conn_done = false;
+            let resp = std::future::poll_fn(|cx| {
+                if !conn_done && Pin::new(&mut up.conn).poll(cx).is_ready() {
+                    conn_done = true;
+                }
+                sent.as_mut().poll(cx)
+            })
+            .await;
+            let resp = resp.unwrap();
+            let up = (!conn_done).then_some(up);
+            Ok::<_, hyper::Error>(resp.map(|body| InlineBody { body, up, pool }))
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tcp), svc)
+        .await;
 }
 
 /// GET-only forwarder: one upstream connection per client connection, Content-Length bodies.

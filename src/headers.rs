@@ -37,6 +37,10 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// The lengths of the names in [`HOP_BY_HOP`], as a bit set (`HeaderName::as_str` is not const;
+/// a test checks the set).
+const HOP_BY_HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 16 | 1 << 17 | 1 << 18 | 1 << 19;
+
 /// Headers a browser may not send upstream, besides `X-Qlik-*` (see [`remove_identity_headers`]).
 static IDENTITY: [HeaderName; 6] = [
     header::AUTHORIZATION,
@@ -54,6 +58,12 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // are handled without allocating.
     let mut found = 0u16;
     for k in headers.keys() {
+        // Most names have a length none of these has: one bit test instead of nine comparisons
+        // (two of them byte-wise: `keep-alive` and `proxy-connection` are not standard names).
+        let n = k.as_str().len();
+        if n >= 32 || HOP_BY_HOP_LENGTHS & (1 << n) == 0 {
+            continue;
+        }
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
             found |= 1 << i;
         }
@@ -362,6 +372,14 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_length_set_holds_every_hop_by_hop_name() {
+        let set = HOP_BY_HOP
+            .iter()
+            .fold(0u32, |set, h| set | 1 << h.as_str().len());
+        assert_eq!(set, HOP_BY_HOP_LENGTHS);
+    }
 
     #[test]
     fn forwarded_for_is_the_peer_address_as_display_writes_it() {

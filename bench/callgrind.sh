@@ -2,9 +2,11 @@
 # Instructions per proxied request (BENCHMARKS.md, "Instructions per request"): the gateway under
 # callgrind on CPU 0 in front of a static nginx (CPU 1), with instrumentation on only during a
 # 6 s `wrk -t1 -c8` after a 2 s warm-up, so start-up is not counted. For changes of a few percent,
-# which wrk's run-to-run spread hides.
+# which wrk's run-to-run spread hides. MODE=ws: per engine websocket message instead (32 sockets
+# to qlik-sim's engine, ~200 B JSON-RPC echo, bench-loadgen ws-echo), the relay's cost.
 #
 #   bench/callgrind.sh [GATEWAY_BINARY [NAME]]   # default: $CARGO_TARGET_DIR/release/qlik-gateway
+#   MODE=ws bench/callgrind.sh
 #
 # Needs valgrind, nginx, wrk; the release qlik-sim in $CARGO_TARGET_DIR (bench/run.sh builds it).
 # Leaves the profile in /tmp/callgrind-NAME.out.1 (callgrind_annotate reads it).
@@ -23,7 +25,9 @@ mkdir -p $W/www/mashup $W/ngx-up; www_files $W/www; chmod -R a+rX $W
 { ngx_common $W/ngx-up 1; echo "http {"; http_common $W/ngx-up; echo "  server { listen 127.0.0.1:$P_UP; root $W/www; default_type application/octet-stream; }"; echo "}"; } > $W/ngx-up/nginx.conf
 taskset -c 1 "$(command -v nginx)" -p $W/ngx-up -c $W/ngx-up/nginx.conf 2>/dev/null & PIDS+=($!)
 SIM_DIR=$W/sim SIM_PREFIX="taskset -c 1" start_sim $((base+30)) --no-csrf; PIDS+=($SIM_PID)
-gw_config $P_GW "http://127.0.0.1:$P_UP" > $W/gw.toml
+MODE=${MODE:-http}
+if [ "$MODE" = ws ]; then up=http://127.0.0.1:$((base+30)); else up=http://127.0.0.1:$P_UP; fi
+gw_config $P_GW "$up" > $W/gw.toml
 rm -f /tmp/callgrind-$NAME.out*
 taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/callgrind-$NAME.out \
   "$GWB" --config $W/gw.toml 2>$W/gw.log & GW=$!; PIDS+=($GW)
@@ -32,11 +36,20 @@ for _ in 1 2 3 4 5 6; do wait_port $P_GW && break; done
 wait_port $P_UP
 GC=$(gw_cookie $P_GW)
 url=http://127.0.0.1:$P_GW/mashup/small.bin
-taskset -c 1 wrk -t1 -c8 -d2s -H "Cookie: $GC" $url > /dev/null
+ws=ws://127.0.0.1:$P_GW/mashup/app/$APP
+load() { # load SECONDS: prints the count of requests / messages
+  if [ "$MODE" = ws ]; then
+    taskset -c 1 "$LOADGEN" ws-echo "$ws" "http://127.0.0.1:$P_GW" "$GC" 32 200 text "$1" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])'
+  else
+    taskset -c 1 wrk -t1 -c8 -d"$1"s -H "Cookie: $GC" $url | awk '/requests in/{print $1}'
+  fi
+}
+LOADGEN=${LOADGEN:-$BIN/bench-loadgen}
+load 2 > /dev/null
 callgrind_control -i on $GW > /dev/null
-out=$(taskset -c 1 wrk -t1 -c8 -d6s -H "Cookie: $GC" $url)
+n=$(load 6)
 callgrind_control -i off $GW > /dev/null
 callgrind_control -d $GW > /dev/null
-n=$(echo "$out" | awk '/requests in/{print $1}')
 ir=$(callgrind_annotate /tmp/callgrind-$NAME.out.1 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}')
-echo "$NAME: $n requests, $ir instructions, $((ir / n)) per request"
+echo "$NAME ($MODE): $n requests or messages, $ir instructions, $((ir / n)) per request or message"

@@ -2,11 +2,14 @@
 //! tracking a connection once it is upgraded, so the gateway must).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch, Notify};
+use futures_util::task::AtomicWaker;
+use tokio::sync::{broadcast, Notify};
 
 use crate::session::{SessionEvent, SessionStore};
 
@@ -21,8 +24,54 @@ pub enum CloseReason {
     Shutdown,
 }
 
+impl CloseReason {
+    const ALL: [CloseReason; 3] = [Self::Logout, Self::SessionEnded, Self::Shutdown];
+
+    /// Its code in a [`CloseSignal`]; 0 is "not asked".
+    fn code(self) -> u8 {
+        match self {
+            Self::Logout => 1,
+            Self::SessionEnded => 2,
+            Self::Shutdown => 3,
+        }
+    }
+
+    fn of_code(code: u8) -> Option<CloseReason> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+/// The gateway's request to close one socket: set by the registry, read by the socket's relay.
+/// The relay looks at it on every pass of its loop, for every message; a `tokio::sync::watch`
+/// registered and removed a waiter under the channel's lock each time (3.6 % of a relayed round
+/// trip's instructions, BENCHMARKS.md), this is an atomic and a waker slot.
+#[derive(Default)]
+struct CloseSignal {
+    /// 0 until the socket is asked to close, then the [`CloseReason`]'s code.
+    reason: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl CloseSignal {
+    /// Asks with `reason`; with `keep_first`, only if not asked yet. Whether the reason changed.
+    fn ask(&self, reason: CloseReason, keep_first: bool) -> bool {
+        let code = reason.code();
+        let changed = if keep_first {
+            self.reason
+                .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        } else {
+            self.reason.swap(code, Ordering::AcqRel) != code
+        };
+        if changed {
+            self.waker.wake();
+        }
+        changed
+    }
+}
+
 /// Socket id → (owning session's storage key, close signal).
-type Sockets = HashMap<u64, (Option<String>, watch::Sender<Option<CloseReason>>)>;
+type Sockets = HashMap<u64, (Option<String>, Arc<CloseSignal>)>;
 
 #[derive(Default)]
 struct Inner {
@@ -41,8 +90,28 @@ pub struct SocketRegistry {
 pub struct SocketGuard {
     id: u64,
     inner: Arc<Inner>,
-    /// Becomes `Some(reason)` when the gateway wants the socket closed.
-    pub close: watch::Receiver<Option<CloseReason>>,
+    signal: Arc<CloseSignal>,
+    /// The reason [`Self::closed`] last returned.
+    seen: Option<CloseReason>,
+}
+
+impl SocketGuard {
+    /// Resolves when the gateway asks the socket to close, with the reason; after that, only when
+    /// the reason changes (a shutdown after a logout). Cancel-safe: dropped before it resolves,
+    /// it has taken nothing.
+    pub fn closed(&mut self) -> impl Future<Output = CloseReason> + '_ {
+        std::future::poll_fn(move |cx| {
+            // Registered before the reason is read: an ask in between still wakes this task.
+            self.signal.waker.register(cx.waker());
+            match CloseReason::of_code(self.signal.reason.load(Ordering::Acquire)) {
+                Some(r) if self.seen != Some(r) => {
+                    self.seen = Some(r);
+                    Poll::Ready(r)
+                }
+                _ => Poll::Pending,
+            }
+        })
+    }
 }
 
 impl Drop for SocketGuard {
@@ -59,12 +128,13 @@ impl SocketRegistry {
     /// Registers a socket belonging to the gateway session with `session_key` (its storage key).
     pub fn register(&self, session_key: Option<String>) -> SocketGuard {
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(None);
-        self.lock().insert(id, (session_key, tx));
+        let signal = Arc::<CloseSignal>::default();
+        self.lock().insert(id, (session_key, signal.clone()));
         SocketGuard {
             id,
             inner: self.inner.clone(),
-            close: rx,
+            signal,
+            seen: None,
         }
     }
 
@@ -73,7 +143,7 @@ impl SocketRegistry {
     /// parallel upgrades cannot overshoot it.
     pub fn try_register(&self, session_key: &str, max: usize) -> Option<SocketGuard> {
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(None);
+        let signal = Arc::<CloseSignal>::default();
         let mut map = self.lock();
         let open = map
             .values()
@@ -82,11 +152,12 @@ impl SocketRegistry {
         if open >= max {
             return None;
         }
-        map.insert(id, (Some(session_key.to_owned()), tx));
+        map.insert(id, (Some(session_key.to_owned()), signal.clone()));
         Some(SocketGuard {
             id,
             inner: self.inner.clone(),
-            close: rx,
+            signal,
+            seen: None,
         })
     }
 
@@ -100,16 +171,9 @@ impl SocketRegistry {
     pub fn close_session(&self, session_key: &str, reason: CloseReason) -> usize {
         let map = self.lock();
         let mut n = 0;
-        for (key, tx) in map.values() {
+        for (key, signal) in map.values() {
             if key.as_deref() == Some(session_key) {
-                let asked = tx.send_if_modified(|r| {
-                    let first = r.is_none();
-                    if first {
-                        *r = Some(reason);
-                    }
-                    first
-                });
-                n += usize::from(asked);
+                n += usize::from(signal.ask(reason, true));
             }
         }
         n
@@ -117,8 +181,8 @@ impl SocketRegistry {
 
     /// Asks every socket to close.
     pub fn close_all(&self, reason: CloseReason) {
-        for (_, tx) in self.lock().values() {
-            let _ = tx.send(Some(reason));
+        for (_, signal) in self.lock().values() {
+            signal.ask(reason, false);
         }
     }
 
@@ -181,5 +245,48 @@ pub(crate) async fn close_on_session_events(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    #[tokio::test]
+    async fn a_socket_hears_the_first_reason_of_its_session_and_a_later_shutdown() {
+        let sockets = SocketRegistry::default();
+        let mut mine = sockets.register(Some("s1".into()));
+        let mut other = sockets.register(Some("s2".into()));
+        assert_eq!(mine.closed().now_or_never(), None, "not asked yet");
+        let waiting = tokio::spawn(async move {
+            let r = mine.closed().await;
+            (r, mine)
+        });
+        assert_eq!(sockets.close_session("s1", CloseReason::Logout), 1);
+        let (r, mut mine) = waiting.await.unwrap();
+        assert_eq!(r, CloseReason::Logout);
+        // Asked again for the same session: the first reason stays, and nothing new is heard.
+        assert_eq!(sockets.close_session("s1", CloseReason::SessionEnded), 0);
+        assert_eq!(mine.closed().now_or_never(), None);
+        assert_eq!(
+            other.closed().now_or_never(),
+            None,
+            "another session's socket"
+        );
+        sockets.close_all(CloseReason::Shutdown);
+        assert_eq!(mine.closed().now_or_never(), Some(CloseReason::Shutdown));
+        assert_eq!(other.closed().now_or_never(), Some(CloseReason::Shutdown));
+        assert_eq!(sockets.len(), 2);
+        drop((mine, other));
+        assert!(sockets.is_empty());
+    }
+
+    #[test]
+    fn reason_codes_round_trip() {
+        for r in CloseReason::ALL {
+            assert_eq!(CloseReason::of_code(r.code()), Some(r));
+        }
+        assert_eq!(CloseReason::of_code(0), None);
     }
 }

@@ -62,7 +62,7 @@ pub(crate) async fn upgrade(
         let mut down = TokioIo::new(down);
         tokio::select! {
             _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
-            _ = guard.close.wait_for(|r| matches!(r, Some(CloseReason::Shutdown))) => {}
+            _ = async { while guard.closed().await != CloseReason::Shutdown {} } => {}
         }
     });
     let mut out = Response::builder().status(http::StatusCode::SWITCHING_PROTOCOLS);

@@ -47,7 +47,7 @@ pub(super) async fn park(
             // there like any other.
             r = read_chunk(&mut client, &mut client_spare) => Wake::Client(r.ok().flatten()),
             r = read_chunk(&mut qlik, &mut qlik_spare) => Wake::Qlik(r.ok().flatten()),
-            _ = guard.close.changed() => Wake::Close(*guard.close.borrow()),
+            r = guard.closed() => Wake::Close(r),
         };
         match woke {
             Wake::Client(read) => client_read = read.unwrap_or_default(),
@@ -55,9 +55,7 @@ pub(super) async fn park(
             Wake::Close(reason) => {
                 let (mut client, mut upstream) =
                     legs(state, client, client_read, qlik, qlik_read).await;
-                if let Some(reason) = reason {
-                    close_both(&mut client, &mut upstream, reason, state).await;
-                }
+                close_both(&mut client, &mut upstream, reason, state).await;
                 return Parked::Closed;
             }
         }
@@ -71,7 +69,7 @@ pub(super) async fn park(
 enum Wake {
     Client(Option<Vec<u8>>),
     Qlik(Option<Vec<u8>>),
-    Close(Option<CloseReason>),
+    Close(CloseReason),
 }
 
 /// Both legs as tungstenite streams for the settle phase, each reading `…_read` first.

@@ -410,16 +410,9 @@ where
                 }
                 Event::Again
             }
-            changed = self.guard.close.changed(), if open => {
-                let reason = *self.guard.close.borrow();
-                match (changed, reason) {
-                    (Ok(()), Some(r)) => {
-                        self.stop(Stop::Gateway(r));
-                        Event::Again
-                    }
-                    (Ok(()), None) => Event::Again,
-                    (Err(_), _) => Event::Drop,
-                }
+            r = self.guard.closed(), if open => {
+                self.stop(Stop::Gateway(r));
+                Event::Again
             }
             // A frame boundary that does not come in time: the socket is dropped.
             _ = tokio::time::sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => Event::Drop,

@@ -141,11 +141,8 @@ impl Settling {
         let mut reauths = 0usize;
         loop {
             let next = tokio::select! {
-                _ = self.guard.close.changed() => {
-                    let reason = *self.guard.close.borrow();
-                    if let Some(r) = reason {
-                        close_both(client, &mut upstream, r, &self.state).await;
-                    }
+                r = self.guard.closed() => {
+                    close_both(client, &mut upstream, r, &self.state).await;
                     Next::Done
                 }
                 m = upstream.next() => self.on_qlik_frame(m, client, &mut upstream, &replay, &mut reauths).await,

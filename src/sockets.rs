@@ -53,20 +53,23 @@ struct CloseSignal {
 }
 
 impl CloseSignal {
-    /// Asks with `reason`; with `keep_first`, only if not asked yet. Whether the reason changed.
-    fn ask(&self, reason: CloseReason, keep_first: bool) -> bool {
-        let code = reason.code();
-        let changed = if keep_first {
-            self.reason
-                .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        } else {
-            self.reason.swap(code, Ordering::AcqRel) != code
-        };
-        if changed {
+    /// Asks with `reason` unless the socket was asked already; whether it was asked now.
+    fn ask_first(&self, reason: CloseReason) -> bool {
+        let asked = self
+            .reason
+            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if asked {
             self.waker.wake();
         }
-        changed
+        asked
+    }
+
+    /// Asks with `reason`, replacing an earlier one.
+    fn ask(&self, reason: CloseReason) {
+        if self.reason.swap(reason.code(), Ordering::AcqRel) != reason.code() {
+            self.waker.wake();
+        }
     }
 }
 
@@ -127,23 +130,17 @@ impl Drop for SocketGuard {
 impl SocketRegistry {
     /// Registers a socket belonging to the gateway session with `session_key` (its storage key).
     pub fn register(&self, session_key: Option<String>) -> SocketGuard {
-        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let signal = Arc::<CloseSignal>::default();
-        self.lock().insert(id, (session_key, signal.clone()));
-        SocketGuard {
-            id,
-            inner: self.inner.clone(),
-            signal,
-            seen: None,
-        }
+        let guard = self.new_guard();
+        self.lock()
+            .insert(guard.id, (session_key, guard.signal.clone()));
+        guard
     }
 
     /// Registers a socket of the gateway session with `session_key` unless that session already
     /// has `max` open sockets; `None` at the limit. Counted and inserted under one lock, so
     /// parallel upgrades cannot overshoot it.
     pub fn try_register(&self, session_key: &str, max: usize) -> Option<SocketGuard> {
-        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let signal = Arc::<CloseSignal>::default();
+        let guard = self.new_guard();
         let mut map = self.lock();
         let open = map
             .values()
@@ -152,13 +149,22 @@ impl SocketRegistry {
         if open >= max {
             return None;
         }
-        map.insert(id, (Some(session_key.to_owned()), signal.clone()));
-        Some(SocketGuard {
-            id,
+        map.insert(
+            guard.id,
+            (Some(session_key.to_owned()), guard.signal.clone()),
+        );
+        Some(guard)
+    }
+
+    /// A guard with a new id and close signal, not registered yet. Dropped unregistered (at the
+    /// limit), its removal from the map finds nothing.
+    fn new_guard(&self) -> SocketGuard {
+        SocketGuard {
+            id: self.inner.next.fetch_add(1, Ordering::Relaxed),
             inner: self.inner.clone(),
-            signal,
+            signal: Arc::default(),
             seen: None,
-        })
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sockets> {
@@ -173,7 +179,7 @@ impl SocketRegistry {
         let mut n = 0;
         for (key, signal) in map.values() {
             if key.as_deref() == Some(session_key) {
-                n += usize::from(signal.ask(reason, true));
+                n += usize::from(signal.ask_first(reason));
             }
         }
         n
@@ -182,7 +188,7 @@ impl SocketRegistry {
     /// Asks every socket to close.
     pub fn close_all(&self, reason: CloseReason) {
         for (_, signal) in self.lock().values() {
-            signal.ask(reason, false);
+            signal.ask(reason);
         }
     }
 

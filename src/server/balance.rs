@@ -9,11 +9,11 @@
 //! kept every thread waking up for a request now and then, and on a VM each of those wake-ups
 //! across cores cost more CPU than the request itself: 4 connections spread over two threads
 //! took 43–51 µs of CPU per request, packed onto one 32–39 µs, at 0.75 × the packed rate
-//! (BENCHMARKS.md, "Packed at light load"). nginx's workers fall into the packed placement by their accept race;
-//! here it is the rule: a new connection goes to the busiest thread that serves fewer than
-//! [`PACK`], and once every thread serves that many, to the thread serving the fewest. A
-//! connection accepted on another thread than its target is handed over: that costs moving the
-//! socket from one reactor to the other once per connection, nothing per request.
+//! (BENCHMARKS.md, "Packed at light load"). nginx's workers fall into the packed placement by
+//! their accept race; here it is the rule: a new connection goes to the busiest thread that
+//! serves fewer than [`PACK`], and once every thread serves that many, to the thread serving the
+//! fewest. A connection accepted on another thread than its target is handed over: that costs
+//! moving the socket from one reactor to the other once per connection, nothing per request.
 //!
 //! A connection counts for its thread from the accept until its socket closes, upgraded
 //! websockets included: the connection's IO holds its [`Load`].
@@ -125,22 +125,20 @@ impl Balance {
     /// thread serving the fewest; `here` whenever it is among the best. A thread whose inbox is
     /// closed (it failed to start, or is stopping) takes none.
     fn target(&self, here: usize) -> usize {
-        let open = |i: usize| i == here || !self.threads[i].inbox.is_closed();
-        let live = |i: usize| self.threads[i].live.load(Ordering::Relaxed);
-        let mut packed: Option<(usize, usize)> = None;
-        let mut fewest = (live(here), here);
-        for i in (0..self.threads.len()).filter(|&i| open(i)) {
-            let n = live(i);
-            // Ties go to `here`: no hand-over.
-            let busier = |(m, j): (usize, usize)| n > m || (n == m && i == here && j != here);
-            if n < PACK && packed.is_none_or(busier) {
-                packed = Some((n, i));
-            }
-            if n < fewest.0 {
-                fewest = (n, i);
-            }
-        }
-        packed.map_or(fewest.1, |(_, i)| i)
+        // (connections served, thread) of every thread that takes connections.
+        let open = || {
+            self.threads
+                .iter()
+                .enumerate()
+                .filter(|&(i, t)| i == here || !t.inbox.is_closed())
+                .map(|(i, t)| (t.live.load(Ordering::Relaxed), i))
+        };
+        // On a tie, `here` wins: no hand-over.
+        open()
+            .filter(|&(n, _)| n < PACK)
+            .max_by_key(|&(n, i)| (n, i == here))
+            .or_else(|| open().min_by_key(|&(n, i)| (n, i != here)))
+            .map_or(here, |(_, i)| i)
     }
 
     /// Counts a connection for thread `i` until the returned guard is dropped. Counted when the

@@ -84,7 +84,8 @@ start_sim() {
 sim_field() { python3 -c "import json,sys; print(json.load(open('$1/sim.json'))['$2'])"; }
 
 # gw_qlik_config PROXY_URL: the gateway's [qlik] section for qlik-sim at PROXY_URL (QPS and
-# certificates from start_sim), and [log] at warn.
+# certificates from start_sim), and [log]: the gateway's default level (info, what users run:
+# its request spans cost ~5k instructions a request), or GW_LOG_LEVEL.
 gw_qlik_config() {
   cat <<EOF
 [qlik]
@@ -96,7 +97,7 @@ client_cert = "$CERT"
 client_key = "$KEY"
 ca_cert = "$CA"
 [log]
-level = "warn"
+level = "${GW_LOG_LEVEL:-info}"
 EOF
 }
 

@@ -11,7 +11,7 @@ use crate::qlik::cookies::is_qlik_session_cookie;
 // are used on every request.
 /// Qlik's CSRF token header (`@qlik/api` sends it on modifying verbs): the gateway owns it, as it
 /// owns the Qlik session it belongs to.
-pub(crate) const CSRF_HEADER: &str = "qlik-csrf-token";
+pub(crate) const CSRF_HEADER: HeaderName = HeaderName::from_static("qlik-csrf-token");
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -201,6 +201,20 @@ pub(crate) fn set_forwarding(
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     headers.insert(X_FORWARDED_HOST, public_host.clone());
     headers.insert(header::HOST, upstream_host.clone());
+}
+
+/// An address for log fields, written with one `write_str`: the request span carries the peer,
+/// and `Ipv4Addr`'s `Display` goes through the formatter seven times, once per request.
+pub(crate) struct PeerIp(pub(crate) IpAddr);
+
+impl std::fmt::Display for PeerIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; 64];
+        match ip_text(self.0, &mut buf).and_then(|t| std::str::from_utf8(t).ok()) {
+            Some(t) => f.write_str(t),
+            None => self.0.fmt(f),
+        }
+    }
 }
 
 /// `ip` as text in `buf`. An IPv4 address (nearly every client) is written digit by digit: this
@@ -402,6 +416,7 @@ mod tests {
             let addr = IpAddr::from(octets);
             let text = ip_text(addr, &mut buf).unwrap();
             assert_eq!(std::str::from_utf8(text).unwrap(), addr.to_string());
+            assert_eq!(PeerIp(addr).to_string(), addr.to_string());
         }
     }
 

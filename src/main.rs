@@ -8,10 +8,12 @@ use qlik_gateway::config::{self, Config};
 use qlik_gateway::server::shutdown_signal;
 use qlik_gateway::state::AppState;
 
+mod allocator;
+
 /// mimalloc instead of glibc's malloc: the proxy path allocates and frees small buffers and
 /// header maps on every request, where glibc's allocator cost ~8% of the gateway's CPU.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::MiMalloc = allocator::MiMalloc;
 
 #[derive(Parser)]
 #[command(

@@ -9,6 +9,7 @@
 #   SKIP_BUILD=1 PLACEMENT=default CONCS="1 4 32" ROUNDS=2 DUR=5 bench/floor/run.sh
 #   TARGETS="gateway hyper" PERF=1 bench/floor/run.sh   # perf record into /tmp/perf-TARGET-cC.data
 #   STRACE=1 ...                                        # strace -c into /tmp/strace-TARGET-cC.txt
+#   PERFSTAT=1 ...                                      # context switches and migrations per request
 #
 # Release binaries of the gateway from $CARGO_TARGET_DIR (/tmp/bench-target; bench/run.sh builds
 # them), the spikes built into $FLOOR_TARGET (/tmp/floor-target). pingora needs cmake.
@@ -26,7 +27,8 @@ OLD_GW=${OLD_GW:-$BIN/qlik-gateway}
 NGINX=$(command -v nginx); HZ=$(getconf CLK_TCK)
 W=$(mktemp -d); PIDS=()
 # SIGINT: pingora's fast shutdown (SIGTERM is its graceful one, which waits minutes).
-trap 'kill -INT ${PIDS[@]} 2>/dev/null; wait 2>/dev/null; rm -rf $W' EXIT
+# The spikes install no SIGINT handler, and background jobs of a script ignore SIGINT: KILL them.
+trap 'kill -INT ${PIDS[@]} 2>/dev/null; kill -KILL ${HY:-} ${HYW:-} ${INL:-} ${RAW:-} 2>/dev/null; wait 2>/dev/null; rm -rf $W' EXIT
 if [ "$PLACEMENT" = pinned ]; then PX="taskset -c 0"; LD="taskset -c 1"; workers=1; T=1; else PX=""; LD=""; workers=auto; T=2; fi
 base=19500; P_UP=$((base+1)); P_NGX=$((base+10)); P_GW=$((base+20)); P_HY=$((base+40)); P_RAW=$((base+41)); P_PG=$((base+42)); P_HYW=$((base+43)); P_INL=$((base+44))
 mkdir -p $W/www/mashup $W/ngx-up $W/ngx-px; www_files $W/www; chmod -R a+rX $W
@@ -59,11 +61,14 @@ run() { # name port pids c
   st0=$(awk '/^cpu /{print $9}' /proc/stat)
   c0=$(cpu_ticks $3); q0=$(rq_wait $3); t0=$(date +%s.%N); case $1 in gateway*) th0=$(thread_ticks ${3%% *});; nginx) th0=$(proc_ticks $3);; esac
   [ -n "${STRACE:-}" ] && { timeout $((DUR-1)) strace -c -f -p ${3%% *} -o /tmp/strace-$1-c$4.txt 2>/dev/null & }
-  [ -n "${PERF:-}" ] && { perf record -q -F 999 ${PERF_G:--g} -p ${3%% *} -o /tmp/perf-$1-c$4.data -- sleep $((DUR-1)) 2>/dev/null & }
+  [ -n "${PERFSTAT:-}" ] && { perf stat -x, -e context-switches,cpu-migrations -p $(echo $3 | tr ' ' ,) -o /tmp/perfstat-$1-c$4.txt -- sleep $((DUR-1)) 2>/dev/null & PSP=$!; }
+  [ -n "${PERF:-}" ] && { perf record -q -F 999 ${PERF_G:--g} -p $(echo $3 | tr " " ,) -o /tmp/perf-$1-c$4.data -- sleep $((DUR-1)) 2>/dev/null & }
   local ck=$GC; [ "$1" = gateway-old ] && ck=$GCO
   out=$($LD wrk -t1 -c$4 -d${DUR}s --latency -H "Cookie: $ck" http://127.0.0.1:$2/mashup/small.bin)
   t1=$(date +%s.%N); c1=$(cpu_ticks $3); q1=$(rq_wait $3); case $1 in gateway*) th1=$(thread_ticks ${3%% *}); echo "  $1 threads (ticks): $th0 -> $th1";; nginx) th1=$(proc_ticks $3); echo "  nginx processes (ticks): $th0 -> $th1";; esac
-  rps=$(echo "$out" | awk '/Requests\/sec/{print $2}'); p99=$(echo "$out" | awk '$1=="99%"{print $2}'); p50=$(echo "$out" | awk '$1=="50%"{print $2}')
+  rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
+  [ -n "${PERFSTAT:-}" ] && { wait $PSP; awk -F, -v r=$rps -v d=$((DUR-1)) '$3 ~ /context-switches|cpu-migrations/ {printf "  %s per request: %.2f\n", $3, $1/(r*d)}' /tmp/perfstat-$1-c$4.txt; }
+  p99=$(echo "$out" | awk '$1=="99%"{print $2}'); p50=$(echo "$out" | awk '$1=="50%"{print $2}')
   cpu=$(python3 -c "print(round(100*($c1-$c0)/$HZ/($t1-$t0)))")
   us=$(python3 -c "print(round(1e6*($c1-$c0)/$HZ/($t1-$t0)/$rps,1))")
   st1=$(awk '/^cpu /{print $9}' /proc/stat)

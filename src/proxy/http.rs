@@ -82,7 +82,7 @@ pub(crate) async fn to_qlik(
         .map_err(|e| GatewayError::BadRequest(format!("cannot forward this request: {e}")))?;
     headers::remove_hop_by_hop(&mut base_headers);
     headers::remove_identity_headers(&mut base_headers, &state.strip_headers);
-    let client_csrf = base_headers.remove(headers::CSRF_HEADER).is_some();
+    let client_csrf = base_headers.remove(&headers::CSRF_HEADER).is_some();
 
     let personal = method == Method::GET && is_personal_api(state, uri.path());
     let mut body = Some(body);

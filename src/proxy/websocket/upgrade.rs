@@ -81,8 +81,8 @@ pub(super) fn check(
     let mut fwd = req.headers().clone();
     headers::remove_hop_by_hop(&mut fwd);
     headers::remove_identity_headers(&mut fwd, &state.strip_headers);
+    fwd.remove(&headers::CSRF_HEADER);
     for h in [
-        headers::CSRF_HEADER,
         "sec-websocket-key",
         "sec-websocket-version",
         "sec-websocket-extensions",

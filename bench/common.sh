@@ -85,7 +85,7 @@ sim_field() { python3 -c "import json,sys; print(json.load(open('$1/sim.json'))[
 
 # gw_qlik_config PROXY_URL: the gateway's [qlik] section for qlik-sim at PROXY_URL (QPS and
 # certificates from start_sim), and [log]: the gateway's default level (info, what users run:
-# its request spans cost ~5k instructions a request), or GW_LOG_LEVEL.
+# its request spans cost ~5k instructions a request), or GW_LOG_LEVEL; GW_LOG_FORMAT=json for JSON lines.
 gw_qlik_config() {
   cat <<EOF
 [qlik]
@@ -98,6 +98,7 @@ client_key = "$KEY"
 ca_cert = "$CA"
 [log]
 level = "${GW_LOG_LEVEL:-info}"
+format = "${GW_LOG_FORMAT:-text}"
 EOF
 }
 

@@ -22,7 +22,7 @@ W=$(mktemp -d); PIDS=()
 trap 'kill -INT ${PIDS[@]} 2>/dev/null; wait 2>/dev/null; rm -rf $W' EXIT
 base=19700; P_UP=$((base+1)); P_GW=$((base+20))
 mkdir -p $W/www/mashup $W/ngx-up; www_files $W/www; chmod -R a+rX $W
-{ ngx_common $W/ngx-up 1; echo "http {"; http_common $W/ngx-up; echo "  server { listen 127.0.0.1:$P_UP; root $W/www; default_type application/octet-stream; }"; echo "}"; } > $W/ngx-up/nginx.conf
+static_upstream_conf $W/ngx-up $W/www $P_UP 1
 taskset -c 1 "$(command -v nginx)" -p $W/ngx-up -c $W/ngx-up/nginx.conf 2>/dev/null & PIDS+=($!)
 SIM_DIR=$W/sim SIM_PREFIX="taskset -c 1" start_sim $((base+30)) --no-csrf; PIDS+=($SIM_PID)
 MODE=${MODE:-http}

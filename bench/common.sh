@@ -150,6 +150,12 @@ ngx_proxy_server() {
   }
 EOF
 }
+static_upstream_conf() { # static_upstream_conf DIR ROOT PORT WORKERS: the static upstream nginx's config, to DIR/nginx.conf
+  { ngx_common "$1" "$4"; echo "http {"; http_common "$1"
+    echo "  server { listen 127.0.0.1:$3; root $2; default_type application/octet-stream; }"
+    echo "}"
+  } > "$1/nginx.conf"
+}
 www_files() { # www_files ROOT: the static upstream's files, ROOT/mashup/small.bin (512 B) and big.bin (1 MiB)
   mkdir -p "$1/mashup"
   head -c 512 /dev/zero | tr '\0' 'a' > "$1/mashup/small.bin"

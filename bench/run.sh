@@ -108,10 +108,7 @@ run_placement() {
   mkdir -p "$D/www/mashup" "$D/ngx-up" "$D/ngx-px"
   www_files "$D/www"
   chmod -R a+rX "$D"
-  { ngx_common "$D/ngx-up" "$([ "$placement" = pinned ] && echo 1 || echo auto)"; echo "http {"; http_common "$D/ngx-up"
-    echo "  server { listen 127.0.0.1:$P_UP; root $D/www; default_type application/octet-stream; }"
-    echo "}"
-  } > "$D/ngx-up/nginx.conf"
+  static_upstream_conf "$D/ngx-up" "$D/www" "$P_UP" "$([ "$placement" = pinned ] && echo 1 || echo auto)"
   $LOAD_CPU "$NGINX" -p "$D/ngx-up" -c "$D/ngx-up/nginx.conf" 2>"$D/ngx-up/stderr" &
   PIDS+=($!)
 

@@ -89,10 +89,7 @@ stop_pid() { # stop_pid PID: stops one process this script started and waits unt
 www_files "$W/www"
 mkdir -p "$W/ngx-up" "$W/ngx-px" "$W/redis"
 chmod -R a+rX "$W/www"
-{ ngx_common "$W/ngx-up" auto; echo "http {"; http_common "$W/ngx-up"
-  echo "  server { listen 127.0.0.1:$P_UP; root $W/www; default_type application/octet-stream; }"
-  echo "}"
-} > "$W/ngx-up/nginx.conf"
+static_upstream_conf "$W/ngx-up" "$W/www" "$P_UP" auto
 "$NGINX" -p "$W/ngx-up" -c "$W/ngx-up/nginx.conf" 2>"$W/ngx-up/stderr" &
 PIDS+=($!)
 SIM_DIR="$W/sim" start_sim "$P_SIM" --no-csrf

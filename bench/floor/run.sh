@@ -32,7 +32,7 @@ trap 'kill -INT ${PIDS[@]} 2>/dev/null; kill -KILL ${HY:-} ${HYW:-} ${INL:-} ${R
 if [ "$PLACEMENT" = pinned ]; then PX="taskset -c 0"; LD="taskset -c 1"; workers=1; T=1; else PX=""; LD=""; workers=auto; T=2; fi
 base=19500; P_UP=$((base+1)); P_NGX=$((base+10)); P_GW=$((base+20)); P_HY=$((base+40)); P_RAW=$((base+41)); P_PG=$((base+42)); P_HYW=$((base+43)); P_INL=$((base+44))
 mkdir -p $W/www/mashup $W/ngx-up $W/ngx-px; www_files $W/www; chmod -R a+rX $W
-{ ngx_common $W/ngx-up $workers; echo "http {"; http_common $W/ngx-up; echo "  server { listen 127.0.0.1:$P_UP; root $W/www; default_type application/octet-stream; }"; echo "}"; } > $W/ngx-up/nginx.conf
+static_upstream_conf $W/ngx-up $W/www $P_UP $workers
 $LD $NGINX -p $W/ngx-up -c $W/ngx-up/nginx.conf 2>/dev/null & PIDS+=($!)
 SIM_DIR=$W/sim SIM_PREFIX=$LD start_sim $((base+30)) --no-csrf; PIDS+=($SIM_PID)
 QC="X-Qlik-Session-mashup=0123456789abcdef0123456789abcdef"

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::Subscriber;
-use tracing_subscriber::fmt::format::DefaultFields;
+use tracing_subscriber::fmt::format::{DefaultFields, JsonFields};
 use tracing_subscriber::fmt::FormattedFields;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
@@ -23,17 +23,21 @@ pub fn init(cfg: &LogConfig) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
     if cfg.json {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(ansi)
-            .with_writer(std::io::stderr)
-            .json()
-            .flatten_event(true)
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(SpanFields::Json)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr)
+                    .json()
+                    .flatten_event(true),
+            )
             .try_init();
     } else {
         let _ = tracing_subscriber::registry()
             .with(filter)
-            .with((!ansi).then_some(PlainSpanFields))
+            .with((!ansi).then_some(SpanFields::Text))
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(ansi)
@@ -43,43 +47,69 @@ pub fn init(cfg: &LogConfig) {
     }
 }
 
-/// Renders a new span's fields as the text formatter does without colours, into a string sized
-/// once, before the formatter sees the span: it keeps fields it finds rendered
+/// Renders a new span's fields as the log format does (text without colours, or JSON), into a
+/// string sized once, before the formatter sees the span: it keeps fields it finds rendered
 /// (tracing-subscriber's `fmt::Layer::on_new_span`). Every proxied request opens a span, and the
-/// formatter's own rendering (each name and `=` through a styled `Display`, the string grown four
-/// times) was the largest single item of the request path. A span with a field the formatter
-/// renders in its own way (`message`, an error, a raw or `log.` name) is left to it.
-struct PlainSpanFields;
+/// formatter's own rendering was the largest single item of the request path: in text each name
+/// and `=` through a styled `Display` and the string grown four times, in JSON a `BTreeMap` of
+/// `serde_json::Value`s, each field's text allocated twice. A span with a field the formatter
+/// renders in its own way (text: `message` or an error; both: raw `r#` or `log.` names; JSON:
+/// floats and byte strings) is left to it.
+#[derive(Clone, Copy)]
+enum SpanFields {
+    /// As `DefaultFields` without colours: `name=value`, space-separated, values by `Debug`.
+    Text,
+    /// As `JsonFields`: one JSON object, keys in byte order, the last of a repeated name kept.
+    Json,
+}
 
-impl<S> Layer<S> for PlainSpanFields
+impl<S> Layer<S> for SpanFields
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = PlainFields {
-            out: String::with_capacity(96),
-            leave: false,
-        };
-        attrs.record(&mut fields);
-        if !fields.leave {
-            span.extensions_mut()
-                .insert(FormattedFields::<DefaultFields>::new(fields.out));
+        match self {
+            SpanFields::Text => {
+                let mut fields = TextFields {
+                    out: String::with_capacity(96),
+                    leave: false,
+                };
+                attrs.record(&mut fields);
+                if !fields.leave {
+                    span.extensions_mut()
+                        .insert(FormattedFields::<DefaultFields>::new(fields.out));
+                }
+            }
+            SpanFields::Json => {
+                let mut fields = JsonObject::default();
+                attrs.record(&mut fields);
+                if let Some(out) = fields.finish() {
+                    span.extensions_mut()
+                        .insert(FormattedFields::<JsonFields>::new(out));
+                }
+            }
         }
     }
 }
 
+/// Whether the formatters print a field name in a way of their own (raw identifiers lose their
+/// `r#`, `log.` fields are the `log` crate's metadata): such spans are left to them.
+fn formatter_special(name: &str) -> bool {
+    name.starts_with("r#") || name.starts_with("log.")
+}
+
 /// `name=value` pairs, space-separated, values by `Debug`: `DefaultFields` without colours.
-struct PlainFields {
+struct TextFields {
     out: String,
     /// A field `DefaultFields` renders differently: the formatter gets the span.
     leave: bool,
 }
 
-impl Visit for PlainFields {
+impl Visit for TextFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let name = field.name();
-        if name == "message" || name.starts_with("r#") || name.starts_with("log.") {
+        if name == "message" || formatter_special(name) {
             self.leave = true;
             return;
         }
@@ -94,6 +124,129 @@ impl Visit for PlainFields {
     fn record_error(&mut self, _: &Field, _: &(dyn std::error::Error + 'static)) {
         self.leave = true;
     }
+}
+
+/// One JSON object as `JsonFields` writes it (serde_json's compact form): the members are
+/// rendered as they come, then put in the order of their names.
+#[derive(Default)]
+struct JsonObject {
+    /// Every member's `"name":value`, back to back.
+    members: String,
+    /// Each member's name and its bytes in `members`, in the order recorded.
+    spans: Vec<(&'static str, std::ops::Range<usize>)>,
+    /// A `Debug` value's text before it is escaped.
+    scratch: String,
+    /// A field `JsonFields` renders differently: the formatter gets the span.
+    leave: bool,
+}
+
+impl JsonObject {
+    /// Appends `name`'s member, its value written by `value`.
+    fn member(&mut self, name: &'static str, value: impl FnOnce(&mut String)) {
+        if formatter_special(name) {
+            self.leave = true;
+            return;
+        }
+        if self.members.is_empty() {
+            self.members.reserve(128);
+        }
+        let start = self.members.len();
+        json_string(&mut self.members, name);
+        self.members.push(':');
+        value(&mut self.members);
+        self.spans.push((name, start..self.members.len()));
+    }
+
+    /// The object, or `None` when the formatter should render the span itself.
+    fn finish(mut self) -> Option<String> {
+        if self.leave {
+            return None;
+        }
+        // Stable: of a repeated name the last recorded stays last, and is the one kept
+        // (a `BTreeMap` insert replaces the earlier value).
+        self.spans.sort_by_key(|(name, _)| *name);
+        let mut out = String::with_capacity(self.members.len() + self.spans.len() + 2);
+        out.push('{');
+        for (i, (name, range)) in self.spans.iter().enumerate() {
+            if self.spans.get(i + 1).is_some_and(|(next, _)| next == name) {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str(&self.members[range.clone()]);
+        }
+        out.push('}');
+        Some(out)
+    }
+}
+
+impl Visit for JsonObject {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let mut text = std::mem::take(&mut self.scratch);
+        text.clear();
+        let _ = write!(text, "{value:?}");
+        self.member(field.name(), |out| json_string(out, &text));
+        self.scratch = text;
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.member(field.name(), |out| json_string(out, value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.member(field.name(), |out| {
+            let _ = write!(out, "{value}");
+        });
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.member(field.name(), |out| {
+            let _ = write!(out, "{value}");
+        });
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.member(field.name(), |out| {
+            out.push_str(if value { "true" } else { "false" })
+        });
+    }
+
+    fn record_f64(&mut self, _: &Field, _: f64) {
+        self.leave = true;
+    }
+
+    fn record_bytes(&mut self, _: &Field, _: &[u8]) {
+        self.leave = true;
+    }
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes it.
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        plain = i + 1;
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
 }
 
 /// Logging.
@@ -180,17 +333,19 @@ mod tests {
         }
     }
 
-    /// What the text format prints for a few spans, with or without [`PlainSpanFields`].
-    fn text(prefilled: bool) -> String {
+    /// What the log format prints for a few spans, with or without [`SpanFields`].
+    fn output(format: SpanFields, prefilled: bool) -> String {
         let out = Captured::default();
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .without_time()
+            .with_writer(out.clone());
         let subscriber = tracing_subscriber::registry()
-            .with(prefilled.then_some(PlainSpanFields))
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .without_time()
-                    .with_writer(out.clone()),
-            );
+            .with(prefilled.then_some(format))
+            .with(match format {
+                SpanFields::Text => fmt.boxed(),
+                SpanFields::Json => fmt.json().flatten_event(true).boxed(),
+            });
         tracing::subscriber::with_default(subscriber, || {
             let peer: std::net::IpAddr = [10, 0, 0, 7].into();
             let request = tracing::info_span!(
@@ -201,19 +356,26 @@ mod tests {
             let _r = request.enter();
             let odd = tracing::info_span!(
                 "odd",
-                quoted = "a \"b\"\n",
+                quoted = "a \"b\"\n\u{1}\\ é",
                 n = 42u64,
+                minus = -7i64,
                 ok = true,
                 later = tracing::field::Empty,
+                b = ?Some("x"),
             );
             odd.record("later", "set");
             let _o = odd.enter();
+            let inside = tracing::info_span!("no_fields");
+            let _i = inside.enter();
+            tracing::info!(user = "x", "inside");
             let with_error = tracing::info_span!(
                 "with_error",
                 error = &std::io::Error::other("boom") as &(dyn std::error::Error + 'static),
             );
             let _e = with_error.enter();
-            tracing::info!(user = "x", "inside");
+            let float = tracing::info_span!("float", x = 1.5f64, message = "m");
+            let _f = float.enter();
+            tracing::info!(user = "x", "deeper");
         });
         let bytes = out.0.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
@@ -221,11 +383,27 @@ mod tests {
 
     #[test]
     fn prefilled_span_fields_print_as_the_formatter_prints_them() {
-        let plain = text(false);
+        let plain = output(SpanFields::Text, false);
         assert!(
             plain.contains("request{request_id=0f3a peer=10.0.0.7}"),
             "{plain}"
         );
-        assert_eq!(text(true), plain);
+        assert_eq!(output(SpanFields::Text, true), plain);
+        let json = output(SpanFields::Json, false);
+        assert!(
+            json.contains(r#"{"peer":"10.0.0.7","request_id":"0f3a","name":"request"}"#),
+            "{json}"
+        );
+        assert_eq!(output(SpanFields::Json, true), json);
+    }
+
+    #[test]
+    fn json_members_are_sorted_and_the_last_of_a_name_kept() {
+        let mut o = JsonObject::default();
+        o.member("z", |out| out.push('1'));
+        o.member("a", |out| json_string(out, "\u{1f}\u{7f}/"));
+        o.member("z", |out| out.push('2'));
+        assert_eq!(o.finish().unwrap(), "{\"a\":\"\\u001f\u{7f}/\",\"z\":2}");
+        assert_eq!(JsonObject::default().finish().unwrap(), "{}");
     }
 }

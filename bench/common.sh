@@ -14,7 +14,7 @@ need_apt() { # need_apt COMMAND PACKAGE...
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
 }
 
-# build_all: qlik-gateway, qlik-sim and bench-loadgen, release (debug with SMOKE=1: the tests
+# build_all: qlik-gateway, qlik-sim and bench-loadgen, release as shipped (debug with SMOKE=1: the tests
 # have just built those), into $CARGO_TARGET_DIR; sets BIN and LOADGEN. SKIP_BUILD=1 reuses them.
 # build_all release|debug forces that profile. A LOADGEN set beforehand (a load generator built
 # elsewhere, e.g. from a work tree) is used instead of $BIN/bench-loadgen.
@@ -28,6 +28,11 @@ build_all() {
     return 0
   fi
   log "$profile build (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  if [ "$profile" = release ]; then
+    # As shipped: the gateway trained by PGO (scripts/build-release.sh; PGO=0 for plain release).
+    scripts/build-release.sh -q ${BENCH_CARGO_FLAGS:-}
+    return 0
+  fi
   # BENCH_CARGO_FLAGS: e.g. the test command's --all-features, so its binaries are reused.
   cargo build $release -q -p qlik-gateway -p qlik-sim ${BENCH_CARGO_FLAGS:-}
   (cd bench/loadgen && { cargo build $release -q --offline 2>/dev/null || cargo build $release -q; })

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the container image from the Dockerfile and checks it the way an operator runs it:
 #
-#   ./scripts/container-test.sh            # about 7 minutes on 2 cores (the release build)
+#   ./scripts/container-test.sh            # about 20 minutes on 2 cores (the PGO release build)
 #
 # 1. Build `qlik-gateway:test` (target runtime) and `qlik-sim:test` (target qlik-sim).
 # 2. Check that the gateway image refuses `demo` (it carries no simulator), then run it read-only,
@@ -34,7 +34,8 @@ HOST_PORT=${HOST_PORT:-18080}
 GATEWAY_IMAGE=localhost/qlik-gateway:test
 SIM_IMAGE=localhost/qlik-sim:test
 LOCAL_DEBIAN=localhost/qlik-gateway-base/debian:bookworm-minbase
-LOCAL_RUST=localhost/qlik-gateway-base/rust:$(rustc --version 2>/dev/null | awk '{print $2}')-bookworm
+# "-llvm": with llvm-tools (llvm-profdata), which the Dockerfile's PGO build needs.
+LOCAL_RUST=localhost/qlik-gateway-base/rust:$(rustc --version 2>/dev/null | awk '{print $2}')-bookworm-llvm
 
 # --- engine --------------------------------------------------------------------------------
 ENGINE=${CONTAINER_ENGINE:-}
@@ -113,6 +114,10 @@ make_local_base() {
     log "making $LOCAL_RUST (this machine's Rust toolchain and CA certificates)"
     local ctx=$WORK/rust-context sysroot
     sysroot=$(rustc --print sysroot)
+    # llvm-profdata for the PGO build (scripts/build-release.sh): the image has no rustup.
+    if [ ! -x "$sysroot/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata" ]; then
+      rustup component add llvm-tools || fail "llvm-tools missing and rustup could not add it"
+    fi
     $SUDO rm -rf "$ctx"
     mkdir -p "$ctx/rust"
     # The toolchain without its documentation (share/ is 800 MB of HTML).

@@ -109,6 +109,12 @@ log "benchmark smoke run (bench/run.sh, SMOKE=1)"
 SMOKE=1 CARGO_TARGET_DIR="$PWD/target" BENCH_CARGO_FLAGS="--locked --all-features" \
   OUT="$PWD/target/bench-smoke" BASE_PORT=19600 bench/run.sh >/dev/null
 
+# The release build's PGO training load, on the debug binaries the smoke run built: it must run
+# without errors, or scripts/build-release.sh (the Dockerfile's build) would fail.
+log "PGO training load (bench/pgo-train.sh, debug binaries)"
+PGO_SECS=2 BASE_PORT=19350 bench/pgo-train.sh target/debug/qlik-gateway target/debug/qlik-sim \
+  target/debug/bench-loadgen 2>/dev/null
+
 # The soak, CI-sized (20 users, ~15 s, Qlik sessions expiring at random): it must run, and no client
 # may see mustAuthenticate: true or lose a message.
 log "soak smoke run (bench/soak.sh, SMOKE=1)"

@@ -4,6 +4,7 @@
 //!   bench-loadgen ws-idle URL ORIGIN COOKIE CONNS [greeting|call|quiet]
 //!                                                      (holds the sockets until stdin closes)
 //!   bench-loadgen login BASE PATH CONNS SECS
+//!   bench-loadgen get BASE PATH CONNS SECS
 //!   bench-loadgen logins BASE[,BASE…] N CONNS [PATH] [USERS]    (bench/scale.sh)
 //!   bench-loadgen soak BASE APP USERS SECS              (bench/soak.sh; see soak.rs)
 //!
@@ -17,6 +18,11 @@
 //! one JSON-RPC call and reads until its answer (what a client opening a document does, and
 //! what makes Qlik greet when it greets only after the client's first frame), `quiet` sends and
 //! reads nothing (a page that has not spoken yet). Then the socket is held, idle.
+//!
+//! login: CONNS loops, each logging in (`GET /_gateway/login`) and fetching PATH with the new
+//! session's cookie, over and over: a login and its Qlik session creation per iteration.
+//! get: the same loops logging in once and then fetching PATH over and over on kept-alive
+//! connections (what a page does once it is signed in).
 //!
 //! logins: exactly N logins (`GET /_gateway/login`), shared among CONNS loops, as fast as they
 //! go; each new session's cookie then fetches PATH (unless PATH is empty or `-`), which makes the
@@ -102,7 +108,8 @@ async fn main() {
     match arg(&args, 1) {
         "ws-echo" => ws_echo(&args).await,
         "ws-idle" => ws_idle(&args).await,
-        "login" => login(&args).await,
+        "login" => login(&args, true).await,
+        "get" => login(&args, false).await,
         "logins" => logins(&args).await,
         "soak" => soak::run(&args).await,
         other => {
@@ -297,7 +304,8 @@ async fn ws_idle(args: &[String]) {
     eprintln!("closed while held: {}", closed.load(Ordering::Relaxed));
 }
 
-async fn login(args: &[String]) {
+/// `login` (`relogin`: a new session for every request) and `get` (one session per loop).
+async fn login(args: &[String], relogin: bool) {
     let base = arg(args, 2).to_string();
     let path = arg(args, 3).to_string();
     let conns: usize = num(args, 4);
@@ -325,29 +333,21 @@ async fn login(args: &[String]) {
                 errors.fetch_add(1, Ordering::Relaxed);
                 first_error.lock().unwrap().get_or_insert(why);
             };
+            let mut session = None;
             while !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
-                let req = http::Request::get(format!("{base}/_gateway/login"))
-                    .body(Empty::new())
-                    .unwrap();
-                let resp = match client.request(req).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        fail(format!("login: {e}"));
-                        continue;
-                    }
-                };
-                let cookie = login_cookie(&resp);
-                let _ = resp.into_body().collect().await;
-                let cookie = match cookie {
-                    Ok(c) => c,
-                    Err(e) => {
-                        fail(e);
-                        continue;
-                    }
+                let cookie = match session.take() {
+                    Some(c) if !relogin => c,
+                    _ => match login_once(&client, &base, None).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            fail(e);
+                            continue;
+                        }
+                    },
                 };
                 let req = http::Request::get(format!("{base}{path}"))
-                    .header("cookie", cookie)
+                    .header("cookie", &cookie)
                     .body(Empty::new())
                     .unwrap();
                 match client.request(req).await {
@@ -358,6 +358,7 @@ async fn login(args: &[String]) {
                     Ok(r) => fail(format!("proxied request answered {}", r.status())),
                     Err(e) => fail(format!("proxied request: {e}")),
                 }
+                session = Some(cookie);
             }
             lat
         }));
@@ -383,6 +384,29 @@ async fn login(args: &[String]) {
         errors.load(Ordering::Relaxed),
         fe
     );
+}
+
+/// The load generator's HTTP client: plain HTTP, pooled.
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Empty<Bytes>,
+>;
+
+/// Logs in once (`GET /_gateway/login`, as `user` for the trusted_header provider when given):
+/// the new session's cookies.
+async fn login_once(client: &Client, base: &str, user: Option<&str>) -> Result<String, String> {
+    let mut req = http::Request::get(format!("{base}/_gateway/login"));
+    if let Some(user) = user {
+        req = req.header("x-remote-user", user);
+    }
+    let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| format!("login: {e}"))?;
+    let cookie = login_cookie(&resp);
+    let _ = resp.into_body().collect().await;
+    cookie
 }
 
 async fn logins(args: &[String]) {

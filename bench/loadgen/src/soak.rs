@@ -26,13 +26,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{arg, login_cookie, num, open, Ws};
+use crate::{arg, login_once, num, open, Client, Ws};
 
 /// The gateway's close code after it renewed a Qlik session that Qlik ended under the socket.
 const CLOSE_QLIK_SESSION_RENEWED: u16 = 4002;
@@ -44,11 +43,6 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_RECONNECTS: u32 = 20;
 /// How many error messages and mustAuthenticate frames are kept for the report.
 const EXAMPLES: usize = 10;
-
-type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Empty<Bytes>,
->;
 
 /// The counters, printed as they are named here.
 #[derive(Default, serde::Serialize)]
@@ -235,18 +229,7 @@ async fn user(i: usize, ctx: &Ctx) {
 }
 
 async fn login(ctx: &Ctx, i: usize) -> Result<String, String> {
-    let req = http::Request::get(format!("{}/_gateway/login", ctx.base))
-        .header("x-remote-user", format!("soak{i}"))
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
-    let resp = ctx
-        .client
-        .request(req)
-        .await
-        .map_err(|e| format!("login: {e}"))?;
-    let cookie = login_cookie(&resp);
-    let _ = resp.into_body().collect().await;
-    cookie
+    login_once(&ctx.client, &ctx.base, Some(&format!("soak{i}"))).await
 }
 
 async fn get(ctx: &Ctx, url: &str, cookie: &str) -> Result<u16, String> {

@@ -91,7 +91,7 @@ if cargo tree -p qlik-gateway --locked --no-default-features --features kerberos
   echo "the production binary depends on the simulator (see above); keep it behind the demo feature" >&2
   exit 1
 fi
-grep -q -- '--no-default-features --features kerberos -p qlik-gateway' Dockerfile ||
+grep -q -- 'scripts/build-release.sh --locked --no-default-features --features kerberos' Dockerfile ||
   { echo "the Dockerfile no longer builds the gateway with --no-default-features --features kerberos" >&2; exit 1; }
 
 log "cargo deny: licences and duplicate versions (deny.toml)"

@@ -131,7 +131,7 @@ impl Visit for TextFields {
 #[derive(Default)]
 struct JsonObject {
     /// Every member's `"name":value`, back to back.
-    members: String,
+    members: Vec<u8>,
     /// Each member's name and its bytes in `members`, in the order recorded.
     spans: Vec<(&'static str, std::ops::Range<usize>)>,
     /// A `Debug` value's text before it is escaped.
@@ -142,7 +142,7 @@ struct JsonObject {
 
 impl JsonObject {
     /// Appends `name`'s member, its value written by `value`.
-    fn member(&mut self, name: &'static str, value: impl FnOnce(&mut String)) {
+    fn member(&mut self, name: &'static str, value: impl FnOnce(&mut Vec<u8>)) {
         if formatter_special(name) {
             self.leave = true;
             return;
@@ -152,7 +152,7 @@ impl JsonObject {
         }
         let start = self.members.len();
         json_string(&mut self.members, name);
-        self.members.push(':');
+        self.members.push(b':');
         value(&mut self.members);
         self.spans.push((name, start..self.members.len()));
     }
@@ -165,19 +165,19 @@ impl JsonObject {
         // Stable: of a repeated name the last recorded stays last, and is the one kept
         // (a `BTreeMap` insert replaces the earlier value).
         self.spans.sort_by_key(|(name, _)| *name);
-        let mut out = String::with_capacity(self.members.len() + self.spans.len() + 2);
-        out.push('{');
+        let mut out = Vec::with_capacity(self.members.len() + self.spans.len() + 2);
+        out.push(b'{');
         for (i, (name, range)) in self.spans.iter().enumerate() {
             if self.spans.get(i + 1).is_some_and(|(next, _)| next == name) {
                 continue;
             }
             if out.len() > 1 {
-                out.push(',');
+                out.push(b',');
             }
-            out.push_str(&self.members[range.clone()]);
+            out.extend_from_slice(&self.members[range.clone()]);
         }
-        out.push('}');
-        Some(out)
+        out.push(b'}');
+        String::from_utf8(out).ok()
     }
 }
 
@@ -196,19 +196,19 @@ impl Visit for JsonObject {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.member(field.name(), |out| {
-            let _ = write!(out, "{value}");
+            let _ = std::io::Write::write_fmt(out, format_args!("{value}"));
         });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.member(field.name(), |out| {
-            let _ = write!(out, "{value}");
+            let _ = std::io::Write::write_fmt(out, format_args!("{value}"));
         });
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.member(field.name(), |out| {
-            out.push_str(if value { "true" } else { "false" })
+            out.extend_from_slice(if value { b"true" } else { b"false" })
         });
     }
 
@@ -221,32 +221,10 @@ impl Visit for JsonObject {
     }
 }
 
-/// `s` as a JSON string, escaped as serde_json escapes it.
-fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    let mut plain = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[plain..i]);
-        plain = i + 1;
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(escape);
-        }
-    }
-    out.push_str(&s[plain..]);
-    out.push('"');
+/// `s` as a JSON string, escaped by serde_json itself (what `JsonFields` writes).
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Serialising a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
 }
 
 /// Logging.
@@ -400,9 +378,9 @@ mod tests {
     #[test]
     fn json_members_are_sorted_and_the_last_of_a_name_kept() {
         let mut o = JsonObject::default();
-        o.member("z", |out| out.push('1'));
+        o.member("z", |out| out.push(b'1'));
         o.member("a", |out| json_string(out, "\u{1f}\u{7f}/"));
-        o.member("z", |out| out.push('2'));
+        o.member("z", |out| out.push(b'2'));
         assert_eq!(o.finish().unwrap(), "{\"a\":\"\\u001f\u{7f}/\",\"z\":2}");
         assert_eq!(JsonObject::default().finish().unwrap(), "{}");
     }

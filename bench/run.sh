@@ -10,9 +10,12 @@
 #
 #   bench/run.sh                      # everything, both placements, ~12 minutes
 #   DUR=5 IDLE_MAX=1000 bench/run.sh  # shorter
+#   ROUNDS=3 DUR=5 bench/run.sh       # the rate rows three times over, medians (~25 minutes)
 #
 # Environment: CARGO_TARGET_DIR (default /tmp/bench-target), DUR (seconds per measurement, 10),
-# IDLE_MAX (largest idle-websocket count, 9000), PLACEMENTS ("default pinned"; PIN=1 is "pinned",
+# IDLE_MAX (largest idle-websocket count, 9000), ROUNDS (1; the HTTP and websocket rate rows
+# measured this many times, gateway / nginx / direct in turn each round, so that drift of the
+# machine reaches all three alike; the tables then give medians and each round's ratio), PLACEMENTS ("default pinned"; PIN=1 is "pinned",
 # PIN=0 "default"), C128 (1 = also HTTP at 128 connections), OUT (results directory; one
 # subdirectory per placement), ONLY (a comma-separated subset of http,ws,login,memory; the tables
 # then show what was measured), GREETINGS (the websocket upstream's greeting variants for the
@@ -34,8 +37,9 @@ ROOT=$PWD
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/bench-target}
 SMOKE=${SMOKE:-0}
-if [ "$SMOKE" = 1 ]; then DUR=${DUR:-1}; IDLE_MAX=${IDLE_MAX:-50}; fi
+if [ "$SMOKE" = 1 ]; then DUR=${DUR:-1}; IDLE_MAX=${IDLE_MAX:-50}; ROUNDS=${ROUNDS:-2}; fi
 DUR=${DUR:-10}
+ROUNDS=${ROUNDS:-1}
 IDLE_MAX=${IDLE_MAX:-9000}
 case ${PIN:-} in 1) PLACEMENTS=${PLACEMENTS:-pinned} ;; 0) PLACEMENTS=${PLACEMENTS:-default} ;; esac
 PLACEMENTS=${PLACEMENTS:-default pinned}
@@ -179,44 +183,46 @@ run_placement() {
     log "$placement $name: $(tr '\n' ' ' < "$R/$name.out" | grep -oE 'Requests/sec: *[0-9.]+|"rate":[0-9.]+|"open":[0-9]+' | head -1) proxy CPU $(cat "$R/$name.cpu")%"
   }
 
-  # --- HTTP --------------------------------------------------------------------------------------
-  local CONCS="4 32" size c
-  [ "$C128" = 1 ] && CONCS="4 32 128"
-  part http || CONCS=""
-  for size in small big; do
-    for c in $CONCS; do
-      if [ "${PROFILE:-0}" = 1 ] && [ "$size" = small ] && command -v perf >/dev/null; then
-        # A software-clock profile of the gateway during this run (no hardware counters in VMs).
-        perf record -q -F 999 -e cpu-clock --call-graph dwarf,16384 -p "$GWH" -o "$R/gateway-http-small-c$c.perf" -- sleep "$DUR" 2>/dev/null &
-        PERF_PID=$!
-      fi
-      # The gateway's own histograms around the run: where its time per request went.
-      curl -s "http://127.0.0.1:$P_GWH/_gateway/metrics" > "$R/http-$size-c$c-gateway.metrics.before" || true
-      measure "http-$size-c$c-gateway" "$GWH" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
-        -H "Cookie: $GWH_COOKIE" "http://127.0.0.1:$P_GWH/mashup/$size.bin"
-      curl -s "http://127.0.0.1:$P_GWH/_gateway/metrics" > "$R/http-$size-c$c-gateway.metrics.after" || true
-      if [ -n "${PERF_PID:-}" ]; then wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
-      measure "http-$size-c$c-nginx" "$(nginx_pids)" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
-        "http://127.0.0.1:$P_NGX/mashup/$size.bin"
-      measure "http-$size-c$c-direct" "" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
-        "http://127.0.0.1:$P_UP/mashup/$size.bin"
-    done
-  done
-
-  # --- websocket echo through the engine path (the immediate variant) -----------------------------
+  # --- HTTP and websocket rates, ROUNDS times ------------------------------------------------------
+  # Round 1's outputs are NAME.out, round r's NAME-rR.out (bench/table.py takes the medians).
   ws_run() { # ws_run NAME CONNS SIZE KIND
     local g=immediate
-    measure "$1-gateway" "${GW_PID[$g]}" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:${GW_PORT[$g]}/mashup/app/$APP" \
+    measure "$1-gateway$sfx" "${GW_PID[$g]}" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:${GW_PORT[$g]}/mashup/app/$APP" \
       "http://127.0.0.1:${GW_PORT[$g]}" "${GW_COOKIE[$g]}" "$2" "$3" "$4" "$DUR"
-    measure "$1-nginx" "$(nginx_pids)" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:$P_NGX/mashup/app/$APP" \
+    measure "$1-nginx$sfx" "$(nginx_pids)" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:$P_NGX/mashup/app/$APP" \
       "http://127.0.0.1:$P_NGX" "" "$2" "$3" "$4" "$DUR"
-    measure "$1-direct" "" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:${SIM_PORT[$g]}/mashup/app/$APP" \
+    measure "$1-direct$sfx" "" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:${SIM_PORT[$g]}/mashup/app/$APP" \
       "http://127.0.0.1:${SIM_PORT[$g]}" "${QCOOKIE[$g]}" "$2" "$3" "$4" "$DUR"
   }
-  if part ws; then
-    ws_run ws-small 32 200 text
-    ws_run ws-big 4 1048576 binary
-  fi
+  local CONCS="4 32" size c r sfx
+  [ "$C128" = 1 ] && CONCS="4 32 128"
+  part http || CONCS=""
+  for r in $(seq 1 "$ROUNDS"); do
+    sfx=""; [ "$r" -gt 1 ] && sfx="-r$r"
+    for size in small big; do
+      for c in $CONCS; do
+        if [ "$r" = 1 ] && [ "${PROFILE:-0}" = 1 ] && [ "$size" = small ] && command -v perf >/dev/null; then
+          # A software-clock profile of the gateway during this run (no hardware counters in VMs).
+          perf record -q -F 999 -e cpu-clock --call-graph dwarf,16384 -p "$GWH" -o "$R/gateway-http-small-c$c.perf" -- sleep "$DUR" 2>/dev/null &
+          PERF_PID=$!
+        fi
+        # The gateway's own histograms around the run: where its time per request went.
+        [ "$r" = 1 ] && { curl -s "http://127.0.0.1:$P_GWH/_gateway/metrics" > "$R/http-$size-c$c-gateway.metrics.before" || true; }
+        measure "http-$size-c$c-gateway$sfx" "$GWH" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
+          -H "Cookie: $GWH_COOKIE" "http://127.0.0.1:$P_GWH/mashup/$size.bin"
+        [ "$r" = 1 ] && { curl -s "http://127.0.0.1:$P_GWH/_gateway/metrics" > "$R/http-$size-c$c-gateway.metrics.after" || true; }
+        if [ -n "${PERF_PID:-}" ]; then wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
+        measure "http-$size-c$c-nginx$sfx" "$(nginx_pids)" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
+          "http://127.0.0.1:$P_NGX/mashup/$size.bin"
+        measure "http-$size-c$c-direct$sfx" "" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
+          "http://127.0.0.1:$P_UP/mashup/$size.bin"
+      done
+    done
+    if part ws; then
+      ws_run ws-small 32 200 text
+      ws_run ws-big 4 1048576 binary
+    fi
+  done
 
   # --- logins + Qlik session creations -------------------------------------------------------------
   part login && measure "login-gateway" "$GWH" -- $LOAD_CPU "$LOADGEN" login "http://127.0.0.1:$P_GWH" /mashup/small.bin 16 "$DUR"
@@ -265,7 +271,7 @@ run_placement() {
   # The proxies' own logs go with the raw outputs: $W is removed on exit.
   cp "$D"/gw-*.log "$D/ngx-px/stderr" "$R/" 2>/dev/null || true
   {
-    echo "nginx $($NGINX -v 2>&1 | cut -d/ -f2), wrk -t1, ${DUR}s per figure; gateway $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
+    echo "nginx $($NGINX -v 2>&1 | cut -d/ -f2), wrk -t1, ${DUR}s per figure, $ROUNDS round(s); gateway $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
     if [ "$placement" = pinned ]; then
       echo "placement: pinned: proxy (gateway, its runtime then on 1 CPU / nginx, 1 worker) on CPU 0; wrk, load generator, upstreams on CPU 1"
     else
@@ -296,7 +302,7 @@ done
 log "raw outputs in $OUT"
 if [ "$SMOKE" = 1 ]; then
   for placement in $PLACEMENTS; do
-    { python3 "$ROOT/bench/table.py" "$OUT/$placement" "$IDLE_COUNTS" "$GREETINGS" --check "$ONLY" >&2 &&
+    { python3 "$ROOT/bench/table.py" "$OUT/$placement" "$IDLE_COUNTS" "$GREETINGS" --check "$ONLY" "$ROUNDS" >&2 &&
       { ! part http || python3 "$ROOT/bench/phases.py" "$OUT/$placement" --check; }; } ||
       { log "$placement placement: figures missing; the load generators' and the gateways' own words:"
         for f in "$OUT/$placement"/*.err "$OUT/$placement"/gw-*.log; do

@@ -5,12 +5,16 @@ import os
 import re
 import sys
 
-# table.py OUT "IDLE COUNTS" "GREETING VARIANTS" [--check PARTS]: OUT is one placement's directory.
+# table.py OUT "IDLE COUNTS" "GREETING VARIANTS" [--check PARTS [ROUNDS]]: OUT is one placement's
+# directory. A rate row measured in several rounds (NAME.out, NAME-r2.out, …) is shown as the
+# median of each figure, and its ratios as the median of the rounds' ratios, each round's listed.
 out = sys.argv[1]
 idle_counts = [int(n) for n in sys.argv[2].split()]
 greetings = sys.argv[3].split()
-# --check PARTS: instead of the tables, exit 1 naming every figure of PARTS that was not produced.
+# --check PARTS: instead of the tables, exit 1 naming every figure of PARTS that was not produced
+# (in every one of ROUNDS rounds).
 check = sys.argv[5].split(",") if len(sys.argv) > 5 and sys.argv[4] == "--check" else None
+check_rounds = int(sys.argv[6]) if check is not None and len(sys.argv) > 6 else 1
 GREETING_LABEL = {
     "immediate": "greets at once (client reads it: relay phase)",
     "first-frame": "greets after the client's first frame (client sends one call: relay phase)",
@@ -56,6 +60,30 @@ def result(name):
     return None
 
 
+def round_names(name):
+    """NAME and NAME-r2, NAME-r3, … for as many rounds as were measured."""
+    names, r = [name], 2
+    while os.path.exists(os.path.join(out, f"{name}-r{r}.out")):
+        names.append(f"{name}-r{r}")
+        r += 1
+    return names
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
+def rounds_of(key):
+    """{target: [result per round]} of one row, rounds in order (None where one is missing)."""
+    n = len(round_names(f"{key}-gateway"))
+    return {t: [result(f"{key}-{t}" + (f"-r{r}" if r > 1 else "")) for r in range(1, n + 1)]
+            for t in ("gateway", "nginx", "direct")}
+
+
 def fmt_rate(x):
     return "—" if x is None else f"{x:,.0f}"
 
@@ -73,11 +101,13 @@ def ratio(a, b):
 def missing_figures(parts):
     """The measurements of `parts` without a result (a rate, latencies, an error count)."""
     want = []
+    suffixes = [""] + [f"-r{r}" for r in range(2, check_rounds + 1)]
     if "http" in parts:
-        want += [f"http-{s}-c{c}-{t}" for s in ("small", "big") for c in (4, 32)
-                 for t in ("gateway", "nginx", "direct")]
+        want += [f"http-{s}-c{c}-{t}{x}" for s in ("small", "big") for c in (4, 32)
+                 for t in ("gateway", "nginx", "direct") for x in suffixes]
     if "ws" in parts:
-        want += [f"ws-{s}-{t}" for s in ("small", "big") for t in ("gateway", "nginx", "direct")]
+        want += [f"ws-{s}-{t}{x}" for s in ("small", "big") for t in ("gateway", "nginx", "direct")
+                 for x in suffixes]
     if "login" in parts:
         want.append("login-gateway")
     gone = [w for w in want if result(w) is None or any(v is None for v in result(w)[:4])]
@@ -113,29 +143,51 @@ rows = [
     ("WS 200 B JSON-RPC echo, 32 sockets", "ws-small"),
     ("WS 1 MiB binary echo, 4 sockets", "ws-big"),
 ]
+many = any(len(round_names(f"{key}-gateway")) > 1 for _, key in rows)
 print()
+if many:
+    print("Medians over the rounds; the ratios are the medians of each round's ratio (each round's in "
+          "the last columns).")
+    print()
 print("| figure | gateway | nginx | direct | gw/nginx | gw/direct | p50 / p99 gateway | p50 / p99 nginx "
-      "| p50 / p99 direct | p99 gw/nginx | proxy CPU gw / nginx | errors gw/nginx/direct |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "| p50 / p99 direct | p99 gw/nginx | proxy CPU gw / nginx | errors gw/nginx/direct |"
+      + (" gw/nginx per round | p99 gw/nginx per round |" if many else ""))
+print("|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if many else ""))
 for label, key in rows:
-    g, n, d = (result(f"{key}-{t}") for t in ("gateway", "nginx", "direct"))
-    if not (g or n or d):
+    per = rounds_of(key)
+    if not any(x for t in per for x in per[t]):
         continue
     unit = "req/s" if key.startswith("http") else "msg/s"
-    gv, nv, dv = (x[0] if x else None for x in (g, n, d))
 
-    def lat(x):
-        return f"{fmt_us(x[1])} / {fmt_us(x[2])}" if x else "—"
+    def med(t, i):
+        return median(x[i] for x in per[t] if x)
 
-    def cpu(x):
-        return f"{x[4]}%" if x and x[4] is not None else "—"
+    def lat(t):
+        return f"{fmt_us(med(t, 1))} / {fmt_us(med(t, 2))}" if any(per[t]) else "—"
 
-    def err(x):
-        return str(x[3]) if x else "—"
+    def cpu(t):
+        c = med(t, 4)
+        return f"{c:.0f}%" if c is not None else "—"
 
-    print(f"| {label} ({unit}) | {fmt_rate(gv)} | {fmt_rate(nv)} | {fmt_rate(dv)} | {ratio(gv, nv)} "
-          f"| {ratio(gv, dv)} | {lat(g)} | {lat(n)} | {lat(d)} | {ratio(g and g[2], n and n[2])} "
-          f"| {cpu(g)} / {cpu(n)} | {err(g)}/{err(n)}/{err(d)} |")
+    def err(t):
+        return str(sum(x[3] for x in per[t] if x)) if any(per[t]) else "—"
+
+    def ratios(a, b, i):
+        """Each round's a/b of figure i (None where either is missing)."""
+        return [x[i] / y[i] if x and y and y[i] else None for x, y in zip(per[a], per[b])]
+
+    def rmed(a, b, i):
+        m = median(ratios(a, b, i))
+        return "—" if m is None else f"{m:.2f}"
+
+    def rlist(a, b, i):
+        return " / ".join("—" if v is None else f"{v:.2f}" for v in ratios(a, b, i))
+
+    extra = f" {rlist('gateway', 'nginx', 0)} | {rlist('gateway', 'nginx', 2)} |" if many else ""
+    print(f"| {label} ({unit}) | {fmt_rate(med('gateway', 0))} | {fmt_rate(med('nginx', 0))} "
+          f"| {fmt_rate(med('direct', 0))} | {rmed('gateway', 'nginx', 0)} | {rmed('gateway', 'direct', 0)} "
+          f"| {lat('gateway')} | {lat('nginx')} | {lat('direct')} | {rmed('gateway', 'nginx', 2)} "
+          f"| {cpu('gateway')} / {cpu('nginx')} | {err('gateway')}/{err('nginx')}/{err('direct')} |{extra}")
 
 login = result("login-gateway")
 if login:

@@ -136,7 +136,11 @@ pub(crate) async fn dispatch(
             Ok(s) => s,
             Err(e) => return e.respond(html),
         };
-        state.metrics.phase(Phase::Session, looked_up.elapsed());
+        // The end of this phase is where the Qlik session's begins (one reading of the clock).
+        let session_at = Instant::now();
+        state
+            .metrics
+            .phase(Phase::Session, session_at.duration_since(looked_up));
         let Some((sid, gw)) = session else {
             return unauthenticated(req.uri(), req.headers(), websocket);
         };
@@ -148,7 +152,7 @@ pub(crate) async fn dispatch(
             let relay = Box::pin(proxy::websocket::engine(state.clone(), req, peer, sid, gw));
             relay.await
         } else {
-            proxy::http::to_qlik(&state, req, peer, &sid, &gw).await
+            proxy::http::to_qlik(&state, req, peer, &sid, &gw, session_at).await
         };
         return result.unwrap_or_else(|e| e.respond(html));
     }

@@ -49,7 +49,8 @@ pub(crate) fn upstream_path_and_query(state: &AppState, uri: &Uri, drop: &[&str]
     out
 }
 
-/// Forwards one request to the Qlik proxy as the session's user.
+/// Forwards one request to the Qlik proxy as the user of the gateway session `sid` (`gw`), read
+/// from the store at `session_at`, where the Qlik-session phase of its timing begins.
 ///
 /// Long (about 140 lines) on purpose: it is the per-request hot path, and its attempts (a
 /// bodyless request moves once to another node when its node does not answer) share the head
@@ -60,10 +61,12 @@ pub(crate) async fn to_qlik(
     peer: SocketAddr,
     sid: &SessionId,
     gw: &GatewaySession,
+    session_at: Instant,
 ) -> Result<Response, GatewayError> {
-    let asked = Instant::now();
     let mut qlik = state.qlik.ensure(sid, gw).await?;
-    state.metrics.phase(Phase::QlikSession, asked.elapsed());
+    state
+        .metrics
+        .phase(Phase::QlikSession, session_at.elapsed());
     let (parts, body) = req.into_parts();
     let http::request::Parts {
         method,
@@ -431,16 +434,16 @@ pub(crate) async fn send(
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
+    // One reading of the clock for the deadline and the timing (tokio's `timeout` reads its own).
     let start = Instant::now();
-    let sent = tokio::time::timeout(timeout, state.upstream.send_timed(origin, req)).await;
-    let sent = sent.map(|(r, waited)| {
+    let deadline = tokio::time::Instant::from_std(start) + timeout;
+    let sent =
+        tokio::time::timeout_at(deadline, state.upstream.send_timed(origin, req, start)).await;
+    let sent = sent.map(|(r, timing)| {
         if r.is_ok() {
             let m = &state.metrics;
-            m.phase(Phase::UpstreamConnection, waited);
-            m.phase(
-                Phase::UpstreamResponse,
-                start.elapsed().saturating_sub(waited),
-            );
+            m.phase(Phase::UpstreamConnection, timing.waited);
+            m.phase(Phase::UpstreamResponse, timing.answered);
         }
         r
     });

@@ -49,6 +49,16 @@ impl std::fmt::Debug for UpstreamClient {
     }
 }
 
+/// How a request's time to its response head divided ([`UpstreamClient::send_timed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendTiming {
+    /// Waiting for a connection before the request could be written: for a pooled one to
+    /// finish its previous response, or for a new one (TLS included).
+    pub waited: Duration,
+    /// The rest: writing the request and the upstream's answer up to its parsed head.
+    pub answered: Duration,
+}
+
 struct Pool {
     tls: tokio_rustls::TlsConnector,
     connect_timeout: Duration,
@@ -224,26 +234,33 @@ impl UpstreamClient {
         origin: &Origin,
         req: Request<Body>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
-        self.send_timed(origin, req).await.0
+        self.send_timed(origin, req, Instant::now()).await.0
     }
 
-    /// As [`Self::send`], and how long the request waited for a connection before it could be
-    /// written: for a pooled one to finish its previous response, or for a new one (TLS
-    /// included). The rest of the time to the response head is the upstream's.
+    /// As [`Self::send`], for a request the caller began timing at `started`, and how its time
+    /// to the response head divides ([`SendTiming`]). The caller's instant is the start, so that
+    /// the clock is read once per step (a request's deadline and its timing share one reading).
     pub async fn send_timed(
         &self,
         origin: &Origin,
         req: Request<Body>,
-    ) -> (Result<Response<PooledBody>, UpstreamError>, Duration) {
+        started: Instant,
+    ) -> (Result<Response<PooledBody>, UpstreamError>, SendTiming) {
         let mut waited = Duration::ZERO;
-        let r = self.send_counting(origin, req, &mut waited).await;
-        (r, waited)
+        let r = self.send_counting(origin, req, started, &mut waited).await;
+        let total = started.elapsed();
+        let timing = SendTiming {
+            waited,
+            answered: total.saturating_sub(waited),
+        };
+        (r, timing)
     }
 
     async fn send_counting(
         &self,
         origin: &Origin,
         mut req: Request<Body>,
+        started: Instant,
         waited: &mut Duration,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         if !req.headers().contains_key(header::HOST) {
@@ -253,12 +270,12 @@ impl UpstreamClient {
         }
         let mut fresh = false;
         let home = Home::here(origin);
+        let mut asked = started;
         loop {
-            let asked = Instant::now();
             let pooled = if fresh {
                 None
             } else {
-                self.pool.checkout(&home).await
+                self.pool.checkout(&home, asked).await
             };
             let mut tx = match pooled {
                 Some(tx) => tx,
@@ -271,7 +288,8 @@ impl UpstreamClient {
                     connect.await?
                 }
             };
-            *waited += asked.elapsed();
+            let writing = Instant::now();
+            *waited += writing.saturating_duration_since(asked);
             match tx.try_send_request(req).await {
                 Ok(resp) => return Ok(self.pool.clone().wrap(resp, home, tx)),
                 Err(mut e) => match e.take_message() {
@@ -279,6 +297,7 @@ impl UpstreamClient {
                         tracing::debug!(target: LOG_TARGET, %origin, error = %e.error(), "pooled connection was closed; sending on a new one");
                         req = unsent;
                         fresh = true;
+                        asked = Instant::now();
                     }
                     _ => {
                         let source = e.into_error();
@@ -353,15 +372,16 @@ impl Origin {
 }
 
 impl Pool {
-    /// The most recently used idle connection to `origin` that is still open, once it is ready.
-    async fn checkout(&self, home: &Home) -> Option<SendRequest<Body>> {
+    /// The most recently used idle connection to `origin` that is still open, once it is ready;
+    /// `now`: the caller's reading of the clock, against which idle time is judged.
+    async fn checkout(&self, home: &Home, now: Instant) -> Option<SendRequest<Body>> {
         loop {
             let idle = {
                 let mut all = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                 let (_, list) = all.iter_mut().find(|(h, _)| h == home)?;
                 list.pop()?
             };
-            if idle.tx.is_closed() || idle.since.elapsed() > IDLE_TIMEOUT {
+            if idle.tx.is_closed() || now.saturating_duration_since(idle.since) > IDLE_TIMEOUT {
                 continue;
             }
             let mut tx = idle.tx;

@@ -14,8 +14,8 @@
 #
 # Environment: CARGO_TARGET_DIR (default /tmp/bench-target), DUR (seconds per measurement, 10),
 # IDLE_MAX (largest idle-websocket count, 9000), ROUNDS (1; the HTTP and websocket rate rows
-# measured this many times, gateway / nginx / direct in turn each round, so that drift of the
-# machine reaches all three alike; the tables then give medians and each round's ratio), PLACEMENTS ("default pinned"; PIN=1 is "pinned",
+# measured this many times, gateway / nginx / direct in turn each round (each going first in
+# turn), so that drift of the machine reaches all three alike; the tables then give medians and each round's ratio), PLACEMENTS ("default pinned"; PIN=1 is "pinned",
 # PIN=0 "default"), C128 (1 = also HTTP at 128 connections), OUT (results directory; one
 # subdirectory per placement), ONLY (a comma-separated subset of http,ws,login,memory; the tables
 # then show what was measured), GREETINGS (the websocket upstream's greeting variants for the
@@ -184,38 +184,52 @@ run_placement() {
   }
 
   # --- HTTP and websocket rates, ROUNDS times ------------------------------------------------------
-  # Round 1's outputs are NAME.out, round r's NAME-rR.out (bench/table.py takes the medians).
+  # Round 1's outputs are NAME.out, round r's NAME-rR.out (bench/table.py takes the medians). The
+  # three targets take turns going first (round 1 gateway, nginx, direct; round 2 nginx, direct,
+  # gateway; …): whatever the run before leaves behind (a proxy still freeing 1 MiB buffers, the
+  # kernel's socket memory) does not fall on one target every round.
+  in_turn() { case $(( (r - 1) % 3 )) in 0) echo gateway nginx direct ;; 1) echo nginx direct gateway ;; *) echo direct gateway nginx ;; esac; }
   ws_run() { # ws_run NAME CONNS SIZE KIND
-    local g=immediate
-    measure "$1-gateway$sfx" "${GW_PID[$g]}" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:${GW_PORT[$g]}/mashup/app/$APP" \
-      "http://127.0.0.1:${GW_PORT[$g]}" "${GW_COOKIE[$g]}" "$2" "$3" "$4" "$DUR"
-    measure "$1-nginx$sfx" "$(nginx_pids)" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:$P_NGX/mashup/app/$APP" \
-      "http://127.0.0.1:$P_NGX" "" "$2" "$3" "$4" "$DUR"
-    measure "$1-direct$sfx" "" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:${SIM_PORT[$g]}/mashup/app/$APP" \
-      "http://127.0.0.1:${SIM_PORT[$g]}" "${QCOOKIE[$g]}" "$2" "$3" "$4" "$DUR"
+    local g=immediate t
+    for t in $(in_turn); do
+      case $t in
+        gateway) measure "$1-gateway$sfx" "${GW_PID[$g]}" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:${GW_PORT[$g]}/mashup/app/$APP" \
+                   "http://127.0.0.1:${GW_PORT[$g]}" "${GW_COOKIE[$g]}" "$2" "$3" "$4" "$DUR" ;;
+        nginx) measure "$1-nginx$sfx" "$(nginx_pids)" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:$P_NGX/mashup/app/$APP" \
+                 "http://127.0.0.1:$P_NGX" "" "$2" "$3" "$4" "$DUR" ;;
+        direct) measure "$1-direct$sfx" "" -- $LOAD_CPU "$LOADGEN" ws-echo "ws://127.0.0.1:${SIM_PORT[$g]}/mashup/app/$APP" \
+                  "http://127.0.0.1:${SIM_PORT[$g]}" "${QCOOKIE[$g]}" "$2" "$3" "$4" "$DUR" ;;
+      esac
+    done
   }
-  local CONCS="4 32" size c r sfx
+  http_run() { # http_run SIZE CONNS TARGET
+    case $3 in
+      gateway)
+        if [ "$r" = 1 ] && [ "${PROFILE:-0}" = 1 ] && [ "$1" = small ] && command -v perf >/dev/null; then
+          # A software-clock profile of the gateway during this run (no hardware counters in VMs).
+          perf record -q -F 999 -e cpu-clock --call-graph dwarf,16384 -p "$GWH" -o "$R/gateway-http-small-c$2.perf" -- sleep "$DUR" 2>/dev/null &
+          PERF_PID=$!
+        fi
+        # The gateway's own histograms around the run: where its time per request went.
+        [ "$r" = 1 ] && { curl -s "http://127.0.0.1:$P_GWH/_gateway/metrics" > "$R/http-$1-c$2-gateway.metrics.before" || true; }
+        measure "http-$1-c$2-gateway$sfx" "$GWH" -- $LOAD_CPU wrk -t1 -c"$2" -d"${DUR}s" --latency \
+          -H "Cookie: $GWH_COOKIE" "http://127.0.0.1:$P_GWH/mashup/$1.bin"
+        [ "$r" = 1 ] && { curl -s "http://127.0.0.1:$P_GWH/_gateway/metrics" > "$R/http-$1-c$2-gateway.metrics.after" || true; }
+        if [ -n "${PERF_PID:-}" ]; then wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi ;;
+      nginx) measure "http-$1-c$2-nginx$sfx" "$(nginx_pids)" -- $LOAD_CPU wrk -t1 -c"$2" -d"${DUR}s" --latency \
+               "http://127.0.0.1:$P_NGX/mashup/$1.bin" ;;
+      direct) measure "http-$1-c$2-direct$sfx" "" -- $LOAD_CPU wrk -t1 -c"$2" -d"${DUR}s" --latency \
+                "http://127.0.0.1:$P_UP/mashup/$1.bin" ;;
+    esac
+  }
+  local CONCS="4 32" size c r sfx t
   [ "$C128" = 1 ] && CONCS="4 32 128"
   part http || CONCS=""
   for r in $(seq 1 "$ROUNDS"); do
     sfx=""; [ "$r" -gt 1 ] && sfx="-r$r"
     for size in small big; do
       for c in $CONCS; do
-        if [ "$r" = 1 ] && [ "${PROFILE:-0}" = 1 ] && [ "$size" = small ] && command -v perf >/dev/null; then
-          # A software-clock profile of the gateway during this run (no hardware counters in VMs).
-          perf record -q -F 999 -e cpu-clock --call-graph dwarf,16384 -p "$GWH" -o "$R/gateway-http-small-c$c.perf" -- sleep "$DUR" 2>/dev/null &
-          PERF_PID=$!
-        fi
-        # The gateway's own histograms around the run: where its time per request went.
-        [ "$r" = 1 ] && { curl -s "http://127.0.0.1:$P_GWH/_gateway/metrics" > "$R/http-$size-c$c-gateway.metrics.before" || true; }
-        measure "http-$size-c$c-gateway$sfx" "$GWH" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
-          -H "Cookie: $GWH_COOKIE" "http://127.0.0.1:$P_GWH/mashup/$size.bin"
-        [ "$r" = 1 ] && { curl -s "http://127.0.0.1:$P_GWH/_gateway/metrics" > "$R/http-$size-c$c-gateway.metrics.after" || true; }
-        if [ -n "${PERF_PID:-}" ]; then wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
-        measure "http-$size-c$c-nginx$sfx" "$(nginx_pids)" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
-          "http://127.0.0.1:$P_NGX/mashup/$size.bin"
-        measure "http-$size-c$c-direct$sfx" "" -- $LOAD_CPU wrk -t1 -c"$c" -d"${DUR}s" --latency \
-          "http://127.0.0.1:$P_UP/mashup/$size.bin"
+        for t in $(in_turn); do http_run "$size" "$c" "$t"; done
       done
     done
     if part ws; then

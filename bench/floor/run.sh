@@ -60,7 +60,7 @@ run() { # name port pids c
   local c0 c1 t0 t1 out
   st0=$(awk '/^cpu /{print $9}' /proc/stat)
   c0=$(cpu_ticks $3); q0=$(rq_wait $3); t0=$(date +%s.%N); case $1 in gateway*) th0=$(thread_ticks ${3%% *});; nginx) th0=$(proc_ticks $3);; esac
-  [ -n "${STRACE:-}" ] && { timeout $((DUR-1)) strace -c -f -p ${3%% *} -o /tmp/strace-$1-c$4.txt 2>/dev/null & }
+  [ -n "${STRACE:-}" ] && { timeout $((DUR-1)) strace -c -f $(printf -- " -p %s" $3) -o /tmp/strace-$1-c$4.txt 2>/dev/null & }
   [ -n "${PERFSTAT:-}" ] && { perf stat -x, -e context-switches,cpu-migrations -p $(echo $3 | tr ' ' ,) -o /tmp/perfstat-$1-c$4.txt -- sleep $((DUR-1)) 2>/dev/null & PSP=$!; }
   [ -n "${PERF:-}" ] && { perf record -q -F 999 ${PERF_G:--g} -p $(echo $3 | tr " " ,) -o /tmp/perf-$1-c$4.data -- sleep $((DUR-1)) 2>/dev/null & }
   local ck=$GC; [ "$1" = gateway-old ] && ck=$GCO

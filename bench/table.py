@@ -60,13 +60,17 @@ def result(name):
     return None
 
 
-def round_names(name):
-    """NAME and NAME-r2, NAME-r3, … for as many rounds as were measured."""
-    names, r = [name], 2
-    while os.path.exists(os.path.join(out, f"{name}-r{r}.out")):
-        names.append(f"{name}-r{r}")
+def suffix(r):
+    """The file-name suffix of round r's outputs (bench/run.sh: none for round 1)."""
+    return "" if r == 1 else f"-r{r}"
+
+
+def rounds_measured(name):
+    """How many rounds of NAME were measured."""
+    r = 1
+    while os.path.exists(os.path.join(out, f"{name}{suffix(r + 1)}.out")):
         r += 1
-    return names
+    return r
 
 
 def median(xs):
@@ -79,8 +83,8 @@ def median(xs):
 
 def rounds_of(key):
     """{target: [result per round]} of one row, rounds in order (None where one is missing)."""
-    n = len(round_names(f"{key}-gateway"))
-    return {t: [result(f"{key}-{t}" + (f"-r{r}" if r > 1 else "")) for r in range(1, n + 1)]
+    n = rounds_measured(f"{key}-gateway")
+    return {t: [result(f"{key}-{t}{suffix(r)}") for r in range(1, n + 1)]
             for t in ("gateway", "nginx", "direct")}
 
 
@@ -101,7 +105,7 @@ def ratio(a, b):
 def missing_figures(parts):
     """The measurements of `parts` without a result (a rate, latencies, an error count)."""
     want = []
-    suffixes = [""] + [f"-r{r}" for r in range(2, check_rounds + 1)]
+    suffixes = [suffix(r) for r in range(1, check_rounds + 1)]
     if "http" in parts:
         want += [f"http-{s}-c{c}-{t}{x}" for s in ("small", "big") for c in (4, 32)
                  for t in ("gateway", "nginx", "direct") for x in suffixes]
@@ -143,7 +147,7 @@ rows = [
     ("WS 200 B JSON-RPC echo, 32 sockets", "ws-small"),
     ("WS 1 MiB binary echo, 4 sockets", "ws-big"),
 ]
-many = any(len(round_names(f"{key}-gateway")) > 1 for _, key in rows)
+many = any(rounds_measured(f"{key}-gateway") > 1 for _, key in rows)
 print()
 if many:
     print("Medians over the rounds; the ratios are the medians of each round's ratio (each round's in "

@@ -234,7 +234,10 @@ impl UpstreamClient {
         origin: &Origin,
         req: Request<Body>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
-        self.send_timed(origin, req, Instant::now()).await.0
+        // Untimed: no reading of the clock at the end, as send_timed's.
+        let mut waited = Duration::ZERO;
+        self.send_counting(origin, req, Instant::now(), &mut waited)
+            .await
     }
 
     /// As [`Self::send`], for a request the caller began timing at `started`, and how its time

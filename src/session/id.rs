@@ -7,20 +7,25 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 /// An opaque gateway session id, as carried by the browser's cookie. A credential: Debug redacts it.
+///
+/// Both strings are fixed-size ASCII, held inline: reading the cookie of every request then
+/// allocates nothing.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SessionId {
-    id: String,
+    id: [u8; ID_LEN],
     /// [`Self::storage_key`], computed once: every request needs it, some several times.
-    key: String,
+    key: [u8; 64],
 }
 
+/// 32 random bytes in unpadded base64url.
+const ID_LEN: usize = 43;
+
 impl SessionId {
-    fn new(id: String) -> Self {
-        let mut hex = [0u8; 64];
+    /// `id` is ASCII of [`ID_LEN`] bytes (both callers make sure).
+    fn new(id: [u8; ID_LEN]) -> Self {
+        let mut key = [0u8; 64];
         // 32 bytes always fit 64 hex digits.
-        let _ = hex::encode_to_slice(Sha256::digest(id.as_bytes()), &mut hex);
-        // Hex digits are ASCII: never the empty fallback.
-        let key = std::str::from_utf8(&hex).unwrap_or_default().to_owned();
+        let _ = hex::encode_to_slice(Sha256::digest(id), &mut key);
         Self { id, key }
     }
 
@@ -28,31 +33,39 @@ impl SessionId {
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
-        Self::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+        let mut id = [0u8; ID_LEN];
+        // 32 bytes always encode to exactly 43.
+        let _ = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(bytes, &mut id);
+        Self::new(id)
     }
 
     /// Accepts a cookie value only if it has the shape of an id we issue, so junk never reaches a store.
     pub fn parse(s: &str) -> Option<Self> {
-        let ok = s.len() == 43
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Self::new(s.to_string()))
+        let id: [u8; ID_LEN] = s.as_bytes().try_into().ok()?;
+        id.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .then(|| Self::new(id))
     }
 
     /// The value for the cookie.
     pub fn as_cookie_value(&self) -> &str {
-        &self.id
+        ascii(&self.id)
     }
 
     /// A stable, non-secret key for storage and logs (SHA-256 of the id, hex, first 16 chars for logs).
     pub fn storage_key(&self) -> &str {
-        &self.key
+        ascii(&self.key)
     }
 
     /// A short non-secret tag that lets operators correlate log lines of one session.
     pub fn log_tag(&self) -> String {
-        self.key[..12].to_string()
+        self.storage_key()[..12].to_string()
     }
+}
+
+/// Both fields only ever hold ASCII (base64url, hex): never the empty fallback.
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 impl fmt::Debug for SessionId {
@@ -74,5 +87,14 @@ mod tests {
         assert!(SessionId::parse("short").is_none());
         assert!(SessionId::parse(&"=".repeat(43)).is_none());
         assert!(!format!("{a:?}").contains(a.as_cookie_value()));
+        assert_eq!(a.as_cookie_value().len(), 43);
+        assert_eq!(a.storage_key().len(), 64);
+        assert!(a.storage_key().bytes().all(|b| b.is_ascii_hexdigit()));
+        // One byte more or less, or a character outside base64url, is not an id.
+        let v = a.as_cookie_value();
+        assert!(SessionId::parse(&v[1..]).is_none());
+        assert!(SessionId::parse(&format!("{v}A")).is_none());
+        assert!(SessionId::parse(&format!("{}é", &v[2..])).is_none());
+        assert!(SessionId::parse(&format!("+{}", &v[1..])).is_none());
     }
 }

@@ -203,20 +203,6 @@ pub(crate) fn set_forwarding(
     headers.insert(header::HOST, upstream_host.clone());
 }
 
-/// An address for log fields, written with one `write_str`: the request span carries the peer,
-/// and `Ipv4Addr`'s `Display` goes through the formatter seven times, once per request.
-pub(crate) struct PeerIp(pub(crate) IpAddr);
-
-impl std::fmt::Display for PeerIp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut buf = [0u8; 64];
-        match ip_text(self.0, &mut buf).and_then(|t| std::str::from_utf8(t).ok()) {
-            Some(t) => f.write_str(t),
-            None => self.0.fmt(f),
-        }
-    }
-}
-
 /// `ip` as text in `buf`. An IPv4 address (nearly every client) is written digit by digit: this
 /// runs on every proxied request, and `Display` takes seven formatter calls for one address.
 fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
@@ -416,7 +402,6 @@ mod tests {
             let addr = IpAddr::from(octets);
             let text = ip_text(addr, &mut buf).unwrap();
             assert_eq!(std::str::from_utf8(text).unwrap(), addr.to_string());
-            assert_eq!(PeerIp(addr).to_string(), addr.to_string());
         }
     }
 

@@ -16,34 +16,46 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config_checks::ConfigError;
 
+mod request_span;
+
+use request_span::WithRequestSpans;
+pub(crate) use request_span::{in_current_request, RequestSpan};
+
 /// Installs the global subscriber once; later calls (tests, demo) are no-ops.
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
     // Colour codes only for a person at a terminal, never into journald or a log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
-    if cfg.json {
-        let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with(SpanFields::Json)
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(ansi)
-                    .with_writer(std::io::stderr)
-                    .json()
-                    .flatten_event(true),
-            )
-            .try_init();
+    let installed = if cfg.json {
+        WithRequestSpans::new(
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(SpanFields::Json)
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(ansi)
+                        .with_writer(std::io::stderr)
+                        .json()
+                        .flatten_event(true),
+                ),
+        )
+        .try_init()
     } else {
-        let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with((!ansi).then_some(SpanFields::Text))
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(ansi)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init();
+        WithRequestSpans::new(
+            tracing_subscriber::registry()
+                .with(filter)
+                .with((!ansi).then_some(SpanFields::Text))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(ansi)
+                        .with_writer(std::io::stderr),
+                ),
+        )
+        .try_init()
+    };
+    if installed.is_ok() {
+        request_span::register();
     }
 }
 
@@ -284,15 +296,23 @@ pub fn validate(raw: RawLog) -> Result<LogConfig, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::{Arc, Mutex};
 
     use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
 
+    /// What a formatter wrote (`MakeWriter` for tests).
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    pub(super) struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Captured {
+        /// Everything written so far.
+        pub(super) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
 
     impl std::io::Write for Captured {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -329,7 +349,7 @@ mod tests {
             let request = tracing::info_span!(
                 "request",
                 request_id = %"0f3a",
-                peer = %crate::headers::PeerIp(peer),
+                peer = %peer,
             );
             let _r = request.enter();
             let odd = tracing::info_span!(
@@ -355,8 +375,7 @@ mod tests {
             let _f = float.enter();
             tracing::info!(user = "x", "deeper");
         });
-        let bytes = out.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+        out.text()
     }
 
     #[test]

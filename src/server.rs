@@ -17,13 +17,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
-use tracing::Instrument;
 
 mod balance;
 pub mod body_timeout;
 pub mod first_request;
 
 use crate::limits::HeadLimits;
+use crate::logging::RequestSpan;
 use balance::{Balance, Inbox, Placed};
 use body_timeout::TimedBody;
 use first_request::{Arrived, FirstRequestDeadline};
@@ -550,21 +550,14 @@ fn service(
             req.headers_mut().insert(REQUEST_ID, id.clone());
             // Every log line of this request (and of its websocket relay) carries the id, and
             // Qlik gets it too (the header is forwarded), so one id follows a request end to end.
-            // Both fields as `Display`: the text formatter writes a `Display` value in one
-            // piece, but a `&str` through `Debug`, quoting and escaping it character by character
-            // (with the peer's `Display`, 4.7k instructions a request at the default log level).
-            let span = tracing::info_span!(
-                "request",
-                request_id = %id.to_str().unwrap_or_default(),
-                peer = %crate::headers::PeerIp(peer.ip()),
-            );
+            let span = RequestSpan::new(id.clone(), peer.ip());
             let class = RouteClass::of(req.uri().path(), &state.cfg.qlik.mount, req.headers());
             let metrics = state.metrics.clone();
             let start = Instant::now();
             let routed = crate::routes::routed(req.uri().path(), state.provider.callback_path());
             let router = router.clone();
             let state = state.clone();
-            async move {
+            let future = async move {
                 if let Some(e) = refused {
                     let mut resp = crate::error::GatewayError::from(e).into_response();
                     metrics.http_request(class, resp.status(), start.elapsed());
@@ -598,8 +591,8 @@ fn service(
                 metrics.http_request(class, resp.status(), start.elapsed());
                 resp.headers_mut().insert(REQUEST_ID, id);
                 Ok(resp)
-            }
-            .instrument(span)
+            };
+            span.instrument(future)
         },
     ))
 }

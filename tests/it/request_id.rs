@@ -61,3 +61,68 @@ async fn log_lines_carry_the_request_id() {
     assert_eq!(login["span"]["request_id"], "trace-me-1", "{login}");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_websockets_relay_logs_with_its_upgrade_requests_id() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sim = qlik_sim::Sim::start(qlik_sim::SimOptions::default(), &dir.path().join("pki"))
+        .await
+        .unwrap();
+    // The binary picks its port: the page's origin is listed instead.
+    let setup = Setup {
+        security: "allowed_origins = [\"https://mashup.example.com\"]".into(),
+        ..Setup::default()
+    };
+    let toml = config_toml(&sim, &setup, "127.0.0.1:0".parse().unwrap());
+    let gw = Binary::start(dir.path(), &toml, &[]).await;
+    let login = http_client()
+        .get(format!("{}/_gateway/login", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    let cookie = cookie_from(&login).expect("the gateway cookie");
+    let ws_url = format!(
+        "{}/mashup/app/{}",
+        gw.url().replacen("http", "ws", 1),
+        qlik_sim::SALES_APP_ID
+    );
+    let mut req = ws_url.into_client_request().unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    req.headers_mut()
+        .insert("origin", "https://mashup.example.com".parse().unwrap());
+    req.headers_mut()
+        .insert("x-request-id", "trace-ws-1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(
+        r#"{"jsonrpc":"2.0","id":1,"handle":-1,"method":"EngineVersion","params":{}}"#,
+    ))
+    .await
+    .unwrap();
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains(r#""id":1"#) => break,
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended before the answer: {other:?}"),
+        }
+    }
+    // Qlik ends the Qlik session under the open socket: the relay logs it, long after the
+    // upgrade request's own future has finished.
+    assert!(sim.control().notify("OnSessionTimedOut", true).unwrap() >= 1);
+    while let Some(Ok(_)) = ws.next().await {}
+    let (_, log) = gw.stop().await;
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Qlik ended the user's Qlik session"))
+        })
+        .unwrap_or_else(|| panic!("no line of the relay:\n{log}"));
+    assert_eq!(line["span"]["request_id"], "trace-ws-1", "{line}");
+    assert_eq!(line["span"]["name"], "request", "{line}");
+    sim.shutdown().await;
+}

@@ -23,9 +23,9 @@ use axum::body::Body;
 use axum::response::Response;
 use http::Request;
 use hyper_util::rt::TokioIo;
-use tracing::Instrument;
 
 use crate::error::GatewayError;
+use crate::logging::in_current_request;
 use crate::session::{GatewaySession, SessionId};
 use crate::state::AppState;
 use legs::{Client, Side, Upstream};
@@ -75,20 +75,17 @@ pub(crate) async fn engine(
     // tungstenite holds no bytes, the tap the rest.
     let (qlik_io, qlik_read) = upstream.into_inner().into_parts();
     // A task that holds little while the socket is parked; settling gets a task of its own.
-    tokio::spawn(
-        async move {
-            let client = match on_upgrade.await {
-                Ok(upgraded) => TokioIo::new(upgraded),
-                Err(e) => return tracing::debug!(error = %e, "client upgrade failed"),
-            };
-            let woken = park::park(&socket.state, &mut socket.guard, client, qlik_io, qlik_read);
-            if let Parked::Woken(legs) = woken.await {
-                let (client, upstream) = *legs;
-                tokio::spawn(run(socket, client, upstream).instrument(tracing::Span::current()));
-            }
+    tokio::spawn(in_current_request(async move {
+        let client = match on_upgrade.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(e) => return tracing::debug!(error = %e, "client upgrade failed"),
+        };
+        let woken = park::park(&socket.state, &mut socket.guard, client, qlik_io, qlik_read);
+        if let Parked::Woken(legs) = woken.await {
+            let (client, upstream) = *legs;
+            tokio::spawn(in_current_request(run(socket, client, upstream)));
         }
-        .instrument(tracing::Span::current()),
-    );
+    }));
     Ok(upgrade::switching_protocols(&key))
 }
 
@@ -100,9 +97,9 @@ async fn run(mut socket: Settling, mut client: Client, upstream: Upstream) {
     };
     // A task of its own: this one's future is sized for the settle phase (handshakes,
     // reconnects, TLS), several KiB that an open socket would otherwise keep for its lifetime.
-    tokio::spawn(
-        relay_phase(socket, client, upstream, closed).instrument(tracing::Span::current()),
-    );
+    tokio::spawn(in_current_request(relay_phase(
+        socket, client, upstream, closed,
+    )));
 }
 
 /// Phase two: bytes both ways as they come, tungstenite gone; see [`relay`].

@@ -61,8 +61,9 @@ pub fn init(cfg: &LogConfig) {
 
 /// Renders a new span's fields as the log format does (text without colours, or JSON), into a
 /// string sized once, before the formatter sees the span: it keeps fields it finds rendered
-/// (tracing-subscriber's `fmt::Layer::on_new_span`). Every proxied request opens a span, and the
-/// formatter's own rendering was the largest single item of the request path: in text each name
+/// (tracing-subscriber's `fmt::Layer::on_new_span`). A request opens its span at its first log
+/// line (every login, every refusal; [`request_span`]), and the formatter's own rendering was,
+/// when every request opened one, the largest single item of the request path: in text each name
 /// and `=` through a styled `Display` and the string grown four times, in JSON a `BTreeMap` of
 /// `serde_json::Value`s, each field's text allocated twice. A span with a field the formatter
 /// renders in its own way (text: `message` or an error; both: raw `r#` or `log.` names; JSON:

@@ -21,6 +21,7 @@ use tower::ServiceExt;
 mod balance;
 pub mod body_timeout;
 pub mod first_request;
+mod timer_promise;
 
 use crate::limits::HeadLimits;
 use crate::logging::RequestSpan;
@@ -303,6 +304,7 @@ impl Accept {
         stop: impl Future<Output = ()>,
     ) {
         tokio::pin!(stop);
+        let promise = tokio::spawn(timer_promise::keep());
         loop {
             let placed = tokio::select! {
                 _ = &mut stop => break,
@@ -331,6 +333,7 @@ impl Accept {
             };
             self.serve_one(placed, graceful);
         }
+        promise.abort();
         // A closed inbox takes no more connections; those handed over just before the stop
         // are served (and drained) like the rest.
         inbox.rx.close();

@@ -78,8 +78,11 @@ run() { # name port pids c
 TARGETS=${TARGETS:-nginx gateway hyper hyper-nowritev raw pingora}  # and gateway-old
 declare -A PORTOF=([gateway-old]=$P_GWO [nginx]=$P_NGX [gateway]=$P_GW [hyper]=$P_HY [hyper-nowritev]=$P_HYW [inline]=$P_INL [raw]=$P_RAW [pingora]=$P_PG)
 declare -A PIDOF=([gateway-old]=$GWO [nginx]="$(npids $NGX)" [gateway]=$GW [hyper]=$HY [hyper-nowritev]=$HYW [inline]=$INL [raw]=$RAW [pingora]=$PG)
+# Each round starts with the next target (round 2: the second of TARGETS first, ...), so the
+# machine's drift over a run reaches them alike, as bench/run.sh's rounds do.
+in_turn() { local a=($TARGETS) n i; n=${#a[@]}; for ((i = 0; i < n; i++)); do echo "${a[(i + $1 - 1) % n]}"; done; }
 for r in $(seq 1 $ROUNDS); do
   for c in ${CONCS:-4 32}; do
-    for t in $TARGETS; do run $t ${PORTOF[$t]} "${PIDOF[$t]}" $c; done
+    for t in $(in_turn $r); do run $t ${PORTOF[$t]} "${PIDOF[$t]}" $c; done
   done
 done

@@ -3,8 +3,9 @@
 //! Every log line of a request (and of its websocket relay) carries the request's id and peer in
 //! a span named `request`, as `tracing`'s `info_span!` would. Most requests write no line at
 //! all, and a span opened and entered for each of them was the largest single item of a proxied
-//! request's own work (≈ 2,700 instructions: the registry's slot, the fields rendered, an enter
-//! and exit on every poll, the close; BENCHMARKS.md, "Instructions per request"). So a request
+//! request's own work (≈ 2,300 instructions: the registry's slot, the fields rendered, an enter
+//! and exit on every poll, the close; BENCHMARKS.md, "Session ids, store hash, lazy request
+//! span, timer promise"). So a request
 //! only carries its [`RequestSpan`], which the thread polling it knows ([`InRequest`]), and the
 //! subscriber ([`WithRequestSpans`]) opens the span at the request's first log line and enters
 //! it around each line.

@@ -24,8 +24,10 @@ impl SessionId {
     /// `id` is ASCII of [`ID_LEN`] bytes (both callers make sure).
     fn new(id: [u8; ID_LEN]) -> Self {
         let mut key = [0u8; 64];
-        // 32 bytes always fit 64 hex digits.
-        let _ = hex::encode_to_slice(Sha256::digest(id), &mut key);
+        // A digest is 32 bytes whatever the id, and 32 bytes are 64 hex digits: this cannot fail,
+        // and a key left zeroed would be every session's key.
+        let encoded = hex::encode_to_slice(Sha256::digest(id), &mut key);
+        assert!(encoded.is_ok(), "a SHA-256 digest is 64 hex digits");
         Self { id, key }
     }
 
@@ -34,8 +36,14 @@ impl SessionId {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let mut id = [0u8; ID_LEN];
-        // 32 bytes always encode to exactly 43.
-        let _ = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(bytes, &mut id);
+        // 32 bytes are always 43 characters: this cannot fail, and an id left zeroed would be
+        // guessable.
+        let written = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(bytes, &mut id);
+        assert_eq!(
+            written.ok(),
+            Some(ID_LEN),
+            "32 bytes are 43 base64url characters"
+        );
         Self::new(id)
     }
 

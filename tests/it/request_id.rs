@@ -39,12 +39,7 @@ async fn the_request_id_is_kept_forwarded_and_answered() {
 
 #[tokio::test]
 async fn log_lines_carry_the_request_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = qlik_sim::Sim::start(qlik_sim::SimOptions::default(), &dir.path().join("pki"))
-        .await
-        .unwrap();
-    let toml = config_toml(&sim, &Setup::default(), "127.0.0.1:0".parse().unwrap());
-    let gw = Binary::start(dir.path(), &toml, &[]).await;
+    let (_dir, sim, gw) = binary(&Setup::default()).await;
     let r = http_client()
         .get(format!("{}/_gateway/login", gw.url()))
         .header("x-request-id", "trace-me-1")
@@ -64,20 +59,14 @@ async fn log_lines_carry_the_request_id() {
 
 #[tokio::test]
 async fn a_websockets_relay_logs_with_its_upgrade_requests_id() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-    let dir = tempfile::tempdir().unwrap();
-    let sim = qlik_sim::Sim::start(qlik_sim::SimOptions::default(), &dir.path().join("pki"))
-        .await
-        .unwrap();
     // The binary picks its port: the page's origin is listed instead.
-    let setup = Setup {
+    let (_dir, sim, gw) = binary(&Setup {
         security: "allowed_origins = [\"https://mashup.example.com\"]".into(),
         ..Setup::default()
-    };
-    let toml = config_toml(&sim, &setup, "127.0.0.1:0".parse().unwrap());
-    let gw = Binary::start(dir.path(), &toml, &[]).await;
+    })
+    .await;
     let login = http_client()
         .get(format!("{}/_gateway/login", gw.url()))
         .send()
@@ -95,23 +84,12 @@ async fn a_websockets_relay_logs_with_its_upgrade_requests_id() {
         .insert("origin", "https://mashup.example.com".parse().unwrap());
     req.headers_mut()
         .insert("x-request-id", "trace-ws-1".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    ws.send(Message::text(
-        r#"{"jsonrpc":"2.0","id":1,"handle":-1,"method":"EngineVersion","params":{}}"#,
-    ))
-    .await
-    .unwrap();
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains(r#""id":1"#) => break,
-            Some(Ok(_)) => continue,
-            other => panic!("socket ended before the answer: {other:?}"),
-        }
-    }
+    let mut ws = Ws::new(tokio_tungstenite::connect_async(req).await.unwrap().0);
+    ws.call(-1, "EngineVersion", serde_json::json!({})).await;
     // Qlik ends the Qlik session under the open socket: the relay logs it, long after the
     // upgrade request's own future has finished.
     assert!(sim.control().notify("OnSessionTimedOut", true).unwrap() >= 1);
-    while let Some(Ok(_)) = ws.next().await {}
+    while ws.next_message().await.is_some() {}
     let (_, log) = gw.stop().await;
     let line = log
         .lines()
@@ -125,4 +103,15 @@ async fn a_websockets_relay_logs_with_its_upgrade_requests_id() {
     assert_eq!(line["span"]["request_id"], "trace-ws-1", "{line}");
     assert_eq!(line["span"]["name"], "request", "{line}");
     sim.shutdown().await;
+}
+
+/// qlik-sim and the real binary in front of it, configured by `setup`.
+async fn binary(setup: &Setup) -> (tempfile::TempDir, qlik_sim::Sim, Binary) {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = qlik_sim::Sim::start(qlik_sim::SimOptions::default(), &dir.path().join("pki"))
+        .await
+        .unwrap();
+    let toml = config_toml(&sim, setup, "127.0.0.1:0".parse().unwrap());
+    let gw = Binary::start(dir.path(), &toml, &[]).await;
+    (dir, sim, gw)
 }

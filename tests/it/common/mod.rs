@@ -165,10 +165,7 @@ impl Env {
             .max_frame_size(Some(128 << 20));
         let (ws, _) =
             tokio_tungstenite::connect_async_with_config(req, Some(config), false).await?;
-        Ok(Ws {
-            inner: ws,
-            next_id: 1,
-        })
+        Ok(Ws::new(ws))
     }
 
     /// Stops the gateway (graceful) and the sim.
@@ -305,6 +302,11 @@ pub struct Ws {
 }
 
 impl Ws {
+    /// A client on a socket opened some other way (with headers of the test's own).
+    pub fn new(inner: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Ws {
+        Ws { inner, next_id: 1 }
+    }
+
     /// Next text frame as JSON (skipping pings/pongs); `None` when the socket closed.
     pub async fn next_json(&mut self) -> Option<serde_json::Value> {
         loop {

@@ -10,6 +10,7 @@
 #   TARGETS="gateway hyper" PERF=1 bench/floor/run.sh   # perf record into /tmp/perf-TARGET-cC.data
 #   STRACE=1 ...                                        # strace -c into /tmp/strace-TARGET-cC.txt
 #   PERFSTAT=1 ...                                      # context switches and migrations per request
+#   NSTAT=1 ...                                         # TCP segments, ACKs, corking per request
 #
 # Release binaries of the gateway from $CARGO_TARGET_DIR (/tmp/bench-target; bench/run.sh builds
 # them), the spikes built into $FLOOR_TARGET (/tmp/floor-target). pingora needs cmake.
@@ -62,12 +63,14 @@ run() { # name port pids c
   c0=$(cpu_ticks $3); q0=$(rq_wait $3); t0=$(date +%s.%N); case $1 in gateway*) th0=$(thread_ticks ${3%% *});; nginx) th0=$(proc_ticks $3);; esac
   [ -n "${STRACE:-}" ] && { timeout $((DUR-1)) strace -c -f $(printf -- " -p %s" $3) -o /tmp/strace-$1-c$4.txt 2>/dev/null & }
   [ -n "${PERFSTAT:-}" ] && { perf stat -x, -e context-switches,cpu-migrations -p $(echo $3 | tr ' ' ,) -o /tmp/perfstat-$1-c$4.txt -- sleep $((DUR-1)) 2>/dev/null & PSP=$!; }
+  [ -n "${NSTAT:-}" ] && nstat -n
   [ -n "${PERF:-}" ] && { perf record -q -F 999 ${PERF_G:--g} -p $(echo $3 | tr " " ,) -o /tmp/perf-$1-c$4.data -- sleep $((DUR-1)) 2>/dev/null & }
   local ck=$GC; [ "$1" = gateway-old ] && ck=$GCO
   out=$($LD wrk -t1 -c$4 -d${DUR}s --latency -H "Cookie: $ck" http://127.0.0.1:$2/mashup/small.bin)
   t1=$(date +%s.%N); c1=$(cpu_ticks $3); q1=$(rq_wait $3); case $1 in gateway*) th1=$(thread_ticks ${3%% *}); echo "  $1 threads (ticks): $th0 -> $th1";; nginx) th1=$(proc_ticks $3); echo "  nginx processes (ticks): $th0 -> $th1";; esac
   rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
   [ -n "${PERFSTAT:-}" ] && { wait $PSP; awk -F, -v r=$rps -v d=$((DUR-1)) '$3 ~ /context-switches|cpu-migrations/ {printf "  %s per request: %.2f\n", $3, $1/(r*d)}' /tmp/perfstat-$1-c$4.txt; }
+  [ -n "${NSTAT:-}" ] && nstat -z TcpOutSegs TcpExtDelayedACKs TcpExtTCPPureAcks TcpExtTCPHPAcks TcpExtTCPAutoCorking TcpExtTCPOrigDataSent TcpExtTCPHPHits | awk -v r=$rps -v d=$DUR 'NR>1 {printf "  %s per request: %.2f\n", $1, $2/(r*d)}'
   p99=$(echo "$out" | awk '$1=="99%"{print $2}'); p50=$(echo "$out" | awk '$1=="50%"{print $2}')
   cpu=$(python3 -c "print(round(100*($c1-$c0)/$HZ/($t1-$t0)))")
   us=$(python3 -c "print(round(1e6*($c1-$c0)/$HZ/($t1-$t0)/$rps,1))")

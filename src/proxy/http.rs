@@ -418,7 +418,9 @@ fn rewrite_location_header(state: &AppState, h: &mut HeaderMap) {
 
 /// Sends one request (`uri`: path and query) to `origin` on the gateway's upstream client with
 /// a response-header timeout, timing its wait for a connection and the upstream's answer
-/// ([`Phase`]), and mapping failures to gateway errors.
+/// ([`Phase`]), and mapping failures to gateway errors. Returns once the head and the first
+/// piece of a body of announced length are in (or at the timeout), so that they are passed on in
+/// one write ([`PooledBody::read_first_frame`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn send(
     state: &AppState,
@@ -459,7 +461,10 @@ pub(crate) async fn send(
             upstream,
             detail: crate::net::error_chain::root_cause(&e),
         }),
-        Ok(Ok(r)) => Ok(r),
+        Ok(Ok(mut r)) => {
+            r.body_mut().read_first_frame(deadline).await;
+            Ok(r)
+        }
     }
 }
 

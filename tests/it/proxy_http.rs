@@ -698,3 +698,123 @@ async fn a_qrs_call_with_its_xrfkey_pair_reaches_qlik_intact() {
     );
     env.stop().await;
 }
+
+/// A dev-server upstream (the mashup's; it shares Qlik's client) that answers one request with
+/// `head`, then writes `body` when told to: the test decides when the body exists.
+async fn split_upstream(
+    head: &'static str,
+    body: &'static str,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut req = Vec::new();
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut b = [0u8; 4096];
+            match s.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => req.extend_from_slice(&b[..n]),
+            }
+        }
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.flush().await.unwrap();
+        if wait.await.is_ok() {
+            s.write_all(body.as_bytes()).await.unwrap();
+        }
+        // Kept open until the gateway closes it, as a keep-alive server would.
+        let _ = s.read(&mut [0u8; 1]).await;
+    });
+    (url, go)
+}
+
+/// A gateway (with `qlik` lines) in front of a [`split_upstream`], and a raw client's socket
+/// that has sent it `GET /` as a logged-in user. The `Env` must live as long as the socket.
+async fn split_response(
+    head: &'static str,
+    body: &'static str,
+    qlik: &str,
+) -> (Env, tokio::net::TcpStream, tokio::sync::oneshot::Sender<()>) {
+    use tokio::io::AsyncWriteExt;
+    let (dev, go) = split_upstream(head, body).await;
+    let env = Env::with(Setup {
+        mashup: format!("upstream = \"{dev}\""),
+        qlik: qlik.into(),
+        ..Default::default()
+    })
+    .await;
+    let cookie = env.login().await;
+    let addr = env.url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    (env, s, go)
+}
+
+/// Reads until `text` has arrived, returning everything read and how many reads it took.
+async fn read_until(s: &mut tokio::net::TcpStream, text: &str) -> (String, usize) {
+    use tokio::io::AsyncReadExt;
+    let (mut got, mut reads) = (Vec::new(), 0);
+    while !String::from_utf8_lossy(&got).contains(text) {
+        let mut b = [0u8; 8192];
+        let n = within("the response", s.read(&mut b)).await.expect("read");
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&b[..n]);
+        reads += 1;
+    }
+    (String::from_utf8_lossy(&got).into_owned(), reads)
+}
+
+#[tokio::test]
+async fn a_responses_head_leaves_with_the_start_of_its_body() {
+    // An upstream that flushes its head before its body (nginx's sendfile, most servers under
+    // some load): the client gets both in one piece, not a lone head segment it must ACK first.
+    let (_env, mut s, go) = split_response(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 11\r\n\r\n",
+        "hello world",
+        "",
+    )
+    .await;
+    // The head is held while the body has not begun (a bounded look for something that must
+    // not come: the gateway has the head from the first instant).
+    let early = tokio::time::timeout(Duration::from_millis(300), s.readable()).await;
+    assert!(early.is_err(), "the head was passed on before its body");
+    go.send(()).unwrap();
+    let (resp, reads) = read_until(&mut s, "hello world").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("content-length: 11"), "{resp}");
+    assert_eq!(reads, 1, "head and body came in {reads} pieces: {resp:?}");
+}
+
+#[tokio::test]
+async fn a_streamed_responses_head_is_passed_on_before_its_body() {
+    // Without an announced length the body may be a stream of events: its head is not held.
+    let (_env, mut s, go) = split_response(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+        "6\r\ndata:1\r\n0\r\n\r\n",
+        "",
+    )
+    .await;
+    let (head, _) = read_until(&mut s, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.contains("data:1"), "{head}");
+    go.send(()).unwrap();
+    read_until(&mut s, "data:1").await;
+}
+
+#[tokio::test]
+async fn a_head_whose_body_does_not_begin_is_passed_on_at_the_response_timeout() {
+    let (_env, mut s, go) = split_response(
+        "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n",
+        "late",
+        "response_timeout = \"1s\"",
+    )
+    .await;
+    // The body only begins once the client has the head: it must come without it.
+    let (head, _) = read_until(&mut s, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    go.send(()).unwrap();
+    read_until(&mut s, "late").await;
+}

@@ -490,7 +490,11 @@ impl Pool {
             tx,
         });
         resp.map(|body| {
-            let mut b = PooledBody { body, checkin };
+            let mut b = PooledBody {
+                body,
+                checkin,
+                first: None,
+            };
             if b.body.is_end_stream() {
                 b.release();
             }
@@ -510,6 +514,8 @@ struct Checkin {
 pub struct PooledBody {
     body: Incoming,
     checkin: Option<Checkin>,
+    /// The first frame, read ahead by [`PooledBody::read_first_frame`].
+    first: Option<Result<Frame<Bytes>, hyper::Error>>,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -526,6 +532,26 @@ impl PooledBody {
             c.pool.checkin(c.home, c.tx);
         }
     }
+
+    /// Reads the first frame of a body whose length the upstream announced, waiting for it until
+    /// `deadline` at most, so that the head and the start of the body leave together: passed on
+    /// as soon as the head is parsed, the head goes out alone whenever the upstream wrote the two
+    /// separately (nginx's `sendfile`, any server that flushes its head), and costs the client
+    /// a segment, a wake-up and an ACK. nginx holds output the same way (`postpone_output`).
+    /// A body without an announced length may be a stream whose first frame comes late (events,
+    /// long polls): its head is passed on at once. At the deadline the head goes on without it.
+    pub async fn read_first_frame(&mut self, deadline: tokio::time::Instant) {
+        if self.first.is_some()
+            || self.body.is_end_stream()
+            || self.body.size_hint().exact().is_none()
+        {
+            return;
+        }
+        let read = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx));
+        if let Ok(Some(frame)) = tokio::time::timeout_at(deadline, read).await {
+            self.first = Some(frame);
+        }
+    }
 }
 
 impl http_body::Body for PooledBody {
@@ -537,6 +563,9 @@ impl http_body::Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(first));
+        }
         let r = Pin::new(&mut this.body).poll_frame(cx);
         match &r {
             Poll::Ready(None) => this.release(),
@@ -548,11 +577,21 @@ impl http_body::Body for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.first.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let ahead = match &self.first {
+            Some(Ok(frame)) => frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => 0,
+        };
+        let rest = self.body.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(ahead));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(ahead));
+        }
+        hint
     }
 }
 
@@ -666,6 +705,31 @@ mod tests {
             assert_eq!(get(&c, &url).await, "again");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_first_frame_read_ahead_is_still_the_bodys_and_returns_the_connection() {
+        let (url, accepted) = server("read ahead", usize::MAX).await;
+        let c = test_client();
+        for _ in 0..2 {
+            let req = Request::get(&url).body(Body::empty()).unwrap();
+            let mut resp = c.request(req).await.unwrap();
+            let far = tokio::time::Instant::now() + Duration::from_secs(60);
+            resp.body_mut().read_first_frame(far).await;
+            // Whatever was read ahead is still announced and still delivered.
+            let body = resp.body_mut();
+            assert!(!body.is_end_stream());
+            assert_eq!(body.size_hint().exact(), Some(10));
+            let mut body = resp.into_body();
+            let mut got = Vec::new();
+            while let Some(frame) =
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            {
+                got.extend_from_slice(&frame.unwrap().into_data().unwrap());
+            }
+            assert_eq!(got, b"read ahead");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -51,6 +51,21 @@ static IDENTITY: [HeaderName; 6] = [
     X_REAL_IP,
 ];
 
+/// Headers the gateway adds to a request on its way to Qlik: three `X-Forwarded-*`, `Host`,
+/// `Cookie` (Qlik's session) and a header-mode credential.
+pub(crate) const ADDED_UPSTREAM: usize = 6;
+
+/// A copy of `h` with room for `room` more headers. `HeaderMap::clone` copies the entries
+/// without spare capacity, so the first headers inserted into the copy reallocate them (twice
+/// for the gateway's six: the copy's entries are moved each time).
+pub(crate) fn clone_with_room(h: &HeaderMap, room: usize) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(h.len() + room);
+    for (k, v) in h {
+        out.append(k.clone(), v.clone());
+    }
+    out
+}
+
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the few headers there are, rather than a lookup per name: most messages
@@ -379,6 +394,34 @@ mod tests {
             .iter()
             .fold(0u32, |set, h| set | 1 << h.as_str().len());
         assert_eq!(set, HOP_BY_HOP_LENGTHS);
+    }
+
+    #[test]
+    fn a_copy_with_room_keeps_every_value_in_order_and_takes_more_without_growing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.append(header::ACCEPT, HeaderValue::from_static("x"));
+        h.append(header::ACCEPT, HeaderValue::from_static("y"));
+        h.insert("x-custom", HeaderValue::from_static("z"));
+        let mut c = clone_with_room(&h, ADDED_UPSTREAM);
+        assert_eq!(c, h);
+        let order = |m: &HeaderMap| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.to_str().unwrap()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(&c), order(&h));
+        let room = c.capacity();
+        for (i, name) in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]
+            .into_iter()
+            .enumerate()
+        {
+            c.insert(name, HeaderValue::from(i));
+        }
+        c.insert(header::COOKIE, HeaderValue::from_static("q=1"));
+        c.insert(header::HOST, HeaderValue::from_static("qlik"));
+        c.insert("x-qlik-user", HeaderValue::from_static("u"));
+        assert_eq!(c.capacity(), room);
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub(crate) async fn to_qlik(
         };
         // Only a bodyless request is ever sent twice: only its headers are kept for that.
         let mut h = if bodyless {
-            base_headers.clone()
+            headers::clone_with_room(&base_headers, headers::ADDED_UPSTREAM)
         } else {
             std::mem::take(&mut base_headers)
         };

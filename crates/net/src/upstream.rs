@@ -534,12 +534,13 @@ impl PooledBody {
     }
 
     /// Reads the first frame of a body whose length the upstream announced, waiting for it until
-    /// `deadline` at most, so that the head and the start of the body leave together: passed on
-    /// as soon as the head is parsed, the head goes out alone whenever the upstream wrote the two
-    /// separately (nginx's `sendfile`, any server that flushes its head), and costs the client
-    /// a segment, a wake-up and an ACK. nginx holds output the same way (`postpone_output`).
-    /// A body without an announced length may be a stream whose first frame comes late (events,
-    /// long polls): its head is passed on at once. At the deadline the head goes on without it.
+    /// `deadline` at most, so that the response's head and the start of its body leave in one
+    /// write. Passed on as soon as it is parsed, a head goes out alone whenever the upstream
+    /// wrote head and body separately (nginx's `sendfile`, any server that flushes its head),
+    /// which costs the client a segment, a wake-up and an ACK; nginx holds output the same way
+    /// (`postpone_output`). A body without an announced length may be a stream whose first frame
+    /// comes late (events, long polls): it is not waited for. Past the deadline the head goes on
+    /// without its body.
     pub async fn read_first_frame(&mut self, deadline: tokio::time::Instant) {
         if self.first.is_some()
             || self.body.is_end_stream()

@@ -546,10 +546,10 @@ fn service(
             let refused = limits.check(&req).err();
             let http1 = req.version() < http::Version::HTTP_2;
             let id = request_id(req.headers());
-            // Room, in one step, for what the gateway adds on the way upstream (this id, three
-            // X-Forwarded-* and Qlik's cookie): grown one insert at a time, the map is
-            // rebuilt twice on a typical request.
-            req.headers_mut().reserve(6);
+            // Room, in one step, for this id and what the gateway adds on the way upstream
+            // (`headers::ADDED_UPSTREAM`, `Host` among them, which the client's head already
+            // has): grown one insert at a time, the map is rebuilt twice on a typical request.
+            req.headers_mut().reserve(crate::headers::ADDED_UPSTREAM);
             req.headers_mut().insert(REQUEST_ID, id.clone());
             // Every log line of this request (and of its websocket relay) carries the id, and
             // Qlik gets it too (the header is forwarded), so one id follows a request end to end.
